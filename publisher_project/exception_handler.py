@@ -1,0 +1,97 @@
+"""One error envelope, `{"code", "detail"}`, for every API error (SPEC §6)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from publishing.exceptions import BrokerUnavailable, NotFound, PublishingConflict, PublishingError
+
+logger = logging.getLogger(__name__)
+
+_CODES: dict[type[exceptions.APIException], tuple[str, int]] = {
+    exceptions.NotAuthenticated: ("NOT_AUTHENTICATED", status.HTTP_401_UNAUTHORIZED),
+    exceptions.AuthenticationFailed: ("NOT_AUTHENTICATED", status.HTTP_401_UNAUTHORIZED),
+    exceptions.PermissionDenied: ("PERMISSION_DENIED", status.HTTP_403_FORBIDDEN),
+    exceptions.NotFound: ("NOT_FOUND", status.HTTP_404_NOT_FOUND),
+    exceptions.MethodNotAllowed: ("METHOD_NOT_ALLOWED", status.HTTP_405_METHOD_NOT_ALLOWED),
+    exceptions.NotAcceptable: ("NOT_ACCEPTABLE", status.HTTP_406_NOT_ACCEPTABLE),
+    exceptions.UnsupportedMediaType: ("UNSUPPORTED_MEDIA_TYPE", status.HTTP_415_UNSUPPORTED_MEDIA_TYPE),
+    exceptions.Throttled: ("THROTTLED", status.HTTP_429_TOO_MANY_REQUESTS),
+    exceptions.ValidationError: ("VALIDATION_ERROR", status.HTTP_400_BAD_REQUEST),
+    exceptions.ParseError: ("VALIDATION_ERROR", status.HTTP_400_BAD_REQUEST),
+}
+
+
+def _domain_error(exc: PublishingError) -> Response:
+    if isinstance(exc, BrokerUnavailable):
+        return Response(
+            {"code": exc.code, "detail": exc.detail},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+    if isinstance(exc, PublishingConflict):
+        return Response({"code": "CONFLICT", "detail": exc.detail, **exc.extra()}, status=409)
+    if isinstance(exc, NotFound):
+        return Response({"code": "NOT_FOUND", "detail": exc.detail}, status=404)
+    return Response({"code": exc.code, "detail": exc.detail}, status=status.HTTP_400_BAD_REQUEST)
+
+
+def _flatten(detail: Any) -> str:
+    if isinstance(detail, dict):
+        return "; ".join(f"{key}: {_flatten(value)}" for key, value in detail.items())
+    if isinstance(detail, list):
+        return " ".join(_flatten(item) for item in detail)
+    return str(detail)
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Map any error to `{"code", "detail"}` (plus `errors` per field for validation)."""
+    if isinstance(exc, PublishingError):
+        return _domain_error(exc)
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    code, status_code = next(
+        ((code, st) for cls, (code, st) in _CODES.items() if isinstance(exc, cls)),
+        (str(exc.default_code).upper(), response.status_code),
+    )
+    body: dict[str, Any] = {"code": code}
+    if isinstance(exc, exceptions.ValidationError):
+        body["detail"] = _flatten(exc.detail)
+        body["errors"] = exc.detail
+    else:
+        body["detail"] = str(exc.detail)
+    response.data = body
+    response.status_code = status_code
+    return response
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """JSON 404 under /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": "NOT_FOUND", "detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """JSON 500 under /api/ (a bug, never bad input), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": "INTERNAL_ERROR", "detail": "Internal server error."}, status=500)
+    return defaults.server_error(request)

@@ -1,0 +1,225 @@
+"""Settings shared by every environment; the only module that reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import django_stubs_ext
+import environ
+
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+SECRET_KEY: str = env.str("SECRET_KEY", default="")
+DEBUG: bool = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Read here, applied by production.py only (off behind a TLS-terminating proxy
+# that already redirects).
+SECURE_SSL_REDIRECT_IN_PRODUCTION: bool = env.bool("SECURE_SSL_REDIRECT", default=True)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_dramatiq",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "publishing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "publisher_project.urls"
+WSGI_APPLICATION = "publisher_project.wsgi.application"
+ASGI_APPLICATION = "publisher_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database(url: str) -> dict[str, Any]:
+    config: dict[str, Any] = environ.Env.db_url_config(url)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        # A web process and worker processes write at once: WAL lets readers
+        # run beside the writer, IMMEDIATE takes the write lock up front (no
+        # deadlocking lock upgrades) and the timeout waits for it instead of
+        # raising "database is locked".
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    else:
+        config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+DATABASE_URL: str = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'publisher.sqlite3'}")
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+LOGIN_URL = "/api-auth/login/"
+LOGIN_REDIRECT_URL = "/api/v1/"
+
+# --- Jobs -------------------------------------------------------------------
+
+REDIS_URL: str = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# redis://, rediss://, unix:// or amqp://; stub:// is the in-memory broker of
+# unit tests.
+BROKER_URL: str = env.str("BROKER_URL", default=REDIS_URL)
+# Web requests must never wait long on a sick broker (SPEC §7): one short
+# socket timeout, then the circuit breaker answers 503 at once.
+# Prefix of every Redis key the broker writes; lets several deployments (or
+# test runs) share one Redis.
+BROKER_NAMESPACE: str = env.str("BROKER_NAMESPACE", default="dramatiq")
+PUBLISHING_BROKER_SOCKET_TIMEOUT: float = env.float("PUBLISHING_BROKER_SOCKET_TIMEOUT", default=0.5)
+PUBLISHING_BROKER_COOLDOWN: float = env.float("PUBLISHING_BROKER_COOLDOWN", default=2.0)
+# How long a dead worker's unacked messages wait before redelivery (Redis).
+PUBLISHING_HEARTBEAT_TIMEOUT_MS: int = env.int("PUBLISHING_HEARTBEAT_TIMEOUT_MS", default=60_000)
+
+PUBLISHING_QUEUE = "publishing-builds"
+PUBLISHING_MAX_RETRIES: int = env.int("PUBLISHING_MAX_RETRIES", default=3)
+PUBLISHING_MIN_BACKOFF_MS: int = env.int("PUBLISHING_MIN_BACKOFF_MS", default=2_000)
+PUBLISHING_MAX_BACKOFF_MS: int = env.int("PUBLISHING_MAX_BACKOFF_MS", default=300_000)
+PUBLISHING_TIME_LIMIT_MS: int = env.int("PUBLISHING_TIME_LIMIT_MS", default=30 * 60_000)
+PUBLISHING_RATE_LIMIT: str = env.str("PUBLISHING_RATE_LIMIT", default="5/60s")
+PUBLISHING_SHUTDOWN_TIMEOUT: int = env.int("PUBLISHING_SHUTDOWN_TIMEOUT", default=30)
+PUBLISHING_RETENTION_COMPLETED: int = env.int("PUBLISHING_RETENTION_COMPLETED", default=100)
+PUBLISHING_RETENTION_FAILED: int = env.int("PUBLISHING_RETENTION_FAILED", default=500)
+
+PUBLISHING_ALLOW_LOCAL_SOURCES: bool = env.bool("PUBLISHING_ALLOW_LOCAL_SOURCES", default=False)
+PUBLISHING_ALLOW_PRIVATE_TARGETS: bool = env.bool("PUBLISHING_ALLOW_PRIVATE_TARGETS", default=False)
+PUBLISHING_ALLOW_USER_BUILD_COMMANDS: bool = env.bool("PUBLISHING_ALLOW_USER_BUILD_COMMANDS", default=False)
+
+PUBLISHING_PIPELINE: str = env.str("PUBLISHING_PIPELINE", default="publishing.pipeline.DefaultPipeline")
+PUBLISHING_WORKSPACE_DIR: str = env.str("PUBLISHING_WORKSPACE_DIR", default="")
+PUBLISHING_CHECKOUT_TIMEOUT: int = env.int("PUBLISHING_CHECKOUT_TIMEOUT", default=300)
+PUBLISHING_BUILD_TIMEOUT: int = env.int("PUBLISHING_BUILD_TIMEOUT", default=900)
+PUBLISHING_SUBMIT_TIMEOUT: int = env.int("PUBLISHING_SUBMIT_TIMEOUT", default=60)
+PUBLISHING_LOG_LIMIT: int = env.int("PUBLISHING_LOG_LIMIT", default=64 * 1024)
+
+DRAMATIQ_BROKER: dict[str, Any] = {
+    # A factory rather than a class: it picks Redis, RabbitMQ or the stub
+    # broker from BROKER_URL and sets the socket timeouts.
+    "BROKER": "publishing.broker.make_broker",
+    "OPTIONS": {
+        "url": BROKER_URL,
+        "namespace": BROKER_NAMESPACE,
+        "socket_timeout": PUBLISHING_BROKER_SOCKET_TIMEOUT,
+        "heartbeat_timeout": PUBLISHING_HEARTBEAT_TIMEOUT_MS,
+    },
+    # Listed in full: django-dramatiq's default list names a Prometheus
+    # middleware that dramatiq 2.x no longer has.
+    "MIDDLEWARE": [
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.TimeLimit",
+        "dramatiq.middleware.ShutdownNotifications",
+        "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.Pipelines",
+        "dramatiq.middleware.Retries",
+        "dramatiq.middleware.CurrentMessage",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+    ],
+}
+DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+
+# --- API --------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    # Token first: an anonymous API call then gets 401 with WWW-Authenticate
+    # rather than the 403 that session authentication would give.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "publisher_project.exception_handler.api_exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Publisher API",
+    "DESCRIPTION": "Build a project, package an artifact and submit it to a store, as a background job.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Logging ----------------------------------------------------------------
+
+LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"job_context": {"()": "publishing.log_context.JobContextFilter"}},
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s%(job_context)s",
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["job_context"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "publishing": {"level": LOG_LEVEL},
+        "dramatiq": {"level": "INFO"},
+        "django": {"level": "INFO"},
+    },
+}

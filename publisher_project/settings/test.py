@@ -1,0 +1,25 @@
+"""Unit tests: the in-memory stub broker, fast hashing, short backoffs."""
+
+from .base import *  # noqa: F403
+from .base import DATABASES, DRAMATIQ_BROKER, VAR_DIR
+
+SECRET_KEY = "test-only-not-secret"  # noqa: S105
+DEBUG = False
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+BROKER_URL = "stub://"
+DRAMATIQ_BROKER = {**DRAMATIQ_BROKER, "OPTIONS": {**DRAMATIQ_BROKER["OPTIONS"], "url": BROKER_URL}}
+
+PUBLISHING_MIN_BACKOFF_MS = 10
+PUBLISHING_MAX_BACKOFF_MS = 50
+PUBLISHING_ALLOW_LOCAL_SOURCES = True
+PUBLISHING_ALLOW_PRIVATE_TARGETS = True
+PUBLISHING_ALLOW_USER_BUILD_COMMANDS = False
+PUBLISHING_WORKSPACE_DIR = str(VAR_DIR / "test-workspaces")
+
+# A file, not memory: integration tests share the test database with the web
+# and worker processes they start.
+DATABASES["default"].setdefault("TEST", {})
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"]["NAME"] = str(VAR_DIR / "test-publisher.sqlite3")

@@ -1,0 +1,196 @@
+"""Thin views: parse, call one service or selector, serialize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.contrib.auth.models import User
+from django.db import DatabaseError, connection
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, mixins, permissions, status, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.serializers import BaseSerializer
+from rest_framework.views import APIView
+
+from publishing import broker, services
+from publishing.api.serializers import (
+    ErrorSerializer,
+    HealthSerializer,
+    InitiateSerializer,
+    ProjectSerializer,
+    PublishingListSerializer,
+    PublishingSerializer,
+    TokenRequestSerializer,
+    TokenSerializer,
+)
+from publishing.exceptions import PublishingError
+from publishing.models import Project, Publishing
+from publishing.selectors import projects_visible_to, publishings_visible_to
+
+IDEMPOTENCY_KEY_MAX = 255
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="VALIDATION_ERROR"),
+    401: OpenApiResponse(ErrorSerializer, description="NOT_AUTHENTICATED"),
+    404: OpenApiResponse(ErrorSerializer, description="NOT_FOUND"),
+}
+
+
+def caller(request: Request) -> User:
+    """The authenticated user of a request that passed IsAuthenticated."""
+    if not isinstance(request.user, User):
+        raise exceptions.NotAuthenticated()
+    return request.user
+
+
+@extend_schema(exclude=True)
+@api_view(["GET"])
+@permission_classes([permissions.AllowAny])
+def api_root(request: Request, format: str | None = None) -> Response:
+    return Response(
+        {
+            "projects": reverse("project-list", request=request, format=format),
+            "publishing": reverse("publishing-list", request=request, format=format),
+            "initiate": reverse("publishing-initiate", request=request, format=format),
+            "health": reverse("health", request=request, format=format),
+            "token": reverse("token", request=request, format=format),
+            "schema": reverse("schema", request=request),
+            "docs": reverse("swagger-ui", request=request),
+        }
+    )
+
+
+@extend_schema(tags=["projects"], responses={**ERRORS})
+class ProjectViewSet(viewsets.ModelViewSet[Project]):
+    """Your projects (staff: all). A project says what to build and where to submit it."""
+
+    serializer_class = ProjectSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Project]:
+        return projects_visible_to(self.request.user).order_by("name", "id")
+
+    def perform_create(self, serializer: BaseSerializer[Project]) -> None:
+        serializer.instance = services.project_create(owner=caller(self.request), **serializer.validated_data)
+
+    def perform_update(self, serializer: BaseSerializer[Project]) -> None:
+        serializer.instance = services.project_update(
+            project=self.get_object(), by=self.request.user, **serializer.validated_data
+        )
+
+    def perform_destroy(self, instance: Project) -> None:
+        services.project_delete(project=instance)
+
+
+class PublishingFilter(django_filters.FilterSet):  # type: ignore[misc]
+    status = django_filters.ChoiceFilter(choices=Publishing.Status.choices)
+    project = django_filters.UUIDFilter(field_name="project_id")
+
+    class Meta:
+        model = Publishing
+        fields = ["status", "project"]
+
+
+@extend_schema(tags=["publishing"])
+class PublishingViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Publishing]
+):
+    """Publishings you requested or of your projects (staff: all), newest first."""
+
+    filterset_class = PublishingFilter
+
+    def get_queryset(self) -> QuerySet[Publishing]:
+        return publishings_visible_to(self.request.user).order_by("-created_at", "id")
+
+    def get_serializer_class(self) -> type[BaseSerializer[Any]]:
+        if self.action == "list":
+            return PublishingListSerializer
+        if self.action == "initiate":
+            return InitiateSerializer
+        return PublishingSerializer
+
+    @extend_schema(
+        request=InitiateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                location=OpenApiParameter.HEADER,
+                required=False,
+                description="Repeat a request safely: the same key from the same user returns the same "
+                "publishing.",
+            )
+        ],
+        responses={
+            202: PublishingSerializer,
+            **ERRORS,
+            409: OpenApiResponse(
+                ErrorSerializer, description="CONFLICT: the project has an active publishing"
+            ),
+            503: OpenApiResponse(ErrorSerializer, description="SERVICE_UNAVAILABLE: the job service is down"),
+        },
+    )
+    @action(detail=False, methods=["post"], url_path="initiate", url_name="initiate")
+    def initiate(self, request: Request) -> Response:
+        """Queue a publishing of the project; answers 202 with it and its Location."""
+        data = InitiateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        publishing = services.publishing_initiate(
+            user=caller(request),
+            project_id=data.validated_data["project_id"],
+            idempotency_key=_idempotency_key(request),
+        )
+        body = PublishingSerializer(publishing, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        raise PublishingError(
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters.",
+            code="VALIDATION_ERROR",
+        )
+    return key
+
+
+class HealthView(APIView):
+    """Whether the database and the job broker answer now."""
+
+    authentication_classes: list[type[Any]] = []
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(tags=["health"], responses={200: HealthSerializer, 503: HealthSerializer})
+    def get(self, request: Request) -> Response:
+        database = _database_ok()
+        broker_ok = broker.is_healthy()
+        body = {
+            "status": "ok" if database and broker_ok else "unavailable",
+            "database": "ok" if database else "unavailable",
+            "broker": "ok" if broker_ok else "unavailable",
+        }
+        return Response(body, status=200 if database and broker_ok else 503)
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        return False
+    return True
+
+
+class TokenView(ObtainAuthToken):
+    """Exchange a username and password for an API token (`Authorization: Token …`)."""
+
+    @extend_schema(tags=["auth"], request=TokenRequestSerializer, responses={200: TokenSerializer, **ERRORS})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)

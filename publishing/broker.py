@@ -1,0 +1,207 @@
+"""Broker construction, health and degraded mode.
+
+The web tier must never hang on the broker (SPEC §7). Every call it makes
+goes through one circuit breaker: after a failure the breaker opens and
+requests answer 503 at once, without touching the network, until a cool-down
+passes; then a single request probes and, if the broker answers, closes it.
+So a broker that refuses costs one fast failure, one that hangs costs one
+socket timeout per cool-down, and recovery needs no restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import dramatiq
+import dramatiq.errors
+import pika
+import redis
+from django.conf import settings
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from publishing.exceptions import BrokerUnavailable
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# What a broker call raises when the broker is away or hung: redis-py's own
+# errors (not wrapped by dramatiq), dramatiq's for RabbitMQ, and the OS's.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.RedisError,
+    dramatiq.errors.BrokerConnectionError,
+    pika.exceptions.AMQPError,
+    OSError,
+)
+
+
+def broker_kind(url: str) -> str:
+    """`redis`, `rabbitmq` or `stub`, from the scheme of a broker URL."""
+    scheme = urlsplit(url).scheme
+    if scheme in {"redis", "rediss", "unix"}:
+        return "redis"
+    if scheme in {"amqp", "amqps"}:
+        return "rabbitmq"
+    if scheme == "stub":
+        return "stub"
+    raise ValueError(f"Unsupported BROKER_URL scheme {scheme!r}: use redis://, unix://, amqp:// or stub://")
+
+
+def redis_client(url: str, *, socket_timeout: float) -> redis.Redis:
+    """A Redis client that fails fast: short timeouts and no hidden retries."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+
+
+def _amqp_url(url: str, *, socket_timeout: float) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("socket_timeout", str(socket_timeout))
+    query.setdefault("stack_timeout", str(max(socket_timeout * 2, 1)))
+    query.setdefault("blocked_connection_timeout", str(max(socket_timeout * 2, 1)))
+    query.setdefault("connection_attempts", "1")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def make_broker(
+    *,
+    url: str,
+    middleware: Sequence[Middleware] | None = None,
+    namespace: str = "dramatiq",
+    socket_timeout: float = 0.5,
+    heartbeat_timeout: int = 60_000,
+) -> dramatiq.Broker:
+    """Build the broker named by `url` (django-dramatiq calls this from DRAMATIQ_BROKER)."""
+    kind = broker_kind(url)
+    middleware = list(middleware or [])
+    if kind == "stub":
+        return StubBroker(middleware=middleware)
+    if kind == "rabbitmq":
+        return RabbitmqBroker(
+            url=_amqp_url(url, socket_timeout=socket_timeout),
+            middleware=middleware,
+            confirm_delivery=True,
+        )
+    return RedisBroker(  # type: ignore[no-untyped-call]
+        client=redis_client(url, socket_timeout=socket_timeout),
+        middleware=middleware,
+        namespace=namespace,
+        heartbeat_timeout=heartbeat_timeout,
+    )
+
+
+class CircuitBreaker:
+    """Fail fast while a dependency is known to be down; let one caller probe it now and then."""
+
+    def __init__(self, *, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cooldown = cooldown
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open_until = 0.0
+        self._probing = False
+        self.failures = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.failures > 0 and self._clock() < self._open_until
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn`, or raise BrokerUnavailable without running it while the circuit is open."""
+        with self._lock:
+            if self.failures:
+                if self._clock() < self._open_until or self._probing:
+                    raise BrokerUnavailable()
+                self._probing = True
+        try:
+            result = fn()
+        except BROKER_ERRORS as exc:
+            with self._lock:
+                self.failures += 1
+                self._open_until = self._clock() + self.cooldown
+                first = self.failures == 1
+            log = logger.warning if first else logger.debug
+            log("broker unavailable (%s: %s); failing fast for %.1fs", type(exc).__name__, exc, self.cooldown)
+            raise BrokerUnavailable() from exc
+        finally:
+            with self._lock:
+                self._probing = False
+        with self._lock:
+            if self.failures:
+                logger.warning("broker reachable again after %d failed call(s)", self.failures)
+            self.failures = 0
+        return result
+
+    def reset(self) -> None:
+        with self._lock:
+            self.failures = 0
+            self._probing = False
+            self._open_until = 0.0
+
+
+breaker = CircuitBreaker(cooldown=settings.PUBLISHING_BROKER_COOLDOWN)
+
+
+def enqueue(message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+    """Hand a message to the broker, or raise BrokerUnavailable fast."""
+    broker = dramatiq.get_broker()
+    return breaker.call(lambda: broker.enqueue(message, delay=delay))
+
+
+def _ping() -> None:
+    kind = broker_kind(settings.BROKER_URL)
+    timeout = settings.PUBLISHING_BROKER_SOCKET_TIMEOUT
+    if kind == "redis":
+        broker = dramatiq.get_broker()
+        client = broker.client if isinstance(broker, RedisBroker) else None
+        client = client or redis_client(settings.BROKER_URL, socket_timeout=timeout)
+        client.ping()
+    elif kind == "rabbitmq":
+        params = pika.URLParameters(_amqp_url(settings.BROKER_URL, socket_timeout=timeout))
+        pika.BlockingConnection(params).close()
+
+
+def is_healthy() -> bool:
+    """True when the broker answers now; never blocks longer than one socket timeout."""
+    try:
+        breaker.call(_ping)
+    except BrokerUnavailable:
+        return False
+    return True
+
+
+def warn_if_unreachable() -> None:
+    """Log one warning at start-up when the broker is away; the app runs on in degraded mode."""
+    if broker_kind(settings.BROKER_URL) == "stub":
+        return
+    try:
+        _ping()
+    except BROKER_ERRORS as exc:
+        logger.warning(
+            "broker at %s unreachable at start-up (%s); initiate answers 503 until it is back",
+            redact_url(settings.BROKER_URL),
+            type(exc).__name__,
+        )
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

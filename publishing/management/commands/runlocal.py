@@ -1,0 +1,97 @@
+"""Run the whole service locally: Redis (the configured or an embedded one), a worker, the web server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from publishing.broker import broker_kind, redact_url, redis_client
+from publishing.redis_server import RedisServer
+
+
+class Command(BaseCommand):
+    help = "Run web server and worker (and an embedded Redis when REDIS_URL does not answer)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--processes", type=int, default=1)
+        parser.add_argument("--threads", type=int, default=2)
+
+    def handle(self, *args: Any, port: int, processes: int, threads: int, **options: Any) -> None:
+        env = dict(os.environ)
+        embedded: RedisServer | None = None
+        if broker_kind(settings.BROKER_URL) == "redis" and not _answers(settings.BROKER_URL):
+            embedded = RedisServer(Path(settings.VAR_DIR) / "redis").start()
+            env["REDIS_URL"] = env["BROKER_URL"] = embedded.url
+            self.stdout.write(
+                f"Redis at {redact_url(settings.BROKER_URL)} does not answer: "
+                f"started an embedded one at {embedded.url}"
+            )
+        else:
+            self.stdout.write(f"Using the broker at {redact_url(settings.BROKER_URL)}")
+
+        manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
+        children = [
+            subprocess.Popen(
+                [
+                    *manage,
+                    "rundramatiq",
+                    "--processes",
+                    str(processes),
+                    "--threads",
+                    str(threads),
+                    "--worker-shutdown-timeout",
+                    str(settings.PUBLISHING_SHUTDOWN_TIMEOUT * 1000),
+                ],
+                env=env,
+            ),
+            subprocess.Popen([*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env=env),
+        ]
+        self.stdout.write(f"Publisher on http://127.0.0.1:{port}/api/v1/ (Ctrl-C stops everything)")
+
+        stopping = False
+
+        def forward(signum: int, frame: FrameType | None) -> None:
+            nonlocal stopping
+            stopping = True
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
+
+        signal.signal(signal.SIGINT, forward)
+        signal.signal(signal.SIGTERM, forward)
+        try:
+            while all(child.poll() is None for child in children) and not stopping:
+                time.sleep(0.2)
+            forward(signal.SIGTERM, None)
+            deadline = time.monotonic() + settings.PUBLISHING_SHUTDOWN_TIMEOUT + 10
+            for child in children:
+                try:
+                    child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+        finally:
+            if embedded is not None:
+                embedded.stop()
+        self.stdout.write("Stopped.")
+
+
+def _answers(url: str) -> bool:
+    client = redis_client(url, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.exceptions.RedisError:
+        return False
+    finally:
+        client.close()

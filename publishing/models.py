@@ -1,0 +1,192 @@
+"""Projects and their publishings; the publishing status machine lives here."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from publishing.exceptions import InvalidTransition
+
+
+class Project(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="projects")
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100)
+    repository_url = models.CharField(
+        max_length=500,
+        help_text="Git URL (https://, ssh://, git@host:path). file:// URLs and local paths only "
+        "where PUBLISHING_ALLOW_LOCAL_SOURCES is on.",
+    )
+    ref = models.CharField(max_length=255, default="main", help_text="Branch or tag to build.")
+    build_command = models.TextField(
+        blank=True,
+        default="",
+        help_text="Command line run in the checkout without a shell; empty for no build.",
+    )
+    artifact_path = models.CharField(
+        max_length=500, default=".", help_text="Path inside the checkout to package."
+    )
+    target_url = models.CharField(
+        max_length=500, help_text="Where to submit: file:///dir or http(s)://host/path."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "slug"], name="project_unique_slug_per_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PublishingQuerySet(models.QuerySet["Publishing"]):
+    def active(self) -> PublishingQuerySet:
+        return self.filter(status__in=Publishing.ACTIVE_STATUSES)
+
+    def transition(
+        self,
+        pk: uuid.UUID | str,
+        to: str,
+        *,
+        attempt: int | None = None,
+        **changes: Any,
+    ) -> None:
+        """Move one publishing to `to` by compare-and-set; raise InvalidTransition if not allowed.
+
+        With `attempt`, the move only happens while that attempt still owns the
+        publishing, so a straggling older run can never overwrite a newer one.
+        """
+        now = timezone.now()
+        guard = Q(pk=pk, status__in=Publishing.TRANSITIONS.get(to, ()))
+        if attempt is not None:
+            guard &= Q(attempts=attempt)
+        values: dict[str, Any] = {"status": to, "updated_at": now, **changes}
+        if to in Publishing.TERMINAL_STATUSES:
+            values.setdefault("finished_at", now)
+        if to == Publishing.Status.QUEUED:
+            values.setdefault("queued_at", now)
+            values.setdefault("finished_at", None)
+        if not self.filter(guard).update(**values):
+            current = self.filter(pk=pk).values_list("status", flat=True).first()
+            raise InvalidTransition(
+                f"Publishing {pk} cannot move from {current or 'nowhere'} to {to}.",
+            )
+
+
+class Publishing(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        QUEUED = "queued"
+        BUILDING = "building"
+        SUBMITTING = "submitting"
+        PUBLISHED = "published"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TERMINAL_STATUSES: ClassVar[frozenset[str]] = frozenset(
+        {Status.PUBLISHED, Status.FAILED, Status.CANCELLED}
+    )
+    ACTIVE_STATUSES: ClassVar[frozenset[str]] = frozenset(
+        {Status.PENDING, Status.QUEUED, Status.BUILDING, Status.SUBMITTING}
+    )
+    # Target status -> the statuses it may be reached from. The only place
+    # transitions are defined; `PublishingQuerySet.transition` enforces it.
+    # building/submitting -> queued is a requeue: a transient failure waiting
+    # for its retry, or an attempt whose worker died.
+    TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
+        Status.QUEUED: frozenset(
+            {Status.PENDING, Status.FAILED, Status.CANCELLED, Status.BUILDING, Status.SUBMITTING}
+        ),
+        Status.BUILDING: frozenset({Status.QUEUED}),
+        Status.SUBMITTING: frozenset({Status.BUILDING}),
+        Status.PUBLISHED: frozenset({Status.SUBMITTING}),
+        Status.FAILED: ACTIVE_STATUSES,
+        Status.CANCELLED: ACTIVE_STATUSES,
+    }
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # SET_NULL: publishings are business records that outlive their project.
+    project = models.ForeignKey(Project, on_delete=models.SET_NULL, null=True, related_name="publishings")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="publishings",
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Pipeline runs started.")
+    message_id = models.CharField(max_length=64, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    log = models.TextField(blank=True, default="")
+    artifact_sha256 = models.CharField(max_length=64, blank=True, default="")
+    artifact_size = models.BigIntegerField(null=True, blank=True)
+    artifact_uri = models.CharField(max_length=1000, blank=True, default="")
+    submission_ref = models.CharField(max_length=500, blank=True, default="")
+    # NULL, not "": a unique constraint must ignore publishings without a key.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PublishingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status__in=["pending", "queued", "building", "submitting"]),
+                name="publishing_one_active_per_project",
+            ),
+            models.UniqueConstraint(
+                fields=["requested_by", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="publishing_unique_idempotency_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=[
+                        "pending",
+                        "queued",
+                        "building",
+                        "submitting",
+                        "published",
+                        "failed",
+                        "cancelled",
+                    ]
+                ),
+                name="publishing_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0, progress__lte=100), name="publishing_progress_0_100"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="published") | (~Q(artifact_sha256="") & Q(progress=100)),
+                name="publishing_published_has_artifact",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["published", "failed", "cancelled"]) | Q(finished_at__isnull=False),
+                name="publishing_terminal_has_finished_at",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "updated_at"], name="publishing_status_updated")]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES

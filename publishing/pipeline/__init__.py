@@ -1,0 +1,65 @@
+"""The publishing pipeline: checkout, build, package, submit.
+
+One module a step, one interface (`Pipeline`). The default implementation is
+`DefaultPipeline`; `PUBLISHING_PIPELINE` names another class to plug in (tests
+and other stores). Steps raise `TransientJobError` (retried) or
+`PermanentJobError` (fails at once), each with a stable `code`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from publishing.pipeline.base import Artifact, Job, Pipeline, Submission
+from publishing.pipeline.build import run_build
+from publishing.pipeline.checkout import checkout
+from publishing.pipeline.package import package
+from publishing.pipeline.submit import submit
+
+__all__ = ["Artifact", "DefaultPipeline", "Job", "Pipeline", "Submission", "get_pipeline"]
+
+
+class DefaultPipeline:
+    """git clone, a sandboxed build command, a deterministic tar.gz, a file:// or HTTP store."""
+
+    def checkout(self, job: Job) -> Path:
+        return checkout(
+            job.repository_url,
+            job.ref,
+            dest=job.workspace / "source",
+            timeout=settings.PUBLISHING_CHECKOUT_TIMEOUT,
+            allow_local=settings.PUBLISHING_ALLOW_LOCAL_SOURCES,
+            allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
+        )
+
+    def build(self, job: Job, source: Path) -> None:
+        if job.build_command.strip():
+            run_build(
+                job.build_command,
+                cwd=source,
+                timeout=settings.PUBLISHING_BUILD_TIMEOUT,
+                output_limit=settings.PUBLISHING_LOG_LIMIT,
+                on_output=job.log,
+            )
+
+    def package(self, job: Job, source: Path) -> Artifact:
+        return package(source, job.artifact_path, out_dir=job.workspace / "out", name=job.publishing_id)
+
+    def submit(self, job: Job, artifact: Artifact) -> Submission:
+        return submit(
+            artifact,
+            target_url=job.target_url,
+            publishing_id=job.publishing_id,
+            project_slug=job.project_slug,
+            timeout=settings.PUBLISHING_SUBMIT_TIMEOUT,
+            allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
+        )
+
+
+def get_pipeline() -> Pipeline:
+    """The pipeline named by PUBLISHING_PIPELINE."""
+    pipeline: Pipeline = import_string(settings.PUBLISHING_PIPELINE)()
+    return pipeline

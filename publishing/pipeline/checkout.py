@@ -1,0 +1,245 @@
+"""Checkout step: a shallow `git clone` of one branch or tag of a user-supplied repository.
+
+The URL and ref are user input, so both are checked before git sees them, and git runs without a
+shell, without the worker's configuration or credentials, and with only the transports we allow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import SplitResult, urlsplit
+
+from publishing.exceptions import JobError, PermanentJobError, TransientJobError
+from publishing.pipeline.network import check_host, redact_credentials
+
+logger = logging.getLogger(__name__)
+
+NETWORK_SCHEMES = frozenset({"https", "http", "ssh", "git"})
+# A PATH that holds git and ssh on any ordinary system; the worker's own PATH is not passed on.
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+# How many trailing lines of git's stderr a CHECKOUT_FAILED detail carries.
+STDERR_TAIL_LINES = 5
+# How often the waiting thread wakes: this bounds how late a timeout or an async exception acts.
+POLL_INTERVAL = 0.2
+
+_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+# git's `<transport>::<address>` remote-helper syntax (`ext::sh -c ...`, `fd::3`) runs arbitrary helpers.
+_HELPER_RE = re.compile(r"^[A-Za-z0-9+.-]+::")
+_SCP_RE = re.compile(r"^(?P<user>[^@/:\s]+)@(?P<host>\[[^\]/]+\]|[^@/:\[\]]+):(?P<path>.*)$")
+# Characters git refuses in ref names anyway; refusing them early gives a clearer error.
+_REF_FORBIDDEN_RE = re.compile(r"[\s\x00-\x1f\x7f~^:?*\[\\]")
+_TRANSIENT_MARKERS = (
+    "could not resolve host",
+    "temporary failure in name resolution",
+    "connection refused",
+    "connection timed out",
+    "operation timed out",
+    "connection reset",
+    "failed to connect to",
+    "network is unreachable",
+    "no route to host",
+    "early eof",
+    "rpc failed",
+    "the requested url returned error: 5",
+)
+
+
+def _has_control_or_space(text: str) -> bool:
+    return any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a malformed port
+    except ValueError as exc:
+        raise PermanentJobError(f"malformed repository URL: {exc}", code="SOURCE_INVALID") from exc
+    return parts
+
+
+def _validate(url: str, *, allow_local: bool, allow_private: bool, resolve: bool) -> None:
+    """Raise SOURCE_INVALID for a URL form git should never see, SOURCE_NOT_ALLOWED for a refused one."""
+    if not url or url.startswith("-") or _has_control_or_space(url):
+        raise PermanentJobError(
+            "repository URL is empty or contains forbidden characters", code="SOURCE_INVALID"
+        )
+    if _HELPER_RE.match(url):
+        raise PermanentJobError(
+            "git remote-helper URLs (`transport::address`) are not allowed", code="SOURCE_INVALID"
+        )
+    if url.startswith("/"):
+        if not allow_local:
+            raise PermanentJobError("local repository paths are not allowed", code="SOURCE_NOT_ALLOWED")
+        return
+    scheme_match = _SCHEME_RE.match(url)
+    if scheme_match:
+        scheme = scheme_match["scheme"].lower()
+        parts = _split(url)
+        if scheme == "file":
+            if not allow_local:
+                raise PermanentJobError("file:// repositories are not allowed", code="SOURCE_NOT_ALLOWED")
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+                raise PermanentJobError(
+                    "a file:// URL must name an absolute local path", code="SOURCE_INVALID"
+                )
+            return
+        if scheme not in NETWORK_SCHEMES:
+            raise PermanentJobError(f"unsupported repository URL scheme {scheme!r}", code="SOURCE_INVALID")
+        host = parts.hostname or ""
+        # A leading dash would reach ssh as an option (CVE-2017-1000117 and friends).
+        if not host or host.startswith("-") or (parts.username or "").startswith("-"):
+            raise PermanentJobError("repository URL has no valid host", code="SOURCE_INVALID")
+        check_host(host, allow_private=allow_private, code="SOURCE_NOT_ALLOWED", resolve=resolve)
+        return
+    scp_match = _SCP_RE.match(url)
+    if scp_match:
+        host = scp_match["host"].strip("[]")
+        if not host or host.startswith("-") or scp_match["user"].startswith("-"):
+            raise PermanentJobError("repository URL has no valid host", code="SOURCE_INVALID")
+        check_host(host, allow_private=allow_private, code="SOURCE_NOT_ALLOWED", resolve=resolve)
+        return
+    raise PermanentJobError("unrecognised repository URL", code="SOURCE_INVALID")
+
+
+def validate_source_url(url: str, *, allow_local: bool, allow_private: bool) -> None:
+    """Check a repository URL's syntax and policy without touching the network; raise PermanentJobError."""
+    _validate(url, allow_local=allow_local, allow_private=allow_private, resolve=False)
+
+
+def validate_ref(ref: str) -> None:
+    """Raise PermanentJobError("REF_INVALID") for a ref that could be read as an option or is no ref name."""
+    if not ref or ref.startswith("-") or ".." in ref or _REF_FORBIDDEN_RE.search(ref):
+        raise PermanentJobError(f"invalid branch or tag name {ref!r}", code="REF_INVALID")
+
+
+def _git_environment(home: Path, *, allow_local: bool) -> dict[str, str]:
+    path = SAFE_PATH
+    git = shutil.which("git")
+    if git and str(Path(git).parent) not in path.split(":"):
+        path = f"{Path(git).parent}:{path}"
+    return {
+        "PATH": path,
+        # An empty HOME hides the worker's ~/.gitconfig, credential helpers and ssh keys.
+        "HOME": str(home),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ALLOW_PROTOCOL": "https:http:ssh:git" + (":file" if allow_local else ""),
+        # Never wait for a host-key or passphrase prompt nobody will answer.
+        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+        # English messages: the failure classification below matches on them.
+        "LANG": "C",
+        "LC_ALL": "C",
+    }
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _is_transient(stderr: str) -> bool:
+    lowered = stderr.lower()
+    if any(marker in lowered for marker in _TRANSIENT_MARKERS):
+        return True
+    # e.g. "unable to access '...': Failed to connect ... timed out" or "... returned error: 503".
+    return bool(re.search(r"unable to access .*(timed out|error: 5\d\d)", lowered))
+
+
+def _stderr_tail(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return redact_credentials(" | ".join(lines[-STDERR_TAIL_LINES:]))[:1000]
+
+
+def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool, allow_private: bool) -> Path:
+    """Shallow-clone branch or tag `ref` of `url` into `dest` and return `dest`; raise a JobError on failure.
+
+    `dest` must not exist or be empty; on failure anything this call created there is removed.
+    """
+    _validate(url, allow_local=allow_local, allow_private=allow_private, resolve=True)
+    validate_ref(ref)
+    # `--depth` is ignored for plain local paths; a file:// URL makes git honour it.
+    clone_url = Path(url).as_uri() if url.startswith("/") else url
+    safe_url = redact_credentials(url)
+    created = not dest.exists()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "git",
+        "-c",
+        "protocol.ext.allow=never",
+        *(["-c", "http.followRedirects=false"] if not allow_private else []),
+        "clone",
+        "--depth",
+        "1",
+        "--single-branch",
+        "--branch",
+        ref,
+        "--",
+        clone_url,
+        str(dest),
+    ]
+    logger.info("Cloning %s at %s into %s", safe_url, ref, dest)
+    try:
+        with tempfile.TemporaryDirectory(prefix="git-home-", dir=dest.parent) as home:
+            returncode, stderr = _run_git(
+                argv, env=_git_environment(Path(home), allow_local=allow_local), timeout=timeout
+            )
+    except BaseException:
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+    if returncode != 0:
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        tail = _stderr_tail(stderr)
+        logger.warning("git clone of %s at %s exited with %s: %s", safe_url, ref, returncode, tail)
+        if _is_transient(stderr):
+            raise TransientJobError(f"repository unavailable: {tail}", code="CHECKOUT_UNAVAILABLE")
+        raise PermanentJobError(f"git clone failed: {tail}", code="CHECKOUT_FAILED")
+    return dest
+
+
+def _run_git(argv: list[str], *, env: dict[str, str], timeout: int) -> tuple[int, str]:
+    """Run git in its own process group; return (exit status, stderr). Kill the group on timeout or error."""
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise PermanentJobError(f"git could not be started: {exc}", code="CHECKOUT_FAILED") from exc
+    deadline = time.monotonic() + timeout
+    try:
+        # Short waits, not one long one, so an asynchronous exception (a cancellation) gets through;
+        # communicate() may be called again after a TimeoutExpired and keeps what it has read.
+        while True:
+            try:
+                _, stderr = proc.communicate(timeout=POLL_INTERVAL)
+                break
+            except subprocess.TimeoutExpired as exc:
+                if time.monotonic() >= deadline:
+                    # git-remote-https and ssh are grandchildren; killing only git would leave them.
+                    _kill_group(proc)
+                    proc.communicate()
+                    raise TransientJobError(
+                        f"git clone exceeded {timeout} s", code="CHECKOUT_TIMEOUT"
+                    ) from exc
+    except JobError:
+        raise
+    except BaseException:
+        _kill_group(proc)
+        proc.wait()
+        raise
+    return proc.returncode, stderr.decode("utf-8", errors="replace")

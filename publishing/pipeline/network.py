@@ -1,0 +1,102 @@
+"""Host policy for the pipeline's outbound connections, and credential redaction for its messages.
+
+`check_host` keeps a job from reaching the worker's own network (loopback, private ranges, cloud
+metadata endpoints) unless the operator allowed it: sources and targets are user input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import socket
+from typing import TypeAlias
+
+from publishing.exceptions import PermanentJobError, TransientJobError
+
+logger = logging.getLogger(__name__)
+
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# `scheme://user:password@host` -> `scheme://***@host`; a bare token as user name is a secret too.
+_USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the user-info part of every URL in it replaced by `***`."""
+    return _USERINFO_RE.sub(r"\g<scheme>***@", text)
+
+
+def is_public_address(address: IPAddress) -> bool:
+    """True when `address` is a globally routable unicast address (IPv4-mapped IPv6 judged as IPv4)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not (
+        address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_multicast
+        or address.is_unspecified
+        # Catches what the flags above miss, such as the shared address space 100.64.0.0/10.
+        or not address.is_global
+    )
+
+
+def _parse_address(text: str) -> IPAddress | None:
+    """The address `text` spells, or None for a name."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _looks_numeric(host: str) -> bool:
+    """True for the legacy IPv4 spellings the resolver accepts (`2130706433`, `0x7f.1`, `127.1`)."""
+    try:
+        socket.inet_aton(host)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def check_host(host: str, *, allow_private: bool, code: str, resolve: bool = True) -> None:
+    """Raise PermanentJobError(code) for a host on the worker's own network unless `allow_private`.
+
+    Literal addresses are refused when non-public, named hosts when they resolve to any non-public
+    address, legacy numeric spellings always.
+    A name that does not resolve raises TransientJobError("HOST_UNRESOLVABLE") (only when `resolve`).
+    """
+    if allow_private:
+        return
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if not name:
+        raise PermanentJobError("the URL has no host", code=code)
+    if name == "localhost" or name.endswith(".localhost"):
+        raise PermanentJobError(f"host {name!r} is local and not allowed", code=code)
+    # A zone index (`fe80::1%eth0`) is not part of the address proper.
+    literal = _parse_address(name.split("%", 1)[0])
+    if literal is not None:
+        if not is_public_address(literal):
+            raise PermanentJobError(f"host {name!r} is a non-public address and not allowed", code=code)
+        return
+    # Legacy spellings (`2130706433`, `0x7f.1`) hide what they point at: refused outright.
+    if _looks_numeric(name):
+        raise PermanentJobError(f"host {name!r} is a numeric address spelling and not allowed", code=code)
+    if not resolve:
+        return
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:
+        raise PermanentJobError(f"host {name!r} is not a valid host name", code=code) from exc
+    except (socket.gaierror, OSError) as exc:
+        raise TransientJobError(
+            f"host {name!r} could not be resolved: {exc}", code="HOST_UNRESOLVABLE"
+        ) from exc
+    for info in infos:
+        address = _parse_address(str(info[4][0]).split("%", 1)[0])
+        if address is None or not is_public_address(address):
+            logger.warning("Refused host %s: it resolves to non-public address %s", name, info[4][0])
+            raise PermanentJobError(
+                f"host {name!r} resolves to a non-public address ({info[4][0]})", code=code
+            )

@@ -1,0 +1,281 @@
+"""Submit step: deliver the archive to the target store, a local directory (file://) or an HTTP endpoint.
+
+Both are idempotent per publishing: the file store keys files by publishing id and skips a rewrite
+of identical content, the HTTP store receives the publishing id as `Idempotency-Key`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
+
+import requests
+
+from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline.base import Artifact, Submission
+from publishing.pipeline.network import check_host, redact_credentials
+
+logger = logging.getLogger(__name__)
+
+# OSErrors worth a retry: the store may have room or be reachable again later.
+TRANSIENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE}
+)
+TRANSIENT_STATUSES = frozenset({408, 429})
+# How much of a response body is read: enough for a JSON answer or an error excerpt, never a flood.
+RESPONSE_READ_LIMIT = 64 * 1024
+BODY_EXCERPT_CHARS = 200
+COPY_BUFFER = 1024 * 1024
+
+
+def _split(url: str) -> SplitResult:
+    if not url or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise PermanentJobError("target URL is empty or contains forbidden characters", code="TARGET_INVALID")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a malformed port
+    except ValueError as exc:
+        raise PermanentJobError(f"malformed target URL: {exc}", code="TARGET_INVALID") from exc
+    return parts
+
+
+def _file_target_dir(parts: SplitResult) -> Path:
+    """The directory a file:// URL names; TARGET_INVALID for anything but an absolute path."""
+    path = unquote(parts.path)
+    pure = PurePosixPath(path)
+    if (
+        parts.netloc not in ("", "localhost")
+        or parts.query
+        or parts.fragment
+        or not pure.is_absolute()
+        or ".." in pure.parts
+        or "\x00" in path
+    ):
+        raise PermanentJobError("a file:// target must be file:///absolute/directory", code="TARGET_INVALID")
+    return Path(path)
+
+
+def validate_target_url(url: str, *, allow_private: bool) -> None:
+    """Check a target URL's syntax and policy without touching the network; raise PermanentJobError."""
+    parts = _split(url)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        _file_target_dir(parts)
+        return
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise PermanentJobError("target URL has no host", code="TARGET_INVALID")
+        check_host(parts.hostname, allow_private=allow_private, code="TARGET_NOT_ALLOWED", resolve=False)
+        return
+    raise PermanentJobError(f"unsupported target URL scheme {scheme!r}", code="TARGET_INVALID")
+
+
+def submit(
+    artifact: Artifact,
+    *,
+    target_url: str,
+    publishing_id: str,
+    project_slug: str,
+    timeout: int,
+    allow_private: bool,
+) -> Submission:
+    """Deliver `artifact` to `target_url`; raise TransientJobError (retry) or PermanentJobError on failure."""
+    validate_target_url(target_url, allow_private=allow_private)
+    parts = urlsplit(target_url)
+    if parts.scheme.lower() == "file":
+        return _submit_to_directory(
+            artifact, _file_target_dir(parts), publishing_id=publishing_id, project_slug=project_slug
+        )
+    check_host(parts.hostname or "", allow_private=allow_private, code="TARGET_NOT_ALLOWED", resolve=True)
+    return _submit_over_http(artifact, target_url, publishing_id=publishing_id, timeout=timeout)
+
+
+# --- file:// -----------------------------------------------------------------
+
+
+def _path_component(value: str, what: str) -> str:
+    """`value` if it is safe as one file name; it becomes part of a path on the store."""
+    if not value or value in (".", "..") or "/" in value or "\x00" in value or value.startswith("."):
+        raise PermanentJobError(f"{what} {value!r} cannot be used as a file name", code="TARGET_INVALID")
+    return value
+
+
+def _sha256_of(path: Path) -> str | None:
+    """The sha256 of the file at `path`, or None when there is no such file."""
+    try:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _atomic_writer(final: Path) -> Iterator[IO[bytes]]:
+    """A temporary file beside `final` that replaces it, flushed and fsynced, only if the block succeeds."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp creates 0600; the store's readers are other users.
+        tmp.chmod(0o644)
+        tmp.replace(final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(final.parent)
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _submit_to_directory(
+    artifact: Artifact, base: Path, *, publishing_id: str, project_slug: str
+) -> Submission:
+    """Write `<base>/<project>/<id>.tar.gz` and then `<id>.json` atomically; skip an identical archive."""
+    project_dir = base / _path_component(project_slug, "project slug")
+    file_name = f"{_path_component(publishing_id, 'publishing id')}.tar.gz"
+    final = project_dir / file_name
+    manifest_path = project_dir / f"{publishing_id}.json"
+    try:
+        project_dir.mkdir(parents=True, exist_ok=True)
+        if _sha256_of(final) == artifact.sha256:
+            logger.info("Artifact %s already stored with the same sha256; not rewriting it", final)
+        else:
+            with artifact.path.open("rb") as src, _atomic_writer(final) as dst:
+                shutil.copyfileobj(src, dst, COPY_BUFFER)
+        # The manifest comes last: its presence says the archive beside it is complete.
+        existing = _read_manifest(manifest_path)
+        if existing is None or existing.get("sha256") != artifact.sha256:
+            manifest = {
+                "publishing_id": publishing_id,
+                "project": project_slug,
+                "sha256": artifact.sha256,
+                "size": artifact.size,
+                "file": file_name,
+                "submitted_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            }
+            with _atomic_writer(manifest_path) as dst:
+                dst.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+    except OSError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise TransientJobError(
+                f"target directory unavailable: {exc}", code="TARGET_UNAVAILABLE"
+            ) from exc
+        raise PermanentJobError(
+            f"target directory refused the artifact: {exc}", code="TARGET_REJECTED"
+        ) from exc
+    logger.info("Stored artifact of publishing %s at %s", publishing_id, final)
+    return Submission(uri=final.absolute().as_uri(), ref=publishing_id)
+
+
+# --- http(s):// --------------------------------------------------------------
+
+
+def _read_body(response: requests.Response) -> bytes:
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=8192):
+        body += chunk
+        if len(body) >= RESPONSE_READ_LIMIT:
+            break
+    return bytes(body[:RESPONSE_READ_LIMIT])
+
+
+def _excerpt(body: bytes) -> str:
+    text = " ".join(body.decode("utf-8", errors="replace").split())
+    return text[:BODY_EXCERPT_CHARS]
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _first_string(data: dict[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return None
+
+
+def _submit_over_http(artifact: Artifact, target_url: str, *, publishing_id: str, timeout: int) -> Submission:
+    """POST the archive; classify the answer into a Submission, a transient or a permanent error."""
+    safe_url = redact_credentials(target_url)
+    headers = {
+        "Content-Type": "application/gzip",
+        "Idempotency-Key": publishing_id,
+        "X-Checksum-SHA256": artifact.sha256,
+        "X-Publishing-Id": publishing_id,
+    }
+    try:
+        fh = artifact.path.open("rb")
+    except OSError as exc:
+        raise PermanentJobError(f"artifact file cannot be read: {exc}", code="ARTIFACT_NOT_FOUND") from exc
+    try:
+        with fh:
+            # stream=True: the body is read by _read_body, capped, not slurped whole.
+            response = requests.post(
+                target_url,
+                data=fh,
+                headers=headers,
+                timeout=(min(timeout, 10), timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+        with response:
+            status = response.status_code
+            body = _read_body(response)
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        detail = redact_credentials(str(exc))
+        raise TransientJobError(
+            f"target {safe_url} unreachable: {detail}", code="TARGET_UNAVAILABLE"
+        ) from exc
+    except requests.RequestException as exc:
+        detail = redact_credentials(str(exc))
+        raise PermanentJobError(
+            f"request to target {safe_url} failed: {detail}", code="TARGET_REJECTED"
+        ) from exc
+    logger.info("Target %s answered %s for publishing %s", safe_url, status, publishing_id)
+    if 200 <= status < 300:
+        data = _json_object(body)
+        location = response.headers.get("Location") or _first_string(data, "uri", "url")
+        # Relative locations are resolved against the target; credentials in the target URL are not kept.
+        uri = redact_credentials(urljoin(target_url, location) if location else target_url)
+        ref = _first_string(data, "id", "ref") or response.headers.get("X-Submission-Id", "")
+        return Submission(uri=uri, ref=ref)
+    excerpt = _excerpt(body)
+    detail = f"target {safe_url} answered {status}" + (f": {excerpt}" if excerpt else "")
+    if status in TRANSIENT_STATUSES or 500 <= status < 600:
+        raise TransientJobError(detail, code="TARGET_UNAVAILABLE")
+    raise PermanentJobError(detail, code="TARGET_REJECTED")

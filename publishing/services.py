@@ -1,0 +1,445 @@
+"""Every write to projects and publishings, and the pipeline runner the actor calls."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db import utils as db_utils
+from django.utils import timezone
+from django.utils.text import slugify
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+from publishing import broker
+from publishing.exceptions import (
+    BrokerUnavailable,
+    InvalidTransition,
+    JobError,
+    NotFound,
+    PermanentJobError,
+    PublishingConflict,
+    StaleAttempt,
+    TransientJobError,
+)
+from publishing.log_context import job_context
+from publishing.models import Project, Publishing
+from publishing.pipeline import Job, get_pipeline
+from publishing.pipeline.checkout import validate_source_url
+from publishing.pipeline.submit import validate_target_url
+from publishing.selectors import AnyUser, project_for
+
+logger = logging.getLogger(__name__)
+
+Status = Publishing.Status
+
+PROJECT_FIELDS = ("name", "slug", "repository_url", "ref", "build_command", "artifact_path", "target_url")
+
+
+# --- Projects ---------------------------------------------------------------------
+
+
+def project_validate(*, user: AnyUser, data: dict[str, Any], instance: Project | None = None) -> None:
+    """Raise ValidationError (per field) for project settings this user may not use."""
+    errors: dict[str, str] = {}
+    build_command = data.get("build_command")
+    changes_command = build_command is not None and build_command != (
+        instance.build_command if instance else ""
+    )
+    if (
+        changes_command
+        and not settings.PUBLISHING_ALLOW_USER_BUILD_COMMANDS
+        and not getattr(user, "is_staff", False)
+    ):
+        errors["build_command"] = "Only staff may set a build command."
+    if "repository_url" in data:
+        try:
+            validate_source_url(
+                data["repository_url"],
+                allow_local=settings.PUBLISHING_ALLOW_LOCAL_SOURCES,
+                allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
+            )
+        except JobError as exc:
+            errors["repository_url"] = exc.detail
+    if "target_url" in data:
+        try:
+            validate_target_url(data["target_url"], allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS)
+        except JobError as exc:
+            errors["target_url"] = exc.detail
+    artifact_path = data.get("artifact_path")
+    if artifact_path is not None and (artifact_path.startswith("/") or ".." in Path(artifact_path).parts):
+        errors["artifact_path"] = "Must be a relative path inside the checkout."
+    if errors:
+        raise ValidationError(errors)
+
+
+def project_create(*, owner: User, **data: Any) -> Project:
+    """Create a project for `owner`; the slug defaults to the slugified name."""
+    project_validate(user=owner, data=data)
+    fields = {key: value for key, value in data.items() if key in PROJECT_FIELDS}
+    fields["slug"] = fields.get("slug") or slugify(fields["name"])[:100]
+    if Project.objects.filter(owner=owner, slug=fields["slug"]).exists():
+        raise ValidationError({"slug": "You already have a project with this slug."})
+    try:
+        with transaction.atomic():
+            return Project.objects.create(owner=owner, **fields)
+    except IntegrityError as exc:
+        raise ValidationError({"slug": "You already have a project with this slug."}) from exc
+
+
+def project_update(*, project: Project, by: AnyUser, **data: Any) -> Project:
+    project_validate(user=by, data=data, instance=project)
+    for key, value in data.items():
+        if key in PROJECT_FIELDS:
+            setattr(project, key, value)
+    if (
+        "slug" in data
+        and Project.objects.filter(owner=project.owner, slug=project.slug).exclude(pk=project.pk).exists()
+    ):
+        raise ValidationError({"slug": "You already have a project with this slug."})
+    project.save()
+    return project
+
+
+def project_delete(*, project: Project) -> None:
+    """Delete a project; refused while one of its publishings is active. Publishings are kept."""
+    active = project.publishings.active().first()
+    if active is not None:
+        raise PublishingConflict("The project has an active publishing.", active_id=active.pk)
+    project.delete()
+
+
+# --- Initiating -----------------------------------------------------------------
+
+
+def publishing_initiate(
+    *,
+    user: User,
+    project_id: uuid.UUID | str,
+    idempotency_key: str | None = None,
+) -> Publishing:
+    """Record a publishing and queue its job; returns at once.
+
+    The same `idempotency_key` from the same user returns the same publishing.
+    If the broker cannot take the message, nothing is kept and
+    BrokerUnavailable is raised, so the request can simply be retried.
+    """
+    if idempotency_key:
+        existing = _by_idempotency_key(user, idempotency_key)
+        if existing is not None:
+            return _replay(existing, project_id)
+    project = project_for(user, project_id)
+    if project is None:
+        raise NotFound("Project not found.")
+    if broker.breaker.is_open:
+        raise BrokerUnavailable()
+    _raise_if_active(project)
+    try:
+        with transaction.atomic():
+            publishing = Publishing.objects.create(
+                project=project,
+                requested_by=user,
+                status=Status.PENDING,
+                idempotency_key=idempotency_key or None,
+            )
+    except IntegrityError:
+        # Lost a race: the constraints tell which rule the other request won.
+        if idempotency_key and (existing := _by_idempotency_key(user, idempotency_key)):
+            return _replay(existing, project_id)
+        _raise_if_active(project)
+        raise
+    try:
+        _enqueue(publishing, sources=(Status.PENDING,))
+    except BrokerUnavailable:
+        Publishing.objects.filter(pk=publishing.pk, attempts=0).delete()
+        raise
+    publishing.refresh_from_db()
+    with job_context(
+        job_id=publishing.message_id,
+        publishing_id=str(publishing.pk),
+        project_id=str(project.pk),
+        user_id=str(user.pk),
+    ):
+        logger.info("publishing %s queued for project %s", publishing.pk, project.pk)
+    return publishing
+
+
+def _by_idempotency_key(user: User, key: str) -> Publishing | None:
+    return Publishing.objects.filter(requested_by=user, idempotency_key=key).first()
+
+
+def _replay(existing: Publishing, project_id: uuid.UUID | str) -> Publishing:
+    if str(existing.project_id) != str(project_id):
+        raise PublishingConflict("This Idempotency-Key was already used for another project.")
+    return existing
+
+
+def _raise_if_active(project: Project) -> None:
+    active = Publishing.objects.filter(project=project).active().first()
+    if active is not None:
+        raise PublishingConflict("This project already has a publishing in progress.", active_id=active.pk)
+
+
+def _enqueue(publishing: Publishing, *, sources: tuple[str, ...]) -> None:
+    """Move the publishing to queued and hand its message to the broker.
+
+    The row is queued before the message exists, so a worker never sees a
+    message whose row is not ready; the caller undoes the row if the broker
+    refuses.
+    """
+    from publishing.tasks import build_and_submit
+
+    message = build_and_submit.message_with_options(
+        kwargs={
+            "publishing_id": str(publishing.pk),
+            "project_id": str(publishing.project_id),
+            "user_id": str(publishing.requested_by_id),
+        }
+    )
+    moved = Publishing.objects.filter(pk=publishing.pk, status__in=sources).update(
+        status=Status.QUEUED,
+        message_id=message.message_id,
+        queued_at=timezone.now(),
+        updated_at=timezone.now(),
+        finished_at=None,
+    )
+    if not moved:
+        raise InvalidTransition(f"Publishing {publishing.pk} cannot be queued from {publishing.status}.")
+    broker.enqueue(message)
+
+
+# --- Running (called by the actor) --------------------------------------------------------
+
+
+def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_retries: int) -> None:
+    """Run one attempt of the pipeline for a publishing. Safe to run more than once for the same id.
+
+    A missing, finished or superseded publishing is logged and skipped. Raises
+    TransientJobError when the attempt should be retried and PermanentJobError
+    when the publishing failed for good; either way the record says so first.
+    """
+    publishing = Publishing.objects.select_related("project").filter(pk=publishing_id).first()
+    if publishing is None:
+        logger.warning("publishing %s not found; message skipped", publishing_id)
+        return
+    if publishing.is_terminal:
+        logger.info("publishing %s already %s; message skipped", publishing_id, publishing.status)
+        return
+    if publishing.message_id and publishing.message_id != message_id:
+        logger.info(
+            "publishing %s belongs to message %s; stale message skipped", publishing_id, publishing.message_id
+        )
+        return
+    if publishing.status in (Status.BUILDING, Status.SUBMITTING):
+        # A redelivery: the worker that ran the last attempt died mid-way.
+        logger.warning(
+            "publishing %s was %s when its message came back; its last attempt was lost, starting again",
+            publishing_id,
+            publishing.status,
+        )
+        _move(publishing, Status.QUEUED, attempt=publishing.attempts, error_message="Previous attempt lost.")
+    elif publishing.status != Status.QUEUED:
+        logger.warning("publishing %s is %s, not queued; message skipped", publishing_id, publishing.status)
+        return
+
+    attempt = publishing.attempts + 1
+    try:
+        Publishing.objects.transition(
+            publishing.pk,
+            Status.BUILDING,
+            attempt=publishing.attempts,
+            attempts=attempt,
+            started_at=timezone.now(),
+            progress=5,
+            error_code="",
+            error_message="",
+        )
+    except InvalidTransition:
+        logger.info("publishing %s was taken or cancelled before it started; skipped", publishing_id)
+        return
+    logger.info(
+        "publishing %s attempt %d started (retry %d of %d)", publishing_id, attempt, retries, max_retries
+    )
+    started = time.monotonic()
+    try:
+        _run_attempt(publishing, attempt)
+    except StaleAttempt:
+        logger.info("publishing %s attempt %d superseded or cancelled; stopped", publishing_id, attempt)
+        return
+    except (JobError, db_utils.OperationalError, db_utils.InterfaceError) as exc:
+        error = (
+            exc
+            if isinstance(exc, JobError)
+            else TransientJobError(f"Database unavailable: {exc}", code="DATABASE_UNAVAILABLE")
+        )
+        _record_failure(publishing, attempt, error, will_retry=error.transient and retries < max_retries)
+        if error is exc:
+            raise
+        raise error from exc
+    except TimeLimitExceeded:
+        error = PermanentJobError("The job exceeded its time limit.", code="TIME_LIMIT_EXCEEDED")
+        _record_failure(publishing, attempt, error, will_retry=False)
+        raise
+    except Exception as exc:
+        logger.exception("publishing %s attempt %d crashed", publishing_id, attempt)
+        error = PermanentJobError(f"Internal error: {type(exc).__name__}", code="INTERNAL_ERROR")
+        _record_failure(publishing, attempt, error, will_retry=False)
+        raise error from exc
+    logger.info(
+        "publishing %s published by attempt %d in %.1fs", publishing_id, attempt, time.monotonic() - started
+    )
+
+
+def _run_attempt(publishing: Publishing, attempt: int) -> None:
+    project = publishing.project
+    if project is None:
+        raise PermanentJobError("The project was deleted.", code="PROJECT_DELETED")
+    log = _AttemptLog(publishing, attempt)
+    pipeline = get_pipeline()
+    with _workspace() as workspace:
+        job = Job(
+            publishing_id=str(publishing.pk),
+            project_slug=project.slug,
+            repository_url=project.repository_url,
+            ref=project.ref,
+            build_command=project.build_command,
+            artifact_path=project.artifact_path,
+            target_url=project.target_url,
+            workspace=workspace,
+            log=log.append,
+        )
+        try:
+            log.step(f"attempt {attempt}: checkout {project.repository_url}@{project.ref}", progress=10)
+            source = pipeline.checkout(job)
+            log.step("build" if project.build_command.strip() else "build: no build command", progress=30)
+            pipeline.build(job, source)
+            log.step(f"package {project.artifact_path}", progress=60)
+            artifact = pipeline.package(job, source)
+            log.append(f"artifact sha256={artifact.sha256} size={artifact.size}\n")
+            log.flush()
+            # The fence: only the attempt that still owns the publishing may submit.
+            _move(
+                publishing,
+                Status.SUBMITTING,
+                attempt=attempt,
+                progress=75,
+                artifact_sha256=artifact.sha256,
+                artifact_size=artifact.size,
+            )
+            log.step("submit", progress=None)
+            submission = pipeline.submit(job, artifact)
+            log.append(f"submitted to {submission.uri}\n")
+        finally:
+            log.flush()
+    _move(
+        publishing,
+        Status.PUBLISHED,
+        attempt=attempt,
+        progress=100,
+        artifact_uri=submission.uri,
+        submission_ref=submission.ref,
+        log=log.text,
+    )
+
+
+def _move(publishing: Publishing, to: str, *, attempt: int, **changes: Any) -> None:
+    try:
+        Publishing.objects.transition(publishing.pk, to, attempt=attempt, **changes)
+    except InvalidTransition as exc:
+        raise StaleAttempt(str(exc)) from exc
+
+
+def _record_failure(publishing: Publishing, attempt: int, error: JobError, *, will_retry: bool) -> None:
+    if will_retry:
+        logger.warning(
+            "publishing %s attempt %d failed (%s: %s); will retry",
+            publishing.pk,
+            attempt,
+            error.code,
+            error.detail,
+        )
+        target, message = Status.QUEUED, f"Attempt {attempt} failed: {error.detail} Retrying."
+    else:
+        logger.error(
+            "publishing %s failed at attempt %d (%s: %s)", publishing.pk, attempt, error.code, error.detail
+        )
+        target, message = Status.FAILED, error.detail
+    try:
+        Publishing.objects.transition(
+            publishing.pk, target, attempt=attempt, error_code=error.code, error_message=message
+        )
+    except InvalidTransition:
+        logger.info(
+            "publishing %s changed meanwhile; failure of attempt %d not recorded", publishing.pk, attempt
+        )
+    except db_utils.Error:
+        logger.exception("publishing %s: could not record the failure of attempt %d", publishing.pk, attempt)
+
+
+@contextmanager
+def _workspace() -> Iterator[Path]:
+    root = settings.PUBLISHING_WORKSPACE_DIR or None
+    if root:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="publishing-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def cap_log(text: str, limit: int) -> str:
+    """Keep the newest `limit` characters of a log, marking the cut."""
+    if len(text) <= limit:
+        return text
+    marker = "[earlier output truncated]\n"
+    return marker + text[len(text) - limit + len(marker) :]
+
+
+class _AttemptLog:
+    """The publishing's log as this attempt extends it; written to the row at most twice a second."""
+
+    FLUSH_INTERVAL = 0.5
+
+    def __init__(self, publishing: Publishing, attempt: int) -> None:
+        self.publishing = publishing
+        self.attempt = attempt
+        self.text = publishing.log
+        self._dirty = False
+        self._last_flush = 0.0
+
+    def append(self, chunk: str) -> None:
+        self.text = cap_log(self.text + chunk, settings.PUBLISHING_LOG_LIMIT)
+        self._dirty = True
+        if time.monotonic() - self._last_flush >= self.FLUSH_INTERVAL:
+            self.flush()
+
+    def step(self, line: str, *, progress: int | None) -> None:
+        stamp = timezone.now().strftime("%H:%M:%S")
+        self.text = cap_log(f"{self.text}[{stamp}] {line}\n", settings.PUBLISHING_LOG_LIMIT)
+        self._dirty = True
+        self.flush(progress=progress)
+
+    def flush(self, *, progress: int | None = None) -> None:
+        changes: dict[str, Any] = {"log": self.text, "updated_at": timezone.now()}
+        if progress is not None:
+            changes["progress"] = progress
+        if not (self._dirty or progress is not None):
+            return
+        moved = Publishing.objects.filter(
+            pk=self.publishing.pk, attempts=self.attempt, status__in=Publishing.ACTIVE_STATUSES
+        ).update(**changes)
+        self._dirty = False
+        self._last_flush = time.monotonic()
+        if not moved:
+            raise StaleAttempt(f"publishing {self.publishing.pk} no longer belongs to attempt {self.attempt}")

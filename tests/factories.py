@@ -1,0 +1,72 @@
+"""Typed factory_boy factories, with a trait per publishing status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import factory
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from publishing.models import Project, Publishing
+
+
+class UserFactory(factory.django.DjangoModelFactory[User]):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.django.Password("pw")
+    is_staff = False
+
+
+class ProjectFactory(factory.django.DjangoModelFactory[Project]):
+    class Meta:
+        model = Project
+
+    owner = factory.SubFactory(UserFactory)
+    name = factory.Sequence(lambda n: f"Project {n}")
+    slug = factory.Sequence(lambda n: f"project-{n}")
+    repository_url = "https://git.example.com/acme/site.git"
+    ref = "main"
+    build_command = ""
+    artifact_path = "."
+    target_url = "https://store.example.com/upload"
+
+
+class PublishingFactory(factory.django.DjangoModelFactory[Publishing]):
+    class Meta:
+        model = Publishing
+
+    project = factory.SubFactory(ProjectFactory)
+    requested_by = factory.LazyAttribute(lambda o: o.project.owner)
+    status = Publishing.Status.PENDING
+
+    class Params:
+        queued = factory.Trait(status=Publishing.Status.QUEUED, queued_at=factory.LazyFunction(timezone.now))
+        building = factory.Trait(status=Publishing.Status.BUILDING, attempts=1, progress=30)
+        submitting = factory.Trait(status=Publishing.Status.SUBMITTING, attempts=1, progress=75)
+        published = factory.Trait(
+            status=Publishing.Status.PUBLISHED,
+            attempts=1,
+            progress=100,
+            artifact_sha256="0" * 64,
+            artifact_size=10,
+            finished_at=factory.LazyFunction(timezone.now),
+        )
+        failed = factory.Trait(
+            status=Publishing.Status.FAILED,
+            attempts=1,
+            error_code="BUILD_FAILED",
+            finished_at=factory.LazyFunction(timezone.now),
+        )
+        cancelled = factory.Trait(
+            status=Publishing.Status.CANCELLED, finished_at=factory.LazyFunction(timezone.now)
+        )
+
+    @classmethod
+    def with_status(cls, status: str, **kwargs: Any) -> Publishing:
+        """A publishing in `status`, built with that status's trait."""
+        traits: dict[str, Any] = {} if status == "pending" else {status: True}
+        return cls.create(**traits, **kwargs)

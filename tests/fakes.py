@@ -1,0 +1,48 @@
+"""A pipeline whose steps follow a script, for actor tests (PUBLISHING_PIPELINE)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from pathlib import Path
+from typing import ClassVar
+
+from publishing.pipeline.base import Artifact, Job, Submission
+
+
+class ScriptedPipeline:
+    """Each `submit` pops the next outcome: an exception to raise, or None to succeed."""
+
+    submit_outcomes: ClassVar[deque[BaseException | None]] = deque()
+    submitted: ClassVar[list[str]] = []
+    runs: ClassVar[int] = 0
+
+    @classmethod
+    def reset(cls, *outcomes: BaseException | None) -> None:
+        cls.submit_outcomes = deque(outcomes)
+        cls.submitted = []
+        cls.runs = 0
+
+    def checkout(self, job: Job) -> Path:
+        type(self).runs += 1
+        source = job.workspace / "source"
+        source.mkdir()
+        (source / "index.html").write_text(f"<p>{job.publishing_id}</p>")
+        job.log("checked out\n")
+        return source
+
+    def build(self, job: Job, source: Path) -> None:
+        job.log("built\n")
+
+    def package(self, job: Job, source: Path) -> Artifact:
+        data = (source / "index.html").read_bytes()
+        path = job.workspace / "artifact.tar.gz"
+        path.write_bytes(data)
+        return Artifact(path=path, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+    def submit(self, job: Job, artifact: Artifact) -> Submission:
+        outcome = type(self).submit_outcomes.popleft() if type(self).submit_outcomes else None
+        if outcome is not None:
+            raise outcome
+        type(self).submitted.append(job.publishing_id)
+        return Submission(uri=f"memory://{job.project_slug}/{job.publishing_id}", ref=job.publishing_id)

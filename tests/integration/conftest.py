@@ -1,0 +1,122 @@
+"""Integration fixtures: a real Redis, real web and worker processes, the real test database.
+
+They never skip: where Redis is missing they fail, so CI cannot go green
+without running them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from publishing.redis_server import RedisServer
+from tests.factories import ProjectFactory, UserFactory
+from tests.integration.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redis at REDIS_URL when set (it must answer), else a private one started for the session."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            client.ping()
+        except redis.exceptions.RedisError as exc:
+            pytest.fail(f"REDIS_URL={url} does not answer ({exc}); integration tests need a real Redis")
+        yield url
+        return
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards (never a FLUSH)."""
+    prefix = f"publisher-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    try:
+        keys = list(client.scan_iter(f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    except redis.exceptions.RedisError:
+        pass
+
+
+@pytest.fixture
+def database_url(transactional_db: None) -> str:
+    settings_dict = connection.settings_dict
+    if settings_dict["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{settings_dict['NAME']}"
+    host = settings_dict["HOST"] or "127.0.0.1"
+    credentials = f"{settings_dict['USER']}:{settings_dict['PASSWORD']}"
+    return f"postgres://{credentials}@{host}:{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+
+
+@pytest.fixture
+def make_stack(database_url: str, namespace: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def make(redis_url: str, **extra_env: str) -> Stack:
+        stack = Stack(
+            database_url=database_url, redis_url=redis_url, namespace=namespace, workdir=tmp_path, **extra_env
+        )
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture
+def git_source(tmp_path: Path) -> Path:
+    """A local git repository with a small site and a build script."""
+    source = tmp_path / "source"
+    (source / "site").mkdir(parents=True)
+    (source / "site" / "index.html").write_text("<h1>{{ title }}</h1>\n")
+    (source / "build.py").write_text(
+        "import pathlib\n"
+        "pathlib.Path('dist').mkdir(exist_ok=True)\n"
+        "html = pathlib.Path('site/index.html').read_text().replace('{{ title }}', 'Built')\n"
+        "pathlib.Path('dist/index.html').write_text(html)\n"
+        "print('build done')\n"
+    )
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(source)]
+    subprocess.run(["git", "init", "--quiet", "-b", "main", str(source)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "init"], check=True)
+    return source
+
+
+@pytest.fixture
+def owner_token(transactional_db: None) -> tuple[object, str]:
+    user = UserFactory.create(username="integration")
+    return user, Token.objects.create(user=user).key
+
+
+@pytest.fixture
+def make_project(owner_token, git_source: Path):
+    def make(target_url: str, **fields: str):
+        user, _ = owner_token
+        return ProjectFactory.create(
+            owner=user,
+            repository_url=str(git_source),
+            build_command="python3 build.py",
+            artifact_path="dist",
+            target_url=target_url,
+            **fields,
+        )
+
+    return make

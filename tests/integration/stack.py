@@ -1,0 +1,118 @@
+"""Real processes for integration tests: a gunicorn web server and a rundramatiq worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from publishing.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+class Stack:
+    """Web and worker processes sharing the test database and one Redis."""
+
+    def __init__(
+        self, *, database_url: str, redis_url: str, namespace: str, workdir: Path, **extra_env: str
+    ) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "publisher_project.settings.local",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "BROKER_URL": redis_url,
+            "BROKER_NAMESPACE": namespace,
+            "VAR_DIR": str(workdir / "var"),
+            "PUBLISHING_WORKSPACE_DIR": str(workdir / "workspaces"),
+            "PUBLISHING_MIN_BACKOFF_MS": "200",
+            "PUBLISHING_MAX_BACKOFF_MS": "1000",
+            "PUBLISHING_BROKER_COOLDOWN": "1",
+            "PYTHONUNBUFFERED": "1",
+            **extra_env,
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start_web(self) -> None:
+        self._spawn("web", [
+            str(BIN / "gunicorn"), "publisher_project.wsgi",
+            "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "--threads", "4",
+            "--graceful-timeout", "5",
+        ])  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{self.base_url}/api/v1/health", timeout=2)
+                return
+            except requests.RequestException:
+                self._check_alive("web")
+                time.sleep(0.1)
+        raise RuntimeError(f"web did not start:\n{self.logs('web')}")
+
+    def start_worker(self, *, processes: int = 1, threads: int = 2) -> None:
+        self._spawn("worker", [
+            sys.executable, "manage.py", "rundramatiq", "--processes", str(processes),
+            "--threads", str(threads), "--worker-shutdown-timeout", "5000",
+        ])  # fmt: skip
+
+    def _check_alive(self, name: str) -> None:
+        process = self.processes[name]
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.logs(name)}")
+
+    def logs(self, name: str, *, tail: int | None = 5000) -> str:
+        path = self.workdir / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return text[-tail:] if tail else text
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def api(self, token: str) -> requests.Session:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Token {token}"
+        return session
+
+    def wait_for(
+        self, session: requests.Session, publishing_id: str, *, timeout: float = 90
+    ) -> dict[str, Any]:
+        """Poll the publishing until it is terminal; fail with the logs if it never is."""
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            body = session.get(f"{self.base_url}/api/v1/publishing/{publishing_id}", timeout=5).json()
+            if body.get("status") in {"published", "failed", "cancelled"}:
+                return body
+            time.sleep(0.2)
+        raise AssertionError(
+            f"publishing {publishing_id} not terminal after {timeout}s: {body}\n"
+            f"--- worker ---\n{self.logs('worker')}\n--- web ---\n{self.logs('web')}"
+        )

@@ -1,0 +1,117 @@
+"""The core path with real processes: API -> Redis -> rundramatiq worker -> store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_initiate_is_published_by_a_real_worker_into_a_file_store(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given the web server and a worker on a real Redis, and a project targeting a file store
+    store = tmp_path / "store"
+    project = make_project(f"file://{store}")
+    _, token = owner_token
+    stack = make_stack(redis_url)
+    stack.start_web()
+    stack.start_worker()
+    api = stack.api(token)
+
+    # When the user initiates a publishing
+    response = api.post(f"{stack.base_url}/api/v1/publishing/initiate", json={"project_id": str(project.pk)})
+    assert response.status_code == 202, response.text
+    publishing = response.json()
+    assert response.headers["Location"] == publishing["url"]
+
+    # Then the worker publishes it, and the store holds exactly its artifact and manifest
+    done = stack.wait_for(api, publishing["id"])
+    assert done["status"] == "published", done
+    assert done["attempts"] == 1
+    assert done["progress"] == 100
+    artifact = store / project.slug / f"{publishing['id']}.tar.gz"
+    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == done["artifact_sha256"]
+    manifest = json.loads((store / project.slug / f"{publishing['id']}.json").read_text())
+    assert manifest["sha256"] == done["artifact_sha256"]
+    assert sorted(p.name for p in (store / project.slug).iterdir()) == sorted(
+        [artifact.name, f"{publishing['id']}.json"]
+    )
+    assert "build done" in done["log"]
+    # And the workspace was removed
+    assert not any((tmp_path / "workspaces").iterdir())
+
+
+class FlakyTarget:
+    """An HTTP store that answers a scripted list of statuses, recording what it got."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = list(statuses)
+        self.requests: list[dict[str, str]] = []
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                target.requests.append({**dict(self.headers), "sha256": hashlib.sha256(body).hexdigest()})
+                status = target.statuses.pop(0) if target.statuses else 201
+                payload = json.dumps({"id": f"sub-{len(target.requests)}"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/upload"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def flaky_target() -> Iterator[FlakyTarget]:
+    target = FlakyTarget([503, 503, 201])
+    yield target
+    target.close()
+
+
+def test_a_flaky_http_target_is_retried_until_published(
+    redis_url, make_stack, make_project, owner_token, flaky_target
+) -> None:
+    # Given a target that answers 503, 503, then 201
+    project = make_project(flaky_target.url)
+    _, token = owner_token
+    stack = make_stack(redis_url)
+    stack.start_web()
+    stack.start_worker()
+    api = stack.api(token)
+
+    # When a publishing is initiated
+    response = api.post(f"{stack.base_url}/api/v1/publishing/initiate", json={"project_id": str(project.pk)})
+    assert response.status_code == 202, response.text
+    done = stack.wait_for(api, response.json()["id"])
+
+    # Then the third attempt published it, every attempt carried the same idempotency key and checksum
+    assert done["status"] == "published", done
+    assert done["attempts"] == 3
+    assert done["submission_ref"] == "sub-3"
+    assert [r["Idempotency-Key"] for r in flaky_target.requests] == [done["id"]] * 3
+    assert {r["X-Checksum-SHA256"] for r in flaky_target.requests} == {done["artifact_sha256"]}
+    assert {r["sha256"] for r in flaky_target.requests} == {done["artifact_sha256"]}
+    # And the retries are in the worker's log with the ids
+    worker_log = stack.logs("worker", tail=None)
+    assert worker_log.count("will retry") == 2
+    assert f"publishing_id={done['id']}" in worker_log

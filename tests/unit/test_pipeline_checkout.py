@@ -1,0 +1,329 @@
+"""Checkout step: URL and ref policy, and real clones of a local repository."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline.checkout import checkout, validate_ref, validate_source_url
+
+# The package re-exports the step function under the module's name, hiding the module itself.
+checkout_module = importlib.import_module("publishing.pipeline.checkout")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A local repository with two commits on `main` and a tag `v1` on the first."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    _git(path, "init", "-q", "-b", "main")
+    (path / "index.html").write_text("<h1>v1</h1>")
+    _git(path, "add", "index.html")
+    _git(path, "commit", "-q", "-m", "first")
+    _git(path, "tag", "v1")
+    (path / "index.html").write_text("<h1>v2</h1>")
+    _git(path, "commit", "-q", "-am", "second")
+    return path
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local TCP port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A local TCP port that accepts connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield sock.getsockname()[1]
+
+
+def _checkout(url: str, ref: str, dest: Path, **overrides: Any) -> Path:
+    options: dict[str, Any] = {"timeout": 60, "allow_local": True, "allow_private": True, **overrides}
+    return checkout(url, ref, dest=dest, **options)
+
+
+def test_checkout_clones_one_commit_of_the_branch_from_a_local_path(repo, tmp_path):
+    # Given a workspace
+    dest = tmp_path / "ws" / "source"
+
+    # When
+    result = _checkout(str(repo), "main", dest)
+
+    # Then the branch's tip is checked out, shallowly
+    assert result == dest
+    assert (dest / "index.html").read_text() == "<h1>v2</h1>"
+    assert _git(dest, "rev-list", "--count", "HEAD").strip() == "1"
+
+
+def test_checkout_clones_a_tag_from_a_file_url(repo, tmp_path):
+    # Given a file:// URL of the repository
+    dest = tmp_path / "ws" / "source"
+
+    # When
+    _checkout(repo.as_uri(), "v1", dest)
+
+    # Then the tagged content is checked out
+    assert (dest / "index.html").read_text() == "<h1>v1</h1>"
+
+
+def test_checkout_of_a_missing_branch_fails_permanently_and_leaves_no_destination(repo, tmp_path):
+    # Given a ref that does not exist
+    dest = tmp_path / "ws" / "source"
+
+    # When
+    with pytest.raises(PermanentJobError) as excinfo:
+        _checkout(str(repo), "no-such-branch", dest)
+
+    # Then
+    assert excinfo.value.code == "CHECKOUT_FAILED"
+    assert "no-such-branch" in excinfo.value.detail
+    assert not dest.exists()
+
+
+def test_checkout_of_a_directory_that_is_no_repository_fails_permanently(tmp_path):
+    # Given an empty directory
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _checkout(str(empty), "main", tmp_path / "ws" / "source")
+    assert excinfo.value.code == "CHECKOUT_FAILED"
+
+
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_checkout_refuses_a_local_source_when_local_sources_are_not_allowed(repo, tmp_path, as_uri):
+    # Given a local repository named by path or file:// URL
+    url = repo.as_uri() if as_uri else str(repo)
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _checkout(url, "main", tmp_path / "ws" / "source", allow_local=False)
+    assert excinfo.value.code == "SOURCE_NOT_ALLOWED"
+    assert not (tmp_path / "ws" / "source").exists()
+
+
+def test_checkout_refuses_an_ext_transport_url_before_running_anything(tmp_path, monkeypatch):
+    # Given a URL that would make git run a command, and a Popen that must not be reached
+    marker = tmp_path / "pwned"
+    monkeypatch.setattr(checkout_module.subprocess, "Popen", _fail_if_called)
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _checkout(f"ext::sh -c touch% {marker}", "main", tmp_path / "source")
+    assert excinfo.value.code == "SOURCE_INVALID"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "ext::sh -c id",
+        "fd::3",
+        "-uhttps://example.com/r.git",
+        "https://example.com/r .git",
+        "https://example.com/r\n.git",
+        "relative/path",
+        "./repo",
+        "ftp://example.com/r.git",
+        "https:///r.git",
+        "https://example.com:notaport/r.git",
+        "ssh://-oProxyCommand=id/r.git",
+        "git@-oProxyCommand=id:r.git",
+    ],
+)
+def test_validate_source_url_refuses_malformed_or_dangerous_urls(url):
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        validate_source_url(url, allow_local=True, allow_private=True)
+    assert excinfo.value.code == "SOURCE_INVALID"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/r.git",
+        "https://localhost/r.git",
+        "http://[::1]:8080/r.git",
+        "git://10.0.0.7/r.git",
+        "ssh://git@192.168.0.2/r.git",
+        "git@169.254.169.254:r.git",
+    ],
+)
+def test_validate_source_url_refuses_private_and_loopback_hosts(url):
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        validate_source_url(url, allow_local=False, allow_private=False)
+    assert excinfo.value.code == "SOURCE_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/owner/repo.git",
+        "http://git.example.com:8080/repo",
+        "ssh://git@github.com/owner/repo.git",
+        "git://git.example.com/repo.git",
+        "git@github.com:owner/repo.git",
+        "https://user:token@github.com/owner/repo.git",
+    ],
+)
+def test_validate_source_url_accepts_public_network_urls_without_resolving(url, monkeypatch):
+    # Given a resolver that must not be consulted
+    monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
+
+    # When / Then no error is raised
+    validate_source_url(url, allow_local=False, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "ref", ["", "--upload-pack=touch x", "-b", "main..evil", "has space", "a\tb", "x:y", "a~1"]
+)
+def test_validate_ref_refuses_option_like_and_malformed_refs(ref):
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        validate_ref(ref)
+    assert excinfo.value.code == "REF_INVALID"
+
+
+def test_checkout_refuses_an_option_like_ref(repo, tmp_path, monkeypatch):
+    # Given a Popen that must not be reached
+    monkeypatch.setattr(checkout_module.subprocess, "Popen", _fail_if_called)
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _checkout(str(repo), "--upload-pack=touch /tmp/x", tmp_path / "source")
+    assert excinfo.value.code == "REF_INVALID"
+
+
+def test_checkout_runs_git_without_the_workers_environment(repo, tmp_path, monkeypatch):
+    # Given secrets in the worker's environment and a Popen spy
+    monkeypatch.setenv("SECRET_KEY", "worker-secret")
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db/x")
+    calls: list[dict[str, Any]] = []
+    real_popen = subprocess.Popen
+
+    def spy(argv: list[str], **kwargs: Any) -> Any:
+        calls.append({"argv": argv, **kwargs})
+        return real_popen(argv, **kwargs)
+
+    monkeypatch.setattr(checkout_module.subprocess, "Popen", spy)
+
+    # When
+    _checkout(str(repo), "main", tmp_path / "ws" / "source", allow_local=True)
+
+    # Then git saw only its own settings, a throwaway HOME and no shell
+    (call,) = calls
+    env = call["env"]
+    assert "SECRET_KEY" not in env
+    assert "DATABASE_URL" not in env
+    assert env["GIT_TERMINAL_PROMPT"] == "0"
+    assert env["GIT_CONFIG_NOSYSTEM"] == "1"
+    assert env["GIT_ALLOW_PROTOCOL"] == "https:http:ssh:git:file"
+    assert env["HOME"] != str(Path.home())
+    assert not call.get("shell")
+    assert call["argv"][:3] == ["git", "-c", "protocol.ext.allow=never"]
+    assert call["argv"][-3:] == ["--", repo.as_uri(), str(tmp_path / "ws" / "source")]
+    assert call["start_new_session"] is True
+
+
+def test_checkout_reports_an_unreachable_server_as_transient_without_credentials(tmp_path, closed_port):
+    # Given an HTTP URL with credentials on a port nothing listens on
+    url = f"http://bob:s3cret@127.0.0.1:{closed_port}/r.git"
+
+    # When
+    with pytest.raises(TransientJobError) as excinfo:
+        _checkout(url, "main", tmp_path / "ws" / "source")
+
+    # Then
+    assert excinfo.value.code == "CHECKOUT_UNAVAILABLE"
+    assert "s3cret" not in excinfo.value.detail
+    assert not (tmp_path / "ws" / "source").exists()
+
+
+def test_checkout_times_out_against_a_silent_server_and_cleans_up(tmp_path, silent_port):
+    # Given a server that accepts the connection and never answers
+    dest = tmp_path / "ws" / "source"
+    started = time.monotonic()
+
+    # When
+    with pytest.raises(TransientJobError) as excinfo:
+        _checkout(f"http://127.0.0.1:{silent_port}/r.git", "main", dest, timeout=1)
+
+    # Then
+    assert excinfo.value.code == "CHECKOUT_TIMEOUT"
+    assert time.monotonic() - started < 10
+    assert not dest.exists()
+
+
+def test_checkout_stops_promptly_on_an_asynchronous_exception(tmp_path, silent_port):
+    # Given a clone hanging on a silent server in a worker thread
+    class Cancelled(Exception):
+        pass
+
+    dest = tmp_path / "ws" / "source"
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            _checkout(f"http://127.0.0.1:{silent_port}/r.git", "main", dest, timeout=60)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    time.sleep(0.5)
+
+    # When the thread is cancelled the way Dramatiq aborts and times out actors
+    assert thread.ident is not None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(Cancelled))
+    thread.join(10)
+
+    # Then the exception surfaced long before the checkout timeout, and nothing was left behind
+    assert not thread.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], Cancelled)
+    assert not dest.exists()
+
+
+def test_checkout_refuses_a_loopback_http_source_when_private_hosts_are_not_allowed(tmp_path, monkeypatch):
+    # Given a Popen that must not be reached
+    monkeypatch.setattr(checkout_module.subprocess, "Popen", _fail_if_called)
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _checkout("http://127.0.0.1:9/r.git", "main", tmp_path / "source", allow_private=False)
+    assert excinfo.value.code == "SOURCE_NOT_ALLOWED"
+
+
+def _fail_if_called(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("must not be called")

@@ -1,0 +1,133 @@
+"""Host policy: what check_host refuses, resolves and lets through."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline.network import check_host, redact_credentials
+
+
+def _fake_resolver(*addresses: str) -> Any:
+    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0))
+            for a in addresses
+        ]
+
+    return getaddrinfo
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "LOCALHOST.",
+        "api.localhost",
+        "127.0.0.1",
+        "10.1.2.3",
+        "169.254.169.254",
+        "::1",
+        "[::1]",
+        "::ffff:127.0.0.1",
+        "2130706433",
+        "0x7f.1",
+    ],
+)
+def test_check_host_refuses_local_names_and_non_public_literals_without_resolving(monkeypatch, host):
+    # Given a resolver that must not be consulted
+    monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        check_host(host, allow_private=False, code="SOME_CODE", resolve=False)
+    assert excinfo.value.code == "SOME_CODE"
+
+
+def test_check_host_accepts_a_public_literal_address_without_resolving(monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
+    check_host("93.184.216.34", allow_private=False, code="SOME_CODE")
+    check_host("[2606:2800:220:1::1]", allow_private=False, code="SOME_CODE")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.0.0.5",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "::1",
+        "fe80::1",
+        "::ffff:10.0.0.1",
+        "0.0.0.0",  # noqa: S104 -- an address to refuse, not to bind
+        "224.0.0.1",
+    ],
+)
+def test_check_host_refuses_a_name_resolving_to_a_non_public_address(monkeypatch, address):
+    # Given a name that resolves to a public and a non-public address
+    monkeypatch.setattr(socket, "getaddrinfo", _fake_resolver("93.184.216.34", address))
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        check_host("internal.example.com", allow_private=False, code="TARGET_NOT_ALLOWED")
+    assert excinfo.value.code == "TARGET_NOT_ALLOWED"
+
+
+def test_check_host_accepts_a_name_resolving_to_public_addresses(monkeypatch):
+    # Given a name with only public addresses
+    monkeypatch.setattr(socket, "getaddrinfo", _fake_resolver("93.184.216.34", "2606:2800:220:1::1"))
+
+    # When / Then no error is raised
+    check_host("example.com", allow_private=False, code="TARGET_NOT_ALLOWED")
+
+
+def test_check_host_does_not_resolve_when_resolve_is_false(monkeypatch):
+    # Given a resolver that must not be consulted
+    monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
+
+    # When / Then a plain name passes
+    check_host("example.com", allow_private=False, code="X", resolve=False)
+
+
+def test_check_host_reports_an_unresolvable_name_as_transient(monkeypatch):
+    # Given a resolver that fails
+    def getaddrinfo(*args: Any, **kwargs: Any) -> list[Any]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    # When / Then
+    with pytest.raises(TransientJobError) as excinfo:
+        check_host("example.com", allow_private=False, code="X")
+    assert excinfo.value.code == "HOST_UNRESOLVABLE"
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "10.0.0.1", "internal.example.com"])
+def test_check_host_allows_everything_when_private_hosts_are_allowed(monkeypatch, host):
+    # Given a resolver that must not be consulted
+    monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
+
+    # When / Then no error is raised
+    check_host(host, allow_private=True, code="X")
+
+
+def test_redact_credentials_hides_user_info_of_every_url():
+    # Given a message with URLs carrying a password and a bare token
+    text = "fatal: unable to access 'https://bob:s3cret@git.example.com/r.git/' via http://tok3n@h/x"
+
+    # When
+    redacted = redact_credentials(text)
+
+    # Then
+    assert "s3cret" not in redacted
+    assert "tok3n" not in redacted
+    assert "https://***@git.example.com/r.git/" in redacted
+
+
+def _fail_if_called(*args: Any, **kwargs: Any) -> list[Any]:
+    raise AssertionError("getaddrinfo must not be called")

@@ -1,0 +1,238 @@
+"""Package step: deterministic archives, normalised entries, and artifact path containment."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from publishing.exceptions import PermanentJobError
+from publishing.pipeline.package import ARCHIVE_MTIME, package, resolve_artifact_path
+
+SITE = {
+    "index.html": b"<h1>hello</h1>",
+    "assets/app.js": b"console.log(1)",
+    "assets/img/logo.svg": b"<svg/>",
+    "run.sh": b"#!/bin/sh\necho hi\n",
+}
+
+
+def _make_site(root: Path, order: list[str], mtime: int) -> Path:
+    """Write SITE below `root/dist` in `order`, with every mtime set to `mtime`; return the checkout."""
+    for name in order:
+        path = root / "dist" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(SITE[name])
+    (root / "dist" / "run.sh").chmod(0o750)
+    (root / "dist" / "index.html").chmod(0o600)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.utime(Path(dirpath) / name, (mtime, mtime))
+    return root
+
+
+def _members(archive: Path) -> list[tarfile.TarInfo]:
+    with tarfile.open(archive, "r:gz") as tar:
+        return tar.getmembers()
+
+
+def test_package_is_deterministic_across_mtimes_and_creation_order(tmp_path):
+    # Given the same content written in different orders at different times
+    first = _make_site(tmp_path / "a", sorted(SITE), mtime=1_000_000)
+    second = _make_site(tmp_path / "b", sorted(SITE, reverse=True), mtime=1_700_000_000)
+
+    # When
+    one = package(first, "dist", out_dir=tmp_path / "out-a", name="pub")
+    two = package(second, "dist", out_dir=tmp_path / "out-b", name="pub")
+
+    # Then
+    assert one.sha256 == two.sha256
+    assert one.path.read_bytes() == two.path.read_bytes()
+
+
+def test_package_returns_the_archive_path_sha256_and_size(tmp_path):
+    # Given a checkout
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+
+    # When
+    artifact = package(source, "dist", out_dir=tmp_path / "out", name="pub-1")
+
+    # Then
+    assert artifact.path == tmp_path / "out" / "pub-1.tar.gz"
+    data = artifact.path.read_bytes()
+    assert artifact.sha256 == hashlib.sha256(data).hexdigest()
+    assert artifact.size == len(data)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["pub-1.tar.gz"]
+
+
+def test_package_normalises_owners_times_and_modes_and_sorts_entries(tmp_path):
+    # Given a checkout with an executable and a private file
+    source = _make_site(tmp_path / "src", sorted(SITE, reverse=True), mtime=1_000_000)
+
+    # When
+    artifact = package(source, "dist", out_dir=tmp_path / "out", name="pub")
+
+    # Then
+    members = _members(artifact.path)
+    assert [m.name for m in members] == [
+        "assets",
+        "assets/app.js",
+        "assets/img",
+        "assets/img/logo.svg",
+        "index.html",
+        "run.sh",
+    ]
+    for member in members:
+        assert member.mtime == ARCHIVE_MTIME
+        assert (member.uid, member.gid, member.uname, member.gname) == (0, 0, "", "")
+    modes = {m.name: m.mode for m in members}
+    assert modes["assets"] == 0o755
+    assert modes["run.sh"] == 0o755
+    assert modes["index.html"] == 0o644
+    assert modes["assets/app.js"] == 0o644
+
+
+def test_package_writes_a_gzip_header_without_name_or_time(tmp_path):
+    # Given a checkout
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+
+    # When
+    artifact = package(source, "dist", out_dir=tmp_path / "out", name="pub")
+
+    # Then the FNAME flag is unset and MTIME is zero
+    header = artifact.path.read_bytes()[:10]
+    assert header[3] & 0x08 == 0
+    assert header[4:8] == b"\x00\x00\x00\x00"
+    with gzip.open(artifact.path) as fh, tarfile.open(fileobj=io.BytesIO(fh.read())) as tar:
+        assert tar.getnames()
+
+
+def test_package_excludes_git_directories_at_any_depth(tmp_path):
+    # Given a checkout with .git folders and a .git file
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (source / "dist" / ".git").mkdir()
+    (source / "dist" / ".git" / "config").write_text("[core]")
+    (source / "dist" / "assets" / ".git").write_text("gitdir: ../../.git/modules/assets")
+
+    # When
+    artifact = package(source, "dist", out_dir=tmp_path / "out", name="pub")
+
+    # Then
+    names = [m.name for m in _members(artifact.path)]
+    assert not any(".git" in name.split("/") for name in names)
+    assert "index.html" in names
+
+
+def test_package_of_the_whole_checkout_skips_its_git_folder(tmp_path):
+    # Given a checkout with a .git folder, packaged from its root
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (source / ".git").mkdir()
+    (source / ".git" / "HEAD").write_text("ref: refs/heads/main")
+
+    # When
+    artifact = package(source, ".", out_dir=tmp_path / "out", name="pub")
+
+    # Then
+    names = [m.name for m in _members(artifact.path)]
+    assert "dist/index.html" in names
+    assert not any(name.startswith(".git") for name in names)
+
+
+def test_package_stores_symlinks_as_links_without_following_them(tmp_path):
+    # Given links to a file inside and to a directory outside the artifact
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("secret")
+    (source / "dist" / "home.html").symlink_to("index.html")
+    (source / "dist" / "escape").symlink_to(tmp_path / "outside")
+
+    # When
+    artifact = package(source, "dist", out_dir=tmp_path / "out", name="pub")
+
+    # Then
+    members = {m.name: m for m in _members(artifact.path)}
+    assert members["home.html"].issym()
+    assert members["home.html"].linkname == "index.html"
+    assert members["escape"].issym()
+    assert not any(name.startswith("escape/") for name in members)
+
+
+def test_package_skips_special_files(tmp_path):
+    # Given a FIFO among the build output
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    os.mkfifo(source / "dist" / "pipe")
+
+    # When
+    artifact = package(source, "dist", out_dir=tmp_path / "out", name="pub")
+
+    # Then
+    assert "pipe" not in [m.name for m in _members(artifact.path)]
+
+
+def test_package_of_a_single_file_stores_it_under_its_basename(tmp_path):
+    # Given a single-file artifact
+    source = tmp_path / "src"
+    (source / "build").mkdir(parents=True)
+    (source / "build" / "app.zip").write_bytes(b"PK-zip-bytes")
+
+    # When
+    artifact = package(source, "build/app.zip", out_dir=tmp_path / "out", name="pub")
+
+    # Then
+    with tarfile.open(artifact.path, "r:gz") as tar:
+        assert tar.getnames() == ["app.zip"]
+        extracted = tar.extractfile("app.zip")
+        assert extracted is not None
+        assert extracted.read() == b"PK-zip-bytes"
+
+
+@pytest.mark.parametrize("artifact_path", ["../other", "dist/../../other", "/etc", "/tmp/dist"])
+def test_resolve_artifact_path_refuses_paths_leaving_the_checkout(tmp_path, artifact_path):
+    # Given a checkout next to another folder
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (tmp_path / "other").mkdir()
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        resolve_artifact_path(source, artifact_path)
+    assert excinfo.value.code == "ARTIFACT_PATH_INVALID"
+
+
+def test_resolve_artifact_path_refuses_a_symlink_out_of_the_checkout(tmp_path):
+    # Given a link in the checkout pointing out of it
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (tmp_path / "elsewhere").mkdir()
+    (source / "out").symlink_to(tmp_path / "elsewhere")
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        package(source, "out", out_dir=tmp_path / "pkg", name="pub")
+    assert excinfo.value.code == "ARTIFACT_PATH_INVALID"
+
+
+def test_resolve_artifact_path_follows_a_symlink_that_stays_inside(tmp_path):
+    # Given a link to a folder inside the checkout
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (source / "public").symlink_to("dist")
+
+    # When
+    resolved = resolve_artifact_path(source, "public")
+
+    # Then
+    assert resolved == (source / "dist").resolve()
+
+
+def test_resolve_artifact_path_reports_a_missing_path(tmp_path):
+    # Given a checkout without the artifact
+    source = tmp_path / "src"
+    source.mkdir()
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        resolve_artifact_path(source, "dist")
+    assert excinfo.value.code == "ARTIFACT_NOT_FOUND"

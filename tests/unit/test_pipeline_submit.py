@@ -1,0 +1,378 @@
+"""Submit step: the file:// store's layout and idempotency, and HTTP answers against a real local server."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import importlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline.base import Artifact
+from publishing.pipeline.submit import submit, validate_target_url
+
+# The package re-exports the step function under the module's name, hiding the module itself.
+submit_module = importlib.import_module("publishing.pipeline.submit")
+
+PUBLISHING_ID = "3f0c6f7e-9a1b-4c2d-8e5f-0a1b2c3d4e5f"
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch):
+    # requests honours proxy variables; the local test server must be reached directly.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _artifact(path: Path, content: bytes) -> Artifact:
+    path.write_bytes(content)
+    return Artifact(path=path, sha256=hashlib.sha256(content).hexdigest(), size=len(content))
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Artifact:
+    return _artifact(tmp_path / "pub.tar.gz", b"\x1f\x8b" + bytes(range(256)) * 40)
+
+
+def _submit(artifact: Artifact, target_url: str, **overrides: Any) -> Any:
+    options: dict[str, Any] = {
+        "target_url": target_url,
+        "publishing_id": PUBLISHING_ID,
+        "project_slug": "my-site",
+        "timeout": 5,
+        "allow_private": True,
+        **overrides,
+    }
+    return submit(artifact, **options)
+
+
+# --- file:// -----------------------------------------------------------------
+
+
+def test_submit_to_a_directory_writes_the_archive_and_then_its_manifest(artifact, tmp_path):
+    # Given a store directory
+    store = tmp_path / "store"
+
+    # When
+    submission = _submit(artifact, store.as_uri())
+
+    # Then the archive and manifest sit under the project, with no temporary files left
+    final = store / "my-site" / f"{PUBLISHING_ID}.tar.gz"
+    assert final.read_bytes() == artifact.path.read_bytes()
+    assert sorted(p.name for p in (store / "my-site").iterdir()) == [
+        f"{PUBLISHING_ID}.json",
+        f"{PUBLISHING_ID}.tar.gz",
+    ]
+    manifest = json.loads((store / "my-site" / f"{PUBLISHING_ID}.json").read_text())
+    assert manifest["publishing_id"] == PUBLISHING_ID
+    assert manifest["project"] == "my-site"
+    assert manifest["sha256"] == artifact.sha256
+    assert manifest["size"] == artifact.size
+    assert manifest["file"] == f"{PUBLISHING_ID}.tar.gz"
+    assert datetime.fromisoformat(manifest["submitted_at"]).utcoffset() == timedelta(0)
+    assert submission.uri == final.as_uri()
+    assert submission.uri.startswith("file:///")
+    assert submission.ref == PUBLISHING_ID
+
+
+def test_resubmitting_the_same_archive_rewrites_nothing(artifact, tmp_path, monkeypatch):
+    # Given an archive already submitted
+    store = tmp_path / "store"
+    first = _submit(artifact, store.as_uri())
+    final = store / "my-site" / f"{PUBLISHING_ID}.tar.gz"
+    manifest = store / "my-site" / f"{PUBLISHING_ID}.json"
+    before = (final.stat().st_ino, manifest.stat().st_ino, manifest.read_text())
+    monkeypatch.setattr(submit_module.shutil, "copyfileobj", _fail_if_called)
+
+    # When it is submitted again (a retry)
+    second = _submit(artifact, store.as_uri())
+
+    # Then neither file was replaced
+    assert second == first
+    assert (final.stat().st_ino, manifest.stat().st_ino, manifest.read_text()) == before
+
+
+def test_resubmitting_different_content_replaces_archive_and_manifest(artifact, tmp_path):
+    # Given an archive already submitted
+    store = tmp_path / "store"
+    _submit(artifact, store.as_uri())
+
+    # When other content is submitted for the same publishing
+    other = _artifact(tmp_path / "other.tar.gz", b"other content")
+    _submit(other, store.as_uri())
+
+    # Then
+    final = store / "my-site" / f"{PUBLISHING_ID}.tar.gz"
+    assert final.read_bytes() == b"other content"
+    manifest = json.loads((store / "my-site" / f"{PUBLISHING_ID}.json").read_text())
+    assert manifest["sha256"] == other.sha256
+
+
+def test_submit_to_a_directory_reports_a_full_disk_as_transient_and_leaves_no_temp_file(
+    artifact, tmp_path, monkeypatch
+):
+    # Given a disk that fills up during the copy
+    def copy_fails(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(submit_module.shutil, "copyfileobj", copy_fails)
+    store = tmp_path / "store"
+
+    # When
+    with pytest.raises(TransientJobError) as excinfo:
+        _submit(artifact, store.as_uri())
+
+    # Then
+    assert excinfo.value.code == "TARGET_UNAVAILABLE"
+    assert list((store / "my-site").iterdir()) == []
+
+
+def test_submit_to_a_path_that_is_not_a_directory_is_rejected_permanently(artifact, tmp_path):
+    # Given a store URL naming a regular file
+    not_a_dir = tmp_path / "store"
+    not_a_dir.write_text("file")
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, not_a_dir.as_uri())
+    assert excinfo.value.code == "TARGET_REJECTED"
+
+
+@pytest.mark.parametrize("slug", ["..", "a/b", ".hidden", ""])
+def test_submit_to_a_directory_refuses_unsafe_path_components(artifact, tmp_path, slug):
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, (tmp_path / "store").as_uri(), project_slug=slug)
+    assert excinfo.value.code == "TARGET_INVALID"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "ftp://example.com/upload",
+        "s3://bucket/key",
+        "file://otherhost/srv/store",
+        "file:relative/dir",
+        "file:///srv/../etc",
+        "file:///srv/store?x=1",
+        "https:///upload",
+        "https://example.com:port/upload",
+        "https://example.com/up load",
+    ],
+)
+def test_validate_target_url_refuses_malformed_urls(url):
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        validate_target_url(url, allow_private=True)
+    assert excinfo.value.code == "TARGET_INVALID"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8000/upload", "https://localhost/upload", "http://[::1]/x", "https://10.0.0.8/x"],
+)
+def test_validate_target_url_refuses_private_hosts_unless_allowed(url):
+    # When / Then refused by default
+    with pytest.raises(PermanentJobError) as excinfo:
+        validate_target_url(url, allow_private=False)
+    assert excinfo.value.code == "TARGET_NOT_ALLOWED"
+    # And accepted when private targets are allowed
+    validate_target_url(url, allow_private=True)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://store.example.com/upload", "file:///srv/store", "file://localhost/srv/s"]
+)
+def test_validate_target_url_accepts_file_and_public_http_urls(url, monkeypatch):
+    # Given a resolver that must not be consulted
+    monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
+
+    # When / Then no error is raised
+    validate_target_url(url, allow_private=False)
+
+
+# --- http(s):// --------------------------------------------------------------
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakeStore:
+    """What the local server answers, and what it received."""
+
+    url: str
+    status: int = 201
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    delay: float = 0.0
+    requests: list[Recorded] = field(default_factory=list)
+
+
+@pytest.fixture
+def store() -> Iterator[FakeStore]:
+    fake = FakeStore(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            fake.requests.append(Recorded("POST", self.path, dict(self.headers.items()), body))
+            time.sleep(fake.delay)
+            self.send_response(fake.status)
+            for name, value in fake.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(fake.body)))
+            self.end_headers()
+            self.wfile.write(fake.body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}/upload"
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_submit_over_http_posts_the_archive_with_idempotency_headers(artifact, store):
+    # Given a store answering 201 with a JSON body
+    store.body = json.dumps({"id": "sub-42", "uri": "https://cdn.example.com/my-site/42"}).encode()
+    store.headers = {"Content-Type": "application/json"}
+
+    # When
+    submission = _submit(artifact, store.url)
+
+    # Then the archive's bytes arrived with the headers a store deduplicates and verifies with
+    (request,) = store.requests
+    assert request.path == "/upload"
+    assert request.body == artifact.path.read_bytes()
+    assert request.headers["Idempotency-Key"] == PUBLISHING_ID
+    assert request.headers["X-Publishing-Id"] == PUBLISHING_ID
+    assert request.headers["X-Checksum-SHA256"] == artifact.sha256
+    assert request.headers["Content-Type"] == "application/gzip"
+    assert request.headers["Content-Length"] == str(artifact.size)
+    assert submission.uri == "https://cdn.example.com/my-site/42"
+    assert submission.ref == "sub-42"
+
+
+def test_submit_over_http_prefers_the_location_header(artifact, store):
+    # Given a store answering with a Location and a submission id header
+    store.headers = {"Location": "/artifacts/7", "X-Submission-Id": "7"}
+
+    # When
+    submission = _submit(artifact, store.url)
+
+    # Then the relative location is resolved against the target
+    assert submission.uri == store.url.replace("/upload", "/artifacts/7")
+    assert submission.ref == "7"
+
+
+def test_submit_over_http_falls_back_to_the_target_url(artifact, store):
+    # Given a store answering 200 with no body
+    store.status = 200
+
+    # When
+    submission = _submit(artifact, store.url)
+
+    # Then
+    assert submission.uri == store.url
+    assert submission.ref == ""
+
+
+@pytest.mark.parametrize("status", [503, 500, 429, 408])
+def test_submit_over_http_treats_overload_and_server_errors_as_transient(artifact, store, status):
+    # Given a store answering with a retryable status
+    store.status = status
+    store.body = b"try again later"
+
+    # When
+    with pytest.raises(TransientJobError) as excinfo:
+        _submit(artifact, store.url)
+
+    # Then
+    assert excinfo.value.code == "TARGET_UNAVAILABLE"
+    assert str(status) in excinfo.value.detail
+    assert "try again later" in excinfo.value.detail
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 302])
+def test_submit_over_http_treats_other_answers_as_permanent(artifact, store, status):
+    # Given a store answering with a non-retryable status (a redirect too: it is not followed)
+    store.status = status
+    store.headers = {"Location": "http://127.0.0.1:9/elsewhere"}
+    store.body = b"nope"
+
+    # When
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, store.url)
+
+    # Then
+    assert excinfo.value.code == "TARGET_REJECTED"
+    assert str(status) in excinfo.value.detail
+    assert len(store.requests) == 1
+
+
+def test_submit_over_http_treats_a_refused_connection_as_transient(artifact):
+    # Given a port nothing listens on
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    # When / Then
+    with pytest.raises(TransientJobError) as excinfo:
+        _submit(artifact, f"http://127.0.0.1:{port}/upload")
+    assert excinfo.value.code == "TARGET_UNAVAILABLE"
+
+
+def test_submit_over_http_treats_a_slow_answer_as_transient(artifact, store):
+    # Given a store slower than the timeout
+    store.delay = 2.5
+
+    # When / Then
+    with pytest.raises(TransientJobError) as excinfo:
+        _submit(artifact, store.url, timeout=1)
+    assert excinfo.value.code == "TARGET_UNAVAILABLE"
+
+
+def test_submit_refuses_a_loopback_target_when_private_targets_are_not_allowed(artifact, store):
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, store.url, allow_private=False)
+    assert excinfo.value.code == "TARGET_NOT_ALLOWED"
+    assert store.requests == []
+
+
+def test_submit_refuses_an_unsupported_scheme(artifact):
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, "ftp://example.com/upload")
+    assert excinfo.value.code == "TARGET_INVALID"
+
+
+def _fail_if_called(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("must not be called")

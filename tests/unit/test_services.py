@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import threading
+import uuid
+
+import dramatiq
+import pytest
+import redis
+from django.core.exceptions import ValidationError
+
+from publishing import broker, services
+from publishing.exceptions import BrokerUnavailable, NotFound, PublishingConflict
+from publishing.models import Publishing
+from tests.factories import ProjectFactory, PublishingFactory, UserFactory
+
+QUEUE = "publishing-builds"
+
+
+def queued_messages(stub_broker):
+    return list(stub_broker.queues[QUEUE].queue)
+
+
+@pytest.mark.django_db
+def test_initiate_records_a_queued_publishing_and_sends_its_ids(stub_broker, project, user) -> None:
+    # When
+    publishing = services.publishing_initiate(user=user, project_id=project.pk)
+
+    # Then the record is queued, and one message names it
+    assert publishing.status == Publishing.Status.QUEUED
+    assert publishing.queued_at is not None
+    (raw,) = queued_messages(stub_broker)
+    message = dramatiq.Message.decode(raw)
+    assert message.message_id == publishing.message_id
+    assert message.kwargs == {
+        "publishing_id": str(publishing.pk),
+        "project_id": str(project.pk),
+        "user_id": str(user.pk),
+    }
+
+
+@pytest.mark.django_db
+def test_initiate_with_the_same_idempotency_key_returns_the_same_publishing(
+    stub_broker, project, user
+) -> None:
+    # Given a first request with a key
+    first = services.publishing_initiate(user=user, project_id=project.pk, idempotency_key="k-1")
+
+    # When the same request comes again
+    again = services.publishing_initiate(user=user, project_id=project.pk, idempotency_key="k-1")
+
+    # Then it is the same publishing and only one message was sent
+    assert again.pk == first.pk
+    assert len(queued_messages(stub_broker)) == 1
+
+
+@pytest.mark.django_db
+def test_idempotency_keys_are_per_user(stub_broker, user, other_user) -> None:
+    mine, theirs = ProjectFactory.create(owner=user), ProjectFactory.create(owner=other_user)
+    a = services.publishing_initiate(user=user, project_id=mine.pk, idempotency_key="same")
+    b = services.publishing_initiate(user=other_user, project_id=theirs.pk, idempotency_key="same")
+    assert a.pk != b.pk
+
+
+@pytest.mark.django_db
+def test_reusing_an_idempotency_key_for_another_project_is_a_conflict(stub_broker, user) -> None:
+    first, second = ProjectFactory.create(owner=user), ProjectFactory.create(owner=user)
+    services.publishing_initiate(user=user, project_id=first.pk, idempotency_key="k")
+    with pytest.raises(PublishingConflict):
+        services.publishing_initiate(user=user, project_id=second.pk, idempotency_key="k")
+
+
+@pytest.mark.django_db
+def test_initiate_while_another_is_active_is_a_conflict_naming_it(stub_broker, project, user) -> None:
+    # Given an active publishing
+    active = services.publishing_initiate(user=user, project_id=project.pk)
+
+    # When another is asked for
+    with pytest.raises(PublishingConflict) as raised:
+        services.publishing_initiate(user=user, project_id=project.pk)
+
+    # Then the conflict names the active one, and nothing more was sent
+    assert raised.value.active_id == active.pk
+    assert len(queued_messages(stub_broker)) == 1
+
+
+@pytest.mark.django_db
+def test_initiate_after_a_finished_publishing_is_allowed(stub_broker, project, user) -> None:
+    PublishingFactory.create(project=project, published=True)
+    PublishingFactory.create(project=project, failed=True)
+    assert services.publishing_initiate(user=user, project_id=project.pk).status == "queued"
+
+
+@pytest.mark.django_db
+def test_initiate_for_another_users_project_is_not_found(stub_broker, other_user, user) -> None:
+    theirs = ProjectFactory.create(owner=other_user)
+    with pytest.raises(NotFound):
+        services.publishing_initiate(user=user, project_id=theirs.pk)
+    with pytest.raises(NotFound):
+        services.publishing_initiate(user=user, project_id=uuid.uuid4())
+    assert not Publishing.objects.exists()
+
+
+@pytest.mark.django_db
+def test_initiate_for_another_users_project_is_allowed_for_staff(stub_broker, staff, other_user) -> None:
+    theirs = ProjectFactory.create(owner=other_user)
+    assert services.publishing_initiate(user=staff, project_id=theirs.pk).requested_by == staff
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_message_is_sent_only_once_the_queued_row_is_committed(stub_broker, monkeypatch) -> None:
+    # Given a broker that, when handed the message, looks for the row from another connection
+    user = UserFactory.create()
+    project = ProjectFactory.create(owner=user)
+    seen: list[str | None] = []
+    real_enqueue = stub_broker.enqueue
+
+    def enqueue_and_look(message, *, delay=None):
+        def look() -> None:
+            row = Publishing.objects.filter(pk=message.kwargs["publishing_id"]).first()
+            seen.append(row.status if row else None)
+
+        worker_thread = threading.Thread(target=look)
+        worker_thread.start()
+        worker_thread.join()
+        return real_enqueue(message, delay=delay)
+
+    monkeypatch.setattr(stub_broker, "enqueue", enqueue_and_look)
+
+    # When
+    services.publishing_initiate(user=user, project_id=project.pk)
+
+    # Then a worker would have found the row, committed and queued
+    assert seen == ["queued"]
+
+
+@pytest.mark.django_db
+def test_broker_down_leaves_nothing_behind_and_then_fails_fast(
+    stub_broker, project, user, monkeypatch
+) -> None:
+    # Given a broker that refuses connections
+    calls = []
+
+    def refuse(message, *, delay=None):
+        calls.append(message)
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(stub_broker, "enqueue", refuse)
+
+    # When a publishing is initiated
+    with pytest.raises(BrokerUnavailable):
+        services.publishing_initiate(user=user, project_id=project.pk, idempotency_key="k")
+
+    # Then no row is left pending or queued, and the key is free to retry
+    assert not Publishing.objects.exists()
+    # And the next request fails fast without touching the broker
+    with pytest.raises(BrokerUnavailable):
+        services.publishing_initiate(user=user, project_id=project.pk, idempotency_key="k")
+    assert len(calls) == 1
+    assert not Publishing.objects.exists()
+
+    # When the broker is back after the cool-down
+    monkeypatch.undo()
+    broker.breaker.reset()
+    publishing = services.publishing_initiate(user=user, project_id=project.pk, idempotency_key="k")
+    # Then the same request succeeds
+    assert publishing.status == "queued"
+
+
+@pytest.mark.django_db
+def test_project_build_command_is_staff_only_by_default(user, staff, settings) -> None:
+    settings.PUBLISHING_ALLOW_USER_BUILD_COMMANDS = False
+    data = {
+        "name": "Site",
+        "repository_url": "https://git.example.com/a.git",
+        "target_url": "https://store.example.com/x",
+        "build_command": "make",
+    }
+    with pytest.raises(ValidationError) as raised:
+        services.project_create(owner=user, **data)
+    assert "build_command" in raised.value.message_dict
+    assert services.project_create(owner=staff, **data).build_command == "make"
+
+
+@pytest.mark.django_db
+def test_project_with_local_source_or_private_target_is_refused_unless_allowed(user, settings) -> None:
+    settings.PUBLISHING_ALLOW_LOCAL_SOURCES = False
+    settings.PUBLISHING_ALLOW_PRIVATE_TARGETS = False
+    with pytest.raises(ValidationError) as raised:
+        services.project_create(
+            owner=user, name="x", repository_url="/srv/repo", target_url="http://10.0.0.5/upload"
+        )
+    assert set(raised.value.message_dict) == {"repository_url", "target_url"}
+
+
+@pytest.mark.django_db
+def test_project_delete_is_refused_while_a_publishing_is_active(project) -> None:
+    PublishingFactory.create(project=project, building=True)
+    with pytest.raises(PublishingConflict):
+        services.project_delete(project=project)
+
+
+@pytest.mark.django_db
+def test_project_delete_keeps_its_publishings(project) -> None:
+    done = PublishingFactory.create(project=project, published=True)
+    services.project_delete(project=project)
+    done.refresh_from_db()
+    assert done.project is None

@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from publishing import services
+from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.models import Publishing
+from publishing.tasks import build_and_submit
+from tests.factories import ProjectFactory, PublishingFactory, UserFactory
+from tests.fakes import ScriptedPipeline
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def worker(stub_broker: StubBroker, settings) -> Iterator[dramatiq.Worker]:
+    settings.PUBLISHING_PIPELINE = "tests.fakes.ScriptedPipeline"
+    ScriptedPipeline.reset()
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def initiate() -> Publishing:
+    user = UserFactory.create()
+    project = ProjectFactory.create(owner=user)
+    return services.publishing_initiate(user=user, project_id=project.pk)
+
+
+def send_for(publishing: Publishing) -> None:
+    """Send a message for a publishing prepared by the test (as a redelivery would)."""
+    message = build_and_submit.message_with_options(
+        kwargs={"publishing_id": str(publishing.pk), "project_id": "p", "user_id": "u"}
+    )
+    Publishing.objects.filter(pk=publishing.pk).update(message_id=message.message_id)
+    build_and_submit.broker.enqueue(message)
+
+
+def drain(stub_broker: StubBroker, worker: dramatiq.Worker) -> None:
+    stub_broker.join("publishing-builds", fail_fast=False)
+    worker.join()
+
+
+def test_a_valid_job_ends_published_with_its_artifact(stub_broker, worker) -> None:
+    # Given a queued publishing
+    publishing = initiate()
+
+    # When the worker runs it
+    drain(stub_broker, worker)
+
+    # Then it is published after one attempt, with the artifact recorded
+    publishing.refresh_from_db()
+    assert publishing.status == "published"
+    assert publishing.attempts == 1
+    assert publishing.progress == 100
+    assert len(publishing.artifact_sha256) == 64
+    assert publishing.artifact_uri.startswith("memory://")
+    assert publishing.started_at
+    assert publishing.finished_at
+    assert "checkout" in publishing.log
+    assert "submit" in publishing.log
+    assert ScriptedPipeline.submitted == [str(publishing.pk)]
+
+
+def test_a_transient_error_is_retried_with_backoff_until_it_succeeds(stub_broker, worker, caplog) -> None:
+    # Given a target that is unavailable twice
+    ScriptedPipeline.reset(
+        TransientJobError("HTTP 503", code="TARGET_UNAVAILABLE"),
+        TransientJobError("HTTP 503", code="TARGET_UNAVAILABLE"),
+    )
+    publishing = initiate()
+
+    # When the worker runs it
+    with caplog.at_level(logging.INFO):
+        drain(stub_broker, worker)
+
+    # Then the third attempt publishes it, and each retry was logged with the ids
+    publishing.refresh_from_db()
+    assert publishing.status == "published"
+    assert publishing.attempts == 3
+    assert publishing.error_code == ""
+    retry_lines = [r for r in caplog.records if "will retry" in r.getMessage()]
+    assert len(retry_lines) == 2
+    assert all(r.publishing_id == str(publishing.pk) for r in retry_lines)
+    assert all(r.message_id == publishing.message_id for r in retry_lines)
+    assert any("Retrying message" in r.getMessage() and "in " in r.getMessage() for r in caplog.records)
+
+
+def test_a_transient_error_that_never_clears_fails_after_max_retries(stub_broker, worker) -> None:
+    # Given a target that is always unavailable
+    ScriptedPipeline.reset(*[TransientJobError("HTTP 503", code="TARGET_UNAVAILABLE")] * 10)
+    publishing = initiate()
+
+    # When the worker runs it
+    drain(stub_broker, worker)
+
+    # Then it failed after 1 run + 3 retries, with the error's code, and was dead-lettered
+    publishing.refresh_from_db()
+    assert publishing.status == "failed"
+    assert publishing.attempts == 4
+    assert publishing.error_code == "TARGET_UNAVAILABLE"
+    assert len(stub_broker.dead_letters) == 1
+
+
+def test_a_permanent_error_fails_at_once_without_retry(stub_broker, worker, caplog) -> None:
+    # Given a target that rejects the artifact
+    ScriptedPipeline.reset(PermanentJobError("HTTP 400: bad artifact", code="TARGET_REJECTED"))
+    publishing = initiate()
+
+    # When the worker runs it
+    with caplog.at_level(logging.ERROR):
+        drain(stub_broker, worker)
+
+    # Then it failed after one attempt with a clear code, logged with the ids
+    publishing.refresh_from_db()
+    assert publishing.status == "failed"
+    assert publishing.attempts == 1
+    assert publishing.error_code == "TARGET_REJECTED"
+    assert "bad artifact" in publishing.error_message
+    failure = next(r for r in caplog.records if "failed at attempt" in r.getMessage())
+    assert (failure.publishing_id, failure.user_id) == (str(publishing.pk), str(publishing.requested_by_id))
+    assert ScriptedPipeline.runs == 1
+
+
+def test_an_unexpected_exception_fails_with_internal_error(stub_broker, worker) -> None:
+    ScriptedPipeline.reset(ZeroDivisionError("bug"))
+    publishing = initiate()
+    drain(stub_broker, worker)
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.error_code, publishing.attempts) == ("failed", "INTERNAL_ERROR", 1)
+
+
+def test_a_message_for_a_missing_publishing_is_a_logged_no_op(stub_broker, worker, caplog) -> None:
+    # When a message names a publishing that does not exist
+    with caplog.at_level(logging.WARNING):
+        build_and_submit.send(
+            publishing_id="00000000-0000-0000-0000-000000000000", project_id="p", user_id="u"
+        )
+        drain(stub_broker, worker)
+
+    # Then nothing ran, nothing was dead-lettered, and the log says why
+    assert ScriptedPipeline.runs == 0
+    assert not stub_broker.dead_letters
+    assert any("not found" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("status", ["published", "failed", "cancelled"])
+def test_a_message_for_a_finished_publishing_is_a_logged_no_op(stub_broker, worker, caplog, status) -> None:
+    # Given a finished publishing and a late duplicate of its message
+    publishing = PublishingFactory.with_status(status, message_id="m-1")
+    before = Publishing.objects.values().get(pk=publishing.pk)
+
+    # When the duplicate arrives
+    with caplog.at_level(logging.INFO):
+        build_and_submit.send_with_options(
+            kwargs={"publishing_id": str(publishing.pk), "project_id": "p", "user_id": "u"}
+        )
+        drain(stub_broker, worker)
+
+    # Then the record is untouched and nothing ran
+    assert Publishing.objects.values().get(pk=publishing.pk) == before
+    assert ScriptedPipeline.runs == 0
+    assert any("already" in r.getMessage() for r in caplog.records)
+
+
+def test_a_redelivered_message_resumes_a_publishing_whose_attempt_was_lost(stub_broker, worker) -> None:
+    # Given a publishing left `building` by a worker that died during attempt 1
+    publishing = PublishingFactory.create(building=True, attempts=1)
+
+    # When its message is delivered again
+    send_for(publishing)
+    drain(stub_broker, worker)
+
+    # Then a new attempt publishes it, once
+    publishing.refresh_from_db()
+    assert publishing.status == "published"
+    assert publishing.attempts == 2
+    assert ScriptedPipeline.submitted == [str(publishing.pk)]
+
+
+def test_a_stale_message_for_a_requeued_publishing_is_skipped(stub_broker, worker, caplog) -> None:
+    # Given a queued publishing whose current message is another one
+    publishing = PublishingFactory.create(queued=True, message_id="current")
+
+    # When an old message for it arrives
+    with caplog.at_level(logging.INFO):
+        build_and_submit.send(str(publishing.pk), str(publishing.project_id), "u")
+        drain(stub_broker, worker)
+
+    # Then it is skipped
+    publishing.refresh_from_db()
+    assert publishing.status == "queued"
+    assert ScriptedPipeline.runs == 0
+    assert any("stale message" in r.getMessage() for r in caplog.records)
+
+
+def test_a_deleted_project_fails_the_publishing_permanently(stub_broker, worker) -> None:
+    # Given a queued publishing whose project was deleted meanwhile
+    publishing = PublishingFactory.create(queued=True)
+    Publishing.objects.filter(pk=publishing.pk).update(project=None)
+
+    # When its message is processed
+    send_for(publishing)
+    drain(stub_broker, worker)
+
+    # Then it failed for good, with a clear code
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.error_code, publishing.attempts) == ("failed", "PROJECT_DELETED", 1)
+
+
+def test_the_actor_is_declared_as_the_spec_says() -> None:
+    assert build_and_submit.queue_name == "publishing-builds"
+    assert build_and_submit.options["max_retries"] == 3
+    assert PermanentJobError in build_and_submit.options["throws"]
