@@ -28,7 +28,7 @@ migrate: install  ## Apply migrations to the local database (var/)
 	$(MANAGE) migrate --no-input
 
 demo: migrate  ## Create the demo user and project
-	$(MANAGE) bootstrap_demo
+	$(MANAGE) bootstrap_demo --port $${PORT:-8000}
 
 run: demo  ## Web server, worker and (if needed) an embedded Redis on 127.0.0.1:$${PORT:-8000}
 	exec $(MANAGE) runlocal

@@ -5,3 +5,9 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "publisher_project.settings.production")
 
 application = get_asgi_application()
+
+# Imported once Django is set up. Degraded mode (SPEC §7): the web process
+# starts without a broker and says so once.
+from publishing.broker import warn_if_unreachable  # noqa: E402
+
+warn_if_unreachable()

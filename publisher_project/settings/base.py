@@ -125,7 +125,8 @@ PUBLISHING_BROKER_COOLDOWN: float = env.float("PUBLISHING_BROKER_COOLDOWN", defa
 # How long a dead worker's unacked messages wait before redelivery (Redis).
 PUBLISHING_HEARTBEAT_TIMEOUT_MS: int = env.int("PUBLISHING_HEARTBEAT_TIMEOUT_MS", default=60_000)
 
-PUBLISHING_QUEUE = "publishing-builds"
+# Configurable so that deployments (and test runs) can share one RabbitMQ.
+PUBLISHING_QUEUE: str = env.str("PUBLISHING_QUEUE", default="publishing-builds")
 PUBLISHING_MAX_RETRIES: int = env.int("PUBLISHING_MAX_RETRIES", default=3)
 PUBLISHING_MIN_BACKOFF_MS: int = env.int("PUBLISHING_MIN_BACKOFF_MS", default=2_000)
 PUBLISHING_MAX_BACKOFF_MS: int = env.int("PUBLISHING_MAX_BACKOFF_MS", default=300_000)
@@ -195,6 +196,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "PublishingStatusEnum": "publishing.models.Publishing.Status",
+        "HealthStateEnum": "publishing.api.serializers.HEALTH_STATES",
+    },
 }
 
 # --- Logging ----------------------------------------------------------------

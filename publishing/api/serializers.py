@@ -97,10 +97,13 @@ class TokenSerializer(serializers.Serializer[None]):
     token = serializers.CharField()
 
 
+HEALTH_STATES = ["ok", "unavailable"]
+
+
 class HealthSerializer(serializers.Serializer[None]):
-    status = serializers.ChoiceField(choices=["ok", "unavailable"])
-    database = serializers.ChoiceField(choices=["ok", "unavailable"])
-    broker = serializers.ChoiceField(choices=["ok", "unavailable"])
+    status = serializers.ChoiceField(choices=HEALTH_STATES)
+    database = serializers.ChoiceField(choices=HEALTH_STATES)
+    broker = serializers.ChoiceField(choices=HEALTH_STATES)
 
 
 class ErrorSerializer(serializers.Serializer[None]):

@@ -146,7 +146,7 @@ class PublishingViewSet(
             idempotency_key=_idempotency_key(request),
         )
         body = PublishingSerializer(publishing, context=self.get_serializer_context()).data
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
 
 
 def _idempotency_key(request: Request) -> str | None:

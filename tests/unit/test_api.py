@@ -34,6 +34,8 @@ def test_initiate_answers_202_with_the_queued_publishing_and_its_location(api, p
     assert body["status"] == "queued"
     assert body["project_id"] == str(project.pk)
     assert response["Location"] == body["url"]
+    # A plain str: wsgiref (runserver) refuses DRF's Hyperlink subclass with a 500.
+    assert type(response.headers["Location"]) is str
     assert response["Location"].endswith(f"/api/v1/publishing/{body['id']}")
     assert len(stub_broker.queues["publishing-builds"].queue) == 1
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 from rest_framework.authtoken.models import Token
 
 from publishing.models import Project
@@ -31,7 +31,10 @@ print("built", dist / "index.html")
 class Command(BaseCommand):
     help = "Create (or reuse) the demo user and a demo project publishing a local git repository."
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=8000, help="Port shown in the login hint.")
+
+    def handle(self, *args: Any, port: int, **options: Any) -> None:
         var = Path(settings.VAR_DIR)
         source = var / "demo-source"
         store = var / "store"
@@ -61,7 +64,7 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             self.style.SUCCESS("Demo ready.")
-            + "\n  log in:  http://127.0.0.1:<port>/api/v1/ (or /admin/)"
+            + f"\n  log in:  http://127.0.0.1:{port}/api/v1/ (or /admin/)"
             + f" as {DEMO_USERNAME} / {DEMO_PASSWORD}"
             + f"\n  token:   {token.key}"
             + f"\n  project: {project.pk} ({project.name}) -> {project.target_url}\n"

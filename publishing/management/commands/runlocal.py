@@ -41,39 +41,30 @@ class Command(BaseCommand):
             self.stdout.write(f"Using the broker at {redact_url(settings.BROKER_URL)}")
 
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
-        children = [
-            subprocess.Popen(
-                [
-                    *manage,
-                    "rundramatiq",
-                    "--processes",
-                    str(processes),
-                    "--threads",
-                    str(threads),
-                    "--worker-shutdown-timeout",
-                    str(settings.PUBLISHING_SHUTDOWN_TIMEOUT * 1000),
-                ],
-                env=env,
-            ),
-            subprocess.Popen([*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env=env),
-        ]
+        worker = [*manage, "rundramatiq", "--processes", str(processes), "--threads", str(threads),
+                  "--worker-shutdown-timeout", str(settings.PUBLISHING_SHUTDOWN_TIMEOUT * 1000)]  # fmt: skip
+        web = [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"]
+        # Own sessions: a terminal's Ctrl-C reaches only this process, which
+        # then signals each child exactly once (a second signal makes
+        # Dramatiq kill its workers instead of letting them finish).
+        children = [subprocess.Popen(argv, env=env, start_new_session=True) for argv in (worker, web)]
         self.stdout.write(f"Publisher on http://127.0.0.1:{port}/api/v1/ (Ctrl-C stops everything)")
 
-        stopping = False
+        stop_requested = False
 
-        def forward(signum: int, frame: FrameType | None) -> None:
-            nonlocal stopping
-            stopping = True
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            nonlocal stop_requested
+            stop_requested = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        try:
+            while not stop_requested and all(child.poll() is None for child in children):
+                time.sleep(0.2)
+            self.stdout.write("Stopping: the worker finishes its running jobs first...")
             for child in children:
                 if child.poll() is None:
-                    child.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
-
-        signal.signal(signal.SIGINT, forward)
-        signal.signal(signal.SIGTERM, forward)
-        try:
-            while all(child.poll() is None for child in children) and not stopping:
-                time.sleep(0.2)
-            forward(signal.SIGTERM, None)
+                    child.terminate()
             deadline = time.monotonic() + settings.PUBLISHING_SHUTDOWN_TIMEOUT + 10
             for child in children:
                 try:

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from publisher_project.settings import base
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DJANGO_SETTINGS_MODULE"}}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, "VAR_DIR": str(tmp_path), "BROKER_URL": "stub://", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
+    # When production settings are loaded without SECRET_KEY
+    result = run_manage(tmp_path, "check", DJANGO_SETTINGS_MODULE="publisher_project.settings.production")
+
+    # Then the process stops with a clear reason
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set in production" in result.stderr
+
+
+def test_production_passes_check_deploy_with_its_required_environment(tmp_path: Path) -> None:
+    result = run_manage(
+        tmp_path,
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DJANGO_SETTINGS_MODULE="publisher_project.settings.production",
+        SECRET_KEY="x9!" * 20 + "a-long-random-production-secret",
+        ALLOWED_HOSTS="publisher.example.com",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_the_job_defaults_are_the_specs() -> None:
+    assert base.PUBLISHING_QUEUE == "publishing-builds"
+    assert base.PUBLISHING_MAX_RETRIES == 3
+    assert base.PUBLISHING_MIN_BACKOFF_MS == 2_000
+    assert base.PUBLISHING_MAX_BACKOFF_MS == 300_000
+    assert base.PUBLISHING_RATE_LIMIT == "5/60s"
+    assert base.PUBLISHING_SHUTDOWN_TIMEOUT == 30
+    assert (base.PUBLISHING_RETENTION_COMPLETED, base.PUBLISHING_RETENTION_FAILED) == (100, 500)
+    assert not base.PUBLISHING_ALLOW_LOCAL_SOURCES
+    assert not base.PUBLISHING_ALLOW_PRIVATE_TARGETS
+    assert not base.PUBLISHING_ALLOW_USER_BUILD_COMMANDS
+
+
+def test_middleware_is_spelled_out_without_prometheus() -> None:
+    middleware = base.DRAMATIQ_BROKER["MIDDLEWARE"]
+    assert "dramatiq.middleware.Retries" in middleware
+    assert "django_dramatiq.middleware.DbConnectionsMiddleware" in middleware
+    assert not any("Prometheus" in name for name in middleware)
+
+
+@pytest.mark.parametrize("module", ["local", "test", "production"])
+def test_only_base_reads_the_environment(module: str) -> None:
+    source = (ROOT / "publisher_project" / "settings" / f"{module}.py").read_text()
+    assert "env." not in source
+    assert "os.environ" not in source
