@@ -247,7 +247,16 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
             publishing_id,
             publishing.status,
         )
-        _move(publishing, Status.QUEUED, attempt=publishing.attempts, error_message="Previous attempt lost.")
+        try:
+            Publishing.objects.transition(
+                publishing.pk,
+                Status.QUEUED,
+                attempt=publishing.attempts,
+                error_message="Previous attempt lost.",
+            )
+        except InvalidTransition:
+            logger.info("publishing %s changed while being resumed; message skipped", publishing_id)
+            return
     elif publishing.status != Status.QUEUED:
         logger.warning("publishing %s is %s, not queued; message skipped", publishing_id, publishing.status)
         return

@@ -16,10 +16,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import SplitResult, urlsplit
 
 from publishing.exceptions import JobError, PermanentJobError, TransientJobError
-from publishing.pipeline.network import check_host, redact_credentials
+from publishing.pipeline.network import check_host, has_control_or_space, redact_credentials, split_url
 
 logger = logging.getLogger(__name__)
 
@@ -53,22 +52,9 @@ _TRANSIENT_MARKERS = (
 )
 
 
-def _has_control_or_space(text: str) -> bool:
-    return any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
-
-
-def _split(url: str) -> SplitResult:
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a malformed port
-    except ValueError as exc:
-        raise PermanentJobError(f"malformed repository URL: {exc}", code="SOURCE_INVALID") from exc
-    return parts
-
-
 def _validate(url: str, *, allow_local: bool, allow_private: bool, resolve: bool) -> None:
     """Raise SOURCE_INVALID for a URL form git should never see, SOURCE_NOT_ALLOWED for a refused one."""
-    if not url or url.startswith("-") or _has_control_or_space(url):
+    if not url or url.startswith("-") or has_control_or_space(url):
         raise PermanentJobError(
             "repository URL is empty or contains forbidden characters", code="SOURCE_INVALID"
         )
@@ -83,7 +69,7 @@ def _validate(url: str, *, allow_local: bool, allow_private: bool, resolve: bool
     scheme_match = _SCHEME_RE.match(url)
     if scheme_match:
         scheme = scheme_match["scheme"].lower()
-        parts = _split(url)
+        parts = split_url(url, what="repository URL", code="SOURCE_INVALID")
         if scheme == "file":
             if not allow_local:
                 raise PermanentJobError("file:// repositories are not allowed", code="SOURCE_NOT_ALLOWED")

@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 from typing import TypeAlias
+from urllib.parse import SplitResult, urlsplit
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 
@@ -58,6 +59,23 @@ def _looks_numeric(host: str) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def has_control_or_space(text: str) -> bool:
+    """True when `text` holds white space or a control character (never valid in a URL we pass on)."""
+    return any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+def split_url(url: str, *, what: str, code: str) -> SplitResult:
+    """`urlsplit(url)`; PermanentJobError(code) for an empty URL, bad characters or a malformed port."""
+    if not url or has_control_or_space(url):
+        raise PermanentJobError(f"{what} is empty or contains forbidden characters", code=code)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a malformed port
+    except ValueError as exc:
+        raise PermanentJobError(f"malformed {what}: {exc}", code=code) from exc
+    return parts
 
 
 def check_host(host: str, *, allow_private: bool, code: str, resolve: bool = True) -> None:

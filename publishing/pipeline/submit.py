@@ -24,7 +24,7 @@ import requests
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Artifact, Submission
-from publishing.pipeline.network import check_host, redact_credentials
+from publishing.pipeline.network import check_host, redact_credentials, split_url
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +37,6 @@ TRANSIENT_STATUSES = frozenset({408, 429})
 RESPONSE_READ_LIMIT = 64 * 1024
 BODY_EXCERPT_CHARS = 200
 COPY_BUFFER = 1024 * 1024
-
-
-def _split(url: str) -> SplitResult:
-    if not url or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise PermanentJobError("target URL is empty or contains forbidden characters", code="TARGET_INVALID")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a malformed port
-    except ValueError as exc:
-        raise PermanentJobError(f"malformed target URL: {exc}", code="TARGET_INVALID") from exc
-    return parts
 
 
 def _file_target_dir(parts: SplitResult) -> Path:
@@ -68,7 +57,7 @@ def _file_target_dir(parts: SplitResult) -> Path:
 
 def validate_target_url(url: str, *, allow_private: bool) -> None:
     """Check a target URL's syntax and policy without touching the network; raise PermanentJobError."""
-    parts = _split(url)
+    parts = split_url(url, what="target URL", code="TARGET_INVALID")
     scheme = parts.scheme.lower()
     if scheme == "file":
         _file_target_dir(parts)

@@ -101,6 +101,18 @@ class Stack:
         session.headers["Authorization"] = f"Token {token}"
         return session
 
+    def serve(self, token: str, *, worker: bool = True) -> requests.Session:
+        """Start the web server (and a worker); return an API session for `token`'s user."""
+        self.start_web()
+        if worker:
+            self.start_worker()
+        return self.api(token)
+
+    def initiate(self, session: requests.Session, project_id: object) -> requests.Response:
+        return session.post(
+            f"{self.base_url}/api/v1/publishing/initiate", json={"project_id": str(project_id)}, timeout=30
+        )
+
     def wait_for(
         self, session: requests.Session, publishing_id: str, *, timeout: float = 90
     ) -> dict[str, Any]:

@@ -22,12 +22,10 @@ def test_initiate_is_published_by_a_real_worker_into_a_file_store(
     project = make_project(f"file://{store}")
     _, token = owner_token
     stack = make_stack(redis_url)
-    stack.start_web()
-    stack.start_worker()
-    api = stack.api(token)
+    api = stack.serve(token)
 
     # When the user initiates a publishing
-    response = api.post(f"{stack.base_url}/api/v1/publishing/initiate", json={"project_id": str(project.pk)})
+    response = stack.initiate(api, project.pk)
     assert response.status_code == 202, response.text
     publishing = response.json()
     assert response.headers["Location"] == publishing["url"]
@@ -95,12 +93,10 @@ def test_a_flaky_http_target_is_retried_until_published(
     project = make_project(flaky_target.url)
     _, token = owner_token
     stack = make_stack(redis_url)
-    stack.start_web()
-    stack.start_worker()
-    api = stack.api(token)
+    api = stack.serve(token)
 
     # When a publishing is initiated
-    response = api.post(f"{stack.base_url}/api/v1/publishing/initiate", json={"project_id": str(project.pk)})
+    response = stack.initiate(api, project.pk)
     assert response.status_code == 202, response.text
     done = stack.wait_for(api, response.json()["id"])
 

@@ -47,12 +47,10 @@ def test_initiate_is_published_through_rabbitmq(
     project = make_project(f"file://{store}")
     _, token = owner_token
     stack = make_stack(rabbitmq_url, PUBLISHING_QUEUE=queue_name)
-    stack.start_web()
-    stack.start_worker()
-    api = stack.api(token)
+    api = stack.serve(token)
 
     # When the user initiates a publishing
-    response = api.post(f"{stack.base_url}/api/v1/publishing/initiate", json={"project_id": str(project.pk)})
+    response = stack.initiate(api, project.pk)
     assert response.status_code == 202, response.text
 
     # Then a worker publishes it through RabbitMQ

@@ -214,7 +214,10 @@ def test_a_deleted_project_fails_the_publishing_permanently(stub_broker, worker)
     assert (publishing.status, publishing.error_code, publishing.attempts) == ("failed", "PROJECT_DELETED", 1)
 
 
-def test_the_actor_is_declared_as_the_spec_says() -> None:
+def test_the_actor_is_declared_as_the_spec_says(settings) -> None:
     assert build_and_submit.queue_name == "publishing-builds"
     assert build_and_submit.options["max_retries"] == 3
+    assert build_and_submit.options["min_backoff"] == settings.PUBLISHING_MIN_BACKOFF_MS
+    assert build_and_submit.options["max_backoff"] == settings.PUBLISHING_MAX_BACKOFF_MS
+    assert build_and_submit.options["time_limit"] == settings.PUBLISHING_TIME_LIMIT_MS
     assert PermanentJobError in build_and_submit.options["throws"]
