@@ -26,7 +26,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from publishing.exceptions import BrokerUnavailable
@@ -75,6 +75,9 @@ def _amqp_url(url: str, *, socket_timeout: float) -> str:
     query.setdefault("stack_timeout", str(max(socket_timeout * 2, 1)))
     query.setdefault("blocked_connection_timeout", str(max(socket_timeout * 2, 1)))
     query.setdefault("connection_attempts", "1")
+    # A hung broker never confirms a publish and pika has no timeout for that
+    # wait: a short heartbeat turns it into a connection error within seconds.
+    query.setdefault("heartbeat", "5")
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -105,6 +108,25 @@ def make_broker(
     )
 
 
+class WorkerConnections(Middleware):
+    """In worker processes, trade the web tier's fail-fast Redis settings for patient ones.
+
+    The web tier must answer within a second, so its client gives up after one
+    short timeout. A worker must not: a lost enqueue of a retry or a lost ack
+    during a brief Redis stall strands a publishing. Before the worker boots,
+    its client gets PUBLISHING_WORKER_SOCKET_TIMEOUT and retries with backoff.
+    """
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if not isinstance(broker, RedisBroker):
+            return
+        timeout = settings.PUBLISHING_WORKER_SOCKET_TIMEOUT
+        pool = broker.client.connection_pool
+        pool.connection_kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+        broker.client.set_retry(Retry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), 5))
+        pool.disconnect()
+
+
 class CircuitBreaker:
     """Fail fast while a dependency is known to be down; let one caller probe it now and then."""
 
@@ -122,11 +144,12 @@ class CircuitBreaker:
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run `fn`, or raise BrokerUnavailable without running it while the circuit is open."""
+        probe = False
         with self._lock:
             if self.failures:
                 if self._clock() < self._open_until or self._probing:
                     raise BrokerUnavailable()
-                self._probing = True
+                self._probing = probe = True
         try:
             result = fn()
         except BROKER_ERRORS as exc:
@@ -138,8 +161,9 @@ class CircuitBreaker:
             log("broker unavailable (%s: %s); failing fast for %.1fs", type(exc).__name__, exc, self.cooldown)
             raise BrokerUnavailable() from exc
         finally:
-            with self._lock:
-                self._probing = False
+            if probe:
+                with self._lock:
+                    self._probing = False
         with self._lock:
             if self.failures:
                 logger.warning("broker reachable again after %d failed call(s)", self.failures)

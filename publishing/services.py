@@ -35,7 +35,7 @@ from publishing.exceptions import (
 from publishing.log_context import job_context
 from publishing.models import Project, Publishing
 from publishing.pipeline import Job, get_pipeline
-from publishing.pipeline.checkout import validate_source_url
+from publishing.pipeline.checkout import validate_ref, validate_source_url
 from publishing.pipeline.submit import validate_target_url
 from publishing.selectors import AnyUser, project_for
 
@@ -76,6 +76,11 @@ def project_validate(*, user: AnyUser, data: dict[str, Any], instance: Project |
             validate_target_url(data["target_url"], allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS)
         except JobError as exc:
             errors["target_url"] = exc.detail
+    if "ref" in data:
+        try:
+            validate_ref(data["ref"])
+        except JobError as exc:
+            errors["ref"] = exc.detail
     artifact_path = data.get("artifact_path")
     if artifact_path is not None and (artifact_path.startswith("/") or ".." in Path(artifact_path).parts):
         errors["artifact_path"] = "Must be a relative path inside the checkout."
@@ -87,7 +92,8 @@ def project_create(*, owner: User, **data: Any) -> Project:
     """Create a project for `owner`; the slug defaults to the slugified name."""
     project_validate(user=owner, data=data)
     fields = {key: value for key, value in data.items() if key in PROJECT_FIELDS}
-    fields["slug"] = fields.get("slug") or slugify(fields["name"])[:100]
+    # A name without ASCII letters or digits slugifies to "": fall back to a unique one.
+    fields["slug"] = fields.get("slug") or slugify(fields["name"])[:100] or f"project-{uuid.uuid4().hex[:8]}"
     if Project.objects.filter(owner=owner, slug=fields["slug"]).exists():
         raise ValidationError({"slug": "You already have a project with this slug."})
     try:
@@ -102,12 +108,17 @@ def project_update(*, project: Project, by: AnyUser, **data: Any) -> Project:
     for key, value in data.items():
         if key in PROJECT_FIELDS:
             setattr(project, key, value)
+    duplicate = ValidationError({"slug": "You already have a project with this slug."})
     if (
         "slug" in data
         and Project.objects.filter(owner=project.owner, slug=project.slug).exclude(pk=project.pk).exists()
     ):
-        raise ValidationError({"slug": "You already have a project with this slug."})
-    project.save()
+        raise duplicate
+    try:
+        with transaction.atomic():
+            project.save()
+    except IntegrityError as exc:
+        raise duplicate from exc
     return project
 
 
@@ -143,24 +154,13 @@ def publishing_initiate(
         raise NotFound("Project not found.")
     if broker.breaker.is_open:
         raise BrokerUnavailable()
-    _raise_if_active(project)
-    try:
-        with transaction.atomic():
-            publishing = Publishing.objects.create(
-                project=project,
-                requested_by=user,
-                status=Status.PENDING,
-                idempotency_key=idempotency_key or None,
-            )
-    except IntegrityError:
-        # Lost a race: the constraints tell which rule the other request won.
-        if idempotency_key and (existing := _by_idempotency_key(user, idempotency_key)):
-            return _replay(existing, project_id)
-        _raise_if_active(project)
-        raise
+    publishing, created = _insert_pending(user, project, idempotency_key)
+    if not created:
+        return publishing  # a concurrent twin with the same key won the race
     try:
         _enqueue(publishing, sources=(Status.PENDING,))
-    except BrokerUnavailable:
+    except BaseException:
+        # Never leave a row without a message: it has not run (attempts=0).
         Publishing.objects.filter(pk=publishing.pk, attempts=0).delete()
         raise
     publishing.refresh_from_db()
@@ -172,6 +172,28 @@ def publishing_initiate(
     ):
         logger.info("publishing %s queued for project %s", publishing.pk, project.pk)
     return publishing
+
+
+def _insert_pending(user: User, project: Project, idempotency_key: str | None) -> tuple[Publishing, bool]:
+    """Insert the pending row (True), or return the twin a concurrent request with the key made (False)."""
+    _raise_if_active(project)
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                created = Publishing.objects.create(
+                    project=project,
+                    requested_by=user,
+                    status=Status.PENDING,
+                    idempotency_key=idempotency_key or None,
+                )
+            return created, True
+        except IntegrityError:
+            # Lost a race: the constraints tell which rule the other request won.
+            if idempotency_key and (existing := _by_idempotency_key(user, idempotency_key)):
+                return _replay(existing, project.pk), False
+            _raise_if_active(project)
+            # The winner is gone already (its broker call failed): try once more.
+    raise PublishingConflict("Another request for this project is being processed; try again.")
 
 
 def _by_idempotency_key(user: User, key: str) -> Publishing | None:

@@ -122,6 +122,8 @@ BROKER_URL: str = env.str("BROKER_URL", default=REDIS_URL)
 BROKER_NAMESPACE: str = env.str("BROKER_NAMESPACE", default="dramatiq")
 PUBLISHING_BROKER_SOCKET_TIMEOUT: float = env.float("PUBLISHING_BROKER_SOCKET_TIMEOUT", default=0.5)
 PUBLISHING_BROKER_COOLDOWN: float = env.float("PUBLISHING_BROKER_COOLDOWN", default=2.0)
+# Workers may wait longer, and retry, rather than lose an ack or a retry.
+PUBLISHING_WORKER_SOCKET_TIMEOUT: float = env.float("PUBLISHING_WORKER_SOCKET_TIMEOUT", default=5.0)
 # How long a dead worker's unacked messages wait before redelivery (Redis).
 PUBLISHING_HEARTBEAT_TIMEOUT_MS: int = env.int("PUBLISHING_HEARTBEAT_TIMEOUT_MS", default=60_000)
 
@@ -167,6 +169,7 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "dramatiq.middleware.Pipelines",
         "dramatiq.middleware.Retries",
         "dramatiq.middleware.CurrentMessage",
+        "publishing.broker.WorkerConnections",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
     ],
 }

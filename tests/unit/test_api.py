@@ -65,6 +65,12 @@ def test_initiate_with_bad_input_answers_400_validation_error(api, payload, stub
     assert_error(api.post(INITIATE, payload, format="json"), 400, "VALIDATION_ERROR")
 
 
+def test_an_oversized_body_answers_400_in_the_envelope(api, settings) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    response = api.post(INITIATE, {"project_id": "x" * 5000}, format="json")
+    assert_error(response, 400, "VALIDATION_ERROR")
+
+
 def test_initiate_with_malformed_json_answers_400(api) -> None:
     response = api.generic("POST", INITIATE, "{not json", content_type="application/json")
     assert_error(response, 400, "VALIDATION_ERROR")

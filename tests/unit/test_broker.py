@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dramatiq
 import pytest
 import redis
 
@@ -88,3 +89,43 @@ def test_unknown_broker_scheme_is_a_clear_error() -> None:
 
 def test_redact_url_hides_the_password() -> None:
     assert redact_url("amqp://guest:s3cret@mq:5672/") == "amqp://guest:***@mq:5672/"
+
+
+def retries(broker) -> int:
+    retry = broker.client.get_retry()
+    assert retry is not None
+    return int(retry.get_retries())
+
+
+def test_worker_processes_get_patient_redis_connections(settings) -> None:
+    # Given a Redis broker built with the web tier's fail-fast client (no connection is made)
+    from dramatiq.brokers.redis import RedisBroker
+
+    from publishing.broker import WorkerConnections, make_broker
+
+    settings.PUBLISHING_WORKER_SOCKET_TIMEOUT = 7.0
+    broker = make_broker(url="redis://127.0.0.1:6399/0", socket_timeout=0.5)
+    assert isinstance(broker, RedisBroker)
+    assert broker.client.connection_pool.connection_kwargs["socket_timeout"] == 0.5
+    assert retries(broker) == 0
+
+    # When a worker boots on it
+    WorkerConnections().before_worker_boot(broker, worker=dramatiq.Worker(broker))
+
+    # Then its connections wait longer and retry
+    kwargs = broker.client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (7.0, 7.0)
+    assert retries(broker) == 5
+
+
+def test_amqp_urls_get_short_timeouts_and_a_heartbeat_unless_given() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from publishing.broker import _amqp_url
+
+    query = parse_qs(
+        urlsplit(_amqp_url("amqp://guest:guest@mq:5672/?heartbeat=30", socket_timeout=0.5)).query
+    )
+    assert query["heartbeat"] == ["30"]
+    assert query["socket_timeout"] == ["0.5"]
+    assert query["connection_attempts"] == ["1"]

@@ -205,3 +205,28 @@ def test_project_delete_keeps_its_publishings(project) -> None:
     services.project_delete(project=project)
     done.refresh_from_db()
     assert done.project is None
+
+
+@pytest.mark.django_db
+def test_a_name_without_ascii_letters_gets_a_usable_slug(user) -> None:
+    first = services.project_create(
+        owner=user,
+        name="日本語",
+        repository_url="https://git.example.com/a.git",
+        target_url="https://store.example.com/u",
+    )
+    second = services.project_create(
+        owner=user,
+        name="日本語",
+        repository_url="https://git.example.com/a.git",
+        target_url="https://store.example.com/u",
+    )
+    assert first.slug.startswith("project-")
+    assert first.slug != second.slug
+
+
+@pytest.mark.django_db
+def test_a_ref_that_git_would_read_as_an_option_is_refused_on_save(project) -> None:
+    with pytest.raises(ValidationError) as raised:
+        services.project_update(project=project, by=project.owner, ref="--upload-pack=touch /tmp/x")
+    assert "ref" in raised.value.message_dict

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from publishing.broker import broker_kind, redact_url, redis_client
 from publishing.redis_server import RedisServer
@@ -47,6 +47,7 @@ class Command(BaseCommand):
         # Own sessions: a terminal's Ctrl-C reaches only this process, which
         # then signals each child exactly once (a second signal makes
         # Dramatiq kill its workers instead of letting them finish).
+        names = ["worker", "web server"]
         children = [subprocess.Popen(argv, env=env, start_new_session=True) for argv in (worker, web)]
         self.stdout.write(f"Publisher on http://127.0.0.1:{port}/api/v1/ (Ctrl-C stops everything)")
 
@@ -61,6 +62,7 @@ class Command(BaseCommand):
         try:
             while not stop_requested and all(child.poll() is None for child in children):
                 time.sleep(0.2)
+            died = [name for name, child in zip(names, children, strict=True) if child.poll() is not None]
             self.stdout.write("Stopping: the worker finishes its running jobs first...")
             for child in children:
                 if child.poll() is None:
@@ -75,6 +77,8 @@ class Command(BaseCommand):
         finally:
             if embedded is not None:
                 embedded.stop()
+        if died and not stop_requested:
+            raise CommandError(f"{', '.join(died)} exited unexpectedly; stopped everything")
         self.stdout.write("Stopped.")
 
 
