@@ -111,3 +111,34 @@ def test_a_flaky_http_target_is_retried_until_published(
     worker_log = stack.logs("worker", tail=None)
     assert worker_log.count("will retry") == 2
     assert f"publishing_id={done['id']}" in worker_log
+
+
+def test_concurrent_initiates_while_workers_write_never_fail(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given 12 projects and a threaded web server, all on one database
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = tmp_path / "store"
+    projects = [make_project(f"file://{store}", slug=f"site-{n}", name=f"Site {n}") for n in range(12)]
+    _, token = owner_token
+    stack = make_stack(redis_url)
+    api = stack.serve(token, worker=False)
+
+    # When they are all initiated at once, twice each
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda p: stack.initiate(api, p.pk), projects + projects))
+
+    # Then every request got a clear answer: one 202 and one 409 a project, never a 500
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [202] * 12 + [409] * 12, [r.text for r in responses if r.status_code >= 500]
+    accepted = [r.json()["id"] for r in responses if r.status_code == 202]
+
+    # When a worker with 4 threads writes progress and logs while the API is polled
+    stack.start_worker(threads=4)
+
+    # Then every publishing was published once, and the database never said it was locked
+    for publishing_id in accepted:
+        assert stack.wait_for(api, publishing_id)["status"] == "published"
+    assert len(list(store.glob("*/*.tar.gz"))) == 12
+    assert "database is locked" not in stack.logs("worker", tail=None) + stack.logs("web", tail=None)
