@@ -229,3 +229,49 @@ def redact_url(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+def _redis_broker() -> RedisBroker | None:
+    broker = dramatiq.get_broker()
+    return broker if isinstance(broker, RedisBroker) else None
+
+
+def live_message_ids() -> set[str] | None:
+    """Ids of the publishing messages the broker holds (ready, delayed or in progress).
+
+    None when the broker cannot be inspected (RabbitMQ, stub): callers then
+    leave queued publishings alone. Raises BrokerUnavailable.
+    """
+    broker = _redis_broker()
+    if broker is None:
+        return None
+    queue = f"{broker.namespace}:{settings.PUBLISHING_QUEUE}"
+    ids: set[str] = set()
+    try:
+        for key in (f"{queue}.msgs", f"{queue}.DQ.msgs"):
+            for _, data in broker.client.hscan_iter(key, count=500):
+                ids.add(dramatiq.Message.decode(data).message_id)
+    except BROKER_ERRORS as exc:
+        raise BrokerUnavailable() from exc
+    return ids
+
+
+def trim_dead_letters(*, keep: int) -> int:
+    """Keep only the newest `keep` dead-lettered publishing messages; returns how many went."""
+    broker = _redis_broker()
+    if broker is None:
+        return 0
+    dead = f"{broker.namespace}:{settings.PUBLISHING_QUEUE}.XQ"
+    try:
+        if broker.client.zcard(dead) <= keep:
+            return 0
+        # Oldest first by their dead-lettering time; keep the newest `keep`.
+        doomed = broker.client.zrange(dead, 0, -keep - 1)
+        if doomed:
+            pipe = broker.client.pipeline()
+            pipe.zrem(dead, *doomed)
+            pipe.hdel(f"{dead}.msgs", *doomed)
+            pipe.execute()
+        return len(doomed)
+    except BROKER_ERRORS as exc:
+        raise BrokerUnavailable() from exc

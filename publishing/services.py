@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -9,14 +10,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import dramatiq_abort
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db import utils as db_utils
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 from dramatiq.middleware.time_limit import TimeLimitExceeded
@@ -212,32 +217,250 @@ def _raise_if_active(project: Project) -> None:
         raise PublishingConflict("This project already has a publishing in progress.", active_id=active.pk)
 
 
-def _enqueue(publishing: Publishing, *, sources: tuple[str, ...]) -> None:
-    """Move the publishing to queued and hand its message to the broker.
+def _enqueue(
+    publishing: Publishing,
+    *,
+    sources: tuple[str, ...],
+    attempt: int | None = None,
+    retries: int = 0,
+    **changes: Any,
+) -> None:
+    """Move the publishing to queued with a new message, then hand that message to the broker.
 
     The row is queued before the message exists, so a worker never sees a
-    message whose row is not ready; the caller undoes the row if the broker
-    refuses.
+    message whose row is not ready; callers decide what to do if the broker
+    refuses. `retries` carries a retry count over to the new message.
     """
     from publishing.tasks import build_and_submit
 
+    options: dict[str, Any] = {"retries": retries} if retries else {}
     message = build_and_submit.message_with_options(
         kwargs={
             "publishing_id": str(publishing.pk),
             "project_id": str(publishing.project_id),
             "user_id": str(publishing.requested_by_id),
-        }
+        },
+        **options,
     )
-    moved = Publishing.objects.filter(pk=publishing.pk, status__in=sources).update(
-        status=Status.QUEUED,
-        message_id=message.message_id,
-        queued_at=timezone.now(),
-        updated_at=timezone.now(),
-        finished_at=None,
-    )
+    guard = Q(pk=publishing.pk, status__in=sources)
+    if attempt is not None:
+        guard &= Q(attempts=attempt)
+    now = timezone.now()
+    # Its own (sub)transaction: committed before the message exists, and a
+    # unique-constraint refusal does not break an enclosing transaction.
+    with transaction.atomic():
+        moved = Publishing.objects.filter(guard).update(
+            status=Status.QUEUED,
+            message_id=message.message_id,
+            queued_at=now,
+            updated_at=now,
+            finished_at=None,
+            not_before=None,
+            heartbeat_at=None,
+            **changes,
+        )
     if not moved:
         raise InvalidTransition(f"Publishing {publishing.pk} cannot be queued from {publishing.status}.")
     broker.enqueue(message)
+
+
+# --- Cancel, retry --------------------------------------------------------------------------
+
+
+def publishing_cancel(*, publishing: Publishing, by: User) -> Publishing:
+    """Cancel a publishing that has not finished; a running build is aborted. 409 once finished."""
+    try:
+        Publishing.objects.transition(
+            publishing.pk,
+            Status.CANCELLED,
+            error_code="CANCELLED",
+            error_message=f"Cancelled by {by.get_username()}.",
+            not_before=None,
+        )
+    except InvalidTransition as exc:
+        publishing.refresh_from_db()
+        raise PublishingConflict(f"The publishing is already {publishing.status}.") from exc
+    publishing.refresh_from_db()
+    logger.info("publishing %s cancelled by %s", publishing.pk, by.get_username())
+    if publishing.message_id:
+        _abort(publishing.message_id)
+    return publishing
+
+
+def _abort(message_id: str) -> None:
+    """Ask workers to skip or interrupt a message; best effort (the status already stops it before submit)."""
+    from publishing.middleware import web_abortable
+
+    try:
+        broker.breaker.call(lambda: dramatiq_abort.abort(message_id, middleware=web_abortable()))
+    except BrokerUnavailable:
+        logger.warning("could not signal the abort of message %s; it will stop at its next step", message_id)
+
+
+def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
+    """Queue a failed or cancelled publishing again. 409 otherwise or while another one is active."""
+    previous_status = publishing.status
+    previous: dict[str, Any] = {
+        "error_code": publishing.error_code,
+        "error_message": publishing.error_message,
+        "progress": publishing.progress,
+    }
+    if publishing.status not in (Status.FAILED, Status.CANCELLED):
+        raise PublishingConflict(
+            f"Only failed or cancelled publishings can be retried, not {publishing.status}."
+        )
+    if publishing.project_id is None:
+        raise PublishingConflict("The project of this publishing was deleted.")
+    if broker.breaker.is_open:
+        raise BrokerUnavailable()
+    try:
+        _enqueue(publishing, sources=(publishing.status,), progress=0, error_code="", error_message="")
+    except IntegrityError as exc:
+        active = Publishing.objects.filter(project_id=publishing.project_id).active().first()
+        raise PublishingConflict(
+            "This project already has a publishing in progress.", active_id=active.pk if active else None
+        ) from exc
+    except InvalidTransition as exc:
+        raise PublishingConflict("The publishing changed meanwhile; reload it.") from exc
+    except BrokerUnavailable:
+        # Back to where it was, as if the request never came (no message exists).
+        with contextlib.suppress(InvalidTransition):
+            Publishing.objects.transition(
+                publishing.pk, previous_status, attempt=publishing.attempts, **previous
+            )
+        raise
+    publishing.refresh_from_db()
+    logger.info("publishing %s retried by %s", publishing.pk, by.get_username())
+    return publishing
+
+
+# --- Lifecycle (called by the worker middleware and the reconcile command) --------------------------
+
+
+def publishing_defer(*, publishing_id: str | None, delay_ms: int) -> None:
+    """Record when a rate-limited publishing is expected to start."""
+    if publishing_id:
+        Publishing.objects.filter(pk=publishing_id, status=Status.QUEUED).update(
+            not_before=timezone.now() + timedelta(milliseconds=delay_ms)
+        )
+
+
+def publishing_heartbeat(*, publishing_ids: list[str]) -> None:
+    """Renew the leases of the publishings running in this worker process."""
+    if publishing_ids:
+        Publishing.objects.filter(
+            pk__in=publishing_ids, status__in=(Status.BUILDING, Status.SUBMITTING)
+        ).update(heartbeat_at=timezone.now())
+
+
+def publishing_requeue(*, publishing_id: str, reason: str, retries: int, attempt: int | None = None) -> bool:
+    """Put a running publishing back in the queue with a new message; False if it moved on meanwhile.
+
+    The attempt that was running loses ownership (fencing): it can no longer
+    submit or record anything.
+    """
+    publishing = Publishing.objects.filter(pk=publishing_id).first()
+    if publishing is None or publishing.status not in (Status.BUILDING, Status.SUBMITTING):
+        return False
+    try:
+        _enqueue(
+            publishing,
+            sources=(Status.BUILDING, Status.SUBMITTING),
+            attempt=publishing.attempts if attempt is None else attempt,
+            retries=retries,
+            error_message=reason,
+        )
+    except InvalidTransition:
+        return False
+    except BrokerUnavailable:
+        # Queued without a message: the next reconciliation sends one.
+        logger.warning("publishing %s requeued but its message could not be sent yet", publishing_id)
+    logger.info("publishing %s requeued: %s", publishing_id, reason)
+    return True
+
+
+@dataclass
+class Reconciliation:
+    sent_pending: int = 0
+    requeued_lost: int = 0
+    resent_queued: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.sent_pending} pending sent, {self.requeued_lost} lost attempts requeued, "
+            f"{self.resent_queued} queued without a message sent again"
+        )
+
+
+def publishing_reconcile() -> Reconciliation:
+    """Make the broker match the database, the source of truth. Safe to run anywhere, any time, in parallel.
+
+    - `pending` for longer than the grace period (the process died between
+      recording and queueing): queued now;
+    - `building`/`submitting` whose lease ran out (the worker died): requeued;
+    - `queued` for longer than the grace period with no message in the
+      broker (for example Redis lost its data): sent again.
+    """
+    now = timezone.now()
+    grace = now - timedelta(seconds=settings.PUBLISHING_RECONCILE_GRACE)
+    report = Reconciliation()
+    for publishing in Publishing.objects.filter(status=Status.PENDING, created_at__lt=grace):
+        with contextlib.suppress(InvalidTransition, BrokerUnavailable):
+            _enqueue(publishing, sources=(Status.PENDING,))
+            report.sent_pending += 1
+    lease_expired = now - timedelta(seconds=settings.PUBLISHING_LEASE_TIMEOUT)
+    lost = Publishing.objects.filter(status__in=(Status.BUILDING, Status.SUBMITTING)).filter(
+        Q(heartbeat_at__lt=lease_expired) | Q(heartbeat_at__isnull=True, started_at__lt=lease_expired)
+    )
+    for publishing in lost:
+        if publishing_requeue(
+            publishing_id=str(publishing.pk),
+            reason="Its worker stopped answering; requeued.",
+            retries=max(publishing.attempts - 1, 0),
+            attempt=publishing.attempts,
+        ):
+            report.requeued_lost += 1
+    stale_queued = list(Publishing.objects.filter(status=Status.QUEUED, updated_at__lt=grace))
+    if stale_queued:
+        try:
+            live = broker.live_message_ids()
+        except BrokerUnavailable:
+            live = None
+        for publishing in stale_queued:
+            if live is None or publishing.message_id in live:
+                continue
+            with contextlib.suppress(InvalidTransition, BrokerUnavailable):
+                _enqueue(publishing, sources=(Status.QUEUED,), attempt=publishing.attempts)
+                report.resent_queued += 1
+    if report.sent_pending or report.requeued_lost or report.resent_queued:
+        logger.warning("reconciled: %s", report)
+    return report
+
+
+def job_records_prune() -> tuple[int, int]:
+    """Keep the newest PUBLISHING_RETENTION_COMPLETED done and _FAILED failed job records.
+
+    Job records are django-dramatiq's task rows and Redis' dead letters;
+    publishings are business records and are never pruned. Returns the
+    numbers of task rows deleted (done, failed).
+    """
+    from django_dramatiq.models import Task
+
+    deleted = []
+    for status, keep in (
+        (Task.STATUS_DONE, settings.PUBLISHING_RETENTION_COMPLETED),
+        (Task.STATUS_FAILED, settings.PUBLISHING_RETENTION_FAILED),
+    ):
+        rows = Task.tasks.filter(status=status)
+        if rows.count() <= keep:
+            deleted.append(0)
+            continue
+        newest = list(rows.order_by("-updated_at", "-pk").values_list("pk", flat=True)[:keep])
+        count, _ = rows.exclude(pk__in=newest).delete()
+        deleted.append(count)
+    with contextlib.suppress(BrokerUnavailable):
+        broker.trim_dead_letters(keep=settings.PUBLISHING_RETENTION_FAILED)
+    return deleted[0], deleted[1]
 
 
 # --- Running (called by the actor) --------------------------------------------------------
@@ -263,6 +486,13 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
         )
         return
     if publishing.status in (Status.BUILDING, Status.SUBMITTING):
+        lease_expired = timezone.now() - timedelta(seconds=settings.PUBLISHING_LEASE_TIMEOUT)
+        if publishing.heartbeat_at and publishing.heartbeat_at > lease_expired:
+            # A duplicate delivery while the attempt still runs elsewhere.
+            logger.info(
+                "publishing %s is running elsewhere (lease held); duplicate message skipped", publishing_id
+            )
+            return
         # A redelivery: the worker that ran the last attempt died mid-way.
         logger.warning(
             "publishing %s was %s when its message came back; its last attempt was lost, starting again",
@@ -291,6 +521,8 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
             attempt=publishing.attempts,
             attempts=attempt,
             started_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+            not_before=None,
             progress=5,
             error_code="",
             error_message="",

@@ -7,7 +7,9 @@ import logging
 import dramatiq
 from django.conf import settings
 from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware.shutdown import Shutdown
 from dramatiq.middleware.time_limit import TimeLimitExceeded
+from dramatiq_abort import Abort
 
 from publishing import services
 from publishing.exceptions import PermanentJobError
@@ -37,9 +39,16 @@ def build_and_submit(publishing_id: str, project_id: str, user_id: str) -> None:
         project_id=project_id,
         user_id=user_id,
     ):
-        services.publishing_run(
-            publishing_id=publishing_id,
-            message_id=message_id,
-            retries=retries,
-            max_retries=build_and_submit.options["max_retries"],
-        )
+        try:
+            services.publishing_run(
+                publishing_id=publishing_id,
+                message_id=message_id,
+                retries=retries,
+                max_retries=build_and_submit.options["max_retries"],
+            )
+        except Abort:
+            # Cancelled: the publishing says so already; nothing to retry.
+            logger.info("publishing %s aborted by its cancellation", publishing_id)
+        except Shutdown:
+            # Cut off at the shutdown deadline: already requeued with a new message.
+            logger.info("publishing %s interrupted by the worker shutdown", publishing_id)

@@ -31,12 +31,13 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django_dramatiq",
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    # Before django_dramatiq: our rundramatiq (shutdown timeout from settings) wins.
     "publishing",
+    "django_dramatiq",
 ]
 
 MIDDLEWARE = [
@@ -133,7 +134,16 @@ PUBLISHING_MAX_RETRIES: int = env.int("PUBLISHING_MAX_RETRIES", default=3)
 PUBLISHING_MIN_BACKOFF_MS: int = env.int("PUBLISHING_MIN_BACKOFF_MS", default=2_000)
 PUBLISHING_MAX_BACKOFF_MS: int = env.int("PUBLISHING_MAX_BACKOFF_MS", default=300_000)
 PUBLISHING_TIME_LIMIT_MS: int = env.int("PUBLISHING_TIME_LIMIT_MS", default=30 * 60_000)
+# N job starts per rolling D seconds across all workers ("5/60s"); "0" is off.
 PUBLISHING_RATE_LIMIT: str = env.str("PUBLISHING_RATE_LIMIT", default="5/60s")
+# Cancellations must outlive any queue wait, backoff or rate-limit delay.
+PUBLISHING_ABORT_TTL_MS: int = env.int("PUBLISHING_ABORT_TTL_MS", default=24 * 3600 * 1000)
+# A running attempt refreshes its lease every LEASE_TIMEOUT/6 s; one silent
+# for LEASE_TIMEOUT s belongs to a dead worker and is requeued.
+PUBLISHING_LEASE_TIMEOUT: int = env.int("PUBLISHING_LEASE_TIMEOUT", default=30)
+PUBLISHING_RECONCILE_INTERVAL: int = env.int("PUBLISHING_RECONCILE_INTERVAL", default=15)
+# Rows younger than this are left alone (their message may be on its way).
+PUBLISHING_RECONCILE_GRACE: int = env.int("PUBLISHING_RECONCILE_GRACE", default=60)
 PUBLISHING_SHUTDOWN_TIMEOUT: int = env.int("PUBLISHING_SHUTDOWN_TIMEOUT", default=30)
 PUBLISHING_RETENTION_COMPLETED: int = env.int("PUBLISHING_RETENTION_COMPLETED", default=100)
 PUBLISHING_RETENTION_FAILED: int = env.int("PUBLISHING_RETENTION_FAILED", default=500)
@@ -164,13 +174,19 @@ DRAMATIQ_BROKER: dict[str, Any] = {
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
-        "dramatiq.middleware.ShutdownNotifications",
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Pipelines",
         "dramatiq.middleware.Retries",
         "dramatiq.middleware.CurrentMessage",
         "publishing.broker.WorkerConnections",
+        # Order matters: a cancelled message is skipped before it takes a
+        # rate-limit slot, and only a started one gets a lease.
+        "publishing.middleware.Abortable",
+        "publishing.middleware.RateLimit",
+        "publishing.middleware.Lifecycle",
+        # Before AdminMiddleware: the reverse leaks a connection per thread.
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "django_dramatiq.middleware.AdminMiddleware",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]

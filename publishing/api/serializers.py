@@ -59,6 +59,7 @@ class PublishingSerializer(serializers.HyperlinkedModelSerializer[Publishing]):
             "message_id",
             "created_at",
             "queued_at",
+            "not_before",
             "started_at",
             "finished_at",
             "log",
@@ -109,3 +110,7 @@ class HealthSerializer(serializers.Serializer[None]):
 class ErrorSerializer(serializers.Serializer[None]):
     code = serializers.CharField()
     detail = serializers.CharField()
+
+
+class EmptySerializer(serializers.Serializer[None]):
+    """No body: the browsable API shows a bare POST button."""

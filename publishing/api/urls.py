@@ -7,6 +7,8 @@ project = views.ProjectViewSet.as_view({"get": "retrieve", "patch": "partial_upd
 publishings = views.PublishingViewSet.as_view({"get": "list"})
 publishing = views.PublishingViewSet.as_view({"get": "retrieve"})
 initiate = views.PublishingViewSet.as_view({"post": "initiate"})
+cancel = views.PublishingViewSet.as_view({"post": "cancel"})
+retry = views.PublishingViewSet.as_view({"post": "retry"})
 
 # Paths exactly as SPEC §6 spells them (publishing paths without a trailing
 # slash, project paths with one).
@@ -19,4 +21,6 @@ urlpatterns = [
     path("publishing/", publishings, name="publishing-list"),
     path("publishing/initiate", initiate, name="publishing-initiate"),
     path("publishing/<str:pk>", publishing, name="publishing-detail"),
+    path("publishing/<str:pk>/cancel", cancel, name="publishing-cancel"),
+    path("publishing/<str:pk>/retry", retry, name="publishing-retry"),
 ]

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from publishing import broker, services
 from publishing.api.serializers import (
+    EmptySerializer,
     ErrorSerializer,
     HealthSerializer,
     InitiateSerializer,
@@ -113,7 +114,40 @@ class PublishingViewSet(
             return PublishingListSerializer
         if self.action == "initiate":
             return InitiateSerializer
+        if self.action in ("cancel", "retry"):
+            return EmptySerializer
         return PublishingSerializer
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: PublishingSerializer,
+            **ERRORS,
+            409: OpenApiResponse(ErrorSerializer, description="CONFLICT: the publishing has finished"),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        """Cancel a queued, waiting or running publishing; a running build is stopped."""
+        publishing = services.publishing_cancel(publishing=self.get_object(), by=caller(request))
+        return Response(PublishingSerializer(publishing, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: PublishingSerializer,
+            **ERRORS,
+            409: OpenApiResponse(
+                ErrorSerializer, description="CONFLICT: not failed or cancelled, or another one is active"
+            ),
+            503: OpenApiResponse(ErrorSerializer, description="SERVICE_UNAVAILABLE: the job service is down"),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        """Queue a failed or cancelled publishing again."""
+        publishing = services.publishing_retry(publishing=self.get_object(), by=caller(request))
+        return self._accepted(publishing)
 
     @extend_schema(
         request=InitiateSerializer,
@@ -145,6 +179,9 @@ class PublishingViewSet(
             project_id=data.validated_data["project_id"],
             idempotency_key=_idempotency_key(request),
         )
+        return self._accepted(publishing)
+
+    def _accepted(self, publishing: Publishing) -> Response:
         body = PublishingSerializer(publishing, context=self.get_serializer_context()).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
 

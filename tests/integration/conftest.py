@@ -65,12 +65,20 @@ def database_url(transactional_db: None) -> str:
 
 
 @pytest.fixture
-def make_stack(database_url: str, namespace: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+def make_stack(
+    database_url: str, namespace: str, redis_url: str, tmp_path: Path
+) -> Iterator[Callable[..., Stack]]:
+    """Stacks on `broker_url`; with a RabbitMQ broker, aborts and the rate limit use the session's Redis."""
     stacks: list[Stack] = []
 
-    def make(redis_url: str, **extra_env: str) -> Stack:
+    def make(broker_url: str, **extra_env: str) -> Stack:
         stack = Stack(
-            database_url=database_url, redis_url=redis_url, namespace=namespace, workdir=tmp_path, **extra_env
+            database_url=database_url,
+            broker_url=broker_url,
+            redis_url=broker_url if broker_url.startswith(("redis", "unix")) else redis_url,
+            namespace=namespace,
+            workdir=tmp_path,
+            **extra_env,
         )
         stacks.append(stack)
         return stack

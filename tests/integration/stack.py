@@ -22,7 +22,14 @@ class Stack:
     """Web and worker processes sharing the test database and one Redis."""
 
     def __init__(
-        self, *, database_url: str, redis_url: str, namespace: str, workdir: Path, **extra_env: str
+        self,
+        *,
+        database_url: str,
+        broker_url: str,
+        redis_url: str,
+        namespace: str,
+        workdir: Path,
+        **extra_env: str,
     ) -> None:
         self.port = free_port()
         self.workdir = workdir
@@ -31,13 +38,15 @@ class Stack:
             "DJANGO_SETTINGS_MODULE": "publisher_project.settings.local",
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
-            "BROKER_URL": redis_url,
+            "BROKER_URL": broker_url,
             "BROKER_NAMESPACE": namespace,
             "VAR_DIR": str(workdir / "var"),
             "PUBLISHING_WORKSPACE_DIR": str(workdir / "workspaces"),
             "PUBLISHING_MIN_BACKOFF_MS": "200",
             "PUBLISHING_MAX_BACKOFF_MS": "1000",
             "PUBLISHING_BROKER_COOLDOWN": "1",
+            # Off unless a test is about it: the default 5/60s would pace every test.
+            "PUBLISHING_RATE_LIMIT": "0",
             "PYTHONUNBUFFERED": "1",
             **extra_env,
         }

@@ -41,8 +41,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Using the broker at {redact_url(settings.BROKER_URL)}")
 
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
-        worker = [*manage, "rundramatiq", "--processes", str(processes), "--threads", str(threads),
-                  "--worker-shutdown-timeout", str(settings.PUBLISHING_SHUTDOWN_TIMEOUT * 1000)]  # fmt: skip
+        worker = [*manage, "rundramatiq", "--processes", str(processes), "--threads", str(threads)]
         web = [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"]
         # Own sessions: a terminal's Ctrl-C reaches only this process, which
         # then signals each child exactly once (a second signal makes
@@ -67,7 +66,7 @@ class Command(BaseCommand):
             for child in children:
                 if child.poll() is None:
                     child.terminate()
-            deadline = time.monotonic() + settings.PUBLISHING_SHUTDOWN_TIMEOUT + 10
+            deadline = time.monotonic() + settings.PUBLISHING_SHUTDOWN_TIMEOUT + 15
             for child in children:
                 try:
                     child.wait(timeout=max(deadline - time.monotonic(), 0.1))

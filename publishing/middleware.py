@@ -1,0 +1,242 @@
+"""Dramatiq middleware for the publishing job: cancellation, the global rate limit, and the lifecycle
+(leases, reconciliation, retention, graceful shutdown).
+
+Each is a hook around the actor, so the actor itself stays an adapter. Module
+imports stay light: django-dramatiq builds these while Django's apps load.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any
+
+import dramatiq
+import dramatiq_abort
+from django.conf import settings
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware.shutdown import Shutdown
+from dramatiq.threading import raise_thread_exception
+from dramatiq_abort.backends import RedisBackend, StubBackend
+
+from publishing.broker import BROKER_ERRORS, broker_kind, redis_client
+from publishing.rate_limit import WindowLimiter, parse_rate
+
+logger = logging.getLogger(__name__)
+
+ACTOR_NAME = "build_and_submit"
+
+
+def _is_ours(message: MessageProxy) -> bool:
+    return bool(message.actor_name == ACTOR_NAME)
+
+
+def _publishing_id(message: MessageProxy) -> str | None:
+    kwargs = message.kwargs or {}
+    value = kwargs.get("publishing_id") or (message.args[0] if message.args else None)
+    return str(value) if value else None
+
+
+def _uses_stub_broker() -> bool:
+    # From the settings: these are built before the broker exists.
+    return broker_kind(settings.BROKER_URL) == "stub"
+
+
+class Abortable(dramatiq_abort.Abortable):  # type: ignore[misc]
+    """dramatiq-abort's middleware with its event backend built from settings.
+
+    Aborts live in the Redis at REDIS_URL (also with RabbitMQ as the broker)
+    for PUBLISHING_ABORT_TTL_MS, longer than any queue wait or backoff, so a
+    cancelled message that only starts much later is still skipped.
+    """
+
+    def __init__(self) -> None:
+        backend: StubBackend | RedisBackend
+        if _uses_stub_broker():
+            backend = StubBackend()
+        else:
+            # Longer than the backend's 1 s blocking wait for abort events.
+            client = redis_client(
+                settings.REDIS_URL, socket_timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT
+            )
+            backend = RedisBackend(client=client, namespace=f"{settings.BROKER_NAMESPACE}-abort")
+        super().__init__(backend=backend, abort_ttl=settings.PUBLISHING_ABORT_TTL_MS)
+
+
+def web_abortable() -> dramatiq_abort.Abortable:
+    """An Abortable for the web tier: the same keys, but a fail-fast Redis client."""
+    middleware = next(m for m in dramatiq.get_broker().middleware if isinstance(m, Abortable))
+    if isinstance(middleware.backend, StubBackend):
+        return middleware
+    client = redis_client(settings.REDIS_URL, socket_timeout=settings.PUBLISHING_BROKER_SOCKET_TIMEOUT)
+    return dramatiq_abort.Abortable(
+        backend=RedisBackend(client=client, namespace=f"{settings.BROKER_NAMESPACE}-abort"),
+        abort_ttl=settings.PUBLISHING_ABORT_TTL_MS,
+    )
+
+
+class RateLimit(Middleware):
+    """At most N publishing starts per rolling window, across all workers, without using up retries.
+
+    Dramatiq's rate limiters raise inside the actor, which the Retries
+    middleware counts as a failure (dramatiq #257, #32). Here the check runs
+    before the actor: a message over the limit is put back with a delay (same
+    message id, retry count untouched), the publishing's `not_before` says
+    when, and the message in hand is skipped. No worker thread waits.
+    """
+
+    # Spreads deferred messages so they do not all wake for the same slot.
+    JITTER_MS = 250
+    # Without Redis nothing can be counted: try again later rather than overrun.
+    UNAVAILABLE_DELAY_MS = 5_000
+
+    def __init__(self) -> None:
+        self.rate = parse_rate(settings.PUBLISHING_RATE_LIMIT)
+        self._limiter: WindowLimiter | None = None
+
+    def _get_limiter(self) -> WindowLimiter | None:
+        if self.rate is None or _uses_stub_broker():
+            return None
+        if self._limiter is None:
+            client = redis_client(
+                settings.REDIS_URL, socket_timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT
+            )
+            self._limiter = WindowLimiter(client, f"{settings.BROKER_NAMESPACE}:publishing-starts", self.rate)
+        return self._limiter
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        limiter = self._get_limiter()
+        if limiter is None or not _is_ours(message):
+            return
+        try:
+            wait_ms = limiter.acquire(message.message_id)
+        except BROKER_ERRORS as exc:
+            logger.warning("rate limiter unavailable (%s); deferring message %s", exc, message.message_id)
+            wait_ms = self.UNAVAILABLE_DELAY_MS
+        if wait_ms <= 0:
+            return
+        delay = wait_ms + random.randint(0, self.JITTER_MS)  # noqa: S311 - spreading, not security
+        from publishing import services
+
+        services.publishing_defer(publishing_id=_publishing_id(message), delay_ms=delay)
+        broker.enqueue(message.copy(), delay=delay)
+        logger.info(
+            "rate limit %s reached: publishing %s deferred by %.1fs (no retry used)",
+            self.rate,
+            _publishing_id(message),
+            delay / 1000,
+        )
+        raise SkipMessage()
+
+
+class Lifecycle(Middleware):
+    """Leases, reconciliation, retention and the shutdown deadline, for every worker process.
+
+    - While a publishing runs, its lease (`heartbeat_at`) is refreshed; the
+      reconciler requeues publishings whose lease ran out (a dead worker).
+    - Every PUBLISHING_RECONCILE_INTERVAL s each worker reconciles the
+      database with the broker and prunes job-level records (CAS-guarded, so
+      several workers doing it at once is harmless).
+    - On shutdown, running jobs get PUBLISHING_SHUTDOWN_TIMEOUT s to finish;
+      a job still running then is requeued (retry count untouched) and its
+      thread interrupted, which also kills its build.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # message id -> (publishing id, worker thread id, retries)
+        self._running: dict[str, tuple[str, int, int]] = {}
+        self._stopping = threading.Event()
+
+    # --- which publishings run here ---------------------------------------------------
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        publishing_id = _publishing_id(message)
+        if _is_ours(message) and publishing_id:
+            retries = int(message.options.get("retries", 0))
+            with self._lock:
+                self._running[message.message_id] = (publishing_id, threading.get_ident(), retries)
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        with self._lock:
+            self._running.pop(message.message_id, None)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self.after_process_message(broker, message)
+
+    def running(self) -> list[tuple[str, int, int]]:
+        with self._lock:
+            return list(self._running.values())
+
+    # --- periodic work ----------------------------------------------------------------------------
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if isinstance(broker, StubBroker):
+            return  # unit tests drive these services directly
+        threading.Thread(target=self._tick_forever, name="publishing-lifecycle", daemon=True).start()
+
+    def _tick_forever(self) -> None:
+        from django.db import connection
+
+        from publishing import services
+
+        heartbeat_every = max(settings.PUBLISHING_LEASE_TIMEOUT / 6, 0.5)
+        next_reconcile = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                services.publishing_heartbeat(publishing_ids=[pid for pid, _, _ in self.running()])
+                if time.monotonic() >= next_reconcile:
+                    services.publishing_reconcile()
+                    services.job_records_prune()
+                    next_reconcile = time.monotonic() + settings.PUBLISHING_RECONCILE_INTERVAL
+            except Exception:
+                logger.exception("lifecycle tick failed; trying again")
+            finally:
+                connection.close()
+            self._stopping.wait(heartbeat_every)
+
+    # --- graceful shutdown ------------------------------------------------------------------------
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stopping.set()
+        if self.running():
+            logger.info(
+                "worker shutting down: %d running job(s) get up to %ss to finish",
+                len(self.running()),
+                settings.PUBLISHING_SHUTDOWN_TIMEOUT,
+            )
+            threading.Thread(target=self._enforce_deadline, name="publishing-shutdown", daemon=True).start()
+
+    def _enforce_deadline(self) -> None:
+        from django.db import connection
+
+        from publishing import services
+
+        deadline = time.monotonic() + settings.PUBLISHING_SHUTDOWN_TIMEOUT
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        try:
+            for publishing_id, thread_id, retries in self.running():
+                logger.warning(
+                    "publishing %s still running at the %ss shutdown deadline: requeued, retry count %d kept",
+                    publishing_id,
+                    settings.PUBLISHING_SHUTDOWN_TIMEOUT,
+                    retries,
+                )
+                services.publishing_requeue(
+                    publishing_id=publishing_id, reason="Cut off by a worker shutdown.", retries=retries
+                )
+                raise_thread_exception(thread_id, Shutdown)  # type: ignore[no-untyped-call]
+        finally:
+            connection.close()
