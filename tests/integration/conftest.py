@@ -88,19 +88,29 @@ def make_stack(
         stack.stop()
 
 
+# `python3 build.py [--sleep S] [--pidfile PATH]`: a build that can take its time
+# and tell the test its process id.
+BUILD_SCRIPT = """\
+import os, pathlib, sys, time
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+if "--pidfile" in args:
+    pathlib.Path(args["--pidfile"]).write_text(str(os.getpid()))
+print("build started", flush=True)
+time.sleep(float(args.get("--sleep", 0)))
+pathlib.Path("dist").mkdir(exist_ok=True)
+html = pathlib.Path("site/index.html").read_text().replace("{{ title }}", "Built")
+pathlib.Path("dist/index.html").write_text(html)
+print("build done")
+"""
+
+
 @pytest.fixture
 def git_source(tmp_path: Path) -> Path:
     """A local git repository with a small site and a build script."""
     source = tmp_path / "source"
     (source / "site").mkdir(parents=True)
     (source / "site" / "index.html").write_text("<h1>{{ title }}</h1>\n")
-    (source / "build.py").write_text(
-        "import pathlib\n"
-        "pathlib.Path('dist').mkdir(exist_ok=True)\n"
-        "html = pathlib.Path('site/index.html').read_text().replace('{{ title }}', 'Built')\n"
-        "pathlib.Path('dist/index.html').write_text(html)\n"
-        "print('build done')\n"
-    )
+    (source / "build.py").write_text(BUILD_SCRIPT)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(source)]
     subprocess.run(["git", "init", "--quiet", "-b", "main", str(source)], check=True)
     subprocess.run([*git, "add", "."], check=True)
@@ -116,12 +126,12 @@ def owner_token(transactional_db: None) -> tuple[object, str]:
 
 @pytest.fixture
 def make_project(owner_token, git_source: Path):
-    def make(target_url: str, **fields: str):
+    def make(target_url: str, *, build_args: str = "", **fields: str):
         user, _ = owner_token
         return ProjectFactory.create(
             owner=user,
             repository_url=str(git_source),
-            build_command="python3 build.py",
+            build_command=f"python3 build.py {build_args}".strip(),
             artifact_path="dist",
             target_url=target_url,
             **fields,

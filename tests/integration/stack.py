@@ -56,10 +56,15 @@ class Stack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], **extra_env: str) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=ROOT,
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def start_web(self) -> None:
@@ -78,11 +83,44 @@ class Stack:
                 time.sleep(0.1)
         raise RuntimeError(f"web did not start:\n{self.logs('web')}")
 
-    def start_worker(self, *, processes: int = 1, threads: int = 2) -> None:
-        self._spawn("worker", [
-            sys.executable, "manage.py", "rundramatiq", "--processes", str(processes),
-            "--threads", str(threads), "--worker-shutdown-timeout", "5000",
-        ])  # fmt: skip
+    def start_worker(self, *, processes: int = 1, threads: int = 2, name: str = "worker", **env: str) -> None:
+        """Start `manage.py rundramatiq` (its shutdown timeout from the settings, as in production)."""
+        argv = [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes)]
+        self._spawn(name, [*argv, "--threads", str(threads)], **env)
+
+    def signal(self, name: str, signum: int, *, group: bool = False) -> None:
+        process = self.processes[name]
+        if group:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+
+    def wait_exit(self, name: str, timeout: float) -> float:
+        """Wait for a process to exit; return how long it took."""
+        started = time.monotonic()
+        self.processes[name].wait(timeout=timeout)
+        return time.monotonic() - started
+
+    def get(self, session: requests.Session, publishing_id: str) -> dict[str, Any]:
+        response = session.get(f"{self.base_url}/api/v1/publishing/{publishing_id}", timeout=5)
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_until(
+        self, session: requests.Session, publishing_id: str, predicate: Any, *, timeout: float = 60
+    ) -> dict[str, Any]:
+        """Poll the publishing until `predicate(body)` holds."""
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            body = self.get(session, publishing_id)
+            if predicate(body):
+                return body
+            time.sleep(0.1)
+        raise AssertionError(f"publishing {publishing_id} never got there: {body}\n{self.all_logs()}")
+
+    def all_logs(self) -> str:
+        return "\n".join(f"--- {name} ---\n{self.logs(name)}" for name in self.processes)
 
     def _check_alive(self, name: str) -> None:
         process = self.processes[name]
@@ -126,14 +164,7 @@ class Stack:
         self, session: requests.Session, publishing_id: str, *, timeout: float = 90
     ) -> dict[str, Any]:
         """Poll the publishing until it is terminal; fail with the logs if it never is."""
-        deadline = time.monotonic() + timeout
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            body = session.get(f"{self.base_url}/api/v1/publishing/{publishing_id}", timeout=5).json()
-            if body.get("status") in {"published", "failed", "cancelled"}:
-                return body
-            time.sleep(0.2)
-        raise AssertionError(
-            f"publishing {publishing_id} not terminal after {timeout}s: {body}\n"
-            f"--- worker ---\n{self.logs('worker')}\n--- web ---\n{self.logs('web')}"
+        terminal = {"published", "failed", "cancelled"}
+        return self.wait_until(
+            session, publishing_id, lambda body: body.get("status") in terminal, timeout=timeout
         )

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import dramatiq
 import pytest
+from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 
 from publishing import services
@@ -221,3 +222,35 @@ def test_the_actor_is_declared_as_the_spec_says(settings) -> None:
     assert build_and_submit.options["max_backoff"] == settings.PUBLISHING_MAX_BACKOFF_MS
     assert build_and_submit.options["time_limit"] == settings.PUBLISHING_TIME_LIMIT_MS
     assert PermanentJobError in build_and_submit.options["throws"]
+
+
+def test_a_duplicate_message_while_the_lease_is_held_is_skipped(stub_broker, worker, caplog) -> None:
+    # Given a publishing being built right now elsewhere (its lease is fresh)
+    publishing = PublishingFactory.create(building=True, attempts=1, heartbeat_at=timezone.now())
+
+    # When a duplicate of its message arrives
+    with caplog.at_level(logging.INFO):
+        send_for(publishing)
+        drain(stub_broker, worker)
+
+    # Then it does not take the publishing over
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.attempts) == ("building", 1)
+    assert ScriptedPipeline.runs == 0
+    assert any("lease held" in r.getMessage() for r in caplog.records)
+
+
+def test_a_cancelled_queued_publishing_never_runs(stub_broker, worker) -> None:
+    # Given a queued publishing that is cancelled before a worker gets to it
+    owner = UserFactory.create()
+    publishing = PublishingFactory.create(queued=True, project=ProjectFactory.create(owner=owner))
+    services.publishing_cancel(publishing=publishing, by=owner)
+
+    # When its message is processed
+    send_for(publishing)
+    drain(stub_broker, worker)
+
+    # Then nothing ran and it stays cancelled
+    publishing.refresh_from_db()
+    assert publishing.status == "cancelled"
+    assert ScriptedPipeline.runs == 0

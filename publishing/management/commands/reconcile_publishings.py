@@ -1,0 +1,21 @@
+"""Run the reconciler once (the workers run it every PUBLISHING_RECONCILE_INTERVAL seconds anyway)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from publishing import services
+
+
+class Command(BaseCommand):
+    help = (
+        "Make the broker match the database once: queue pending publishings, requeue those whose worker "
+        "died, send again queued ones whose message is gone; then prune job records."
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        report = services.publishing_reconcile()
+        done, failed = services.job_records_prune()
+        self.stdout.write(f"Reconciled: {report}. Pruned {done} completed and {failed} failed job records.")

@@ -1,0 +1,261 @@
+"""The job lifecycle with real workers and Redis: rate limit, cancel, shutdown, SIGKILL, lost Redis data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+from publishing.models import Publishing
+from publishing.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+def artifacts(store: Path) -> list[Path]:
+    return sorted(store.glob("*/*.tar.gz"))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_for_file(path: Path, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "private-redis").start()
+    yield server
+    server.stop()
+
+
+def test_rate_limit_spreads_starts_across_two_worker_processes_without_using_retries(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given 10 projects and two worker processes under a limit of 5 starts per 20 s
+    store = tmp_path / "store"
+    projects = [make_project(f"file://{store}", slug=f"rl-{n}", name=f"RL {n}") for n in range(10)]
+    _, token = owner_token
+    stack = make_stack(redis_url, PUBLISHING_RATE_LIMIT="5/20s")
+    api = stack.serve(token, worker=False)
+    stack.start_worker(processes=2, threads=4)
+
+    # When all 10 are initiated at once
+    ids = [stack.initiate(api, project.pk).json()["id"] for project in projects]
+
+    # Then, while some wait, the API says when they are expected to start
+    waiting = stack.wait_until(
+        api, ids[-1], lambda body: body["status"] == "published" or body["not_before"] is not None, timeout=30
+    )
+    somebody_waits = waiting["not_before"] is not None or any(stack.get(api, i)["not_before"] for i in ids)
+    assert somebody_waits
+
+    # And every one is published, after one attempt each
+    done = [stack.wait_for(api, i, timeout=120) for i in ids]
+    assert [d["status"] for d in done] == ["published"] * 10
+    assert [d["attempts"] for d in done] == [1] * 10
+    assert len(artifacts(store)) == 10
+
+    # And no 20 s window held more than 5 starts
+    starts = sorted(datetime.fromisoformat(d["started_at"]).timestamp() for d in done)
+    worst = max(sum(1 for s in starts if first <= s < first + 20) for first in starts)
+    # started_at is written a few ms after the slot is taken on Redis' clock;
+    # a window shortened by that slack checks the limiter, not the DB latency.
+    strict = max(sum(1 for s in starts if first <= s < first + 19.5) for first in starts)
+    assert strict <= 5, (worst, starts)
+    assert starts[-1] - starts[0] >= 20, starts
+    print(f"\nrate limit 5/20s: worst 20 s window held {worst} starts, span {starts[-1] - starts[0]:.1f}s")  # noqa: T201
+    # And being limited was never an error
+    logs = stack.logs("worker", tail=None)
+    assert "Traceback" not in logs
+    assert " ERROR " not in logs
+    assert "[ERROR]" not in logs
+    assert "rate limit 5/20s reached" in logs
+
+
+def test_cancel_stops_a_running_build_and_the_worker_goes_on(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given a build that runs for a minute
+    store = tmp_path / "store"
+    pidfile = tmp_path / "build.pid"
+    slow = make_project(f"file://{store}", build_args=f"--sleep 60 --pidfile {pidfile}", slug="slow")
+    quick = make_project(f"file://{store}", slug="quick")
+    _, token = owner_token
+    stack = make_stack(redis_url)
+    api = stack.serve(token, worker=False)
+    stack.start_worker(threads=1)
+    publishing = stack.initiate(api, slow.pk).json()
+    build_pid = int(wait_for_file(pidfile))
+
+    # When the user cancels it
+    response = api.post(f"{stack.base_url}/api/v1/publishing/{publishing['id']}/cancel", timeout=10)
+
+    # Then it is cancelled at once, and the build process is gone within a few seconds
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    deadline = time.monotonic() + 5
+    while process_alive(build_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(build_pid), "the build survived its cancellation"
+
+    # And the same (single-threaded) worker goes on serving other jobs
+    other = stack.initiate(api, quick.pk).json()
+    assert stack.wait_for(api, other["id"])["status"] == "published"
+    # And nothing of the cancelled one was submitted
+    assert stack.get(api, publishing["id"])["status"] == "cancelled"
+    assert [p.name for p in artifacts(store)] == [f"{other['id']}.tar.gz"]
+
+
+def test_a_queued_publishing_cancelled_before_it_starts_never_runs(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    project = make_project(f"file://{store}")
+    _, token = owner_token
+    stack = make_stack(redis_url)
+    api = stack.serve(token, worker=False)
+    publishing = stack.initiate(api, project.pk).json()
+    assert api.post(f"{stack.base_url}/api/v1/publishing/{publishing['id']}/cancel").status_code == 200
+
+    stack.start_worker()
+    marker = make_project(f"file://{store}", slug="marker")
+    after = stack.initiate(api, marker.pk).json()
+    assert stack.wait_for(api, after["id"])["status"] == "published"
+
+    body = stack.get(api, publishing["id"])
+    assert (body["status"], body["attempts"], body["started_at"]) == ("cancelled", 0, None)
+    # And cancelling it again is a conflict
+    again = api.post(f"{stack.base_url}/api/v1/publishing/{publishing['id']}/cancel")
+    assert again.status_code == 409
+
+
+def test_sigterm_lets_a_short_build_finish_and_the_worker_exits(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given a worker in the middle of a 5 s build
+    store = tmp_path / "store"
+    pidfile = tmp_path / "build.pid"
+    project = make_project(f"file://{store}", build_args=f"--sleep 5 --pidfile {pidfile}")
+    _, token = owner_token
+    stack = make_stack(redis_url)
+    api = stack.serve(token)
+    publishing = stack.initiate(api, project.pk).json()
+    wait_for_file(pidfile)
+
+    # When the worker gets SIGTERM
+    stack.signal("worker", signal.SIGTERM)
+
+    # Then it finishes the build, publishes, and exits well within the 30 s grace
+    exit_after = stack.wait_exit("worker", timeout=45)
+    assert exit_after < 30
+    body = stack.get(api, publishing["id"])
+    assert (body["status"], body["attempts"]) == ("published", 1)
+    assert len(artifacts(store)) == 1
+    print(f"\nSIGTERM during a 5 s build: worker exited after {exit_after:.1f}s")  # noqa: T201 - a figure for the report
+
+
+def test_sigterm_past_the_deadline_requeues_the_job_for_the_next_worker(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given a worker with a 3 s shutdown grace, in the middle of a 10 s build
+    store = tmp_path / "store"
+    pidfile = tmp_path / "build.pid"
+    project = make_project(f"file://{store}", build_args=f"--sleep 10 --pidfile {pidfile}")
+    _, token = owner_token
+    stack = make_stack(redis_url)
+    api = stack.serve(token, worker=False)
+    stack.start_worker(PUBLISHING_SHUTDOWN_TIMEOUT="3")
+    publishing = stack.initiate(api, project.pk).json()
+    first_build = int(wait_for_file(pidfile))
+    pidfile.unlink()
+
+    # When the worker gets SIGTERM
+    stack.signal("worker", signal.SIGTERM)
+    exit_after = stack.wait_exit("worker", timeout=30)
+
+    # Then the job was cut off at the deadline: requeued (not failed), its build stopped, and the log says so
+    body = stack.get(api, publishing["id"])
+    assert body["status"] == "queued", body
+    assert "shutdown" in body["error_message"]
+    assert not process_alive(first_build)
+    assert "requeued, retry count 0 kept" in stack.logs("worker", tail=None)
+
+    # When the next worker starts
+    stack.start_worker(name="worker-2")
+
+    # Then it completes the job: one artifact, two attempts, no retry used
+    done = stack.wait_for(api, publishing["id"])
+    assert (done["status"], done["attempts"]) == ("published", 2)
+    assert len(artifacts(store)) == 1
+    print(f"\nSIGTERM past a 3 s deadline: worker exited after {exit_after:.1f}s")  # noqa: T201 - a figure for the report
+
+
+def test_a_job_whose_worker_is_killed_runs_again_on_a_new_worker(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given a worker in the middle of an 8 s build, with 10 s leases
+    store = tmp_path / "store"
+    pidfile = tmp_path / "build.pid"
+    project = make_project(f"file://{store}", build_args=f"--sleep 8 --pidfile {pidfile}")
+    _, token = owner_token
+    stack = make_stack(redis_url, PUBLISHING_LEASE_TIMEOUT="10", PUBLISHING_RECONCILE_INTERVAL="2")
+    api = stack.serve(token)
+    publishing = stack.initiate(api, project.pk).json()
+    wait_for_file(pidfile)
+
+    # When the worker is killed with SIGKILL (master and worker processes) and a new one starts
+    stack.signal("worker", signal.SIGKILL, group=True)
+    killed_at = time.monotonic()
+    stack.start_worker(name="worker-2")
+
+    # Then the publishing runs again within 90 s of the kill
+    stack.wait_until(api, publishing["id"], lambda b: b["attempts"] == 2, timeout=90)
+    restarted_after = time.monotonic() - killed_at
+    assert restarted_after < 90
+    # And ends published with exactly one artifact
+    done = stack.wait_for(api, publishing["id"])
+    assert done["status"] == "published", done
+    assert len(artifacts(store)) == 1
+    print(f"\nSIGKILL mid-build: running again after {restarted_after:.1f}s")  # noqa: T201 - a figure for the report
+
+
+def test_jobs_lost_with_redis_data_are_sent_again_by_the_reconciler(
+    private_redis, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given three queued publishings and no worker yet
+    store = tmp_path / "store"
+    projects = [make_project(f"file://{store}", slug=f"lost-{n}") for n in range(3)]
+    _, token = owner_token
+    stack = make_stack(private_redis.url, PUBLISHING_RECONCILE_GRACE="1", PUBLISHING_RECONCILE_INTERVAL="2")
+    api = stack.serve(token, worker=False)
+    ids = [stack.initiate(api, project.pk).json()["id"] for project in projects]
+
+    # When Redis loses its data (our own server: never the shared one)
+    redis.Redis.from_url(private_redis.url).flushall()
+
+    # Then a worker's reconciler sends them again, and each is published once
+    stack.start_worker()
+    done = [stack.wait_for(api, i, timeout=60) for i in ids]
+    assert [d["status"] for d in done] == ["published"] * 3
+    assert [d["attempts"] for d in done] == [1] * 3
+    assert len(artifacts(store)) == 3
+    assert "queued without a message sent again" in stack.logs("worker", tail=None)
+    assert not Publishing.objects.exclude(status="published").exists()

@@ -1,0 +1,294 @@
+"""Cancel, retry, leases, reconciliation and retention, on the stub broker."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import dramatiq
+import pytest
+import redis
+from django.utils import timezone
+from django_dramatiq.models import Task
+
+from publishing import services
+from publishing.models import Publishing
+from publishing.rate_limit import Rate, parse_rate
+from tests.factories import ProjectFactory, PublishingFactory
+
+pytestmark = pytest.mark.django_db
+QUEUE = "publishing-builds"
+
+
+def messages(stub_broker) -> list[dramatiq.Message[None]]:
+    return [dramatiq.Message.decode(raw) for raw in stub_broker.queues[QUEUE].queue]
+
+
+# --- cancel ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["pending", "queued", "building", "submitting"])
+def test_cancel_of_an_active_publishing_answers_200_cancelled(api, user, status, stub_broker) -> None:
+    # Given an active publishing
+    publishing = PublishingFactory.with_status(
+        status, project=ProjectFactory.create(owner=user), message_id="m"
+    )
+
+    # When it is cancelled
+    response = api.post(f"/api/v1/publishing/{publishing.pk}/cancel")
+
+    # Then it is cancelled at once, saying by whom
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "cancelled"
+    assert body["error_code"] == "CANCELLED"
+    assert "alice" in body["error_message"]
+    assert body["finished_at"]
+
+
+@pytest.mark.parametrize("status", ["published", "failed", "cancelled"])
+def test_cancel_of_a_finished_publishing_answers_409(api, user, status) -> None:
+    publishing = PublishingFactory.with_status(status, project=ProjectFactory.create(owner=user))
+    response = api.post(f"/api/v1/publishing/{publishing.pk}/cancel")
+    assert response.status_code == 409
+    assert response.json()["code"] == "CONFLICT"
+    publishing.refresh_from_db()
+    assert publishing.status == status
+
+
+def test_cancel_of_another_users_publishing_answers_404(api, other_user) -> None:
+    theirs = PublishingFactory.create(queued=True, project=ProjectFactory.create(owner=other_user))
+    assert api.post(f"/api/v1/publishing/{theirs.pk}/cancel").status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.status == "queued"
+
+
+def test_cancel_still_works_when_the_abort_signal_cannot_be_sent(api, user, monkeypatch) -> None:
+    # Given a Redis that is away for the abort signal
+    import dramatiq_abort
+
+    def refuse(*args, **kwargs):
+        raise redis.exceptions.ConnectionError("refused")
+
+    monkeypatch.setattr(dramatiq_abort, "abort", refuse)
+    publishing = PublishingFactory.create(
+        queued=True, project=ProjectFactory.create(owner=user), message_id="m"
+    )
+
+    # When / Then: the database says cancelled; the worker stops at its next step
+    assert api.post(f"/api/v1/publishing/{publishing.pk}/cancel").status_code == 200
+    publishing.refresh_from_db()
+    assert publishing.status == "cancelled"
+
+
+# --- retry ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_retry_of_a_failed_or_cancelled_publishing_queues_it_again(api, user, status, stub_broker) -> None:
+    # Given a failed publishing
+    publishing = PublishingFactory.with_status(
+        status, project=ProjectFactory.create(owner=user), message_id="old"
+    )
+
+    # When it is retried
+    response = api.post(f"/api/v1/publishing/{publishing.pk}/retry")
+
+    # Then it is queued again with a new message, its error cleared
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "queued"
+    assert body["error_code"] == ""
+    assert body["finished_at"] is None
+    assert response["Location"] == body["url"]
+    (message,) = messages(stub_broker)
+    assert message.message_id == body["message_id"] != "old"
+    assert message.kwargs["publishing_id"] == str(publishing.pk)
+
+
+@pytest.mark.parametrize("status", ["pending", "queued", "building", "published"])
+def test_retry_of_a_publishing_that_is_not_failed_or_cancelled_answers_409(api, user, status) -> None:
+    publishing = PublishingFactory.with_status(status, project=ProjectFactory.create(owner=user))
+    response = api.post(f"/api/v1/publishing/{publishing.pk}/retry")
+    assert response.status_code == 409
+    assert response.json()["code"] == "CONFLICT"
+
+
+def test_retry_while_another_publishing_of_the_project_is_active_answers_409(api, user, stub_broker) -> None:
+    project = ProjectFactory.create(owner=user)
+    failed = PublishingFactory.create(failed=True, project=project)
+    active = PublishingFactory.create(queued=True, project=project)
+    response = api.post(f"/api/v1/publishing/{failed.pk}/retry")
+    assert response.status_code == 409
+    assert response.json()["active_id"] == str(active.pk)
+    failed.refresh_from_db()
+    assert failed.status == "failed"
+    assert not stub_broker.queues[QUEUE].qsize()
+
+
+def test_retry_with_the_broker_down_answers_503_and_restores_the_failure(
+    api, user, stub_broker, monkeypatch
+) -> None:
+    # Given a failed publishing and a broker that refuses
+    publishing = PublishingFactory.create(
+        failed=True, project=ProjectFactory.create(owner=user), error_code="BUILD_FAILED"
+    )
+
+    def refuse(message, *, delay=None):
+        raise redis.exceptions.ConnectionError("refused")
+
+    monkeypatch.setattr(stub_broker, "enqueue", refuse)
+
+    # When it is retried
+    response = api.post(f"/api/v1/publishing/{publishing.pk}/retry")
+
+    # Then 503, and the publishing is as it was
+    assert response.status_code == 503
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.error_code) == ("failed", "BUILD_FAILED")
+
+
+# --- leases and reconciliation ------------------------------------------------------------------
+
+
+def test_heartbeat_renews_the_leases_of_running_publishings_only() -> None:
+    running = PublishingFactory.create(building=True)
+    queued = PublishingFactory.create(queued=True)
+    services.publishing_heartbeat(publishing_ids=[str(running.pk), str(queued.pk)])
+    running.refresh_from_db()
+    queued.refresh_from_db()
+    assert running.heartbeat_at is not None
+    assert queued.heartbeat_at is None
+
+
+def test_reconcile_requeues_a_publishing_whose_worker_died(stub_broker, settings) -> None:
+    # Given a publishing whose lease ran out at its second attempt
+    settings.PUBLISHING_LEASE_TIMEOUT = 30
+    stale = timezone.now() - timedelta(seconds=31)
+    lost = PublishingFactory.create(building=True, attempts=2, heartbeat_at=stale, message_id="old")
+    alive = PublishingFactory.create(building=True, heartbeat_at=timezone.now(), message_id="alive")
+
+    # When the reconciler runs
+    report = services.publishing_reconcile()
+
+    # Then the lost one is queued again with a new message that keeps its retry count
+    assert report.requeued_lost == 1
+    lost.refresh_from_db()
+    assert lost.status == "queued"
+    assert "stopped answering" in lost.error_message
+    (message,) = messages(stub_broker)
+    assert message.message_id == lost.message_id != "old"
+    assert message.options["retries"] == 1
+    # And the live one is left alone
+    alive.refresh_from_db()
+    assert (alive.status, alive.message_id) == ("building", "alive")
+
+
+def test_reconcile_queues_a_pending_publishing_left_by_a_crash(stub_broker, settings) -> None:
+    settings.PUBLISHING_RECONCILE_GRACE = 60
+    old = PublishingFactory.create(created_at=timezone.now() - timedelta(minutes=5))
+    fresh = PublishingFactory.create()
+    report = services.publishing_reconcile()
+    assert report.sent_pending == 1
+    old.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (old.status, fresh.status) == ("queued", "pending")
+    assert [m.message_id for m in messages(stub_broker)] == [old.message_id]
+
+
+def test_reconcile_twice_at_once_requeues_once(stub_broker) -> None:
+    stale = timezone.now() - timedelta(minutes=5)
+    PublishingFactory.create(building=True, heartbeat_at=stale)
+    assert services.publishing_reconcile().requeued_lost == 1
+    assert services.publishing_reconcile().requeued_lost == 0
+    assert len(messages(stub_broker)) == 1
+
+
+def test_requeue_fences_out_the_attempt_that_was_running() -> None:
+    # Given attempt 1 was requeued (its worker looked dead)
+    publishing = PublishingFactory.create(building=True, attempts=1)
+    assert services.publishing_requeue(publishing_id=str(publishing.pk), reason="test", retries=0)
+
+    # When that straggling attempt tries to move on to submitting
+    # Then it is refused: it no longer owns the publishing
+    from publishing.exceptions import InvalidTransition
+
+    with pytest.raises(InvalidTransition):
+        Publishing.objects.transition(publishing.pk, "submitting", attempt=1)
+
+
+# --- retention ---------------------------------------------------------------------------------------
+
+
+def make_tasks(status: str, count: int) -> list[uuid.UUID]:
+    ids = []
+    for n in range(count):
+        task = Task.tasks.create(
+            id=uuid.uuid4(),
+            status=status,
+            message_data=b"{}",
+            actor_name="build_and_submit",
+            queue_name=QUEUE,
+        )
+        Task.tasks.filter(pk=task.pk).update(updated_at=timezone.now() - timedelta(seconds=count - n))
+        ids.append(task.pk)
+    return ids
+
+
+def test_retention_keeps_the_newest_completed_and_failed_job_records(settings) -> None:
+    # Given 130 completed and 520 failed job records (and publishings, which are never pruned)
+    settings.PUBLISHING_RETENTION_COMPLETED = 100
+    settings.PUBLISHING_RETENTION_FAILED = 500
+    done = make_tasks(Task.STATUS_DONE, 130)
+    failed = make_tasks(Task.STATUS_FAILED, 520)
+    running = make_tasks(Task.STATUS_RUNNING, 3)
+    publishings = [PublishingFactory.create(published=True).pk for _ in range(3)]
+
+    # When retention runs
+    assert services.job_records_prune() == (30, 20)
+
+    # Then exactly the newest 100 and 500 remain, others untouched
+    assert set(Task.tasks.filter(status=Task.STATUS_DONE).values_list("pk", flat=True)) == set(done[-100:])
+    assert set(Task.tasks.filter(status=Task.STATUS_FAILED).values_list("pk", flat=True)) == set(
+        failed[-500:]
+    )
+    assert Task.tasks.filter(pk__in=running).count() == 3
+    assert Publishing.objects.filter(pk__in=publishings).count() == 3
+    # And running it again deletes nothing
+    assert services.job_records_prune() == (0, 0)
+
+
+# --- rate limit spec -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("5/60s", Rate(5, 60_000)),
+        ("5/20s", Rate(5, 20_000)),
+        (" 10 / 1.5s ", Rate(10, 1_500)),
+        ("3/30", Rate(3, 30_000)),
+        ("0", None),
+        ("", None),
+    ],
+)
+def test_rate_limit_setting_is_parsed(text: str, rate: Rate | None) -> None:
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["5", "five/60s", "0/60s", "5/0s", "-1/60s", "5/60m"])
+def test_a_malformed_rate_limit_is_a_clear_error(text: str) -> None:
+    with pytest.raises(ValueError, match="PUBLISHING_RATE_LIMIT"):
+        parse_rate(text)
+
+
+def test_the_reconcile_command_runs_it_once(stub_broker) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    PublishingFactory.create(building=True, heartbeat_at=timezone.now() - timedelta(minutes=5))
+    out = StringIO()
+    call_command("reconcile_publishings", stdout=out)
+    assert "1 lost attempts requeued" in out.getvalue()
+    assert Publishing.objects.get().status == "queued"
