@@ -1,5 +1,7 @@
 """Unit tests: the in-memory stub broker, fast hashing, short backoffs."""
 
+import os
+
 from .base import *  # noqa: F403
 from .base import DATABASES, DRAMATIQ_BROKER, VAR_DIR
 
@@ -19,7 +21,8 @@ PUBLISHING_ALLOW_USER_BUILD_COMMANDS = False
 PUBLISHING_WORKSPACE_DIR = str(VAR_DIR / "test-workspaces")
 
 # A file, not memory: integration tests share the test database with the web
-# and worker processes they start.
+# and worker processes they start. One per test run, so two runs in one
+# checkout do not clobber each other.
 DATABASES["default"].setdefault("TEST", {})
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["TEST"]["NAME"] = str(VAR_DIR / "test-publisher.sqlite3")
+    DATABASES["default"]["TEST"]["NAME"] = str(VAR_DIR / f"test-publisher-{os.getpid()}.sqlite3")

@@ -318,6 +318,8 @@ def test_openapi_schema_and_docs_are_served(client_for) -> None:
     paths = schema.json()["paths"]
     assert "/api/v1/publishing/initiate" in paths
     assert "503" in paths["/api/v1/publishing/initiate"]["post"]["responses"]
+    assert "409" in paths["/api/v1/publishing/{id}/cancel"]["post"]["responses"]
+    assert "202" in paths["/api/v1/publishing/{id}/retry"]["post"]["responses"]
     assert client.get("/api/docs/").status_code == 200
 
 
