@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration requirements clean
+.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-postgres requirements clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,8 +56,15 @@ test-unit: install  ## Unit tests only (stub broker, no network)
 test-integration: install  ## Integration tests only (real Redis, real workers)
 	$(BIN)/pytest tests/integration
 
-test: check  ## Every check, then the whole suite (unit and integration)
+test: check  ## Every check, then the whole suite on SQLite (and on PostgreSQL when TEST_POSTGRES_URL is set)
 	$(BIN)/pytest tests
+	@if [ -n "$${TEST_POSTGRES_URL:-}" ]; then \
+		echo "--- the whole suite again on PostgreSQL ($${TEST_POSTGRES_URL%%\?*})"; \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/pytest tests; \
+	fi
+
+test-postgres: install  ## The whole suite on PostgreSQL (TEST_POSTGRES_URL, default the local server)
+	DATABASE_URL="$${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/publisher}" $(BIN)/pytest tests
 
 requirements:  ## Re-pin requirements/*.txt from requirements/*.in
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements/base.in -o requirements/base.txt

@@ -248,7 +248,9 @@ def live_message_ids() -> set[str] | None:
     queue = f"{broker.namespace}:{settings.PUBLISHING_QUEUE}"
     ids: set[str] = set()
     try:
-        for key in (f"{queue}.msgs", f"{queue}.DQ.msgs"):
+        # Delayed first: a message leaves the delay queue only after it is in
+        # the ready one, so this order never misses one in transit.
+        for key in (f"{queue}.DQ.msgs", f"{queue}.msgs"):
             for _, data in broker.client.hscan_iter(key, count=500):
                 ids.add(dramatiq.Message.decode(data).message_id)
     except BROKER_ERRORS as exc:

@@ -7,10 +7,12 @@ imports stay light: django-dramatiq builds these while Django's apps load.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -18,7 +20,7 @@ import dramatiq_abort
 from django.conf import settings
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 from dramatiq.middleware.shutdown import Shutdown
 from dramatiq.threading import raise_thread_exception
 from dramatiq_abort.backends import RedisBackend, StubBackend
@@ -67,8 +69,9 @@ class Abortable(dramatiq_abort.Abortable):  # type: ignore[misc]
         super().__init__(backend=backend, abort_ttl=settings.PUBLISHING_ABORT_TTL_MS)
 
 
+@functools.cache
 def web_abortable() -> dramatiq_abort.Abortable:
-    """An Abortable for the web tier: the same keys, but a fail-fast Redis client."""
+    """An Abortable for the web tier: the same keys, but a fail-fast Redis client (one per process)."""
     middleware = next(m for m in dramatiq.get_broker().middleware if isinstance(m, Abortable))
     if isinstance(middleware.backend, StubBackend):
         return middleware
@@ -120,10 +123,13 @@ class RateLimit(Middleware):
         if wait_ms <= 0:
             return
         delay = wait_ms + random.randint(0, self.JITTER_MS)  # noqa: S311 - spreading, not security
-        from publishing import services
+        self._put_back(broker, message, delay)
+        try:
+            from publishing import services
 
-        services.publishing_defer(publishing_id=_publishing_id(message), delay_ms=delay)
-        broker.enqueue(message.copy(), delay=delay)
+            services.publishing_defer(publishing_id=_publishing_id(message), delay_ms=delay)
+        except Exception:
+            logger.warning("could not record not_before for message %s", message.message_id, exc_info=True)
         logger.info(
             "rate limit %s reached: publishing %s deferred by %.1fs (no retry used)",
             self.rate,
@@ -131,6 +137,23 @@ class RateLimit(Middleware):
             delay / 1000,
         )
         raise SkipMessage()
+
+    def _put_back(self, broker: dramatiq.Broker, message: MessageProxy, delay: int) -> None:
+        """Enqueue the same message again, delayed; never run it over the limit, never drop it."""
+        for attempt in range(3):
+            try:
+                broker.enqueue(message.copy(), delay=delay)
+                return
+            except Exception as exc:
+                logger.warning("could not defer message %s (%s); trying again", message.message_id, exc)
+                time.sleep(attempt + 1)
+        # Fails the message (a MiddlewareError stops Dramatiq's hook chain):
+        # Retries takes it from there, and the reconciler if that fails too.
+        raise RateLimitDeferralFailed(f"message {message.message_id} could not be deferred")
+
+
+class RateLimitDeferralFailed(MiddlewareError):
+    """Over the limit, and the broker would not take the message back."""
 
 
 class Lifecycle(Middleware):
@@ -151,6 +174,7 @@ class Lifecycle(Middleware):
         # message id -> (publishing id, worker thread id, retries)
         self._running: dict[str, tuple[str, int, int]] = {}
         self._stopping = threading.Event()
+        self._shut_down = threading.Event()
 
     # --- which publishings run here ---------------------------------------------------
 
@@ -179,32 +203,56 @@ class Lifecycle(Middleware):
         with self._lock:
             return list(self._running.values())
 
+    def running_by_message(self) -> dict[str, tuple[str, int, int]]:
+        with self._lock:
+            return dict(self._running)
+
     # --- periodic work ----------------------------------------------------------------------------
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if isinstance(broker, StubBroker):
             return  # unit tests drive these services directly
-        threading.Thread(target=self._tick_forever, name="publishing-lifecycle", daemon=True).start()
+        # Two threads: a slow reconciliation (a Redis or SQLite stall) must
+        # never delay the heartbeats that keep live attempts' leases.
+        threading.Thread(target=self._heartbeat_forever, name="publishing-leases", daemon=True).start()
+        threading.Thread(target=self._reconcile_forever, name="publishing-reconciler", daemon=True).start()
 
-    def _tick_forever(self) -> None:
-        from django.db import connection
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._shut_down.set()
 
+    def _heartbeat_forever(self) -> None:
         from publishing import services
 
-        heartbeat_every = max(settings.PUBLISHING_LEASE_TIMEOUT / 6, 0.5)
-        next_reconcile = time.monotonic()
+        # Until the worker has shut down: jobs finishing in the grace period keep their leases.
+        every = max(settings.PUBLISHING_LEASE_TIMEOUT / 6, 0.5)
+        while not self._shut_down.wait(every):
+            self._guarded(
+                lambda: services.publishing_heartbeat(
+                    running=[(pid, mid) for mid, (pid, _, _) in self.running_by_message().items()]
+                )
+            )
+
+    def _reconcile_forever(self) -> None:
+        from publishing import services
+
+        def reconcile() -> None:
+            services.publishing_reconcile()
+            services.job_records_prune()
+
         while not self._stopping.is_set():
-            try:
-                services.publishing_heartbeat(publishing_ids=[pid for pid, _, _ in self.running()])
-                if time.monotonic() >= next_reconcile:
-                    services.publishing_reconcile()
-                    services.job_records_prune()
-                    next_reconcile = time.monotonic() + settings.PUBLISHING_RECONCILE_INTERVAL
-            except Exception:
-                logger.exception("lifecycle tick failed; trying again")
-            finally:
-                connection.close()
-            self._stopping.wait(heartbeat_every)
+            self._guarded(reconcile)
+            self._stopping.wait(settings.PUBLISHING_RECONCILE_INTERVAL)
+
+    @staticmethod
+    def _guarded(work: Callable[[], object]) -> None:
+        from django.db import connection
+
+        try:
+            work()
+        except Exception:
+            logger.exception("lifecycle task failed; trying again")
+        finally:
+            connection.close()
 
     # --- graceful shutdown ------------------------------------------------------------------------
 
@@ -227,16 +275,21 @@ class Lifecycle(Middleware):
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.2)
         try:
-            for publishing_id, thread_id, retries in self.running():
+            for message_id, (publishing_id, thread_id, retries) in self.running_by_message().items():
+                requeued = services.publishing_requeue(
+                    publishing_id=publishing_id, reason="Cut off by a worker shutdown.", retries=retries
+                )
+                if not requeued:
+                    continue  # it finished (or was cancelled) at the last moment
                 logger.warning(
                     "publishing %s still running at the %ss shutdown deadline: requeued, retry count %d kept",
                     publishing_id,
                     settings.PUBLISHING_SHUTDOWN_TIMEOUT,
                     retries,
                 )
-                services.publishing_requeue(
-                    publishing_id=publishing_id, reason="Cut off by a worker shutdown.", retries=retries
-                )
-                raise_thread_exception(thread_id, Shutdown)  # type: ignore[no-untyped-call]
+                with self._lock:
+                    # Only a thread still inside that message: an idle one must not be hit.
+                    if message_id in self._running:
+                        raise_thread_exception(thread_id, Shutdown)  # type: ignore[no-untyped-call]
         finally:
             connection.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -58,17 +59,26 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         to: str,
         *,
         attempt: int | None = None,
+        message_id: str | None = None,
+        only_from: Collection[str] | None = None,
         **changes: Any,
     ) -> None:
         """Move one publishing to `to` by compare-and-set; raise InvalidTransition if not allowed.
 
-        With `attempt`, the move only happens while that attempt still owns the
-        publishing, so a straggling older run can never overwrite a newer one.
+        With `attempt` and `message_id` (the fence), the move only happens while
+        that run still owns the publishing: a requeue or retry gives it a new
+        message, so a straggling older run can never overwrite a newer one.
+        `only_from` narrows the allowed sources for a caller with a stricter rule.
         """
         now = timezone.now()
-        guard = Q(pk=pk, status__in=Publishing.TRANSITIONS.get(to, ()))
+        sources = Publishing.TRANSITIONS.get(to, frozenset())
+        if only_from is not None:
+            sources = sources & frozenset(only_from)
+        guard = Q(pk=pk, status__in=sources)
         if attempt is not None:
             guard &= Q(attempts=attempt)
+        if message_id is not None:
+            guard &= Q(message_id=message_id)
         values: dict[str, Any] = {"status": to, "updated_at": now, **changes}
         if to in Publishing.TERMINAL_STATUSES:
             values.setdefault("finished_at", now)

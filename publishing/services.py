@@ -261,18 +261,30 @@ def _enqueue(
         )
     if not moved:
         raise InvalidTransition(f"Publishing {publishing.pk} cannot be queued from {publishing.status}.")
-    broker.enqueue(message)
+    try:
+        broker.enqueue(message)
+    except BaseException:
+        # Says "no message" plainly, on any broker: the reconciler sends one.
+        Publishing.objects.filter(pk=publishing.pk, message_id=message.message_id).update(message_id="")
+        raise
 
 
 # --- Cancel, retry --------------------------------------------------------------------------
 
 
 def publishing_cancel(*, publishing: Publishing, by: User) -> Publishing:
-    """Cancel a publishing that has not finished; a running build is aborted. 409 once finished."""
+    """Cancel a publishing before it submits; a running build is aborted. 409 once submitting or finished.
+
+    Once the artifact is on its way to the target, cancelling could only lie:
+    the submission completes, and the publishing with it.
+    """
+    if publishing.status == Status.SUBMITTING:
+        raise PublishingConflict("The artifact is already being submitted; it can no longer be cancelled.")
     try:
         Publishing.objects.transition(
             publishing.pk,
             Status.CANCELLED,
+            only_from=(Status.PENDING, Status.QUEUED, Status.BUILDING),
             error_code="CANCELLED",
             error_message=f"Cancelled by {by.get_username()}.",
             not_before=None,
@@ -340,17 +352,27 @@ def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
 def publishing_defer(*, publishing_id: str | None, delay_ms: int) -> None:
     """Record when a rate-limited publishing is expected to start."""
     if publishing_id:
+        now = timezone.now()
+        # updated_at too: the reconciler leaves just-deferred rows alone while
+        # their message moves to the delay queue.
         Publishing.objects.filter(pk=publishing_id, status=Status.QUEUED).update(
-            not_before=timezone.now() + timedelta(milliseconds=delay_ms)
+            not_before=now + timedelta(milliseconds=delay_ms), updated_at=now
         )
 
 
-def publishing_heartbeat(*, publishing_ids: list[str]) -> None:
-    """Renew the leases of the publishings running in this worker process."""
-    if publishing_ids:
-        Publishing.objects.filter(
-            pk__in=publishing_ids, status__in=(Status.BUILDING, Status.SUBMITTING)
-        ).update(heartbeat_at=timezone.now())
+def publishing_heartbeat(*, running: list[tuple[str, str]]) -> None:
+    """Renew the leases of the publishings running here, given as (publishing id, message id) pairs.
+
+    Only the run that owns a publishing renews it: a straggler whose
+    publishing was requeued (new message) keeps no one else's lease alive.
+    """
+    if running:
+        owned = Q()
+        for publishing_id, message_id in running:
+            owned |= Q(pk=publishing_id, message_id=message_id)
+        Publishing.objects.filter(owned, status__in=(Status.BUILDING, Status.SUBMITTING)).update(
+            heartbeat_at=timezone.now()
+        )
 
 
 def publishing_requeue(*, publishing_id: str, reason: str, retries: int, attempt: int | None = None) -> bool:
@@ -420,7 +442,14 @@ def publishing_reconcile() -> Reconciliation:
             attempt=publishing.attempts,
         ):
             report.requeued_lost += 1
-    stale_queued = list(Publishing.objects.filter(status=Status.QUEUED, updated_at__lt=grace))
+    for publishing in Publishing.objects.filter(status=Status.QUEUED, message_id=""):
+        # Queued, but its enqueue failed (a requeue or retry during an outage).
+        with contextlib.suppress(InvalidTransition, BrokerUnavailable):
+            _enqueue(publishing, sources=(Status.QUEUED,), attempt=publishing.attempts)
+            report.resent_queued += 1
+    stale_queued = list(
+        Publishing.objects.filter(status=Status.QUEUED, updated_at__lt=grace).exclude(message_id="")
+    )
     if stale_queued:
         try:
             live = broker.live_message_ids()
@@ -438,7 +467,7 @@ def publishing_reconcile() -> Reconciliation:
 
 
 def job_records_prune() -> tuple[int, int]:
-    """Keep the newest PUBLISHING_RETENTION_COMPLETED done and _FAILED failed job records.
+    """Keep the newest PUBLISHING_RETENTION_COMPLETED completed and _FAILED failed job records.
 
     Job records are django-dramatiq's task rows and Redis' dead letters;
     publishings are business records and are never pruned. Returns the
@@ -447,11 +476,12 @@ def job_records_prune() -> tuple[int, int]:
     from django_dramatiq.models import Task
 
     deleted = []
-    for status, keep in (
-        (Task.STATUS_DONE, settings.PUBLISHING_RETENTION_COMPLETED),
-        (Task.STATUS_FAILED, settings.PUBLISHING_RETENTION_FAILED),
+    for statuses, keep in (
+        # Skipped (a cancelled or deferred message) is a completed job record too.
+        ((Task.STATUS_DONE, Task.STATUS_SKIPPED), settings.PUBLISHING_RETENTION_COMPLETED),
+        ((Task.STATUS_FAILED,), settings.PUBLISHING_RETENTION_FAILED),
     ):
-        rows = Task.tasks.filter(status=status)
+        rows = Task.tasks.filter(status__in=statuses)
         if rows.count() <= keep:
             deleted.append(0)
             continue
@@ -519,6 +549,7 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
             publishing.pk,
             Status.BUILDING,
             attempt=publishing.attempts,
+            message_id=message_id,
             attempts=attempt,
             started_at=timezone.now(),
             heartbeat_at=timezone.now(),
@@ -535,7 +566,7 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
     )
     started = time.monotonic()
     try:
-        _run_attempt(publishing, attempt)
+        _run_attempt(publishing, attempt, message_id)
     except StaleAttempt:
         logger.info("publishing %s attempt %d superseded or cancelled; stopped", publishing_id, attempt)
         return
@@ -545,29 +576,31 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
             if isinstance(exc, JobError)
             else TransientJobError(f"Database unavailable: {exc}", code="DATABASE_UNAVAILABLE")
         )
-        _record_failure(publishing, attempt, error, will_retry=error.transient and retries < max_retries)
+        _record_failure(
+            publishing, attempt, message_id, error, will_retry=error.transient and retries < max_retries
+        )
         if error is exc:
             raise
         raise error from exc
     except TimeLimitExceeded:
         error = PermanentJobError("The job exceeded its time limit.", code="TIME_LIMIT_EXCEEDED")
-        _record_failure(publishing, attempt, error, will_retry=False)
+        _record_failure(publishing, attempt, message_id, error, will_retry=False)
         raise
     except Exception as exc:
         logger.exception("publishing %s attempt %d crashed", publishing_id, attempt)
         error = PermanentJobError(f"Internal error: {type(exc).__name__}", code="INTERNAL_ERROR")
-        _record_failure(publishing, attempt, error, will_retry=False)
+        _record_failure(publishing, attempt, message_id, error, will_retry=False)
         raise error from exc
     logger.info(
         "publishing %s published by attempt %d in %.1fs", publishing_id, attempt, time.monotonic() - started
     )
 
 
-def _run_attempt(publishing: Publishing, attempt: int) -> None:
+def _run_attempt(publishing: Publishing, attempt: int, message_id: str) -> None:
     project = publishing.project
     if project is None:
         raise PermanentJobError("The project was deleted.", code="PROJECT_DELETED")
-    log = _AttemptLog(publishing, attempt)
+    log = _AttemptLog(publishing, attempt, message_id)
     pipeline = get_pipeline()
     with _workspace() as workspace:
         job = Job(
@@ -595,6 +628,7 @@ def _run_attempt(publishing: Publishing, attempt: int) -> None:
                 publishing,
                 Status.SUBMITTING,
                 attempt=attempt,
+                message_id=message_id,
                 progress=75,
                 artifact_sha256=artifact.sha256,
                 artifact_size=artifact.size,
@@ -608,6 +642,7 @@ def _run_attempt(publishing: Publishing, attempt: int) -> None:
         publishing,
         Status.PUBLISHED,
         attempt=attempt,
+        message_id=message_id,
         progress=100,
         artifact_uri=submission.uri,
         submission_ref=submission.ref,
@@ -615,14 +650,16 @@ def _run_attempt(publishing: Publishing, attempt: int) -> None:
     )
 
 
-def _move(publishing: Publishing, to: str, *, attempt: int, **changes: Any) -> None:
+def _move(publishing: Publishing, to: str, *, attempt: int, message_id: str, **changes: Any) -> None:
     try:
-        Publishing.objects.transition(publishing.pk, to, attempt=attempt, **changes)
+        Publishing.objects.transition(publishing.pk, to, attempt=attempt, message_id=message_id, **changes)
     except InvalidTransition as exc:
         raise StaleAttempt(str(exc)) from exc
 
 
-def _record_failure(publishing: Publishing, attempt: int, error: JobError, *, will_retry: bool) -> None:
+def _record_failure(
+    publishing: Publishing, attempt: int, message_id: str, error: JobError, *, will_retry: bool
+) -> None:
     if will_retry:
         logger.warning(
             "publishing %s attempt %d failed (%s: %s); will retry",
@@ -639,7 +676,12 @@ def _record_failure(publishing: Publishing, attempt: int, error: JobError, *, wi
         target, message = Status.FAILED, error.detail
     try:
         Publishing.objects.transition(
-            publishing.pk, target, attempt=attempt, error_code=error.code, error_message=message
+            publishing.pk,
+            target,
+            attempt=attempt,
+            message_id=message_id,
+            error_code=error.code,
+            error_message=message,
         )
     except InvalidTransition:
         logger.info(
@@ -674,9 +716,10 @@ class _AttemptLog:
 
     FLUSH_INTERVAL = 0.5
 
-    def __init__(self, publishing: Publishing, attempt: int) -> None:
+    def __init__(self, publishing: Publishing, attempt: int, message_id: str) -> None:
         self.publishing = publishing
         self.attempt = attempt
+        self.message_id = message_id
         self.text = publishing.log
         self._dirty = False
         self._last_flush = 0.0
@@ -700,7 +743,10 @@ class _AttemptLog:
         if not (self._dirty or progress is not None):
             return
         moved = Publishing.objects.filter(
-            pk=self.publishing.pk, attempts=self.attempt, status__in=Publishing.ACTIVE_STATUSES
+            pk=self.publishing.pk,
+            attempts=self.attempt,
+            message_id=self.message_id,
+            status__in=(Status.BUILDING, Status.SUBMITTING),
         ).update(**changes)
         self._dirty = False
         self._last_flush = time.monotonic()

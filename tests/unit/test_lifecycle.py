@@ -27,7 +27,7 @@ def messages(stub_broker) -> list[dramatiq.Message[None]]:
 # --- cancel ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", ["pending", "queued", "building", "submitting"])
+@pytest.mark.parametrize("status", ["pending", "queued", "building"])
 def test_cancel_of_an_active_publishing_answers_200_cancelled(api, user, status, stub_broker) -> None:
     # Given an active publishing
     publishing = PublishingFactory.with_status(
@@ -46,8 +46,8 @@ def test_cancel_of_an_active_publishing_answers_200_cancelled(api, user, status,
     assert body["finished_at"]
 
 
-@pytest.mark.parametrize("status", ["published", "failed", "cancelled"])
-def test_cancel_of_a_finished_publishing_answers_409(api, user, status) -> None:
+@pytest.mark.parametrize("status", ["submitting", "published", "failed", "cancelled"])
+def test_cancel_once_submitting_or_finished_answers_409(api, user, status) -> None:
     publishing = PublishingFactory.with_status(status, project=ProjectFactory.create(owner=user))
     response = api.post(f"/api/v1/publishing/{publishing.pk}/cancel")
     assert response.status_code == 409
@@ -151,14 +151,53 @@ def test_retry_with_the_broker_down_answers_503_and_restores_the_failure(
 # --- leases and reconciliation ------------------------------------------------------------------
 
 
-def test_heartbeat_renews_the_leases_of_running_publishings_only() -> None:
-    running = PublishingFactory.create(building=True)
-    queued = PublishingFactory.create(queued=True)
-    services.publishing_heartbeat(publishing_ids=[str(running.pk), str(queued.pk)])
-    running.refresh_from_db()
-    queued.refresh_from_db()
+def test_heartbeat_renews_only_the_leases_of_runs_that_own_their_publishing() -> None:
+    # Given a running publishing, a queued one, and one requeued away from the run that beats for it
+    running = PublishingFactory.create(building=True, message_id="m1")
+    queued = PublishingFactory.create(queued=True, message_id="m2")
+    taken_over = PublishingFactory.create(building=True, message_id="new")
+
+    # When this worker beats for all three
+    services.publishing_heartbeat(
+        running=[(str(running.pk), "m1"), (str(queued.pk), "m2"), (str(taken_over.pk), "old")]
+    )
+
+    # Then only the owner's lease is renewed
+    for publishing in (running, queued, taken_over):
+        publishing.refresh_from_db()
     assert running.heartbeat_at is not None
     assert queued.heartbeat_at is None
+    assert taken_over.heartbeat_at is None
+
+
+def test_a_requeued_attempt_can_no_longer_write_to_its_publishing() -> None:
+    # Given attempt 1 (message m1) was requeued: same attempt count, new message
+    from publishing.exceptions import InvalidTransition
+
+    publishing = PublishingFactory.create(building=True, attempts=1, message_id="m1")
+    assert services.publishing_requeue(publishing_id=str(publishing.pk), reason="test", retries=0)
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.attempts) == ("queued", 1)
+
+    # When the straggling run of m1 tries to fail the publishing or move it on
+    # Then it is refused: the message fence, not only the attempt count
+    for target in ("failed", "submitting", "building"):
+        with pytest.raises(InvalidTransition):
+            Publishing.objects.transition(publishing.pk, target, attempt=1, message_id="m1")
+    publishing.refresh_from_db()
+    assert publishing.status == "queued"
+
+
+def test_reconcile_sends_a_queued_publishing_whose_enqueue_failed(stub_broker) -> None:
+    # Given a publishing requeued during an outage: queued, with no message
+    publishing = PublishingFactory.create(queued=True, message_id="")
+
+    # When the reconciler runs (on any broker: this needs no inspection)
+    assert services.publishing_reconcile().resent_queued == 1
+
+    # Then it has a message again
+    publishing.refresh_from_db()
+    assert [m.message_id for m in messages(stub_broker)] == [publishing.message_id]
 
 
 def test_reconcile_requeues_a_publishing_whose_worker_died(stub_broker, settings) -> None:
@@ -220,7 +259,7 @@ def test_requeue_fences_out_the_attempt_that_was_running() -> None:
 # --- retention ---------------------------------------------------------------------------------------
 
 
-def make_tasks(status: str, count: int) -> list[uuid.UUID]:
+def make_tasks(status: str, count: int, *, older_by: int = 0) -> list[uuid.UUID]:
     ids = []
     for n in range(count):
         task = Task.tasks.create(
@@ -230,7 +269,9 @@ def make_tasks(status: str, count: int) -> list[uuid.UUID]:
             actor_name="build_and_submit",
             queue_name=QUEUE,
         )
-        Task.tasks.filter(pk=task.pk).update(updated_at=timezone.now() - timedelta(seconds=count - n))
+        Task.tasks.filter(pk=task.pk).update(
+            updated_at=timezone.now() - timedelta(seconds=count - n + older_by)
+        )
         ids.append(task.pk)
     return ids
 
@@ -242,13 +283,15 @@ def test_retention_keeps_the_newest_completed_and_failed_job_records(settings) -
     done = make_tasks(Task.STATUS_DONE, 130)
     failed = make_tasks(Task.STATUS_FAILED, 520)
     running = make_tasks(Task.STATUS_RUNNING, 3)
+    skipped = make_tasks(Task.STATUS_SKIPPED, 5, older_by=1000)  # completed too, and the oldest
     publishings = [PublishingFactory.create(published=True).pk for _ in range(3)]
 
     # When retention runs
-    assert services.job_records_prune() == (30, 20)
+    assert services.job_records_prune() == (35, 20)
 
     # Then exactly the newest 100 and 500 remain, others untouched
     assert set(Task.tasks.filter(status=Task.STATUS_DONE).values_list("pk", flat=True)) == set(done[-100:])
+    assert not Task.tasks.filter(pk__in=skipped).exists()
     assert set(Task.tasks.filter(status=Task.STATUS_FAILED).values_list("pk", flat=True)) == set(
         failed[-500:]
     )
