@@ -254,3 +254,27 @@ def test_a_cancelled_queued_publishing_never_runs(stub_broker, worker) -> None:
     publishing.refresh_from_db()
     assert publishing.status == "cancelled"
     assert ScriptedPipeline.runs == 0
+
+
+def test_retention_keeps_the_newest_job_records_of_real_runs(stub_broker, worker, settings) -> None:
+    # Given 5 jobs that succeed and 4 that fail, run by a worker (django-dramatiq records each)
+    from django_dramatiq.models import Task
+
+    settings.PUBLISHING_RETENTION_COMPLETED = 2
+    settings.PUBLISHING_RETENTION_FAILED = 3
+    ScriptedPipeline.reset(*[None] * 5, *[PermanentJobError("no", code="TARGET_REJECTED")] * 4)
+    for _ in range(9):
+        send_for(PublishingFactory.create(queued=True))
+        drain(stub_broker, worker)
+    assert Task.tasks.filter(status=Task.STATUS_DONE).count() == 5
+    assert Task.tasks.filter(status=Task.STATUS_FAILED).count() == 4
+    newest_done = list(Task.tasks.filter(status=Task.STATUS_DONE).order_by("-updated_at")[:2])
+    newest_failed = list(Task.tasks.filter(status=Task.STATUS_FAILED).order_by("-updated_at")[:3])
+
+    # When retention runs
+    services.job_records_prune()
+
+    # Then the newest 2 completed and 3 failed job records remain; every publishing stays
+    assert list(Task.tasks.filter(status=Task.STATUS_DONE).order_by("-updated_at")) == newest_done
+    assert list(Task.tasks.filter(status=Task.STATUS_FAILED).order_by("-updated_at")) == newest_failed
+    assert Publishing.objects.count() == 9
