@@ -41,6 +41,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, free to stop, freeze, flush and restart."""
+    server = RedisServer(tmp_path / "private-redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def namespace(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards (never a FLUSH)."""
     prefix = f"publisher-test-{uuid.uuid4().hex[:12]}"

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
 from publishing.models import Publishing
-from publishing.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +21,6 @@ def initiate(stack, api, project_id: str) -> tuple[requests.Response, float]:
     started = time.monotonic()
     response = stack.initiate(api, project_id)
     return response, time.monotonic() - started
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own, free to stop, freeze and restart."""
-    server = RedisServer(tmp_path / "private-redis").start()
-    yield server
-    server.stop()
 
 
 def initiate_until_accepted(stack, api, project_id: str, *, timeout: float = 20) -> requests.Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 import redis
 
 from publishing.models import Publishing
-from publishing.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +35,6 @@ def wait_for_file(path: Path, timeout: float = 30) -> str:
             return path.read_text()
         time.sleep(0.05)
     raise AssertionError(f"{path} never appeared")
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "private-redis").start()
-    yield server
-    server.stop()
 
 
 def test_rate_limit_spreads_starts_across_two_worker_processes_without_using_retries(
