@@ -199,11 +199,8 @@ class Lifecycle(Middleware):
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         self.after_process_message(broker, message)
 
-    def running(self) -> list[tuple[str, int, int]]:
-        with self._lock:
-            return list(self._running.values())
-
-    def running_by_message(self) -> dict[str, tuple[str, int, int]]:
+    def running(self) -> dict[str, tuple[str, int, int]]:
+        """message id -> (publishing id, worker thread id, retries), a snapshot."""
         with self._lock:
             return dict(self._running)
 
@@ -228,7 +225,7 @@ class Lifecycle(Middleware):
         while not self._shut_down.wait(every):
             self._guarded(
                 lambda: services.publishing_heartbeat(
-                    running=[(pid, mid) for mid, (pid, _, _) in self.running_by_message().items()]
+                    running=[(pid, mid) for mid, (pid, _, _) in self.running().items()]
                 )
             )
 
@@ -275,7 +272,7 @@ class Lifecycle(Middleware):
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.2)
         try:
-            for message_id, (publishing_id, thread_id, retries) in self.running_by_message().items():
+            for message_id, (publishing_id, thread_id, retries) in self.running().items():
                 requeued = services.publishing_requeue(
                     publishing_id=publishing_id, reason="Cut off by a worker shutdown.", retries=retries
                 )

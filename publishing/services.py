@@ -181,7 +181,7 @@ def publishing_initiate(
 
 def _insert_pending(user: User, project: Project, idempotency_key: str | None) -> tuple[Publishing, bool]:
     """Insert the pending row (True), or return the twin a concurrent request with the key made (False)."""
-    _raise_if_active(project)
+    _raise_if_active(project.pk)
     for _ in range(2):
         try:
             with transaction.atomic():
@@ -196,7 +196,7 @@ def _insert_pending(user: User, project: Project, idempotency_key: str | None) -
             # Lost a race: the constraints tell which rule the other request won.
             if idempotency_key and (existing := _by_idempotency_key(user, idempotency_key)):
                 return _replay(existing, project.pk), False
-            _raise_if_active(project)
+            _raise_if_active(project.pk)
             # The winner is gone already (its broker call failed): try once more.
     raise PublishingConflict("Another request for this project is being processed; try again.")
 
@@ -211,8 +211,8 @@ def _replay(existing: Publishing, project_id: uuid.UUID | str) -> Publishing:
     return existing
 
 
-def _raise_if_active(project: Project) -> None:
-    active = Publishing.objects.filter(project=project).active().first()
+def _raise_if_active(project_id: uuid.UUID | str) -> None:
+    active = Publishing.objects.filter(project_id=project_id).active().first()
     if active is not None:
         raise PublishingConflict("This project already has a publishing in progress.", active_id=active.pk)
 
@@ -278,8 +278,6 @@ def publishing_cancel(*, publishing: Publishing, by: User) -> Publishing:
     Once the artifact is on its way to the target, cancelling could only lie:
     the submission completes, and the publishing with it.
     """
-    if publishing.status == Status.SUBMITTING:
-        raise PublishingConflict("The artifact is already being submitted; it can no longer be cancelled.")
     try:
         Publishing.objects.transition(
             publishing.pk,
@@ -291,7 +289,9 @@ def publishing_cancel(*, publishing: Publishing, by: User) -> Publishing:
         )
     except InvalidTransition as exc:
         publishing.refresh_from_db()
-        raise PublishingConflict(f"The publishing is already {publishing.status}.") from exc
+        raise PublishingConflict(
+            f"The publishing is already {publishing.status}; it cannot be cancelled."
+        ) from exc
     publishing.refresh_from_db()
     logger.info("publishing %s cancelled by %s", publishing.pk, by.get_username())
     if publishing.message_id:
@@ -328,10 +328,8 @@ def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
     try:
         _enqueue(publishing, sources=(publishing.status,), progress=0, error_code="", error_message="")
     except IntegrityError as exc:
-        active = Publishing.objects.filter(project_id=publishing.project_id).active().first()
-        raise PublishingConflict(
-            "This project already has a publishing in progress.", active_id=active.pk if active else None
-        ) from exc
+        _raise_if_active(publishing.project_id)
+        raise PublishingConflict("The publishing changed meanwhile; reload it.") from exc
     except InvalidTransition as exc:
         raise PublishingConflict("The publishing changed meanwhile; reload it.") from exc
     except BrokerUnavailable:

@@ -37,6 +37,24 @@ def wait_for_file(path: Path, timeout: float = 30) -> str:
     raise AssertionError(f"{path} never appeared")
 
 
+@pytest.fixture
+def pidfile(tmp_path: Path) -> Path:
+    """Where a slow build writes its process id."""
+    return tmp_path / "build.pid"
+
+
+@pytest.fixture
+def make_slow_project(make_project, pidfile: Path, tmp_path: Path):
+    """A project publishing to tmp_path/store whose build takes `seconds` and reports its pid."""
+
+    def make(seconds: int, **fields: str):
+        return make_project(
+            f"file://{tmp_path / 'store'}", build_args=f"--sleep {seconds} --pidfile {pidfile}", **fields
+        )
+
+    return make
+
+
 def test_rate_limit_spreads_starts_across_two_worker_processes_without_using_retries(
     redis_url, make_stack, make_project, owner_token, tmp_path: Path
 ) -> None:
@@ -82,12 +100,11 @@ def test_rate_limit_spreads_starts_across_two_worker_processes_without_using_ret
 
 
 def test_cancel_stops_a_running_build_and_the_worker_goes_on(
-    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+    redis_url, make_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
 ) -> None:
     # Given a build that runs for a minute
     store = tmp_path / "store"
-    pidfile = tmp_path / "build.pid"
-    slow = make_project(f"file://{store}", build_args=f"--sleep 60 --pidfile {pidfile}", slug="slow")
+    slow = make_slow_project(60, slug="slow")
     quick = make_project(f"file://{store}", slug="quick")
     _, token = owner_token
     stack = make_stack(redis_url)
@@ -139,12 +156,11 @@ def test_a_queued_publishing_cancelled_before_it_starts_never_runs(
 
 
 def test_sigterm_lets_a_short_build_finish_and_the_worker_exits(
-    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+    redis_url, make_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
 ) -> None:
     # Given a worker in the middle of a 5 s build
     store = tmp_path / "store"
-    pidfile = tmp_path / "build.pid"
-    project = make_project(f"file://{store}", build_args=f"--sleep 5 --pidfile {pidfile}")
+    project = make_slow_project(5)
     _, token = owner_token
     stack = make_stack(redis_url)
     api = stack.serve(token)
@@ -164,12 +180,11 @@ def test_sigterm_lets_a_short_build_finish_and_the_worker_exits(
 
 
 def test_sigterm_past_the_deadline_requeues_the_job_for_the_next_worker(
-    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+    redis_url, make_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
 ) -> None:
     # Given a worker with a 3 s shutdown grace, in the middle of a 10 s build
     store = tmp_path / "store"
-    pidfile = tmp_path / "build.pid"
-    project = make_project(f"file://{store}", build_args=f"--sleep 10 --pidfile {pidfile}")
+    project = make_slow_project(10)
     _, token = owner_token
     stack = make_stack(redis_url)
     api = stack.serve(token, worker=False)
@@ -200,12 +215,11 @@ def test_sigterm_past_the_deadline_requeues_the_job_for_the_next_worker(
 
 
 def test_a_job_whose_worker_is_killed_runs_again_on_a_new_worker(
-    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+    redis_url, make_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
 ) -> None:
     # Given a worker in the middle of an 8 s build, with 10 s leases
     store = tmp_path / "store"
-    pidfile = tmp_path / "build.pid"
-    project = make_project(f"file://{store}", build_args=f"--sleep 8 --pidfile {pidfile}")
+    project = make_slow_project(8)
     _, token = owner_token
     stack = make_stack(redis_url, PUBLISHING_LEASE_TIMEOUT="10", PUBLISHING_RECONCILE_INTERVAL="2")
     api = stack.serve(token)
