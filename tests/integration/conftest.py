@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pika
 import pytest
 import redis
 from django.db import connection
@@ -94,6 +95,42 @@ def make_stack(
     yield make
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    url = os.environ.get("RABBITMQ_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("RABBITMQ_URL is not set: .ci/run exports it once RabbitMQ answers")
+        pytest.skip("set RABBITMQ_URL (e.g. amqp://guest:guest@127.0.0.1:5672/) to run the RabbitMQ test")
+    try:
+        pika.BlockingConnection(pika.URLParameters(url)).close()
+    except pika.exceptions.AMQPError as exc:
+        pytest.fail(f"RABBITMQ_URL={url} does not answer: {exc}")
+    return url
+
+
+@pytest.fixture
+def queue_name(rabbitmq_url: str) -> Iterator[str]:
+    """A queue of this test's own on the shared RabbitMQ, deleted afterwards."""
+    name = f"publisher-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    for queue in (name, f"{name}.DQ", f"{name}.XQ"):
+        channel.queue_delete(queue)
+    connection.close()
+
+
+@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def make_broker_stack(request: pytest.FixtureRequest, make_stack, redis_url: str) -> Callable[..., Stack]:
+    """Stacks on Redis, then on RabbitMQ (with a queue of the test's own): one test, both brokers."""
+    if request.param == "redis":
+        return lambda **env: make_stack(redis_url, **env)
+    url = request.getfixturevalue("rabbitmq_url")
+    queue = request.getfixturevalue("queue_name")
+    return lambda **env: make_stack(url, PUBLISHING_QUEUE=queue, **env)
 
 
 # `python3 build.py [--sleep S] [--pidfile PATH]`: a build that can take its time

@@ -1,4 +1,7 @@
-"""The job lifecycle with real workers and Redis: rate limit, cancel, shutdown, SIGKILL, lost Redis data."""
+"""The job lifecycle with real workers: rate limit, cancel, shutdown, SIGKILL, lost Redis data.
+
+The broker-independent ones run on Redis and again on RabbitMQ (`make_broker_stack`).
+"""
 
 from __future__ import annotations
 
@@ -56,13 +59,13 @@ def make_slow_project(make_project, pidfile: Path, tmp_path: Path):
 
 
 def test_rate_limit_spreads_starts_across_two_worker_processes_without_using_retries(
-    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+    make_broker_stack, make_project, owner_token, tmp_path: Path
 ) -> None:
     # Given 10 projects and two worker processes under a limit of 5 starts per 20 s
     store = tmp_path / "store"
     projects = [make_project(f"file://{store}", slug=f"rl-{n}", name=f"RL {n}") for n in range(10)]
     _, token = owner_token
-    stack = make_stack(redis_url, PUBLISHING_RATE_LIMIT="5/20s")
+    stack = make_broker_stack(PUBLISHING_RATE_LIMIT="5/20s")
     api = stack.serve(token, worker=False)
     stack.start_worker(processes=2, threads=4)
 
@@ -100,14 +103,14 @@ def test_rate_limit_spreads_starts_across_two_worker_processes_without_using_ret
 
 
 def test_cancel_stops_a_running_build_and_the_worker_goes_on(
-    redis_url, make_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
+    make_broker_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
 ) -> None:
     # Given a build that runs for a minute
     store = tmp_path / "store"
     slow = make_slow_project(60, slug="slow")
     quick = make_project(f"file://{store}", slug="quick")
     _, token = owner_token
-    stack = make_stack(redis_url)
+    stack = make_broker_stack()
     api = stack.serve(token, worker=False)
     stack.start_worker(threads=1)
     publishing = stack.initiate(api, slow.pk).json()
@@ -133,12 +136,12 @@ def test_cancel_stops_a_running_build_and_the_worker_goes_on(
 
 
 def test_a_queued_publishing_cancelled_before_it_starts_never_runs(
-    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+    make_broker_stack, make_project, owner_token, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
     project = make_project(f"file://{store}")
     _, token = owner_token
-    stack = make_stack(redis_url)
+    stack = make_broker_stack()
     api = stack.serve(token, worker=False)
     publishing = stack.initiate(api, project.pk).json()
     assert api.post(f"{stack.base_url}/api/v1/publishing/{publishing['id']}/cancel").status_code == 200
@@ -180,13 +183,13 @@ def test_sigterm_lets_a_short_build_finish_and_the_worker_exits(
 
 
 def test_sigterm_past_the_deadline_requeues_the_job_for_the_next_worker(
-    redis_url, make_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
+    make_broker_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
 ) -> None:
     # Given a worker with a 3 s shutdown grace, in the middle of a 10 s build
     store = tmp_path / "store"
     project = make_slow_project(10)
     _, token = owner_token
-    stack = make_stack(redis_url)
+    stack = make_broker_stack()
     api = stack.serve(token, worker=False)
     stack.start_worker(PUBLISHING_SHUTDOWN_TIMEOUT="3")
     publishing = stack.initiate(api, project.pk).json()
@@ -215,13 +218,13 @@ def test_sigterm_past_the_deadline_requeues_the_job_for_the_next_worker(
 
 
 def test_a_job_whose_worker_is_killed_runs_again_on_a_new_worker(
-    redis_url, make_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
+    make_broker_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
 ) -> None:
     # Given a worker in the middle of an 8 s build, with 10 s leases
     store = tmp_path / "store"
     project = make_slow_project(8)
     _, token = owner_token
-    stack = make_stack(redis_url, PUBLISHING_LEASE_TIMEOUT="10", PUBLISHING_RECONCILE_INTERVAL="2")
+    stack = make_broker_stack(PUBLISHING_LEASE_TIMEOUT="10", PUBLISHING_RECONCILE_INTERVAL="2")
     api = stack.serve(token)
     publishing = stack.initiate(api, project.pk).json()
     wait_for_file(pidfile)

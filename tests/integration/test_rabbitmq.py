@@ -1,42 +1,19 @@
-"""RabbitMQ in place of Redis (BROKER_URL=amqp://...): the same code path, end to end."""
+"""RabbitMQ in place of Redis (BROKER_URL=amqp://...): the same code path end to end, and degraded mode."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-import pika
 import pytest
+import requests
 
-pytestmark = pytest.mark.integration
+from publishing.models import Publishing
+from tests.integration.tcp_proxy import TcpProxy
+from tests.integration.test_degraded_mode import SOCKET_TIMEOUT, initiate, initiate_until_accepted
 
-
-@pytest.fixture
-def rabbitmq_url() -> str:
-    url = os.environ.get("RABBITMQ_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("RABBITMQ_URL is not set: .ci/run exports it once RabbitMQ answers")
-        pytest.skip("set RABBITMQ_URL (e.g. amqp://guest:guest@127.0.0.1:5672/) to run the RabbitMQ test")
-    try:
-        pika.BlockingConnection(pika.URLParameters(url)).close()
-    except pika.exceptions.AMQPError as exc:
-        pytest.fail(f"RABBITMQ_URL={url} does not answer: {exc}")
-    return url
-
-
-@pytest.fixture
-def queue_name(rabbitmq_url: str) -> Iterator[str]:
-    """A queue of this test's own on the shared RabbitMQ, deleted afterwards."""
-    name = f"publisher-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
-    channel = connection.channel()
-    for queue in (name, f"{name}.DQ", f"{name}.XQ"):
-        channel.queue_delete(queue)
-    connection.close()
+pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq]
 
 
 def test_initiate_is_published_through_rabbitmq(
@@ -59,3 +36,84 @@ def test_initiate_is_published_through_rabbitmq(
     assert (store / project.slug / f"{done['id']}.tar.gz").exists()
     health = api.get(f"{stack.base_url}/api/v1/health").json()
     assert health == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+@pytest.fixture
+def rabbitmq_proxy(rabbitmq_url) -> Iterator[TcpProxy]:
+    """The shared RabbitMQ behind a proxy of this test's own: "RabbitMQ" goes down, the real one never."""
+    parts = urlsplit(rabbitmq_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
+    yield proxy
+    proxy.stop()
+
+
+def proxied(rabbitmq_url: str, proxy: TcpProxy) -> str:
+    parts = urlsplit(rabbitmq_url)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"))
+
+
+def test_rabbitmq_down_answers_503_fast_and_recovers_without_restart(
+    rabbitmq_url, rabbitmq_proxy, queue_name, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given the service on RabbitMQ (through the proxy)
+    project = make_project(f"file://{tmp_path / 'store'}")
+    _, token = owner_token
+    stack = make_stack(proxied(rabbitmq_url, rabbitmq_proxy), PUBLISHING_QUEUE=queue_name)
+    api = stack.serve(token, worker=False)
+    assert api.get(f"{stack.base_url}/api/v1/health", timeout=10).status_code == 200
+
+    # When RabbitMQ goes away (connections dropped, new ones refused)
+    rabbitmq_proxy.stop()
+
+    # Then initiate answers 503 SERVICE_UNAVAILABLE, quickly, and leaves no row behind
+    for _ in range(5):
+        response, elapsed = initiate(stack, api, str(project.pk))
+        assert response.status_code == 503, response.text
+        assert response.json() == {
+            "code": "SERVICE_UNAVAILABLE",
+            "detail": "Background job service unavailable",
+        }
+        assert elapsed < 5, elapsed  # functional: never the 30 s of a hang
+    assert not Publishing.objects.filter(project=project).exists()
+    health = requests.get(f"{stack.base_url}/api/v1/health", timeout=10)
+    assert (health.status_code, health.json()["broker"]) == (503, "unavailable")
+
+    # When RabbitMQ is back, with the web left running
+    rabbitmq_proxy.start()
+    stack.start_worker()
+
+    # Then initiate succeeds again and the worker publishes it
+    response = initiate_until_accepted(stack, api, str(project.pk))
+    assert response.status_code == 202, response.text
+    assert stack.wait_for(api, response.json()["id"])["status"] == "published"
+
+
+def test_a_hung_rabbitmq_answers_503_without_every_request_waiting(
+    rabbitmq_url, rabbitmq_proxy, queue_name, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given the service on RabbitMQ (through the proxy), with a 2 s socket timeout
+    project = make_project(f"file://{tmp_path / 'store'}")
+    _, token = owner_token
+    stack = make_stack(
+        proxied(rabbitmq_url, rabbitmq_proxy),
+        PUBLISHING_QUEUE=queue_name,
+        PUBLISHING_BROKER_SOCKET_TIMEOUT=str(SOCKET_TIMEOUT),
+        PUBLISHING_BROKER_COOLDOWN="5",
+    )
+    api = stack.serve(token, worker=False)
+    assert initiate(stack, api, str(project.pk))[0].status_code == 202
+    Publishing.objects.all().delete()
+
+    # When RabbitMQ hangs: connections stay open, nothing answers
+    rabbitmq_proxy.pause()
+
+    # Then every initiate answers 503, and most without touching RabbitMQ (the circuit is open)
+    results = [initiate(stack, api, str(project.pk)) for _ in range(10)]
+    assert [r.status_code for r, _ in results] == [503] * 10, stack.logs("web")
+    assert sum(elapsed for _, elapsed in results[1:]) < SOCKET_TIMEOUT * 5, results
+    assert not Publishing.objects.exclude(status__in=["published", "failed", "cancelled"]).exists()
+
+    # When it answers again, requests succeed without a restart
+    rabbitmq_proxy.resume()
+    response = initiate_until_accepted(stack, api, str(project.pk), timeout=40)
+    assert response.status_code == 202, response.text

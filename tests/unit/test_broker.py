@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import dramatiq
+import pika
 import pytest
 import redis
+from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
 
 from publishing.broker import CircuitBreaker, broker_kind, redact_url
 from publishing.exceptions import BrokerUnavailable
@@ -55,6 +57,28 @@ def test_a_failed_probe_reopens_the_circuit() -> None:
         breaker.call(refused)
     assert breaker.is_open
     assert breaker.failures == 2
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.TimeoutError("timed out"),
+        pika.exceptions.AMQPConnectionError("refused"),
+        # What pika raises when a hung RabbitMQ never finishes the handshake: not an AMQPError.
+        AMQPConnectorStackTimeout("Timeout during AMQP handshake"),
+        dramatiq.errors.ConnectionClosed(OSError("closed")),
+        ConnectionRefusedError(),
+    ],
+)
+def test_every_way_a_broker_fails_opens_the_circuit(error: BaseException) -> None:
+    breaker = CircuitBreaker(cooldown=2.0)
+
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(BrokerUnavailable):
+        breaker.call(fail)
+    assert breaker.is_open
 
 
 def test_errors_that_are_not_broker_errors_pass_through_untouched() -> None:
