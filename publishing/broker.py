@@ -10,10 +10,12 @@ socket timeout per cool-down, and recovery needs no restart.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,6 +28,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
@@ -36,11 +39,14 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # What a broker call raises when the broker is away or hung: redis-py's own
-# errors (not wrapped by dramatiq), dramatiq's for RabbitMQ, and the OS's.
+# errors (not wrapped by dramatiq), dramatiq's for RabbitMQ, pika's (a hung
+# RabbitMQ fails the handshake with an AMQPConnectorException, which is not an
+# AMQPError), and the OS's.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.RedisError,
     dramatiq.errors.BrokerConnectionError,
     pika.exceptions.AMQPError,
+    AMQPConnectorException,
     OSError,
 )
 
@@ -106,6 +112,15 @@ def make_broker(
         namespace=namespace,
         heartbeat_timeout=heartbeat_timeout,
     )
+
+
+@functools.cache
+def web_redis() -> redis.Redis:
+    """The web tier's client for the Redis at REDIS_URL (aborts, the rate-limit window, live workers).
+
+    Fail-fast like the broker's; one per process.
+    """
+    return redis_client(settings.REDIS_URL, socket_timeout=settings.PUBLISHING_BROKER_SOCKET_TIMEOUT)
 
 
 class WorkerConnections(Middleware):
@@ -277,3 +292,60 @@ def trim_dead_letters(*, keep: int) -> int:
         return len(doomed)
     except BROKER_ERRORS as exc:
         raise BrokerUnavailable() from exc
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The publishing queue as the broker sees it now."""
+
+    name: str
+    # Waiting in the broker, not yet fetched by any worker.
+    ready: int
+    # Retries' backoffs and rate-limit deferrals, until their time comes.
+    delayed: int
+    dead: int
+
+
+def queue_stats() -> QueueStats | None:
+    """Message counts of the publishing queue; None for the stub broker. Raises BrokerUnavailable."""
+    kind = broker_kind(settings.BROKER_URL)
+    name = settings.PUBLISHING_QUEUE
+    if kind == "redis":
+        broker = _redis_broker()
+        if broker is None:
+            return None
+        key = f"{broker.namespace}:{name}"
+
+        def read_redis() -> list[int]:
+            pipe = broker.client.pipeline(transaction=False)
+            pipe.llen(key)
+            pipe.hlen(f"{key}.DQ.msgs")
+            pipe.zcard(f"{key}.XQ")
+            return [int(n) for n in pipe.execute()]
+
+        ready, delayed, dead = breaker.call(read_redis)
+    elif kind == "rabbitmq":
+        ready, delayed, dead = breaker.call(lambda: _rabbitmq_counts([name, f"{name}.DQ", f"{name}.XQ"]))
+    else:
+        return None
+    return QueueStats(name=name, ready=ready, delayed=delayed, dead=dead)
+
+
+def _rabbitmq_counts(queues: list[str]) -> list[int]:
+    """Ready messages of each queue (0 for one not declared yet)."""
+    params = pika.URLParameters(
+        _amqp_url(settings.BROKER_URL, socket_timeout=settings.PUBLISHING_BROKER_SOCKET_TIMEOUT)
+    )
+    connection = pika.BlockingConnection(params)
+    try:
+        counts = []
+        channel = connection.channel()
+        for queue in queues:
+            try:
+                counts.append(channel.queue_declare(queue, passive=True).method.message_count)
+            except pika.exceptions.ChannelClosedByBroker:
+                counts.append(0)  # 404: no worker has declared it yet
+                channel = connection.channel()
+        return counts
+    finally:
+        connection.close()
