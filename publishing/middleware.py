@@ -7,6 +7,7 @@ imports stay light: django-dramatiq builds these while Django's apps load.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -17,6 +18,7 @@ from typing import Any
 
 import dramatiq
 import dramatiq_abort
+import redis
 from django.conf import settings
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
@@ -25,8 +27,9 @@ from dramatiq.middleware.shutdown import Shutdown
 from dramatiq.threading import raise_thread_exception
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
-from publishing.broker import BROKER_ERRORS, broker_kind, redis_client
-from publishing.rate_limit import WindowLimiter, parse_rate
+from publishing import metrics, presence
+from publishing.broker import BROKER_ERRORS, broker_kind, redis_client, web_redis
+from publishing.rate_limit import WindowLimiter, parse_rate, publishing_limiter
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +78,8 @@ def web_abortable() -> dramatiq_abort.Abortable:
     middleware = next(m for m in dramatiq.get_broker().middleware if isinstance(m, Abortable))
     if isinstance(middleware.backend, StubBackend):
         return middleware
-    client = redis_client(settings.REDIS_URL, socket_timeout=settings.PUBLISHING_BROKER_SOCKET_TIMEOUT)
     return dramatiq_abort.Abortable(
-        backend=RedisBackend(client=client, namespace=f"{settings.BROKER_NAMESPACE}-abort"),
+        backend=RedisBackend(client=web_redis(), namespace=f"{settings.BROKER_NAMESPACE}-abort"),
         abort_ttl=settings.PUBLISHING_ABORT_TTL_MS,
     )
 
@@ -108,7 +110,7 @@ class RateLimit(Middleware):
             client = redis_client(
                 settings.REDIS_URL, socket_timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT
             )
-            self._limiter = WindowLimiter(client, f"{settings.BROKER_NAMESPACE}:publishing-starts", self.rate)
+            self._limiter = publishing_limiter(client)
         return self._limiter
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
@@ -124,6 +126,7 @@ class RateLimit(Middleware):
             return
         delay = wait_ms + random.randint(0, self.JITTER_MS)  # noqa: S311 - spreading, not security
         self._put_back(broker, message, delay)
+        metrics.rate_limit_deferred(delay / 1000)
         try:
             from publishing import services
 
@@ -175,6 +178,7 @@ class Lifecycle(Middleware):
         self._running: dict[str, tuple[str, int, int]] = {}
         self._stopping = threading.Event()
         self._shut_down = threading.Event()
+        self._presence: redis.Redis | None = None
 
     # --- which publishings run here ---------------------------------------------------
 
@@ -209,6 +213,9 @@ class Lifecycle(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if isinstance(broker, StubBroker):
             return  # unit tests drive these services directly
+        self._presence = redis_client(
+            settings.REDIS_URL, socket_timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT
+        )
         # Two threads: a slow reconciliation (a Redis or SQLite stall) must
         # never delay the heartbeats that keep live attempts' leases.
         threading.Thread(target=self._heartbeat_forever, name="publishing-leases", daemon=True).start()
@@ -216,18 +223,29 @@ class Lifecycle(Middleware):
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._shut_down.set()
+        if self._presence is not None:
+            with contextlib.suppress(*BROKER_ERRORS):
+                presence.leave(self._presence, presence.worker_name())
 
     def _heartbeat_forever(self) -> None:
         from publishing import services
 
         # Until the worker has shut down: jobs finishing in the grace period keep their leases.
         every = max(settings.PUBLISHING_LEASE_TIMEOUT / 6, 0.5)
-        while not self._shut_down.wait(every):
+        name = presence.worker_name()
+        client = self._presence
+        while True:
+            if client is not None:
+                # Only what `publishing_status` shows: an unreachable Redis is reported elsewhere.
+                with contextlib.suppress(*BROKER_ERRORS):
+                    presence.heartbeat(client, name)
             self._guarded(
                 lambda: services.publishing_heartbeat(
                     running=[(pid, mid) for mid, (pid, _, _) in self.running().items()]
                 )
             )
+            if self._shut_down.wait(every):
+                return
 
     def _reconcile_forever(self) -> None:
         from publishing import services

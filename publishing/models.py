@@ -154,6 +154,9 @@ class Publishing(models.Model):
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="Last sign of life of the running attempt's worker."
     )
+    worker = models.CharField(
+        max_length=255, blank=True, default="", help_text="The worker (host:pid) that ran the last attempt."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 import redis
+from django.conf import settings
 
 _SPEC = re.compile(r"^\s*(?P<limit>\d+)\s*/\s*(?P<window>\d+(?:\.\d+)?)\s*s?\s*$")
 
@@ -31,6 +32,14 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return tonumber(oldest[2]) + window - now_ms + 1
+"""
+
+
+# KEYS[1] the window's sorted set; ARGV[1] window in ms. Starts in the window now.
+_USAGE = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], now_ms - tonumber(ARGV[1]), '+inf')
 """
 
 
@@ -60,8 +69,21 @@ class WindowLimiter:
         self.key = key
         self.rate = rate
         self._script = client.register_script(_ACQUIRE)
+        self._usage = client.register_script(_USAGE)
 
     def acquire(self, token: str) -> int:
         """Take a slot (returns 0) or return the milliseconds until one frees."""
         wait = self._script(keys=[self.key], args=[self.rate.window_ms, self.rate.limit, token])
         return int(wait)
+
+    def usage(self) -> int:
+        """How many starts the current window holds."""
+        return int(self._usage(keys=[self.key], args=[self.rate.window_ms]))
+
+
+def publishing_limiter(client: redis.Redis) -> WindowLimiter | None:
+    """The limit on publishing starts from PUBLISHING_RATE_LIMIT, on `client`; None when there is none."""
+    rate = parse_rate(settings.PUBLISHING_RATE_LIMIT)
+    if rate is None:
+        return None
+    return WindowLimiter(client, f"{settings.BROKER_NAMESPACE}:publishing-starts", rate)

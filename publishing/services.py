@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from publishing import broker
+from publishing import broker, metrics, presence
 from publishing.exceptions import (
     BrokerUnavailable,
     InvalidTransition,
@@ -552,6 +552,7 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
             started_at=timezone.now(),
             heartbeat_at=timezone.now(),
             not_before=None,
+            worker=presence.worker_name(),
             progress=5,
             error_code="",
             error_message="",
@@ -566,6 +567,7 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
     try:
         _run_attempt(publishing, attempt, message_id)
     except StaleAttempt:
+        metrics.attempt_finished("stopped")
         logger.info("publishing %s attempt %d superseded or cancelled; stopped", publishing_id, attempt)
         return
     except (JobError, db_utils.OperationalError, db_utils.InterfaceError) as exc:
@@ -589,6 +591,7 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
         error = PermanentJobError(f"Internal error: {type(exc).__name__}", code="INTERNAL_ERROR")
         _record_failure(publishing, attempt, message_id, error, will_retry=False)
         raise error from exc
+    metrics.attempt_finished("published")
     logger.info(
         "publishing %s published by attempt %d in %.1fs", publishing_id, attempt, time.monotonic() - started
     )
@@ -614,11 +617,14 @@ def _run_attempt(publishing: Publishing, attempt: int, message_id: str) -> None:
         )
         try:
             log.step(f"attempt {attempt}: checkout {project.repository_url}@{project.ref}", progress=10)
-            source = pipeline.checkout(job)
+            with metrics.step("checkout"):
+                source = pipeline.checkout(job)
             log.step("build" if project.build_command.strip() else "build: no build command", progress=30)
-            pipeline.build(job, source)
+            with metrics.step("build"):
+                pipeline.build(job, source)
             log.step(f"package {project.artifact_path}", progress=60)
-            artifact = pipeline.package(job, source)
+            with metrics.step("package"):
+                artifact = pipeline.package(job, source)
             log.append(f"artifact sha256={artifact.sha256} size={artifact.size}\n")
             log.flush()
             # The fence: only the attempt that still owns the publishing may submit.
@@ -632,7 +638,8 @@ def _run_attempt(publishing: Publishing, attempt: int, message_id: str) -> None:
                 artifact_size=artifact.size,
             )
             log.step("submit", progress=None)
-            submission = pipeline.submit(job, artifact)
+            with metrics.step("submit"):
+                submission = pipeline.submit(job, artifact)
             log.append(f"submitted to {submission.uri}\n")
         finally:
             log.flush()
@@ -667,11 +674,13 @@ def _record_failure(
             error.detail,
         )
         target, message = Status.QUEUED, f"Attempt {attempt} failed: {error.detail} Retrying."
+        metrics.attempt_finished("retry")
     else:
         logger.error(
             "publishing %s failed at attempt %d (%s: %s)", publishing.pk, attempt, error.code, error.detail
         )
         target, message = Status.FAILED, error.detail
+        metrics.attempt_finished("failed")
     try:
         Publishing.objects.transition(
             publishing.pk,

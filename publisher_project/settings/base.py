@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,19 @@ PUBLISHING_BUILD_TIMEOUT: int = env.int("PUBLISHING_BUILD_TIMEOUT", default=900)
 PUBLISHING_SUBMIT_TIMEOUT: int = env.int("PUBLISHING_SUBMIT_TIMEOUT", default=60)
 PUBLISHING_LOG_LIMIT: int = env.int("PUBLISHING_LOG_LIMIT", default=64 * 1024)
 
+# --- Workers on several hosts, and metrics ---------------------------------------------------
+
+# Names this worker host in logs, on each publishing it runs (`worker`) and in
+# the list of live workers; two hosts must not share one.
+PUBLISHING_WORKER_NAME: str = env.str("PUBLISHING_WORKER_NAME", default=socket.gethostname())
+# Dramatiq's Prometheus exposition server, one per `rundramatiq` (0: no metrics
+# middleware). Two worker groups on one machine need two ports.
+WORKER_METRICS_PORT: int = env.int("WORKER_METRICS_PORT", default=9191)
+# 0.0.0.0 in a container, so that Prometheus can reach it.
+WORKER_METRICS_HOST: str = env.str("WORKER_METRICS_HOST", default="127.0.0.1")
+# When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+
 DRAMATIQ_BROKER: dict[str, Any] = {
     # A factory rather than a class: it picks Redis, RabbitMQ or the stub
     # broker from BROKER_URL and sets the socket timeouts.
@@ -172,8 +186,9 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "heartbeat_timeout": PUBLISHING_HEARTBEAT_TIMEOUT_MS,
     },
     # Listed in full: django-dramatiq's default list names a Prometheus
-    # middleware that dramatiq 2.x no longer has.
+    # middleware path that dramatiq 2.x no longer has.
     "MIDDLEWARE": [
+        *(["publishing.metrics.WorkerMetrics"] if WORKER_METRICS_PORT else []),
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.Callbacks",

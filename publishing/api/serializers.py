@@ -57,6 +57,7 @@ class PublishingSerializer(serializers.HyperlinkedModelSerializer[Publishing]):
             "artifact_uri",
             "submission_ref",
             "message_id",
+            "worker",
             "created_at",
             "queued_at",
             "not_before",

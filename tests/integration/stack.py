@@ -47,6 +47,8 @@ class Stack:
             "PUBLISHING_BROKER_COOLDOWN": "1",
             # Off unless a test is about it: the default 5/60s would pace every test.
             "PUBLISHING_RATE_LIMIT": "0",
+            # Off unless a test scrapes it: workers would fight over port 9191.
+            "WORKER_METRICS_PORT": "0",
             "PYTHONUNBUFFERED": "1",
             **extra_env,
         }

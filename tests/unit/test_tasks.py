@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import dramatiq
@@ -48,7 +49,7 @@ def drain(stub_broker: StubBroker, worker: dramatiq.Worker) -> None:
     worker.join()
 
 
-def test_a_valid_job_ends_published_with_its_artifact(stub_broker, worker) -> None:
+def test_a_valid_job_ends_published_with_its_artifact(stub_broker, worker, settings) -> None:
     # Given a queued publishing
     publishing = initiate()
 
@@ -64,6 +65,7 @@ def test_a_valid_job_ends_published_with_its_artifact(stub_broker, worker) -> No
     assert publishing.artifact_uri.startswith("memory://")
     assert publishing.started_at
     assert publishing.finished_at
+    assert publishing.worker == f"{settings.PUBLISHING_WORKER_NAME}:{os.getpid()}"
     assert "checkout" in publishing.log
     assert "submit" in publishing.log
     assert ScriptedPipeline.submitted == [str(publishing.pk)]

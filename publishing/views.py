@@ -1,0 +1,32 @@
+"""Plain Django views: the Prometheus scrape endpoint (text, not JSON, so not a DRF view)."""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+
+from publishing import metrics
+
+
+@never_cache
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The web tier's metrics; a Bearer METRICS_TOKEN is wanted when one is set."""
+    if request.method not in {"GET", "HEAD"}:
+        return JsonResponse(
+            {"code": "METHOD_NOT_ALLOWED", "detail": f'Method "{request.method}" not allowed.'},
+            status=405,
+            headers={"Allow": "GET, HEAD"},
+        )
+    if settings.METRICS_TOKEN:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {settings.METRICS_TOKEN}".encode()):
+            return JsonResponse(
+                {"code": "NOT_AUTHENTICATED", "detail": "A valid metrics token is required."},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+    body, content_type = metrics.exposition()
+    return HttpResponse(body, content_type=content_type)
