@@ -181,7 +181,16 @@ def publishing_initiate(
 
 def _insert_pending(user: User, project: Project, idempotency_key: str | None) -> tuple[Publishing, bool]:
     """Insert the pending row (True), or return the twin a concurrent request with the key made (False)."""
-    _raise_if_active(project.pk)
+
+    def twin_or_raise_if_active() -> Publishing | None:
+        # A twin request (same user, same key) that got in first made the
+        # active publishing: it must be answered with it, not a conflict.
+        if idempotency_key and (existing := _by_idempotency_key(user, idempotency_key)):
+            return _replay(existing, project.pk)
+        return _raise_if_active(project.pk, unless_key=(user.pk, idempotency_key))
+
+    if twin := twin_or_raise_if_active():
+        return twin, False
     for _ in range(2):
         try:
             with transaction.atomic():
@@ -194,9 +203,8 @@ def _insert_pending(user: User, project: Project, idempotency_key: str | None) -
             return created, True
         except IntegrityError:
             # Lost a race: the constraints tell which rule the other request won.
-            if idempotency_key and (existing := _by_idempotency_key(user, idempotency_key)):
-                return _replay(existing, project.pk), False
-            _raise_if_active(project.pk)
+            if twin := twin_or_raise_if_active():
+                return twin, False
             # The winner is gone already (its broker call failed): try once more.
     raise PublishingConflict("Another request for this project is being processed; try again.")
 
@@ -211,10 +219,20 @@ def _replay(existing: Publishing, project_id: uuid.UUID | str) -> Publishing:
     return existing
 
 
-def _raise_if_active(project_id: uuid.UUID | str) -> None:
+def _raise_if_active(
+    project_id: uuid.UUID | str, *, unless_key: tuple[int, str | None] | None = None
+) -> Publishing | None:
+    """Raise the conflict naming the project's active publishing; return it if it has `unless_key`.
+
+    `unless_key` is (user id, idempotency key): that user's request with that
+    key is the active publishing's twin, not its rival.
+    """
     active = Publishing.objects.filter(project_id=project_id).active().first()
-    if active is not None:
-        raise PublishingConflict("This project already has a publishing in progress.", active_id=active.pk)
+    if active is None:
+        return None
+    if unless_key and unless_key[1] and (active.requested_by_id, active.idempotency_key) == unless_key:
+        return active
+    raise PublishingConflict("This project already has a publishing in progress.", active_id=active.pk)
 
 
 def _enqueue(
