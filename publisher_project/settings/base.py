@@ -108,7 +108,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# Outside VAR_DIR in the image (STATIC_ROOT=/app/static), so that a volume on var/ cannot hide it.
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
 
 LOGIN_URL = "/api-auth/login/"
 LOGIN_REDIRECT_URL = "/api/v1/"
