@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-postgres docker-check requirements clean
+.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-postgres docker-check sizing requirements clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ format: install  ## Apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 typecheck: install  ## mypy (strict, django-stubs, drf-stubs)
-	$(BIN)/mypy publisher_project publishing tests
+	$(BIN)/mypy publisher_project publishing tests bench
 
 migrations-check: install  ## Fail when models and migrations disagree
 	DJANGO_SETTINGS_MODULE=publisher_project.settings.test $(MANAGE) makemigrations --check --dry-run
@@ -90,6 +90,9 @@ docker-check: install  ## Validate docker/ offline: compose file (docker-compose
 		$(BIN)/ruff check --quiet docker/bin/healthcheck && $(BIN)/ruff format --quiet --check docker/bin/healthcheck \
 			&& echo "docker-check: ruff clean: docker/bin/healthcheck"; \
 	fi
+
+sizing: install  ## Measure memory, connections, throughput and Redis use for docs/deployment.md (about 70 s; uses the local PostgreSQL and Redis)
+	$(BIN)/python -m bench.sizing
 
 requirements:  ## Re-pin requirements/*.txt from requirements/*.in
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements/base.in -o requirements/base.txt
