@@ -33,6 +33,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from publishing.exceptions import BrokerUnavailable
+from publishing.redis_wakeup import WakingRedisBroker
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def make_broker(
             middleware=middleware,
             confirm_delivery=True,
         )
-    return RedisBroker(  # type: ignore[no-untyped-call]
+    return WakingRedisBroker(
         client=redis_client(url, socket_timeout=socket_timeout),
         middleware=middleware,
         namespace=namespace,

@@ -7,6 +7,7 @@ import dramatiq
 import pytest
 import redis
 from django.core.exceptions import ValidationError
+from django.db import connection
 
 from publishing import broker, services
 from publishing.exceptions import BrokerUnavailable, NotFound, PublishingConflict
@@ -116,8 +117,11 @@ def test_the_message_is_sent_only_once_the_queued_row_is_committed(stub_broker, 
 
     def enqueue_and_look(message, *, delay=None):
         def look() -> None:
-            row = Publishing.objects.filter(pk=message.kwargs["publishing_id"]).first()
-            seen.append(row.status if row else None)
+            try:
+                row = Publishing.objects.filter(pk=message.kwargs["publishing_id"]).first()
+                seen.append(row.status if row else None)
+            finally:
+                connection.close()  # this thread's own connection
 
         worker_thread = threading.Thread(target=look)
         worker_thread.start()
