@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-postgres docker-check sizing requirements clean
+.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-postgres docker-check tox sizing requirements clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ docker-check: install  ## Validate docker/ offline: compose file (docker-compose
 		$(BIN)/ruff check --quiet docker/bin/healthcheck && $(BIN)/ruff format --quiet --check docker/bin/healthcheck \
 			&& echo "docker-check: ruff clean: docker/bin/healthcheck"; \
 	fi
+
+tox: install  ## The suite on Python 3.11, 3.12 and 3.13, and lint, type, migrations (pyenv's interpreters)
+	PYENV_VERSION=$${PYENV_VERSION:-3.11:3.12:3.13} $(BIN)/tox $(TOX_ARGS)
 
 sizing: install  ## Measure memory, connections, throughput and Redis use for docs/deployment.md (about 70 s; uses the local PostgreSQL and Redis)
 	$(BIN)/python -m bench.sizing
