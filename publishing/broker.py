@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -196,9 +197,30 @@ class CircuitBreaker:
 breaker = CircuitBreaker(cooldown=settings.PUBLISHING_BROKER_COOLDOWN)
 
 
+@functools.cache
+def _publishers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="publishing-publish")
+
+
+def _bounded(fn: Callable[[], T]) -> T:
+    """Run a RabbitMQ publish with a hard deadline.
+
+    pika has no timeout for a publish confirmation: on a hung RabbitMQ a warm
+    connection waits for its heartbeat to fail, about 20 s. The publish runs on
+    a thread of its own instead, and the caller gives up after the deadline
+    (TimeoutError, a broker error). A publish that lands later anyway is
+    harmless: its publishing was deleted or stays queued, and the worker or the
+    reconciler sorts it out.
+    """
+    deadline = max(4 * settings.PUBLISHING_BROKER_SOCKET_TIMEOUT, 2.0)
+    return _publishers().submit(fn).result(timeout=deadline)
+
+
 def enqueue(message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
     """Hand a message to the broker, or raise BrokerUnavailable fast."""
     broker = dramatiq.get_broker()
+    if isinstance(broker, RabbitmqBroker):
+        return breaker.call(lambda: _bounded(lambda: broker.enqueue(message, delay=delay)))
     return breaker.call(lambda: broker.enqueue(message, delay=delay))
 
 
@@ -302,8 +324,9 @@ class QueueStats:
     name: str
     # Waiting in the broker, not yet fetched by any worker.
     ready: int
-    # Retries' backoffs and rate-limit deferrals, until their time comes.
-    delayed: int
+    # Retries' backoffs and rate-limit deferrals, until their time comes
+    # (None on RabbitMQ, which cannot count those that workers hold).
+    delayed: int | None
     dead: int
 
 
@@ -324,11 +347,22 @@ def queue_stats() -> QueueStats | None:
             pipe.zcard(f"{key}.XQ")
             return [int(n) for n in pipe.execute()]
 
-        ready, delayed, dead = breaker.call(read_redis)
+        read: Callable[[], list[int]] = read_redis
     elif kind == "rabbitmq":
-        ready, delayed, dead = breaker.call(lambda: _rabbitmq_counts([name, f"{name}.DQ", f"{name}.XQ"]))
+        read = lambda: _rabbitmq_counts([name, f"{name}.DQ", f"{name}.XQ"])  # noqa: E731
     else:
         return None
+    # Past the breaker, but never through it: a slow scrape must not turn initiates into 503s.
+    if breaker.is_open:
+        raise BrokerUnavailable()
+    try:
+        ready, delayed, dead = read()
+    except BROKER_ERRORS as exc:
+        raise BrokerUnavailable() from exc
+    if kind == "rabbitmq":
+        # A passive declare counts ready messages only: the delayed ones that
+        # workers hold until their time (most of them) would be missing.
+        return QueueStats(name=name, ready=ready, delayed=None, dead=dead)
     return QueueStats(name=name, ready=ready, delayed=delayed, dead=dead)
 
 

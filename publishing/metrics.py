@@ -166,8 +166,12 @@ class WorkerMetrics(Prometheus):
 
 
 def worker_metrics_dir() -> Path:
-    """Where one `rundramatiq`'s processes write their metrics: one folder per port."""
-    return Path(settings.VAR_DIR) / "metrics" / f"worker-{settings.WORKER_METRICS_PORT}"
+    """Where one `rundramatiq`'s processes write their metrics: one folder per worker host and port."""
+    return (
+        Path(settings.VAR_DIR)
+        / "metrics"
+        / f"{settings.PUBLISHING_WORKER_NAME}-{settings.WORKER_METRICS_PORT}"
+    )
 
 
 def worker_metrics_environment() -> dict[str, str]:
@@ -179,7 +183,8 @@ def worker_metrics_environment() -> dict[str, str]:
     if not settings.WORKER_METRICS_PORT:
         return {}
     folder = worker_metrics_dir()
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        shutil.rmtree(folder)
     folder.mkdir(parents=True)
     return {
         "dramatiq_prom_db": str(folder),
@@ -226,7 +231,9 @@ class StateCollector:
                 labels=["queue", "state"],
             )
             for state in ("ready", "delayed", "dead"):
-                depth.add_metric([overview.queue.name, state], getattr(overview.queue, state))
+                count = getattr(overview.queue, state)
+                if count is not None:
+                    depth.add_metric([overview.queue.name, state], count)
             yield depth
         if overview.workers is not None:
             yield GaugeMetricFamily(

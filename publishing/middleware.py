@@ -18,7 +18,6 @@ from typing import Any
 
 import dramatiq
 import dramatiq_abort
-import redis
 from django.conf import settings
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
@@ -178,7 +177,7 @@ class Lifecycle(Middleware):
         self._running: dict[str, tuple[str, int, int]] = {}
         self._stopping = threading.Event()
         self._shut_down = threading.Event()
-        self._presence: redis.Redis | None = None
+        self._presence: threading.Thread | None = None
 
     # --- which publishings run here ---------------------------------------------------
 
@@ -213,39 +212,50 @@ class Lifecycle(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if isinstance(broker, StubBroker):
             return  # unit tests drive these services directly
-        self._presence = redis_client(
-            settings.REDIS_URL, socket_timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT
-        )
-        # Two threads: a slow reconciliation (a Redis or SQLite stall) must
-        # never delay the heartbeats that keep live attempts' leases.
+        # Three threads: a slow reconciliation (a Redis or SQLite stall) must
+        # never delay the heartbeats that keep live attempts' leases, nor must
+        # a Redis stall delay them on the way to saying the worker is alive.
         threading.Thread(target=self._heartbeat_forever, name="publishing-leases", daemon=True).start()
+        self._presence = threading.Thread(
+            target=self._presence_forever, name="publishing-presence", daemon=True
+        )
+        self._presence.start()
         threading.Thread(target=self._reconcile_forever, name="publishing-reconciler", daemon=True).start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._shut_down.set()
         if self._presence is not None:
-            with contextlib.suppress(*BROKER_ERRORS):
-                presence.leave(self._presence, presence.worker_name())
+            # It says goodbye last: no heartbeat of its can land after the goodbye.
+            self._presence.join(timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT * 2)
 
     def _heartbeat_forever(self) -> None:
         from publishing import services
 
         # Until the worker has shut down: jobs finishing in the grace period keep their leases.
-        every = max(settings.PUBLISHING_LEASE_TIMEOUT / 6, 0.5)
-        name = presence.worker_name()
-        client = self._presence
         while True:
-            if client is not None:
-                # Only what `publishing_status` shows: an unreachable Redis is reported elsewhere.
-                with contextlib.suppress(*BROKER_ERRORS):
-                    presence.heartbeat(client, name)
             self._guarded(
                 lambda: services.publishing_heartbeat(
                     running=[(pid, mid) for mid, (pid, _, _) in self.running().items()]
                 )
             )
-            if self._shut_down.wait(every):
+            if self._shut_down.wait(self._beat_every()):
                 return
+
+    def _presence_forever(self) -> None:
+        name = presence.worker_name()
+        client = redis_client(settings.REDIS_URL, socket_timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT)
+        # Only what the live-worker count shows: an unreachable Redis is reported elsewhere.
+        while True:
+            with contextlib.suppress(*BROKER_ERRORS):
+                presence.heartbeat(client, name)
+            if self._shut_down.wait(self._beat_every()):
+                break
+        with contextlib.suppress(*BROKER_ERRORS):
+            presence.leave(client, name)
+
+    @staticmethod
+    def _beat_every() -> float:
+        return max(settings.PUBLISHING_LEASE_TIMEOUT / 6, 0.5)
 
     def _reconcile_forever(self) -> None:
         from publishing import services

@@ -3,13 +3,12 @@
 Dramatiq's own broker heartbeats cannot tell: every process that enqueues
 (the web tier too) writes one, and RabbitMQ keeps none we can read. Each
 worker process adds its name, `host:pid`, to one sorted set in the Redis at
-REDIS_URL (with either broker) with the time as score.
+REDIS_URL (with either broker) with Redis' time as score.
 """
 
 from __future__ import annotations
 
 import os
-import time
 
 import redis
 from django.conf import settings
@@ -27,13 +26,26 @@ def _key() -> str:
     return f"{settings.BROKER_NAMESPACE}:workers"
 
 
+# On Redis' clock, like the rate limit: hosts' clocks may disagree.
+# KEYS[1] the set; ARGV[1] the worker's name, ARGV[2] seconds after which the dead are forgotten.
+_HEARTBEAT = """
+local now = redis.call('TIME')
+local seconds = tonumber(now[1]) + tonumber(now[2]) / 1000000
+redis.call('ZADD', KEYS[1], seconds, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', seconds - tonumber(ARGV[2]))
+return 1
+"""
+# KEYS[1] the set; ARGV[1] how recent, in seconds.
+_ALIVE = """
+local now = redis.call('TIME')
+local seconds = tonumber(now[1]) + tonumber(now[2]) / 1000000
+return redis.call('ZRANGEBYSCORE', KEYS[1], seconds - tonumber(ARGV[1]), '+inf')
+"""
+
+
 def heartbeat(client: redis.Redis, name: str) -> None:
     """Say that worker `name` is alive now (and forget the long-dead)."""
-    now = time.time()
-    pipe = client.pipeline()
-    pipe.zadd(_key(), {name: now})
-    pipe.zremrangebyscore(_key(), "-inf", now - FORGET_AFTER_S)
-    pipe.execute()
+    client.eval(_HEARTBEAT, 1, _key(), name, FORGET_AFTER_S)
 
 
 def leave(client: redis.Redis, name: str) -> None:
@@ -43,5 +55,5 @@ def leave(client: redis.Redis, name: str) -> None:
 
 def alive(client: redis.Redis, *, within: float) -> list[str]:
     """Names of the workers heard from in the last `within` seconds, sorted."""
-    names = client.zrangebyscore(_key(), time.time() - within, "+inf")
+    names = client.eval(_ALIVE, 1, _key(), within)
     return sorted(name.decode() if isinstance(name, bytes) else str(name) for name in names)

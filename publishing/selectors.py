@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import DatabaseError
+from django.db import Error as DatabaseError
 from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 
@@ -67,7 +67,7 @@ class SystemOverview:
 
 
 def system_overview() -> SystemOverview:
-    """Read it all, each source failing fast (one socket timeout at most) and on its own."""
+    """Read it all, each source failing fast (its own connect or socket timeout) and on its own."""
     database_ok, publishings, oldest = True, {}, 0.0
     try:
         rows = Publishing.objects.order_by().values_list("status").annotate(n=Count("pk"))

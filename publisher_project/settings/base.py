@@ -88,6 +88,11 @@ def _database(url: str) -> dict[str, Any]:
         }
     else:
         config["CONN_HEALTH_CHECKS"] = True
+        if config["ENGINE"].startswith("django.db.backends.postgresql"):
+            # A database that does not answer fails a request (health, metrics,
+            # initiate) in seconds, not the kernel's minutes. From the URL
+            # (`?connect_timeout=`) when given there.
+            config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
     return config
 
 

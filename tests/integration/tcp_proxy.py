@@ -35,7 +35,8 @@ class TcpProxy:
         return self
 
     def stop(self) -> None:
-        listener, self._listener = self._listener, None
+        with self._lock:
+            listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
@@ -65,7 +66,13 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
-                self._connections |= {client, upstream}
+                stopped = self._listener is not listener
+                if not stopped:
+                    self._connections |= {client, upstream}
+            if stopped:  # accepted while stop() ran: it must not outlive the stop
+                client.close()
+                upstream.close()
+                return
             threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
 
     def _pipe(self, a: socket.socket, b: socket.socket) -> None:

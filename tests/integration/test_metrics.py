@@ -52,8 +52,14 @@ def test_worker_and_web_metrics_describe_a_publishing(
     assert stack.wait_for(api, response.json()["id"])["status"] == "published"
 
     # Then the worker's metrics count it: Dramatiq's own, and the pipeline's steps and outcome
-    worker = scrape(f"http://127.0.0.1:{port}/metrics")
+    # (counted a moment after the status is written: wait for them)
     labels = (("actor_name", "build_and_submit"), ("queue_name", "publishing-builds"))
+    deadline = time.monotonic() + 30
+    while True:
+        worker = scrape(f"http://127.0.0.1:{port}/metrics")
+        if ("dramatiq_messages_total", labels) in worker or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert worker[("dramatiq_messages_total", labels)] == 1
     assert worker[("publisher_attempts_total", (("outcome", "published"),))] == 1
     for step in ("checkout", "build", "package", "submit"):

@@ -87,7 +87,8 @@ def test_each_worker_run_gets_a_clean_metrics_folder(settings, tmp_path) -> None
     settings.VAR_DIR = tmp_path
     settings.WORKER_METRICS_PORT = 9300
     settings.WORKER_METRICS_HOST = "0.0.0.0"  # noqa: S104 - as in a container
-    stale = tmp_path / "metrics" / "worker-9300" / "counter_123.db"
+    settings.PUBLISHING_WORKER_NAME = "host-a"
+    stale = tmp_path / "metrics" / "host-a-9300" / "counter_123.db"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old counts")
 
