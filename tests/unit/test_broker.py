@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 import dramatiq
 import pika
 import pytest
@@ -153,3 +155,27 @@ def test_amqp_urls_get_short_timeouts_and_a_heartbeat_unless_given() -> None:
     assert query["heartbeat"] == ["30"]
     assert query["socket_timeout"] == ["0.5"]
     assert query["connection_attempts"] == ["1"]
+
+
+def test_a_rabbitmq_publish_that_never_confirms_gives_up_at_its_deadline(settings, monkeypatch) -> None:
+    # Given RabbitMQ as the broker, hung: the publish waits for a confirmation that never comes
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    from publishing import broker as publishing_broker
+
+    rabbit = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:1/")
+    released = threading.Event()
+    monkeypatch.setattr(rabbit, "enqueue", lambda message, delay=None: released.wait(30))
+    monkeypatch.setattr(dramatiq, "get_broker", lambda: rabbit)
+    settings.PUBLISHING_BROKER_SOCKET_TIMEOUT = 0.1  # the deadline is then its 2 s floor
+    message: dramatiq.Message[None] = dramatiq.Message(
+        queue_name="q", actor_name="a", args=(), kwargs={}, options={}
+    )
+
+    # Then the caller gets BrokerUnavailable (the publish thread is left to pika), and the circuit opens
+    try:
+        with pytest.raises(BrokerUnavailable):
+            publishing_broker.enqueue(message)
+        assert publishing_broker.breaker.is_open
+    finally:
+        released.set()
