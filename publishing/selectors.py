@@ -105,3 +105,9 @@ def _redis_state() -> tuple[list[str] | None, RateLimitUsage | None]:
     except broker.BROKER_ERRORS:
         return workers, None
     return workers, RateLimitUsage(used, limiter.rate.limit, limiter.rate.window_ms / 1000)
+
+
+def recent_failures(limit: int) -> list[Publishing]:
+    """The latest failed publishings, newest first."""
+    failed = Publishing.objects.filter(status=Publishing.Status.FAILED).select_related("project")
+    return list(failed.order_by("-finished_at")[:limit])
