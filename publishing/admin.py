@@ -5,10 +5,14 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 
-from publishing import services
+from publishing import selectors, services
 from publishing.models import Project, Publishing
+
+RECENT_FAILURES = 20
 
 
 class ProjectAdminForm(forms.ModelForm[Project]):
@@ -68,3 +72,21 @@ class PublishingAdmin(admin.ModelAdmin[Publishing]):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_urls(self) -> list[URLPattern]:
+        overview = path(
+            "overview/", self.admin_site.admin_view(self.overview_view), name="publishing_publishing_overview"
+        )
+        return [overview, *super().get_urls()]
+
+    def overview_view(self, request: HttpRequest) -> HttpResponse:
+        """The queue now, for staff: drawn whatever is down, saying what is."""
+        overview = selectors.system_overview()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Queue overview",
+            "overview": overview,
+            "failures": selectors.recent_failures(RECENT_FAILURES) if overview.database_ok else [],
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/publishing/publishing/overview.html", context)

@@ -24,6 +24,7 @@ def test_staff_see_the_project_and_publishing_pages(admin_client_: Client) -> No
     changelist = admin_client_.get("/admin/publishing/publishing/", {"status__exact": "failed"})
     assert changelist.status_code == 200
     assert b"BUILD_FAILED" in changelist.content
+    assert b"/admin/publishing/publishing/overview/" in changelist.content
     assert admin_client_.get(f"/admin/publishing/publishing/{publishing.pk}/change/").status_code == 200
     assert admin_client_.get("/admin/publishing/publishing/", {"q": str(publishing.pk)}).status_code == 200
     assert admin_client_.get("/admin/publishing/project/").status_code == 200
@@ -68,3 +69,42 @@ def test_non_staff_are_sent_to_the_login_page() -> None:
     response = client.get("/admin/publishing/publishing/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_the_queue_overview_shows_counts_and_latest_failures(admin_client_: Client, stub_broker) -> None:
+    failed = PublishingFactory.create(failed=True, error_code="TARGET_REJECTED", error_message="HTTP 400")
+    PublishingFactory.create(published=True)
+
+    page = admin_client_.get("/admin/publishing/publishing/overview/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Queue overview" in html
+    assert "TARGET_REJECTED" in html
+    assert f"/admin/publishing/publishing/{failed.pk}/change/" in html
+    assert "?status__exact=published" in html
+
+
+def test_the_queue_overview_is_drawn_when_redis_is_down_and_says_so(
+    admin_client_: Client, settings, monkeypatch
+) -> None:
+    # Given a Redis broker that does not answer (a closed port, nothing listening)
+    from publishing import broker
+
+    settings.BROKER_URL = settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    dead = broker.redis_client(settings.REDIS_URL, socket_timeout=0.2)
+    monkeypatch.setattr(broker, "web_redis", lambda: dead)
+    monkeypatch.setattr(broker, "_redis_broker", lambda: type("B", (), {"client": dead, "namespace": "x"})())
+
+    page = admin_client_.get("/admin/publishing/publishing/overview/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "(broker unavailable)" in html
+    assert 'class="down">unavailable' in html
+
+
+def test_only_staff_see_the_queue_overview(client: Client) -> None:
+    client.force_login(UserFactory.create(username="user"))
+    response = client.get("/admin/publishing/publishing/overview/")
+    assert response.status_code == 302  # to the admin login
