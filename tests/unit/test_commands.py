@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from io import StringIO
 
-import dramatiq
 import pytest
 from django.core.management import CommandError, call_command
-from dramatiq.brokers.stub import StubBroker
 
 from publishing.exceptions import PermanentJobError
 from publishing.models import Publishing
@@ -16,16 +13,6 @@ from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def worker(stub_broker: StubBroker, settings) -> Iterator[dramatiq.Worker]:
-    settings.PUBLISHING_PIPELINE = "tests.fakes.ScriptedPipeline"
-    ScriptedPipeline.reset()
-    worker = dramatiq.Worker(stub_broker, worker_timeout=50)
-    worker.start()
-    yield worker
-    worker.stop()
 
 
 def run(*args: str) -> str:

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import dramatiq
 import pytest
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.stub import StubBroker
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,16 +26,6 @@ def registry() -> Iterator[CollectorRegistry]:
     metrics.install(metrics.AppMetrics.create(registry))
     yield registry
     metrics.install(None)
-
-
-@pytest.fixture
-def worker(stub_broker: StubBroker, settings) -> Iterator[dramatiq.Worker]:
-    settings.PUBLISHING_PIPELINE = "tests.fakes.ScriptedPipeline"
-    ScriptedPipeline.reset()
-    worker = dramatiq.Worker(stub_broker, worker_timeout=50)
-    worker.start()
-    yield worker
-    worker.stop()
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 
 import dramatiq
 import pytest
@@ -17,16 +16,6 @@ from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def worker(stub_broker: StubBroker, settings) -> Iterator[dramatiq.Worker]:
-    settings.PUBLISHING_PIPELINE = "tests.fakes.ScriptedPipeline"
-    ScriptedPipeline.reset()
-    worker = dramatiq.Worker(stub_broker, worker_timeout=50)
-    worker.start()
-    yield worker
-    worker.stop()
 
 
 def initiate() -> Publishing:
