@@ -8,6 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MANAGE := $(BIN)/python manage.py
+# pytest workers for `make test` (pytest-xdist); 0 runs in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-postgres docker-check tox sizing requirements clean
 
@@ -58,10 +60,10 @@ test-integration: install  ## Integration tests only (real Redis, real workers)
 
 test: check  ## Every check, then the whole suite on SQLite (and on PostgreSQL when TEST_POSTGRES_URL is set)
 	@# The PostgreSQL pass leaves out the RabbitMQ repeats: they test the broker, not the database.
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests -n $(PYTEST_WORKERS)
 	@if [ -n "$${TEST_POSTGRES_URL:-}" ]; then \
 		echo "--- the whole suite again on PostgreSQL ($${TEST_POSTGRES_URL%%\?*}), RabbitMQ repeats aside"; \
-		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/pytest tests -m "not rabbitmq"; \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/pytest tests -n $(PYTEST_WORKERS) -m "not rabbitmq"; \
 	fi
 
 test-postgres: install  ## The whole suite on PostgreSQL (TEST_POSTGRES_URL, default the local server)
