@@ -116,6 +116,11 @@ def make_broker(
     )
 
 
+def uses_stub_broker() -> bool:
+    """From the settings: middleware is built before the broker exists."""
+    return broker_kind(settings.BROKER_URL) == "stub"
+
+
 @functools.cache
 def web_redis() -> redis.Redis:
     """The web tier's client for the Redis at REDIS_URL (aborts, the rate-limit window, live workers).
@@ -123,6 +128,15 @@ def web_redis() -> redis.Redis:
     Fail-fast like the broker's; one per process.
     """
     return redis_client(settings.REDIS_URL, socket_timeout=settings.PUBLISHING_BROKER_SOCKET_TIMEOUT)
+
+
+@functools.cache
+def worker_redis() -> redis.Redis:
+    """The workers' client for the Redis at REDIS_URL (aborts, the rate limit, presence); one per process.
+
+    Longer timeouts than the web's: dramatiq-abort blocks up to 1 s waiting for abort events.
+    """
+    return redis_client(settings.REDIS_URL, socket_timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT)
 
 
 class WorkerConnections(Middleware):
@@ -248,7 +262,7 @@ def is_healthy() -> bool:
 
 def warn_if_unreachable() -> None:
     """Log one warning at start-up when the broker is away; the app runs on in degraded mode."""
-    if broker_kind(settings.BROKER_URL) == "stub":
+    if uses_stub_broker():
         return
     try:
         _ping()
@@ -331,39 +345,36 @@ class QueueStats:
 
 
 def queue_stats() -> QueueStats | None:
-    """Message counts of the publishing queue; None for the stub broker. Raises BrokerUnavailable."""
-    kind = broker_kind(settings.BROKER_URL)
+    """Message counts of the publishing queue; None for the stub broker. Raises BrokerUnavailable.
+
+    Past the breaker, never through it: a slow scrape must not turn initiates into 503s.
+    """
     name = settings.PUBLISHING_QUEUE
-    if kind == "redis":
-        broker = _redis_broker()
-        if broker is None:
-            return None
-        key = f"{broker.namespace}:{name}"
-
-        def read_redis() -> list[int]:
-            pipe = broker.client.pipeline(transaction=False)
-            pipe.llen(key)
-            pipe.hlen(f"{key}.DQ.msgs")
-            pipe.zcard(f"{key}.XQ")
-            return [int(n) for n in pipe.execute()]
-
-        read: Callable[[], list[int]] = read_redis
-    elif kind == "rabbitmq":
-        read = lambda: _rabbitmq_counts([name, f"{name}.DQ", f"{name}.XQ"])  # noqa: E731
-    else:
+    rabbitmq = broker_kind(settings.BROKER_URL) == "rabbitmq"
+    redis_broker = _redis_broker()
+    if not rabbitmq and redis_broker is None:
         return None
-    # Past the breaker, but never through it: a slow scrape must not turn initiates into 503s.
     if breaker.is_open:
         raise BrokerUnavailable()
     try:
-        ready, delayed, dead = read()
-    except BROKER_ERRORS as exc:
-        raise BrokerUnavailable() from exc
-    if kind == "rabbitmq":
+        if redis_broker is not None:
+            ready, delayed, dead = _redis_counts(redis_broker, f"{redis_broker.namespace}:{name}")
+            return QueueStats(name=name, ready=ready, delayed=delayed, dead=dead)
         # A passive declare counts ready messages only: the delayed ones that
         # workers hold until their time (most of them) would be missing.
+        ready, dead = _rabbitmq_counts([name, f"{name}.XQ"])
         return QueueStats(name=name, ready=ready, delayed=None, dead=dead)
-    return QueueStats(name=name, ready=ready, delayed=delayed, dead=dead)
+    except BROKER_ERRORS as exc:
+        raise BrokerUnavailable() from exc
+
+
+def _redis_counts(broker: RedisBroker, key: str) -> list[int]:
+    """Ready (not fetched yet), delayed and dead-lettered messages of a queue of Dramatiq's Redis broker."""
+    pipe = broker.client.pipeline(transaction=False)
+    pipe.llen(key)
+    pipe.hlen(f"{key}.DQ.msgs")
+    pipe.zcard(f"{key}.XQ")
+    return [int(n) for n in pipe.execute()]
 
 
 def _rabbitmq_counts(queues: list[str]) -> list[int]:

@@ -27,7 +27,7 @@ from dramatiq.threading import raise_thread_exception
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
 from publishing import metrics, presence
-from publishing.broker import BROKER_ERRORS, broker_kind, redis_client, web_redis
+from publishing.broker import BROKER_ERRORS, uses_stub_broker, web_redis, worker_redis
 from publishing.rate_limit import WindowLimiter, parse_rate, publishing_limiter
 
 logger = logging.getLogger(__name__)
@@ -45,11 +45,6 @@ def _publishing_id(message: MessageProxy) -> str | None:
     return str(value) if value else None
 
 
-def _uses_stub_broker() -> bool:
-    # From the settings: these are built before the broker exists.
-    return broker_kind(settings.BROKER_URL) == "stub"
-
-
 class Abortable(dramatiq_abort.Abortable):  # type: ignore[misc]
     """dramatiq-abort's middleware with its event backend built from settings.
 
@@ -60,14 +55,10 @@ class Abortable(dramatiq_abort.Abortable):  # type: ignore[misc]
 
     def __init__(self) -> None:
         backend: StubBackend | RedisBackend
-        if _uses_stub_broker():
+        if uses_stub_broker():
             backend = StubBackend()
         else:
-            # Longer than the backend's 1 s blocking wait for abort events.
-            client = redis_client(
-                settings.REDIS_URL, socket_timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT
-            )
-            backend = RedisBackend(client=client, namespace=f"{settings.BROKER_NAMESPACE}-abort")
+            backend = RedisBackend(client=worker_redis(), namespace=f"{settings.BROKER_NAMESPACE}-abort")
         super().__init__(backend=backend, abort_ttl=settings.PUBLISHING_ABORT_TTL_MS)
 
 
@@ -103,13 +94,10 @@ class RateLimit(Middleware):
         self._limiter: WindowLimiter | None = None
 
     def _get_limiter(self) -> WindowLimiter | None:
-        if self.rate is None or _uses_stub_broker():
+        if self.rate is None or uses_stub_broker():
             return None
         if self._limiter is None:
-            client = redis_client(
-                settings.REDIS_URL, socket_timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT
-            )
-            self._limiter = publishing_limiter(client)
+            self._limiter = publishing_limiter(worker_redis())
         return self._limiter
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
@@ -243,7 +231,7 @@ class Lifecycle(Middleware):
 
     def _presence_forever(self) -> None:
         name = presence.worker_name()
-        client = redis_client(settings.REDIS_URL, socket_timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT)
+        client = worker_redis()
         # Only what the live-worker count shows: an unreachable Redis is reported elsewhere.
         while True:
             with contextlib.suppress(*BROKER_ERRORS):

@@ -112,9 +112,6 @@ class WakingRedisBroker(RedisBroker):
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakeableConsumer
 
-    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> _WakeableConsumer:
-        return _WakeableConsumer(self, queue_name, prefetch, timeout)
-
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         message = super().enqueue(message, delay=delay)
         try:

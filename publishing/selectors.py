@@ -89,7 +89,7 @@ def system_overview() -> SystemOverview:
 
 def _redis_state() -> tuple[list[str] | None, RateLimitUsage | None]:
     """Live workers and the rate-limit window, from the Redis at REDIS_URL (with either broker)."""
-    if broker.broker_kind(settings.BROKER_URL) == "stub":
+    if broker.uses_stub_broker():
         return None, None
     client = broker.web_redis()
     try:

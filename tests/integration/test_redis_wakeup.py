@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import cast
 
 import dramatiq
 import pytest
 
-from publishing.redis_wakeup import WakingRedisBroker
+from publishing.redis_wakeup import WakingRedisBroker, _WakeableConsumer
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ def consume_one(
     *,
     idle: bool = False,
 ) -> None:
-    consumer = broker.consume(queue, prefetch=1, timeout=timeout_ms)
+    consumer = cast(_WakeableConsumer, broker.consume(queue, prefetch=1, timeout=timeout_ms))
     if idle:
         consumer.misses = 32  # long idle: every wait is the full poll interval (10-20 s with jitter)
     deadline = time.monotonic() + 30
