@@ -288,16 +288,17 @@ def _redis_broker() -> RedisBroker | None:
     return broker if isinstance(broker, RedisBroker) else None
 
 
-def live_message_ids() -> set[str] | None:
-    """Ids of the publishing messages the broker holds (ready, delayed or in progress).
+def live_message_ids(queue_name: str | None = None) -> set[str] | None:
+    """Ids of the messages the broker holds in a queue (ready, delayed or in progress).
 
-    None when the broker cannot be inspected (RabbitMQ, stub): callers then
-    leave queued publishings alone. Raises BrokerUnavailable.
+    The queue defaults to the builds queue. None when the broker cannot be
+    inspected (RabbitMQ, stub): callers then leave queued work alone. Raises
+    BrokerUnavailable.
     """
     broker = _redis_broker()
     if broker is None:
         return None
-    queue = f"{broker.namespace}:{settings.PUBLISHING_QUEUE}"
+    queue = f"{broker.namespace}:{queue_name or settings.PUBLISHING_QUEUE}"
     ids: set[str] = set()
     try:
         # Delayed first: a message leaves the delay queue only after it is in

@@ -246,7 +246,7 @@ class Lifecycle(Middleware):
         return max(settings.PUBLISHING_LEASE_TIMEOUT / 6, 0.5)
 
     def _reconcile_forever(self) -> None:
-        from publishing import services
+        from publishing import services, webhooks
 
         def reconcile() -> None:
             services.publishing_reconcile()
@@ -254,6 +254,8 @@ class Lifecycle(Middleware):
 
         while not self._stopping.is_set():
             self._guarded(reconcile)
+            # Guarded apart: one failing must not hold up the other.
+            self._guarded(webhooks.deliveries_reconcile)
             self._stopping.wait(settings.PUBLISHING_RECONCILE_INTERVAL)
 
     @staticmethod

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Collection
 from typing import Any, ClassVar
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from publishing.exceptions import InvalidTransition
+from publishing.signals import publishing_finished
 
 
 class Project(models.Model):
@@ -35,6 +37,16 @@ class Project(models.Model):
     )
     target_url = models.CharField(
         max_length=500, help_text="Where to submit: file:///dir or http(s)://host/path."
+    )
+    webhook_url = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="http(s) URL that receives every terminal status as signed JSON; empty for none.",
+    )
+    # Kept readable: signing needs it. Never shown back by the API or the admin.
+    webhook_secret = models.CharField(
+        max_length=128, blank=True, default="", help_text="HMAC-SHA256 key of the webhook signatures."
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -61,6 +73,7 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         attempt: int | None = None,
         message_id: str | None = None,
         only_from: Collection[str] | None = None,
+        notify: bool = True,
         **changes: Any,
     ) -> None:
         """Move one publishing to `to` by compare-and-set; raise InvalidTransition if not allowed.
@@ -69,6 +82,7 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         that run still owns the publishing: a requeue or retry gives it a new
         message, so a straggling older run can never overwrite a newer one.
         `only_from` narrows the allowed sources for a caller with a stricter rule.
+        `notify=False` restores a terminal status without announcing it again.
         """
         now = timezone.now()
         sources = Publishing.TRANSITIONS.get(to, frozenset())
@@ -85,11 +99,17 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         if to == Publishing.Status.QUEUED:
             values.setdefault("queued_at", now)
             values.setdefault("finished_at", None)
-        if not self.filter(guard).update(**values):
-            current = self.filter(pk=pk).values_list("status", flat=True).first()
-            raise InvalidTransition(
-                f"Publishing {pk} cannot move from {current or 'nowhere'} to {to}.",
-            )
+        terminal = to in Publishing.TERMINAL_STATUSES
+        # Atomic with the receivers of `publishing_finished`: what they record
+        # (a webhook delivery) exists exactly when the terminal status does.
+        with transaction.atomic() if terminal else contextlib.nullcontext():
+            if not self.filter(guard).update(**values):
+                current = self.filter(pk=pk).values_list("status", flat=True).first()
+                raise InvalidTransition(
+                    f"Publishing {pk} cannot move from {current or 'nowhere'} to {to}.",
+                )
+            if terminal and notify:
+                publishing_finished.send(sender=Publishing, publishing_id=pk, status=to)
 
 
 class Publishing(models.Model):
@@ -209,3 +229,82 @@ class Publishing(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL_STATUSES
+
+
+class Attempt(models.Model):
+    """One run of the pipeline for a publishing: who ran it, when, and how it ended."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running"
+        PUBLISHED = "published"
+        # Failed transiently; the publishing was queued for another attempt.
+        RETRYING = "retrying"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        # Its worker died or shut down mid-way; the publishing was requeued.
+        LOST = "lost"
+        # The publishing moved on without it (requeued elsewhere, changed meanwhile).
+        SUPERSEDED = "superseded"
+
+    publishing = models.ForeignKey(Publishing, on_delete=models.CASCADE, related_name="attempt_history")
+    number = models.PositiveIntegerField()
+    message_id = models.CharField(max_length=64, blank=True, default="")
+    worker = models.CharField(max_length=255, blank=True, default="")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    log_excerpt = models.TextField(blank=True, default="", help_text="The end of this attempt's log.")
+
+    class Meta:
+        ordering = ["publishing", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["publishing", "number"], name="attempt_unique_number"),
+            models.CheckConstraint(
+                condition=Q(outcome="running", finished_at__isnull=True)
+                | (~Q(outcome="running") & Q(finished_at__isnull=False)),
+                name="attempt_finished_iff_not_running",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.publishing_id} ({self.outcome})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class WebhookDelivery(models.Model):
+    """One terminal status of a publishing, POSTed to its project's webhook; a durable outbox row."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    publishing = models.ForeignKey(Publishing, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    url = models.CharField(max_length=500)
+    event = models.CharField(max_length=64, help_text="publishing.published, .failed or .cancelled")
+    # The exact bytes that were signed, so that every retry sends the same body.
+    body = models.TextField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="POSTs made.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    message_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["state", "updated_at"], name="webhook_state_updated")]
+
+    def __str__(self) -> str:
+        return f"{self.event} -> {self.url} ({self.state})"

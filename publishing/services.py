@@ -38,7 +38,7 @@ from publishing.exceptions import (
     TransientJobError,
 )
 from publishing.log_context import job_context
-from publishing.models import Project, Publishing
+from publishing.models import Attempt, Project, Publishing
 from publishing.pipeline import Job, get_pipeline
 from publishing.pipeline.checkout import validate_ref, validate_source_url
 from publishing.pipeline.submit import validate_target_url
@@ -47,6 +47,7 @@ from publishing.selectors import AnyUser, project_for
 logger = logging.getLogger(__name__)
 
 Status = Publishing.Status
+Outcome = Attempt.Outcome
 
 PROJECT_FIELDS = ("name", "slug", "repository_url", "ref", "build_command", "artifact_path", "target_url")
 
@@ -311,6 +312,10 @@ def publishing_cancel(*, publishing: Publishing, by: User) -> Publishing:
             f"The publishing is already {publishing.status}; it cannot be cancelled."
         ) from exc
     publishing.refresh_from_db()
+    # Closed here, not by the worker: a dead worker would leave it running forever.
+    _finish_attempt(
+        publishing.pk, publishing.attempts, Outcome.CANCELLED, error_message=publishing.error_message
+    )
     logger.info("publishing %s cancelled by %s", publishing.pk, by.get_username())
     if publishing.message_id:
         _abort(publishing.message_id)
@@ -354,7 +359,7 @@ def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
         # Back to where it was, as if the request never came (no message exists).
         with contextlib.suppress(InvalidTransition):
             Publishing.objects.transition(
-                publishing.pk, previous_status, attempt=publishing.attempts, **previous
+                publishing.pk, previous_status, attempt=publishing.attempts, notify=False, **previous
             )
         raise
     publishing.refresh_from_db()
@@ -400,11 +405,12 @@ def publishing_requeue(*, publishing_id: str, reason: str, retries: int, attempt
     publishing = Publishing.objects.filter(pk=publishing_id).first()
     if publishing is None or publishing.status not in (Status.BUILDING, Status.SUBMITTING):
         return False
+    attempt = publishing.attempts if attempt is None else attempt
     try:
         _enqueue(
             publishing,
             sources=(Status.BUILDING, Status.SUBMITTING),
-            attempt=publishing.attempts if attempt is None else attempt,
+            attempt=attempt,
             retries=retries,
             error_message=reason,
         )
@@ -413,6 +419,7 @@ def publishing_requeue(*, publishing_id: str, reason: str, retries: int, attempt
     except BrokerUnavailable:
         # Queued without a message: the next reconciliation sends one.
         logger.warning("publishing %s requeued but its message could not be sent yet", publishing_id)
+    _finish_attempt(publishing_id, attempt, Outcome.LOST, error_message=reason)
     logger.info("publishing %s requeued: %s", publishing_id, reason)
     return True
 
@@ -555,6 +562,9 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
         except InvalidTransition:
             logger.info("publishing %s changed while being resumed; message skipped", publishing_id)
             return
+        _finish_attempt(
+            publishing.pk, publishing.attempts, Outcome.LOST, error_message="Its worker stopped mid-way."
+        )
     elif publishing.status != Status.QUEUED:
         logger.warning("publishing %s is %s, not queued; message skipped", publishing_id, publishing.status)
         return
@@ -582,10 +592,18 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
         "publishing %s attempt %d started (retry %d of %d)", publishing_id, attempt, retries, max_retries
     )
     started = time.monotonic()
+    log = _AttemptLog(publishing, attempt, message_id)
     try:
-        _run_attempt(publishing, attempt, message_id)
+        Attempt.objects.create(
+            publishing_id=publishing.pk,
+            number=attempt,
+            message_id=message_id,
+            worker=presence.worker_name(),
+        )
+        _run_attempt(publishing, log)
     except StaleAttempt:
         metrics.attempt_finished("stopped")
+        _finish_attempt(publishing.pk, attempt, _outcome_of_stopped(publishing.pk), log=log)
         logger.info("publishing %s attempt %d superseded or cancelled; stopped", publishing_id, attempt)
         return
     except (JobError, db_utils.OperationalError, db_utils.InterfaceError) as exc:
@@ -594,32 +612,37 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
             if isinstance(exc, JobError)
             else TransientJobError(f"Database unavailable: {exc}", code="DATABASE_UNAVAILABLE")
         )
-        _record_failure(
-            publishing, attempt, message_id, error, will_retry=error.transient and retries < max_retries
-        )
+        _record_failure(publishing, log, error, will_retry=error.transient and retries < max_retries)
         if error is exc:
             raise
         raise error from exc
     except TimeLimitExceeded:
         error = PermanentJobError("The job exceeded its time limit.", code="TIME_LIMIT_EXCEEDED")
-        _record_failure(publishing, attempt, message_id, error, will_retry=False)
+        _record_failure(publishing, log, error, will_retry=False)
         raise
     except Exception as exc:
         logger.exception("publishing %s attempt %d crashed", publishing_id, attempt)
         error = PermanentJobError(f"Internal error: {type(exc).__name__}", code="INTERNAL_ERROR")
-        _record_failure(publishing, attempt, message_id, error, will_retry=False)
+        _record_failure(publishing, log, error, will_retry=False)
         raise error from exc
+    except BaseException:
+        # Aborted by a cancellation or cut off by the shutdown deadline: whoever
+        # moved the publishing closes the attempt; this only catches the rest.
+        with contextlib.suppress(db_utils.Error):
+            _finish_attempt(publishing.pk, attempt, _outcome_of_stopped(publishing.pk), log=log)
+        raise
+    _finish_attempt(publishing.pk, attempt, Outcome.PUBLISHED, log=log)
     metrics.attempt_finished("published")
     logger.info(
         "publishing %s published by attempt %d in %.1fs", publishing_id, attempt, time.monotonic() - started
     )
 
 
-def _run_attempt(publishing: Publishing, attempt: int, message_id: str) -> None:
+def _run_attempt(publishing: Publishing, log: _AttemptLog) -> None:
+    attempt, message_id = log.attempt, log.message_id
     project = publishing.project
     if project is None:
         raise PermanentJobError("The project was deleted.", code="PROJECT_DELETED")
-    log = _AttemptLog(publishing, attempt, message_id)
     pipeline = get_pipeline()
     with _workspace() as workspace:
         job = Job(
@@ -680,9 +703,8 @@ def _move(publishing: Publishing, to: str, *, attempt: int, message_id: str, **c
         raise StaleAttempt(str(exc)) from exc
 
 
-def _record_failure(
-    publishing: Publishing, attempt: int, message_id: str, error: JobError, *, will_retry: bool
-) -> None:
+def _record_failure(publishing: Publishing, log: _AttemptLog, error: JobError, *, will_retry: bool) -> None:
+    attempt = log.attempt
     if will_retry:
         logger.warning(
             "publishing %s attempt %d failed (%s: %s); will retry",
@@ -704,16 +726,57 @@ def _record_failure(
             publishing.pk,
             target,
             attempt=attempt,
-            message_id=message_id,
+            message_id=log.message_id,
             error_code=error.code,
             error_message=message,
+        )
+        outcome = Outcome.RETRYING if will_retry else Outcome.FAILED
+        _finish_attempt(
+            publishing.pk, attempt, outcome, error_code=error.code, error_message=error.detail, log=log
         )
     except InvalidTransition:
         logger.info(
             "publishing %s changed meanwhile; failure of attempt %d not recorded", publishing.pk, attempt
         )
+        _finish_attempt(
+            publishing.pk,
+            attempt,
+            _outcome_of_stopped(publishing.pk),
+            error_code=error.code,
+            error_message=error.detail,
+            log=log,
+        )
     except db_utils.Error:
         logger.exception("publishing %s: could not record the failure of attempt %d", publishing.pk, attempt)
+
+
+def _outcome_of_stopped(publishing_id: uuid.UUID | str) -> str:
+    """How an attempt that lost its publishing ended: cancelled, or superseded by another run."""
+    status = Publishing.objects.filter(pk=publishing_id).values_list("status", flat=True).first()
+    return Outcome.CANCELLED if status == Status.CANCELLED else Outcome.SUPERSEDED
+
+
+def _finish_attempt(
+    publishing_id: uuid.UUID | str,
+    number: int,
+    outcome: str,
+    *,
+    error_code: str = "",
+    error_message: str = "",
+    log: _AttemptLog | None = None,
+) -> None:
+    """Close attempt `number` if still running; the first to close it decides how it ended."""
+    changes: dict[str, Any] = {
+        "outcome": outcome,
+        "finished_at": timezone.now(),
+        "error_code": error_code,
+        "error_message": error_message,
+    }
+    if log is not None:
+        changes["log_excerpt"] = log.excerpt
+    Attempt.objects.filter(publishing_id=publishing_id, number=number, outcome=Outcome.RUNNING).update(
+        **changes
+    )
 
 
 @contextmanager
@@ -746,11 +809,13 @@ class _AttemptLog:
         self.attempt = attempt
         self.message_id = message_id
         self.text = publishing.log
+        self.excerpt = ""
         self._dirty = False
         self._last_flush = 0.0
 
     def append(self, chunk: str) -> None:
         self.text = cap_log(self.text + chunk, settings.PUBLISHING_LOG_LIMIT)
+        self.excerpt = cap_log(self.excerpt + chunk, settings.PUBLISHING_ATTEMPT_LOG_EXCERPT)
         self._dirty = True
         if time.monotonic() - self._last_flush >= self.FLUSH_INTERVAL:
             self.flush()
@@ -758,6 +823,7 @@ class _AttemptLog:
     def step(self, line: str, *, progress: int | None) -> None:
         stamp = timezone.now().strftime("%H:%M:%S")
         self.text = cap_log(f"{self.text}[{stamp}] {line}\n", settings.PUBLISHING_LOG_LIMIT)
+        self.excerpt = cap_log(f"{self.excerpt}[{stamp}] {line}\n", settings.PUBLISHING_ATTEMPT_LOG_EXCERPT)
         self._dirty = True
         self.flush(progress=progress)
 

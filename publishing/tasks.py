@@ -1,4 +1,4 @@
-"""The Dramatiq actor: an adapter from a message to `services.publishing_run`."""
+"""The Dramatiq actors: adapters from a message to `services.publishing_run` and `webhooks.delivery_run`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dramatiq.middleware.shutdown import Shutdown
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from dramatiq_abort import Abort
 
-from publishing import services
-from publishing.exceptions import PermanentJobError
+from publishing import services, webhooks
+from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.log_context import job_context
 
 logger = logging.getLogger(__name__)
@@ -52,3 +52,38 @@ def build_and_submit(publishing_id: str, project_id: str, user_id: str) -> None:
         except Shutdown:
             # Cut off at the shutdown deadline: already requeued with a new message.
             logger.info("publishing %s interrupted by the worker shutdown", publishing_id)
+
+
+@dramatiq.actor(
+    queue_name=settings.PUBLISHING_WEBHOOK_QUEUE,
+    max_retries=settings.PUBLISHING_WEBHOOK_MAX_RETRIES,
+    min_backoff=settings.PUBLISHING_WEBHOOK_MIN_BACKOFF_MS,
+    max_backoff=settings.PUBLISHING_WEBHOOK_MAX_BACKOFF_MS,
+    # requests' timeouts bound each wait on the socket, not the whole
+    # exchange: a receiver trickling its answer is cut off here, and retried.
+    time_limit=(4 * settings.PUBLISHING_WEBHOOK_TIMEOUT + 10) * 1000,
+    # Worker threads are shared: of the messages a worker has fetched, a
+    # delivery (seconds) goes before a build (minutes).
+    priority=-10,
+    # Nothing cancels a delivery: spares the abort backend a lookup per message.
+    abortable=False,
+    # Refused by the receiver or by the host policy: the same every time.
+    throws=(PermanentJobError,),
+)
+def deliver_webhook(delivery_id: str) -> None:
+    """POST one webhook delivery. Safe to run more than once for the same id."""
+    message = CurrentMessage.get_current_message()
+    message_id = message.message_id if message is not None else ""
+    retries = int(message.options.get("retries", 0)) if message is not None else 0
+    with job_context(job_id=message_id, message_id=message_id):
+        try:
+            webhooks.delivery_run(
+                delivery_id=delivery_id,
+                message_id=message_id,
+                retries=retries,
+                max_retries=deliver_webhook.options["max_retries"],
+            )
+        except TransientJobError as exc:
+            # Expected while a receiver is down, and already logged with the reason:
+            # Retry is retried the same way but without a traceback at ERROR each time.
+            raise dramatiq.Retry(exc.detail) from exc

@@ -167,6 +167,19 @@ PUBLISHING_CHECKOUT_TIMEOUT: int = env.int("PUBLISHING_CHECKOUT_TIMEOUT", defaul
 PUBLISHING_BUILD_TIMEOUT: int = env.int("PUBLISHING_BUILD_TIMEOUT", default=900)
 PUBLISHING_SUBMIT_TIMEOUT: int = env.int("PUBLISHING_SUBMIT_TIMEOUT", default=60)
 PUBLISHING_LOG_LIMIT: int = env.int("PUBLISHING_LOG_LIMIT", default=64 * 1024)
+# The end of each attempt's own log, kept with its record (API detail, admin).
+PUBLISHING_ATTEMPT_LOG_EXCERPT: int = env.int("PUBLISHING_ATTEMPT_LOG_EXCERPT", default=4 * 1024)
+
+# --- Webhooks ----------------------------------------------------------------
+
+# Its own queue: a delivery never waits behind a backlog of build messages.
+PUBLISHING_WEBHOOK_QUEUE: str = env.str("PUBLISHING_WEBHOOK_QUEUE", default=f"{PUBLISHING_QUEUE}-webhooks")
+# 10 retries from 10 s doubling (with jitter) up to 1 h: 11 POSTs over about 1.7 to 3.4 hours.
+PUBLISHING_WEBHOOK_MAX_RETRIES: int = env.int("PUBLISHING_WEBHOOK_MAX_RETRIES", default=10)
+PUBLISHING_WEBHOOK_MIN_BACKOFF_MS: int = env.int("PUBLISHING_WEBHOOK_MIN_BACKOFF_MS", default=10_000)
+PUBLISHING_WEBHOOK_MAX_BACKOFF_MS: int = env.int("PUBLISHING_WEBHOOK_MAX_BACKOFF_MS", default=3_600_000)
+# Seconds to connect, and then to wait for each part of the answer.
+PUBLISHING_WEBHOOK_TIMEOUT: int = env.int("PUBLISHING_WEBHOOK_TIMEOUT", default=10)
 
 # --- Workers on several hosts, and metrics ---------------------------------------------------
 

@@ -118,8 +118,10 @@ def queue_name(rabbitmq_url: str) -> Iterator[str]:
     yield name
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
     channel = connection.channel()
-    for queue in (name, f"{name}.DQ", f"{name}.XQ"):
-        channel.queue_delete(queue)
+    # The builds queue and the webhooks one (`<name>-webhooks`), each with its delay and dead-letter queues.
+    for base in (name, f"{name}-webhooks"):
+        for queue in (base, f"{base}.DQ", f"{base}.XQ"):
+            channel.queue_delete(queue)
     connection.close()
 
 

@@ -6,16 +6,21 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from publishing import services
+from publishing import services, webhooks
 
 
 class Command(BaseCommand):
     help = (
         "Make the broker match the database once: queue pending publishings, requeue those whose worker "
-        "died, send again queued ones whose message is gone; then prune job records."
+        "died, send again queued ones (and pending webhook deliveries) whose message is gone; then prune "
+        "job records."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = services.publishing_reconcile()
+        resent = webhooks.deliveries_reconcile()
         done, failed = services.job_records_prune()
-        self.stdout.write(f"Reconciled: {report}. Pruned {done} completed and {failed} failed job records.")
+        self.stdout.write(
+            f"Reconciled: {report}, {resent} webhook deliveries sent again. "
+            f"Pruned {done} completed and {failed} failed job records."
+        )
