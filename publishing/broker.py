@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
@@ -330,6 +330,119 @@ def trim_dead_letters(*, keep: int) -> int:
         return len(doomed)
     except BROKER_ERRORS as exc:
         raise BrokerUnavailable() from exc
+
+
+DeadLetter = dramatiq.Message[Any]
+
+
+@dataclass(frozen=True)
+class DeadLetterSweep:
+    """What one pass over a dead-letter queue did."""
+
+    seen: int
+    removed: int
+
+
+def sweep_dead_letters(
+    queue: str, remove: Callable[[DeadLetter], bool], *, limit: int = 1000
+) -> DeadLetterSweep:
+    """Show the dead-lettered messages of `queue` to `remove`, oldest first; drop those it answers True for.
+
+    One callback rather than read-then-delete: RabbitMQ can only remove a
+    message by taking it. An exception from `remove` ends the pass; what was
+    removed stays removed, the rest stays dead-lettered. Raises BrokerUnavailable.
+    """
+    if breaker.is_open:
+        raise BrokerUnavailable()
+    redis_broker = _redis_broker()
+    try:
+        if redis_broker is not None:
+            return _sweep_redis(redis_broker, queue, remove, limit)
+        if broker_kind(settings.BROKER_URL) == "rabbitmq":
+            return _sweep_rabbitmq(queue, remove, limit)
+    except BROKER_ERRORS as exc:
+        raise BrokerUnavailable() from exc
+    stub = dramatiq.get_broker()
+    if isinstance(stub, StubBroker):
+        return _sweep_stub(stub, queue, remove, limit)
+    return DeadLetterSweep(seen=0, removed=0)
+
+
+def _sweep_redis(
+    broker: RedisBroker, queue: str, remove: Callable[[DeadLetter], bool], limit: int
+) -> DeadLetterSweep:
+    dead = f"{broker.namespace}:{queue}.XQ"
+    # Keyed by the per-enqueue `redis_message_id`, not the message id.
+    keys = cast("list[bytes]", broker.client.zrange(dead, 0, limit - 1))
+    bodies = cast("list[bytes | None]", broker.client.hmget(f"{dead}.msgs", keys) if keys else [])
+    seen = removed = 0
+    for key, body in zip(keys, bodies, strict=True):
+        if body is None:
+            continue  # expired by Dramatiq's maintenance between the two reads
+        try:
+            message = dramatiq.Message.decode(body)
+        except dramatiq.errors.DecodeError:
+            logger.warning("dead letter %r of %s is not a Dramatiq message; left alone", key, queue)
+            continue
+        seen += 1
+        if remove(message):
+            pipe = broker.client.pipeline()
+            pipe.zrem(dead, key)
+            pipe.hdel(f"{dead}.msgs", key)
+            pipe.execute()
+            removed += 1
+    return DeadLetterSweep(seen=seen, removed=removed)
+
+
+def _sweep_rabbitmq(queue: str, remove: Callable[[DeadLetter], bool], limit: int) -> DeadLetterSweep:
+    params = pika.URLParameters(
+        _amqp_url(settings.BROKER_URL, socket_timeout=settings.PUBLISHING_BROKER_SOCKET_TIMEOUT)
+    )
+    connection = pika.BlockingConnection(params)
+    seen = removed = 0
+    try:
+        channel = connection.channel()
+        try:
+            channel.queue_declare(f"{queue}.XQ", passive=True)
+        except pika.exceptions.ChannelClosedByBroker:
+            return DeadLetterSweep(seen=0, removed=0)  # 404: nothing was ever dead-lettered
+        kept: list[int] = []
+        # Messages taken and not yet acknowledged are not handed out again on
+        # this channel, so the loop ends when every one has been seen once.
+        while seen < limit:
+            method, _properties, body = channel.basic_get(f"{queue}.XQ", auto_ack=False)
+            if method is None:
+                break
+            try:
+                message = dramatiq.Message.decode(body)
+            except dramatiq.errors.DecodeError:
+                kept.append(method.delivery_tag)
+                continue
+            seen += 1
+            if remove(message):
+                channel.basic_ack(method.delivery_tag)
+                removed += 1
+            else:
+                kept.append(method.delivery_tag)
+        for tag in kept:
+            channel.basic_nack(tag, requeue=True)
+    finally:
+        # Whatever is still unacknowledged (the pass ended early) goes back to the queue.
+        connection.close()
+    return DeadLetterSweep(seen=seen, removed=removed)
+
+
+def _sweep_stub(
+    broker: StubBroker, queue: str, remove: Callable[[DeadLetter], bool], limit: int
+) -> DeadLetterSweep:
+    letters = broker.dead_letters_by_queue.get(queue, [])
+    seen = removed = 0
+    for proxy in list(letters)[:limit]:
+        seen += 1
+        if remove(dramatiq.Message.decode(proxy.encode())):
+            letters.remove(proxy)
+            removed += 1
+    return DeadLetterSweep(seen=seen, removed=removed)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,26 @@
 from __future__ import annotations
 
-import pytest
-from django.test import Client
+import uuid
+from datetime import timedelta
+from typing import Any
+from unittest.mock import Mock
 
+import dramatiq
+import pytest
+import redis
+from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
+from django.test import Client
+from django.utils import timezone
+from dramatiq.broker import MessageProxy
+
+from publishing import broker as publishing_broker
+from publishing import services, webhooks
+from publishing.exceptions import PermanentJobError
+from publishing.models import Attempt, Publishing, WebhookDelivery
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
+from tests.fakes import ScriptedPipeline
+from tests.unit.test_tasks import drain, initiate
 
 pytestmark = pytest.mark.django_db
 
@@ -108,3 +125,774 @@ def test_only_staff_see_the_queue_overview(client: Client) -> None:
     client.force_login(UserFactory.create(username="user"))
     response = client.get("/admin/publishing/publishing/overview/")
     assert response.status_code == 302  # to the admin login
+
+
+# --- The publishing changelist ------------------------------------------------------------------
+
+QUEUE = "publishing-builds"
+WEBHOOK_QUEUE = "publishing-builds-webhooks"
+CHANGELIST = "/admin/publishing/publishing/"
+
+
+def change_url(publishing: Publishing) -> str:
+    return f"{CHANGELIST}{publishing.pk}/change/"
+
+
+def row(publishing: Publishing) -> str:
+    """How a message names a publishing: its id, linked to its page."""
+    return f'<a href="{change_url(publishing)}">{publishing.pk}</a>'
+
+
+def sent_messages(response) -> list[tuple[str, str]]:
+    """(level tag, text) of the messages a response left for the next page."""
+    return [(message.level_tag, str(message)) for message in get_messages(response.wsgi_request)]
+
+
+@pytest.mark.parametrize("status", [status for status, _ in Publishing.Status.choices])
+def test_the_changelist_shows_a_coloured_badge_and_a_progress_bar_for_each_status(
+    admin_client_: Client, status: str
+) -> None:
+    # Given a publishing in this status
+    publishing = PublishingFactory.with_status(status)
+
+    # When staff open the changelist
+    page = admin_client_.get(CHANGELIST)
+
+    # Then the row has the status badge (its colour is the CSS class), the progress bar and the columns
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert f'<span class="pub-badge pub-{status}">{status}</span>' in html
+    assert f'<progress value="{publishing.progress}" max="100">' in html
+    assert publishing.project is not None
+    assert publishing.requested_by is not None
+    assert publishing.project.name in html
+    assert publishing.requested_by.username in html
+    assert "publishing/admin.css" in html
+
+
+def test_the_changelist_shows_durations_finished_and_running(admin_client_: Client) -> None:
+    now = timezone.now()
+    PublishingFactory.create(
+        published=True, started_at=now - timedelta(seconds=65), finished_at=now, created_at=now
+    )
+    PublishingFactory.create(building=True, started_at=now - timedelta(minutes=3))
+
+    html = admin_client_.get(CHANGELIST).content.decode()
+
+    assert "1 min 05 s" in html
+    assert "3 min 00 s so far" in html or "3 min 01 s so far" in html
+
+
+def test_the_changelist_filters_and_searches(admin_client_: Client) -> None:
+    # Given publishings of two projects by two users
+    alice, bob = UserFactory.create(username="alice-a"), UserFactory.create(username="bob-b")
+    mine = PublishingFactory.create(
+        failed=True, project=ProjectFactory.create(owner=alice, name="Alpha site", slug="alpha")
+    )
+    theirs = PublishingFactory.create(
+        published=True, project=ProjectFactory.create(owner=bob, name="Beta site", slug="beta")
+    )
+
+    def listed(**query: str) -> set[str]:
+        page = admin_client_.get(CHANGELIST, query)
+        assert page.status_code == 200, query
+        html = page.content.decode()
+        return {str(p.pk) for p in (mine, theirs) if change_url(p) in html}
+
+    # Then each filter and search narrows the list
+    assert listed() == {str(mine.pk), str(theirs.pk)}
+    assert listed(status__exact="failed") == {str(mine.pk)}
+    assert listed(project__id__exact=str(theirs.project_id)) == {str(theirs.pk)}
+    assert listed(requested_by__id__exact=str(alice.pk)) == {str(mine.pk)}
+    assert listed(created_at__gte=(timezone.now() - timedelta(days=1)).isoformat()) == {
+        str(mine.pk),
+        str(theirs.pk),
+    }
+    assert listed(q="beta") == {str(theirs.pk)}
+    assert listed(q="Alpha site") == {str(mine.pk)}
+    assert listed(q="bob-b") == {str(theirs.pk)}
+    assert listed(q=str(mine.pk)) == {str(mine.pk)}
+
+
+def test_project_names_and_logs_cannot_inject_html(admin_client_: Client) -> None:
+    # Given a project name and a log with markup in them
+    evil = "<script>alert(1)</script>"
+    publishing = PublishingFactory.create(
+        failed=True,
+        project=ProjectFactory.create(name=evil),
+        log=f"{evil}\n<img src=x onerror=alert(2)>",
+        error_message=evil,
+    )
+    Attempt.objects.create(
+        publishing=publishing,
+        number=1,
+        outcome="failed",
+        finished_at=timezone.now(),
+        error_message=evil,
+        log_excerpt=evil,
+    )
+
+    # Then both pages show them as text
+    for url in (CHANGELIST, change_url(publishing)):
+        html = admin_client_.get(url).content.decode()
+        assert evil not in html
+        assert "<img src=x" not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+# --- The publishing detail page -----------------------------------------------------------------
+
+
+def test_the_detail_page_shows_the_artifact_the_log_the_attempts_and_the_deliveries(
+    admin_client_: Client,
+) -> None:
+    # Given a publishing published at its second attempt, with a webhook delivery
+    now = timezone.now()
+    publishing = PublishingFactory.create(
+        published=True,
+        attempts=2,
+        artifact_sha256="ab" * 32,
+        artifact_size=2048,
+        artifact_uri="file:///srv/store/site/x.tar.gz",
+        submission_ref="ref-42",
+        worker="host-a:123",
+        message_id="msg-2",
+        log="line one\nline two\n",
+    )
+    Attempt.objects.create(
+        publishing=publishing,
+        number=1,
+        message_id="msg-1",
+        worker="host-a:123",
+        started_at=now - timedelta(seconds=30),
+        finished_at=now - timedelta(seconds=20),
+        outcome="retrying",
+        error_code="TARGET_UNAVAILABLE",
+        error_message="store busy",
+        log_excerpt="attempt 1: checkout",
+    )
+    Attempt.objects.create(
+        publishing=publishing,
+        number=2,
+        message_id="msg-2",
+        started_at=now - timedelta(seconds=10),
+        finished_at=now,
+        outcome="published",
+    )
+    WebhookDelivery.objects.create(
+        publishing=publishing,
+        url="https://hooks.example.com/in",
+        event="publishing.published",
+        body="{}",
+        state="failed",
+        attempts=5,
+        response_status=502,
+        last_error="Bad gateway",
+    )
+
+    # When staff open it
+    page = admin_client_.get(change_url(publishing))
+
+    # Then it shows the artifact, timing, worker, the log and both histories, read-only
+    assert page.status_code == 200
+    html = page.content.decode()
+    for text in ("ab" * 32, "2048", "file:///srv/store/site/x.tar.gz", "ref-42", "host-a:123", "msg-2"):
+        assert text in html
+    assert 'id="publishing-log"' in html
+    assert 'data-terminal="true"' in html
+    assert "line one\nline two\n</pre>" in html
+    assert 'class="pub-badge pub-retrying">retrying<' in html
+    assert 'class="pub-badge pub-published">published<' in html
+    assert "TARGET_UNAVAILABLE" in html
+    assert "store busy" in html
+    assert "attempt 1: checkout" in html
+    assert "https://hooks.example.com/in" in html
+    assert "Bad gateway" in html
+    assert 'class="pub-badge pub-failed">failed<' in html
+    assert 'name="_save"' not in html
+    assert "publishing/live_log.js" in html
+
+
+def test_an_active_publishing_page_refreshes_itself_and_offers_cancel(admin_client_: Client) -> None:
+    publishing = PublishingFactory.create(building=True, log="checking out\n")
+
+    html = admin_client_.get(change_url(publishing)).content.decode()
+
+    assert 'data-terminal="false"' in html
+    assert f'data-live-url="{CHANGELIST}{publishing.pk}/live/"' in html
+    assert f'action="{CHANGELIST}{publishing.pk}/cancel/"' in html
+    assert "/retry/" not in html
+
+
+def test_a_failed_publishing_page_offers_retry_not_cancel(admin_client_: Client) -> None:
+    publishing = PublishingFactory.create(failed=True)
+
+    html = admin_client_.get(change_url(publishing)).content.decode()
+
+    assert f'action="{CHANGELIST}{publishing.pk}/retry/"' in html
+    assert "/cancel/" not in html
+
+
+def test_the_live_view_answers_status_progress_and_log_as_json(admin_client_: Client) -> None:
+    publishing = PublishingFactory.create(building=True, progress=30, log="[10:00:00] build\n")
+
+    response = admin_client_.get(f"{CHANGELIST}{publishing.pk}/live/")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert "no-cache" in response["Cache-Control"] or "no-store" in response["Cache-Control"]
+    body = response.json()
+    assert body["status"] == "building"
+    assert body["progress"] == 30
+    assert body["log"] == "[10:00:00] build\n"
+    assert body["terminal"] is False
+    assert admin_client_.get(f"{CHANGELIST}{uuid.uuid4()}/live/").status_code == 404
+    assert admin_client_.get(f"{CHANGELIST}not-a-uuid/live/").status_code == 404
+
+
+# --- Who may see and do what ------------------------------------------------------------------
+
+
+def admin_urls(publishing: Publishing) -> list[str]:
+    return [
+        CHANGELIST,
+        change_url(publishing),
+        f"{CHANGELIST}{publishing.pk}/live/",
+        f"{CHANGELIST}overview/",
+        "/admin/publishing/project/",
+        "/admin/publishing/webhookdelivery/",
+    ]
+
+
+def test_non_staff_and_anonymous_are_sent_to_the_login_page_everywhere() -> None:
+    publishing = PublishingFactory.create(building=True)
+    user_client = Client()
+    user_client.force_login(UserFactory.create())
+    for client in (Client(), user_client):
+        for url in admin_urls(publishing):
+            response = client.get(url)
+            assert response.status_code == 302, url
+            assert response["Location"].startswith("/admin/login/"), url
+        for url in (
+            f"{CHANGELIST}{publishing.pk}/cancel/",
+            f"{CHANGELIST}overview/requeue-dead-letters/",
+        ):
+            response = client.post(url)
+            assert response.status_code == 302, url
+            assert response["Location"].startswith("/admin/login/"), url
+    publishing.refresh_from_db()
+    assert publishing.status == "building"
+
+
+def test_staff_without_permissions_are_refused_and_change_nothing(stub_broker) -> None:
+    # Given a staff member with no model permissions
+    client = Client()
+    client.force_login(UserFactory.create(is_staff=True))
+    publishing = PublishingFactory.create(building=True)
+
+    # Then the pages are forbidden and the writes refused
+    for url in admin_urls(publishing):
+        assert client.get(url).status_code == 403, url
+    assert client.post(f"{CHANGELIST}{publishing.pk}/cancel/").status_code == 403
+    assert client.post(f"{CHANGELIST}overview/requeue-dead-letters/").status_code == 403
+    response = client.post(CHANGELIST, {"action": "cancel_selected", "_selected_action": [publishing.pk]})
+    assert response.status_code == 403
+    publishing.refresh_from_db()
+    assert publishing.status == "building"
+
+
+def test_staff_who_may_only_view_see_the_pages_without_actions(stub_broker) -> None:
+    # Given a staff member with view permissions only
+    user = UserFactory.create(is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_publishing", "view_attempt", "view_webhookdelivery"])
+    )
+    client = Client()
+    client.force_login(user)
+    publishing = PublishingFactory.create(building=True)
+
+    # Then they see the pages but no way to change anything
+    changelist = client.get(CHANGELIST).content.decode()
+    assert "cancel_selected" not in changelist
+    detail = client.get(change_url(publishing)).content.decode()
+    assert "/cancel/" not in detail
+    assert client.get(f"{CHANGELIST}{publishing.pk}/live/").status_code == 200
+    overview = client.get(f"{CHANGELIST}overview/").content.decode()
+    assert "requeue-dead-letters" not in overview
+    assert client.post(f"{CHANGELIST}{publishing.pk}/cancel/").status_code == 403
+    assert client.post(f"{CHANGELIST}overview/requeue-dead-letters/").status_code == 403
+    publishing.refresh_from_db()
+    assert publishing.status == "building"
+
+
+def test_publishings_cannot_be_added_or_deleted_in_the_admin(admin_client_: Client) -> None:
+    publishing = PublishingFactory.create(failed=True)
+    assert admin_client_.get(f"{CHANGELIST}add/").status_code == 403
+    assert admin_client_.get(f"{CHANGELIST}{publishing.pk}/delete/").status_code == 403
+    response = admin_client_.post(
+        CHANGELIST, {"action": "delete_selected", "_selected_action": [publishing.pk]}
+    )
+    assert Publishing.objects.filter(pk=publishing.pk).exists()
+    assert response.status_code in {200, 302}
+
+
+# --- Cancel and retry -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Wrap a service function so that the test sees each call while the real one runs."""
+
+    def wrap(name: str) -> Mock:
+        mock = Mock(wraps=getattr(services, name))
+        monkeypatch.setattr(services, name, mock)
+        return mock
+
+    return wrap
+
+
+def test_cancel_selected_cancels_through_the_service_and_reports_each_row(
+    admin_client_: Client, stub_broker, spy
+) -> None:
+    # Given a running and a published publishing
+    running = PublishingFactory.create(building=True, message_id="m1")
+    done = PublishingFactory.create(published=True)
+    cancel = spy("publishing_cancel")
+
+    # When staff cancel both
+    response = admin_client_.post(
+        CHANGELIST, {"action": "cancel_selected", "_selected_action": [running.pk, done.pk]}
+    )
+
+    # Then the service was called for each, as the staff user
+    assert response.status_code == 302
+    assert {call.kwargs["publishing"].pk for call in cancel.call_args_list} == {running.pk, done.pk}
+    assert all(call.kwargs["by"].username == "admin" for call in cancel.call_args_list)
+    # And the running one is cancelled, the published one is not
+    running.refresh_from_db()
+    done.refresh_from_db()
+    assert (running.status, running.error_message) == ("cancelled", "Cancelled by admin.")
+    assert done.status == "published"
+    # And each row says what happened to it
+    reported = sent_messages(response)
+    assert ("success", f"{row(running)}: cancelled.") in reported
+    assert (
+        "warning",
+        f"{row(done)}: not cancelled: The publishing is already published; it cannot be cancelled.",
+    ) in reported
+    assert ("info", "1 cancelled, 1 refused, 0 failed (broker unavailable).") in reported
+    # And the changelist now shows it cancelled
+    page = admin_client_.get(CHANGELIST).content.decode()
+    assert 'class="pub-badge pub-cancelled">cancelled<' in page
+
+
+def test_retry_selected_queues_through_the_service_and_reports_each_row(
+    admin_client_: Client, stub_broker, spy
+) -> None:
+    # Given a failed and a pending publishing
+    failed = PublishingFactory.create(failed=True)
+    pending = PublishingFactory.create()
+    retry = spy("publishing_retry")
+
+    # When staff retry both
+    response = admin_client_.post(
+        CHANGELIST, {"action": "retry_selected", "_selected_action": [failed.pk, pending.pk]}
+    )
+
+    # Then the failed one is queued with a message, and the pending one is refused
+    assert retry.call_count == 2
+    failed.refresh_from_db()
+    pending.refresh_from_db()
+    assert failed.status == "queued"
+    assert [m.message_id for m in queued_messages(stub_broker)] == [failed.message_id]
+    assert pending.status == "pending"
+    reported = sent_messages(response)
+    assert ("success", f"{row(failed)}: retried, now queued.") in reported
+    assert any(
+        level == "warning" and text.startswith(f"{row(pending)}: not retried") for level, text in reported
+    )
+
+
+def test_retry_selected_with_the_broker_down_is_an_error_row_and_changes_nothing(
+    admin_client_: Client, stub_broker, monkeypatch
+) -> None:
+    failed = PublishingFactory.create(failed=True, error_code="BUILD_FAILED")
+
+    def refuse(message, *, delay=None):
+        raise redis.exceptions.ConnectionError("refused")
+
+    monkeypatch.setattr(stub_broker, "enqueue", refuse)
+
+    response = admin_client_.post(CHANGELIST, {"action": "retry_selected", "_selected_action": [failed.pk]})
+
+    assert response.status_code == 302
+    failed.refresh_from_db()
+    assert (failed.status, failed.error_code) == ("failed", "BUILD_FAILED")
+    assert sent_messages(response) == [
+        ("error", f"{row(failed)}: not retried: Background job service unavailable")
+    ]
+
+
+def test_the_detail_buttons_cancel_and_retry_through_the_services(
+    admin_client_: Client, stub_broker, spy
+) -> None:
+    publishing = PublishingFactory.create(queued=True, message_id="m1")
+    cancel, retry = spy("publishing_cancel"), spy("publishing_retry")
+
+    # A GET changes nothing
+    assert admin_client_.get(f"{CHANGELIST}{publishing.pk}/cancel/").status_code == 405
+    # When staff press Cancel, then Retry
+    cancelled = admin_client_.post(f"{CHANGELIST}{publishing.pk}/cancel/")
+    publishing.refresh_from_db()
+    assert publishing.status == "cancelled"
+    retried = admin_client_.post(f"{CHANGELIST}{publishing.pk}/retry/")
+    publishing.refresh_from_db()
+
+    # Then each went through its service and came back to the page
+    assert (cancel.call_count, retry.call_count) == (1, 1)
+    assert publishing.status == "queued"
+    assert cancelled["Location"] == retried["Location"] == change_url(publishing)
+    assert sent_messages(retried)[-1] == ("success", f"{row(publishing)}: retried, now queued.")
+    assert admin_client_.post(f"{CHANGELIST}{uuid.uuid4()}/cancel/").status_code == 404
+
+
+def test_the_change_form_never_saves(admin_client_: Client) -> None:
+    publishing = PublishingFactory.create(building=True, progress=30)
+    response = admin_client_.post(change_url(publishing), {"status": "published", "progress": "100"})
+    assert response.status_code == 403
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.progress) == ("building", 30)
+
+
+# --- Publish now ---------------------------------------------------------------------------------
+
+
+def test_publish_now_initiates_through_the_service_as_the_staff_user(
+    admin_client_: Client, stub_broker, spy
+) -> None:
+    # Given a project with nothing running and one with an active publishing
+    idle = ProjectFactory.create(name="Idle")
+    active = PublishingFactory.create(building=True, project=ProjectFactory.create(name="Busy"))
+    initiate = spy("publishing_initiate")
+
+    # When staff publish both now
+    response = admin_client_.post(
+        "/admin/publishing/project/",
+        {"action": "publish_now", "_selected_action": [idle.pk, active.project_id]},
+    )
+
+    # Then the service ran for each, as the staff user
+    assert response.status_code == 302
+    assert initiate.call_count == 2
+    assert all(call.kwargs["user"].username == "admin" for call in initiate.call_args_list)
+    # And the idle one is queued, with a link to it; the busy one links to its active publishing
+    created = Publishing.objects.get(project=idle)
+    assert created.status == "queued"
+    assert created.requested_by == UserFactory.create(username="admin")
+    assert [m.message_id for m in queued_messages(stub_broker)] == [created.message_id]
+    reported = dict((text, level) for level, text in sent_messages(response))
+    assert reported[f'Idle: publishing <a href="{change_url(created)}">{created.pk}</a> queued.'] == "success"
+    conflict = next(text for text in reported if text.startswith("Busy"))
+    assert reported[conflict] == "warning"
+    assert change_url(active) in conflict
+
+
+def test_publish_now_with_the_broker_down_leaves_nothing_behind(
+    admin_client_: Client, stub_broker, monkeypatch
+) -> None:
+    project = ProjectFactory.create(name="Site")
+    monkeypatch.setattr(publishing_broker.breaker, "failures", 1)
+    monkeypatch.setattr(publishing_broker.breaker, "_open_until", float("inf"))
+
+    response = admin_client_.post(
+        "/admin/publishing/project/", {"action": "publish_now", "_selected_action": [project.pk]}
+    )
+
+    assert not Publishing.objects.exists()
+    assert sent_messages(response) == [("error", "Site: not published: Background job service unavailable")]
+
+
+# --- Webhook deliveries -------------------------------------------------------------------------
+
+
+def test_the_webhook_delivery_pages_render_read_only(admin_client_: Client) -> None:
+    delivery = WebhookDelivery.objects.create(
+        publishing=PublishingFactory.create(published=True),
+        url="https://hooks.example.com/<b>in</b>",
+        event="publishing.published",
+        body='{"status": "published"}',
+        state="delivered",
+        attempts=1,
+        response_status=204,
+        delivered_at=timezone.now(),
+    )
+
+    changelist = admin_client_.get("/admin/publishing/webhookdelivery/")
+    detail = admin_client_.get(f"/admin/publishing/webhookdelivery/{delivery.pk}/change/")
+
+    assert changelist.status_code == detail.status_code == 200
+    assert 'class="pub-badge pub-delivered">delivered<' in changelist.content.decode()
+    assert "https://hooks.example.com/&lt;b&gt;in&lt;/b&gt;" in changelist.content.decode()
+    assert "{&quot;status&quot;: &quot;published&quot;}" in detail.content.decode()
+    assert 'name="_save"' not in detail.content.decode()
+    assert admin_client_.get("/admin/publishing/webhookdelivery/add/").status_code == 403
+
+
+def test_resend_selected_resends_through_the_service_and_reports_each_row(
+    admin_client_: Client, stub_broker, monkeypatch
+) -> None:
+    # Given a failed delivery and a delivered one
+    failed = hooked_delivery("failed")
+    delivered = hooked_delivery("delivered", delivered_at=timezone.now())
+    resend = Mock(wraps=webhooks.delivery_resend)
+    monkeypatch.setattr(webhooks, "delivery_resend", resend)
+
+    # When staff resend both
+    response = admin_client_.post(
+        "/admin/publishing/webhookdelivery/",
+        {"action": "resend_selected", "_selected_action": [failed.pk, delivered.pk]},
+    )
+
+    # Then each went through delivery_resend; the failed one is pending again, the delivered one refused
+    assert response.status_code == 302
+    assert {call.kwargs["delivery"].pk for call in resend.call_args_list} == {failed.pk, delivered.pk}
+    failed.refresh_from_db()
+    delivered.refresh_from_db()
+    assert (failed.state, delivered.state) == ("pending", "delivered")
+    reported = sent_messages(response)
+    assert ("success", f"publishing.failed of {row(failed.publishing)}: resent.") in reported
+    assert (
+        "warning",
+        f"publishing.failed of {row(delivered.publishing)}: not resent: "
+        "This webhook delivery was delivered already; it is not sent again.",
+    ) in reported
+
+
+def test_resend_selected_with_the_broker_down_is_an_error_row(
+    admin_client_: Client, stub_broker, monkeypatch
+) -> None:
+    failed = hooked_delivery("failed")
+
+    def refuse(message, *, delay=None):
+        raise redis.exceptions.ConnectionError("refused")
+
+    monkeypatch.setattr(stub_broker, "enqueue", refuse)
+
+    response = admin_client_.post(
+        "/admin/publishing/webhookdelivery/", {"action": "resend_selected", "_selected_action": [failed.pk]}
+    )
+
+    failed.refresh_from_db()
+    assert (failed.state, failed.message_id) == ("failed", "old-message")
+    assert sent_messages(response) == [
+        (
+            "error",
+            f"publishing.failed of {row(failed.publishing)}: not resent: Background job service unavailable",
+        )
+    ]
+
+
+# --- Dead letters -------------------------------------------------------------------------------
+
+
+def queued_messages(stub_broker) -> list[dramatiq.Message[None]]:
+    return [dramatiq.Message.decode(raw) for raw in stub_broker.queues[QUEUE].queue]
+
+
+def dead_letter(
+    stub_broker, actor: str = "build_and_submit", *, queue: str = QUEUE, **kwargs: str
+) -> dramatiq.Message[None]:
+    """Put a message in the stub broker's dead letters, as a worker does when it gives up."""
+    message = dramatiq.Message[None](queue_name=queue, actor_name=actor, args=(), kwargs=kwargs, options={})
+    stub_broker.dead_letters_by_queue[queue].append(MessageProxy(message))
+    return message
+
+
+def dead_ids(stub_broker, queue: str = QUEUE) -> list[str]:
+    return [proxy.message_id for proxy in stub_broker.dead_letters_by_queue[queue]]
+
+
+def hooked_delivery(state: str, **fields: Any) -> WebhookDelivery:
+    """A delivery of a failed publishing whose project has a webhook."""
+    project = ProjectFactory.create(webhook_url="https://hooks.example.com/in", webhook_secret="k")
+    return WebhookDelivery.objects.create(
+        publishing=PublishingFactory.create(failed=True, project=project),
+        url=project.webhook_url,
+        event="publishing.failed",
+        body="{}",
+        state=state,
+        message_id="old-message",
+        **fields,
+    )
+
+
+def test_the_overview_offers_to_requeue_dead_letters(admin_client_: Client, stub_broker) -> None:
+    html = admin_client_.get(f"{CHANGELIST}overview/").content.decode()
+    assert 'action="/admin/publishing/publishing/overview/requeue-dead-letters/"' in html
+    assert "csrfmiddlewaretoken" in html
+    assert admin_client_.get(f"{CHANGELIST}overview/requeue-dead-letters/").status_code == 405
+
+
+def test_requeue_needs_the_csrf_token(stub_broker) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(UserFactory.create(username="root", is_staff=True, is_superuser=True))
+    failed = PublishingFactory.create(failed=True)
+    dead_letter(stub_broker, publishing_id=str(failed.pk))
+
+    assert client.post(f"{CHANGELIST}overview/requeue-dead-letters/").status_code == 403
+    failed.refresh_from_db()
+    assert failed.status == "failed"
+    assert len(dead_ids(stub_broker)) == 1
+
+
+def test_requeue_retries_failed_publishings_and_drops_obsolete_letters(
+    admin_client_: Client, stub_broker, spy
+) -> None:
+    # Given dead letters for: a failed publishing, a published one, one deleted since,
+    # a failed one whose project has another publishing running, and another actor's message
+    failed = PublishingFactory.create(failed=True)
+    published = PublishingFactory.create(published=True)
+    blocked = PublishingFactory.create(failed=True)
+    PublishingFactory.create(building=True, project=blocked.project)
+    dead_letter(stub_broker, publishing_id=str(failed.pk))
+    dead_letter(stub_broker, publishing_id=str(published.pk))
+    dead_letter(stub_broker, publishing_id=str(uuid.uuid4()))
+    kept = [
+        dead_letter(stub_broker, publishing_id=str(blocked.pk)).message_id,
+        dead_letter(stub_broker, "someone_elses_actor").message_id,
+    ]
+    requeue, retry = spy("dead_letters_requeue"), spy("publishing_retry")
+
+    # When staff requeue the dead letters
+    response = admin_client_.post(f"{CHANGELIST}overview/requeue-dead-letters/")
+
+    # Then the service ran as the staff user and retried the failed ones through publishing_retry
+    assert response.status_code == 302
+    assert response["Location"] == f"{CHANGELIST}overview/"
+    assert requeue.call_args.kwargs["by"].username == "admin"
+    assert {call.kwargs["publishing"].pk for call in retry.call_args_list} == {failed.pk, blocked.pk}
+    failed.refresh_from_db()
+    assert failed.status == "queued"
+    assert [m.message_id for m in queued_messages(stub_broker)] == [failed.message_id]
+    published.refresh_from_db()
+    assert published.status == "published"
+    # And only the letters that still mean something stay
+    assert dead_ids(stub_broker) == kept
+    reported = sent_messages(response)
+    assert reported[0] == ("warning", "Dead letters: 1 requeued, 2 dropped as obsolete, 2 left.")
+    assert any(f"Publishing {blocked.pk} not retried" in text for _, text in reported)
+    assert any("someone_elses_actor left alone" in text for _, text in reported)
+
+
+def test_requeue_resends_failed_webhook_deliveries_and_drops_the_rest(
+    admin_client_: Client, stub_broker, monkeypatch
+) -> None:
+    # Given dead-lettered deliveries: one failed for good, one delivered since, one deleted since
+    failed = hooked_delivery("failed", attempts=11, response_status=503)
+    delivered = hooked_delivery("delivered", delivered_at=timezone.now())
+    for delivery_id in (failed.pk, delivered.pk, uuid.uuid4()):
+        dead_letter(stub_broker, "deliver_webhook", queue=WEBHOOK_QUEUE, delivery_id=str(delivery_id))
+    resend = Mock(wraps=webhooks.delivery_resend)
+    monkeypatch.setattr(webhooks, "delivery_resend", resend)
+
+    # When staff requeue the dead letters
+    response = admin_client_.post(f"{CHANGELIST}overview/requeue-dead-letters/")
+
+    # Then the failed delivery went through delivery_resend: pending again with a new message
+    assert [call.kwargs["delivery"].pk for call in resend.call_args_list] == [failed.pk]
+    failed.refresh_from_db()
+    assert failed.state == "pending"
+    queued = [dramatiq.Message.decode(raw) for raw in stub_broker.queues[WEBHOOK_QUEUE].queue]
+    assert [m.message_id for m in queued] == [failed.message_id]
+    # And no letter is left
+    assert dead_ids(stub_broker, WEBHOOK_QUEUE) == []
+    assert sent_messages(response) == [("success", "Dead letters: 1 requeued, 2 dropped as obsolete.")]
+
+
+def test_requeue_twice_does_nothing_the_second_time(admin_client_: Client, stub_broker) -> None:
+    failed = PublishingFactory.create(failed=True)
+    dead_letter(stub_broker, publishing_id=str(failed.pk))
+    url = f"{CHANGELIST}overview/requeue-dead-letters/"
+
+    admin_client_.post(url)
+    second = admin_client_.post(url)
+
+    assert sent_messages(second)[-1] == ("info", "No dead letters.")
+    assert len(queued_messages(stub_broker)) == 1
+
+
+def test_requeue_stops_politely_when_the_broker_goes_away_midway(
+    admin_client_: Client, stub_broker, monkeypatch
+) -> None:
+    # Given two failed publishings dead-lettered, and a broker that refuses new messages
+    first, second = PublishingFactory.create(failed=True), PublishingFactory.create(failed=True)
+    dead_letter(stub_broker, publishing_id=str(first.pk))
+    dead_letter(stub_broker, publishing_id=str(second.pk))
+
+    def refuse(message, *, delay=None):
+        raise redis.exceptions.ConnectionError("refused")
+
+    monkeypatch.setattr(stub_broker, "enqueue", refuse)
+
+    # When staff requeue
+    response = admin_client_.post(f"{CHANGELIST}overview/requeue-dead-letters/")
+
+    # Then both stay failed and dead-lettered, and the page says why
+    for publishing in (first, second):
+        publishing.refresh_from_db()
+        assert publishing.status == "failed"
+    assert len(dead_ids(stub_broker)) == 2
+    assert sent_messages(response) == [
+        (
+            "warning",
+            "Dead letters: 0 requeued, 0 dropped as obsolete; the broker went away meanwhile: "
+            "2 left for another try.",
+        )
+    ]
+
+
+def test_requeue_with_redis_down_says_so_and_changes_nothing(
+    admin_client_: Client, settings, monkeypatch
+) -> None:
+    # Given a Redis broker that does not answer (a closed port, nothing listening)
+    from publishing import broker
+
+    failed = PublishingFactory.create(failed=True)
+    settings.BROKER_URL = settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    dead = broker.redis_client(settings.REDIS_URL, socket_timeout=0.2)
+    monkeypatch.setattr(broker, "web_redis", lambda: dead)
+    monkeypatch.setattr(broker, "_redis_broker", lambda: type("B", (), {"client": dead, "namespace": "x"})())
+
+    # When staff requeue the dead letters
+    response = admin_client_.post(f"{CHANGELIST}overview/requeue-dead-letters/", follow=True)
+
+    # Then the overview is drawn again with a clear message, and nothing changed
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "The broker is unavailable: the dead letters cannot be read now." in html
+    assert "(broker unavailable)" in html
+    failed.refresh_from_db()
+    assert failed.status == "failed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_rejected_for_good_is_dead_lettered_then_requeued_and_published(
+    admin_client_: Client, stub_broker, worker
+) -> None:
+    # Given a publishing the target rejected once: failed, its message dead-lettered by the worker
+    ScriptedPipeline.reset(PermanentJobError("rejected by the store", code="TARGET_REJECTED"))
+    publishing = initiate()
+    drain(stub_broker, worker)
+    publishing.refresh_from_db()
+    assert publishing.status == "failed"
+    assert dead_ids(stub_broker) == [publishing.message_id]
+
+    # When staff requeue the dead letters, and the worker runs again
+    response = admin_client_.post(f"{CHANGELIST}overview/requeue-dead-letters/")
+    drain(stub_broker, worker)
+
+    # Then the publishing is retried and published, and the dead letter is gone
+    assert sent_messages(response) == [("success", "Dead letters: 1 requeued, 0 dropped as obsolete.")]
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.attempts) == ("published", 2)
+    assert dead_ids(stub_broker) == []
