@@ -11,7 +11,7 @@ MANAGE := $(BIN)/python manage.py
 # pytest workers for `make test` (pytest-xdist); 0 runs in one process.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-postgres docker-check tox sizing requirements clean
+.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox sizing requirements clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -58,12 +58,19 @@ test-unit: install  ## Unit tests only (stub broker, no network)
 test-integration: install  ## Integration tests only (real Redis, real workers)
 	$(BIN)/pytest tests/integration
 
+test-browser: install  ## Browser tests only (headless /usr/bin/chromium; screenshots in var/test-artifacts/)
+	$(BIN)/pytest tests/browser
+
+screenshots: install  ## Retake the README's screenshots (docs/admin-*.png) with the browser tests
+	UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/browser
+
 test: check  ## Every check, then the whole suite on SQLite (and on PostgreSQL when TEST_POSTGRES_URL is set)
-	@# The PostgreSQL pass leaves out the RabbitMQ repeats: they test the broker, not the database.
+	@# The PostgreSQL pass leaves out the RabbitMQ repeats (they test the broker, not the database)
+	@# and the browser tests (they test the pages).
 	$(BIN)/pytest tests -n $(PYTEST_WORKERS)
 	@if [ -n "$${TEST_POSTGRES_URL:-}" ]; then \
-		echo "--- the whole suite again on PostgreSQL ($${TEST_POSTGRES_URL%%\?*}), RabbitMQ repeats aside"; \
-		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/pytest tests -n $(PYTEST_WORKERS) -m "not rabbitmq"; \
+		echo "--- the whole suite again on PostgreSQL ($${TEST_POSTGRES_URL%%\?*}), RabbitMQ repeats and browser tests aside"; \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/pytest tests -n $(PYTEST_WORKERS) -m "not rabbitmq and not browser"; \
 	fi
 
 test-postgres: install  ## The whole suite on PostgreSQL (TEST_POSTGRES_URL, default the local server)
