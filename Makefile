@@ -46,9 +46,10 @@ format: install  ## Apply ruff fixes and formatting
 typecheck: install  ## mypy (strict, django-stubs, drf-stubs)
 	$(BIN)/mypy publisher_project publishing tests bench
 
-migrations-check: install  ## Fail when models and migrations disagree
+migrations-check: install  ## Fail when models and migrations disagree, or the OpenAPI schema is invalid or warns
 	DJANGO_SETTINGS_MODULE=publisher_project.settings.test $(MANAGE) makemigrations --check --dry-run
 	DJANGO_SETTINGS_MODULE=publisher_project.settings.test $(MANAGE) check
+	DJANGO_SETTINGS_MODULE=publisher_project.settings.test $(MANAGE) spectacular --validate --fail-on-warn --file /dev/null
 
 check: lint typecheck migrations-check docker-check  ## Every static check
 

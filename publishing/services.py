@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from publishing import broker, metrics, presence
+from publishing import broker, metrics, presence, webhooks
 from publishing.exceptions import (
     BrokerUnavailable,
     InvalidTransition,
@@ -49,7 +49,12 @@ logger = logging.getLogger(__name__)
 Status = Publishing.Status
 Outcome = Attempt.Outcome
 
-PROJECT_FIELDS = ("name", "slug", "repository_url", "ref", "build_command", "artifact_path", "target_url")
+PROJECT_FIELDS = (
+    "name", "slug", "repository_url", "ref", "build_command", "artifact_path", "target_url",
+    "webhook_url", "webhook_secret",
+)  # fmt: skip
+# Long enough that guessing it is out of reach; what GitHub and Stripe hand out is longer.
+WEBHOOK_SECRET_MIN_LENGTH = 16
 
 
 # --- Projects ---------------------------------------------------------------------
@@ -90,8 +95,26 @@ def project_validate(*, user: AnyUser, data: dict[str, Any], instance: Project |
     artifact_path = data.get("artifact_path")
     if artifact_path is not None and (artifact_path.startswith("/") or ".." in Path(artifact_path).parts):
         errors["artifact_path"] = "Must be a relative path inside the checkout."
+    errors.update(_webhook_errors(data, instance))
     if errors:
         raise ValidationError(errors)
+
+
+def _webhook_errors(data: dict[str, Any], instance: Project | None) -> dict[str, str]:
+    """A webhook URL must be allowed and come with a signing secret: receivers verify every delivery."""
+    errors: dict[str, str] = {}
+    url = data.get("webhook_url", instance.webhook_url if instance else "")
+    secret = data.get("webhook_secret", instance.webhook_secret if instance else "")
+    if data.get("webhook_url"):
+        try:
+            webhooks.validate_webhook_url(url, allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS)
+        except JobError as exc:
+            errors["webhook_url"] = exc.detail
+    if secret and len(secret) < WEBHOOK_SECRET_MIN_LENGTH:
+        errors["webhook_secret"] = f"Must be at least {WEBHOOK_SECRET_MIN_LENGTH} characters."
+    elif url and not secret:
+        errors["webhook_secret"] = "Required with a webhook URL: every delivery is signed with it."  # noqa: S105
+    return errors
 
 
 def project_create(*, owner: User, **data: Any) -> Project:

@@ -1,16 +1,32 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any, cast
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from publishing.models import Project, Publishing
+from publishing.models import Attempt, Project, Publishing
 
 
 class ProjectSerializer(serializers.HyperlinkedModelSerializer[Project]):
     url = serializers.HyperlinkedIdentityField(view_name="project-detail")
     owner = serializers.CharField(source="owner.get_username", read_only=True)
     slug = serializers.SlugField(max_length=100, required=False, help_text="Defaults to the name, slugified.")
+    webhook_secret = serializers.CharField(
+        max_length=128,
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Key of the HMAC-SHA256 `X-Publisher-Signature` of each delivery (16+ characters); "
+        "required with a webhook URL, never shown back.",
+    )
+    webhook_secret_set = serializers.SerializerMethodField(
+        help_text="Whether a webhook signing secret is stored (the secret itself is never shown)."
+    )
 
     class Meta:
         model = Project
@@ -25,10 +41,37 @@ class ProjectSerializer(serializers.HyperlinkedModelSerializer[Project]):
             "build_command",
             "artifact_path",
             "target_url",
+            "webhook_url",
+            "webhook_secret",
+            "webhook_secret_set",
             "created_at",
             "updated_at",
         ]
         read_only_fields = ["id", "owner", "created_at", "updated_at"]
+
+    def get_webhook_secret_set(self, project: Project) -> bool:
+        return bool(project.webhook_secret)
+
+
+class AttemptSerializer(serializers.ModelSerializer[Attempt]):
+    """One run of the pipeline: who ran it, when, how it ended, and the end of its own log."""
+
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Attempt
+        fields = [
+            "number",
+            "worker",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+            "outcome",
+            "error_code",
+            "error_message",
+            "log_excerpt",
+        ]
+        read_only_fields = fields
 
 
 class PublishingSerializer(serializers.HyperlinkedModelSerializer[Publishing]):
@@ -38,12 +81,20 @@ class PublishingSerializer(serializers.HyperlinkedModelSerializer[Publishing]):
     )
     project_id = serializers.UUIDField(read_only=True, allow_null=True)
     requested_by = serializers.CharField(source="requested_by.get_username", read_only=True, default=None)
+    cancel = serializers.HyperlinkedIdentityField(
+        view_name="publishing-cancel", help_text="POST here to cancel (until it submits)."
+    )
+    retry = serializers.HyperlinkedIdentityField(
+        view_name="publishing-retry", help_text="POST here to queue a failed or cancelled one again."
+    )
 
     class Meta:
         model = Publishing
         fields = [
             "id",
             "url",
+            "cancel",
+            "retry",
             "project",
             "project_id",
             "requested_by",
@@ -64,15 +115,20 @@ class PublishingSerializer(serializers.HyperlinkedModelSerializer[Publishing]):
             "started_at",
             "finished_at",
             "log",
+            "attempt_history",
         ]
         read_only_fields = fields
 
+    attempt_history = AttemptSerializer(many=True, read_only=True, help_text="Every run, oldest first.")
+
 
 class PublishingListSerializer(PublishingSerializer):
-    """The list leaves the log out: it can be large."""
+    """The list leaves the log and the attempts out: they can be large."""
 
     class Meta(PublishingSerializer.Meta):
-        fields = [field for field in PublishingSerializer.Meta.fields if field != "log"]
+        fields = [
+            field for field in PublishingSerializer.Meta.fields if field not in ("log", "attempt_history")
+        ]
         read_only_fields = fields
 
 
@@ -86,8 +142,37 @@ class StrictUUIDField(serializers.UUIDField):
         return value
 
 
+@extend_schema_field(OpenApiTypes.UUID)
+class ProjectChoiceField(serializers.ChoiceField):
+    """A project id, strictly a UUID string; in the browsable API a list of the caller's projects.
+
+    The choices only draw the form: any id is accepted here, and whether the
+    caller may publish it is the service's answer (404 when not).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=[], **kwargs)
+
+    # The stubs type a ChoiceField's value as str; this one parses to a UUID like a UUIDField.
+    def to_internal_value(self, data: Any) -> uuid.UUID:  # type: ignore[override]
+        value: uuid.UUID = StrictUUIDField().run_validation(data)
+        return value
+
+    def to_representation(self, value: Any) -> str:
+        return str(value)
+
+
 class InitiateSerializer(serializers.Serializer[None]):
-    project_id = StrictUUIDField(help_text="The project to publish.")
+    project_id = ProjectChoiceField(help_text="The project to publish (its id).")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            projects = Project.objects.filter(owner=user).order_by("name", "id")
+            field = cast(ProjectChoiceField, self.fields["project_id"])
+            field.choices = [(str(p.pk), f"{p.name} ({p.slug})") for p in projects]
 
 
 class TokenRequestSerializer(serializers.Serializer[None]):
@@ -109,8 +194,21 @@ class HealthSerializer(serializers.Serializer[None]):
 
 
 class ErrorSerializer(serializers.Serializer[None]):
-    code = serializers.CharField()
-    detail = serializers.CharField()
+    code = serializers.CharField(help_text="Stable, for programs: VALIDATION_ERROR, NOT_FOUND, CONFLICT, …")
+    detail = serializers.CharField(help_text="For people: what went wrong, in one sentence.")
+    active_id = serializers.UUIDField(
+        required=False, help_text="CONFLICT only, when another publishing is active: its id."
+    )
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # Added here: as a class attribute it would hide Serializer.errors.
+        fields = super().get_fields()
+        fields["errors"] = serializers.DictField(
+            child=serializers.ListField(child=serializers.CharField()),
+            required=False,
+            help_text="VALIDATION_ERROR only: the messages of each field.",
+        )
+        return fields
 
 
 class EmptySerializer(serializers.Serializer[None]):

@@ -8,7 +8,7 @@ import django_filters
 from django.contrib.auth.models import User
 from django.db import DatabaseError, connection
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, permissions, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action, api_view, permission_classes
@@ -19,6 +19,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from publishing import broker, services
+from publishing.api import examples
 from publishing.api.serializers import (
     EmptySerializer,
     ErrorSerializer,
@@ -68,6 +69,36 @@ def api_root(request: Request, format: str | None = None) -> Response:
 
 
 @extend_schema(tags=["projects"], responses={**ERRORS})
+@extend_schema_view(
+    list=extend_schema(
+        summary="List your projects",
+        description="Your projects, by name (staff: everyone's).",
+        examples=examples.PROJECT_LIST,
+    ),
+    create=extend_schema(
+        summary="Create a project",
+        description="Where the source is, how to build it, where to submit the artifact, and optionally "
+        "a webhook that hears of every terminal status. The slug defaults to the name, slugified.",
+        examples=examples.PROJECT_CREATE,
+    ),
+    retrieve=extend_schema(summary="Show a project", examples=examples.PROJECT_DETAIL),
+    partial_update=extend_schema(
+        summary="Change a project",
+        description="Only the fields sent change. Publishings already queued keep the settings they "
+        "were queued with.",
+        examples=examples.PROJECT_UPDATE,
+    ),
+    destroy=extend_schema(
+        summary="Delete a project",
+        description="Refused while one of its publishings is active; its publishings are kept.",
+        responses={
+            204: None,
+            **ERRORS,
+            409: OpenApiResponse(ErrorSerializer, description="CONFLICT: a publishing is active"),
+        },
+        examples=examples.PROJECT_DELETE,
+    ),
+)
 class ProjectViewSet(viewsets.ModelViewSet[Project]):
     """Your projects (staff: all). A project says what to build and where to submit it."""
 
@@ -99,6 +130,21 @@ class PublishingFilter(django_filters.FilterSet):  # type: ignore[misc]
 
 
 @extend_schema(tags=["publishing"])
+@extend_schema_view(
+    list=extend_schema(
+        summary="List publishings",
+        description="Yours and those of your projects (staff: all), newest first; filter by `status` "
+        "and `project`. The log and the attempts are in the detail.",
+        examples=examples.PUBLISHING_LIST,
+    ),
+    retrieve=extend_schema(
+        summary="Show a publishing",
+        description="Its status and progress, the artifact, the log and every attempt (worker, start, "
+        "end, outcome, error). Poll it, or follow `cancel` and `retry`.",
+        responses={200: PublishingSerializer, **ERRORS},
+        examples=examples.PUBLISHING_DETAIL,
+    ),
+)
 class PublishingViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Publishing]
 ):
@@ -107,7 +153,10 @@ class PublishingViewSet(
     filterset_class = PublishingFilter
 
     def get_queryset(self) -> QuerySet[Publishing]:
-        return publishings_visible_to(self.request.user).order_by("-created_at", "id")
+        publishings = publishings_visible_to(self.request.user).order_by("-created_at", "id")
+        if self.action != "list":
+            publishings = publishings.prefetch_related("attempt_history")
+        return publishings
 
     def get_serializer_class(self) -> type[BaseSerializer[Any]]:
         if self.action == "list":
@@ -125,6 +174,8 @@ class PublishingViewSet(
             **ERRORS,
             409: OpenApiResponse(ErrorSerializer, description="CONFLICT: the publishing has finished"),
         },
+        summary="Cancel a publishing",
+        examples=examples.CANCEL,
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
@@ -142,6 +193,8 @@ class PublishingViewSet(
             ),
             503: OpenApiResponse(ErrorSerializer, description="SERVICE_UNAVAILABLE: the job service is down"),
         },
+        summary="Retry a publishing",
+        examples=examples.RETRY,
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
@@ -168,6 +221,8 @@ class PublishingViewSet(
             ),
             503: OpenApiResponse(ErrorSerializer, description="SERVICE_UNAVAILABLE: the job service is down"),
         },
+        summary="Publish a project",
+        examples=examples.INITIATE,
     )
     @action(detail=False, methods=["post"], url_path="initiate", url_name="initiate")
     def initiate(self, request: Request) -> Response:
@@ -204,7 +259,13 @@ class HealthView(APIView):
     authentication_classes: list[type[Any]] = []
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(tags=["health"], responses={200: HealthSerializer, 503: HealthSerializer})
+    @extend_schema(
+        tags=["health"],
+        summary="Check the service",
+        description="No authentication: for load balancers and monitors. 503 while either is down.",
+        responses={200: HealthSerializer, 503: HealthSerializer},
+        examples=examples.HEALTH,
+    )
     def get(self, request: Request) -> Response:
         database = _database_ok()
         broker_ok = broker.is_healthy()
@@ -228,6 +289,12 @@ def _database_ok() -> bool:
 class TokenView(ObtainAuthToken):
     """Exchange a username and password for an API token (`Authorization: Token …`)."""
 
-    @extend_schema(tags=["auth"], request=TokenRequestSerializer, responses={200: TokenSerializer, **ERRORS})
+    @extend_schema(
+        tags=["auth"],
+        summary="Get an API token",
+        request=TokenRequestSerializer,
+        responses={200: TokenSerializer, **ERRORS},
+        examples=examples.TOKEN,
+    )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().post(request, *args, **kwargs)

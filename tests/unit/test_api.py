@@ -6,7 +6,7 @@ import pytest
 import redis
 from rest_framework.authtoken.models import Token
 
-from publishing.models import Project, Publishing
+from publishing.models import Attempt, Project, Publishing
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -325,3 +325,177 @@ def test_openapi_schema_and_docs_are_served(client_for) -> None:
 
 def test_unknown_api_url_answers_404_in_the_envelope(api) -> None:
     assert_error(api.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
+
+
+# --- links, attempts and the browsable API's forms ---------------------------------------------
+
+
+def test_detail_links_its_actions_and_lists_every_attempt(api, user, stub_broker) -> None:
+    # Given a publishing that failed on its second attempt
+    publishing = PublishingFactory.create(project=ProjectFactory.create(owner=user), failed=True, attempts=2)
+    start = publishing.created_at
+    Attempt.objects.create(
+        publishing=publishing,
+        number=1,
+        worker="w:1",
+        outcome="retrying",
+        finished_at=start,
+        error_code="TARGET_UNAVAILABLE",
+        error_message="store busy",
+        log_excerpt="attempt 1: submit: 503",
+    )
+    Attempt.objects.create(
+        publishing=publishing,
+        number=2,
+        worker="w:2",
+        outcome="failed",
+        finished_at=start,
+        error_code="TARGET_REJECTED",
+    )
+
+    # When its detail is read
+    body = api.get(f"/api/v1/publishing/{publishing.pk}").json()
+
+    # Then every attempt is there, oldest first, with its worker, outcome, error and log excerpt
+    assert [(a["number"], a["worker"], a["outcome"], a["error_code"]) for a in body["attempt_history"]] == [
+        (1, "w:1", "retrying", "TARGET_UNAVAILABLE"),
+        (2, "w:2", "failed", "TARGET_REJECTED"),
+    ]
+    assert body["attempt_history"][0]["log_excerpt"] == "attempt 1: submit: 503"
+    assert body["attempt_history"][0]["error_message"] == "store busy"
+    # And its links lead where they say: retry queues it again
+    assert body["cancel"].endswith(f"/api/v1/publishing/{publishing.pk}/cancel")
+    retried = api.post(body["retry"])
+    assert retried.status_code == 202, retried.content
+    assert retried.json()["status"] == "queued"
+
+
+def test_the_list_links_each_publishing_but_leaves_log_and_attempts_out(api, user) -> None:
+    PublishingFactory.create(project=ProjectFactory.create(owner=user), log="long log")
+    (item,) = api.get("/api/v1/publishing/").json()["results"]
+    assert "log" not in item
+    assert "attempt_history" not in item
+    assert item["url"].endswith(f"/api/v1/publishing/{item['id']}")
+    assert item["retry"] == item["url"] + "/retry"
+
+
+def test_the_initiate_form_offers_the_callers_projects_only(client_for, user, other_user) -> None:
+    mine = ProjectFactory.create(owner=user, name="Marketing site", slug="marketing")
+    theirs = ProjectFactory.create(owner=other_user, name="Secret plans", slug="secret")
+    client = client_for(None)
+    client.force_login(user)
+
+    page = client.get(INITIATE, HTTP_ACCEPT="text/html").content.decode()
+
+    assert f'<option value="{mine.pk}"' in page
+    assert "Marketing site (marketing)" in page
+    assert str(theirs.pk) not in page
+    assert "Secret plans" not in page
+
+
+# --- webhooks of a project ----------------------------------------------------------------------
+
+HOOK = {"webhook_url": "https://hooks.example.com/publisher", "webhook_secret": "a-long-enough-secret"}
+
+
+def new_project(**fields):
+    return {
+        "name": "Hooked",
+        "repository_url": "https://git.example.com/me/site.git",
+        "target_url": "https://store.example.com/upload",
+        **fields,
+    }
+
+
+def test_a_project_keeps_its_webhook_secret_and_never_shows_it(api) -> None:
+    response = api.post("/api/v1/projects/", new_project(**HOOK), format="json")
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["webhook_url"] == HOOK["webhook_url"]
+    assert body["webhook_secret_set"] is True
+    assert "webhook_secret" not in body
+    assert HOOK["webhook_secret"] not in response.content.decode()
+    assert HOOK["webhook_secret"] not in api.get(body["url"]).content.decode()
+    assert Project.objects.get(pk=body["id"]).webhook_secret == HOOK["webhook_secret"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"webhook_url": "https://hooks.example.com/x"}, "webhook_secret"),
+        ({**HOOK, "webhook_secret": "short"}, "webhook_secret"),
+        ({**HOOK, "webhook_url": "ftp://hooks.example.com/x"}, "webhook_url"),
+        ({**HOOK, "webhook_url": "not a url"}, "webhook_url"),
+    ],
+)
+def test_a_bad_webhook_is_refused_with_the_field_named(api, fields, field) -> None:
+    response = api.post("/api/v1/projects/", new_project(**fields), format="json")
+    assert_error(response, 400, "VALIDATION_ERROR")
+    assert field in response.json()["errors"]
+    assert not Project.objects.exists()
+
+
+def test_a_webhook_on_the_private_network_is_refused_unless_allowed(api, settings) -> None:
+    settings.PUBLISHING_ALLOW_PRIVATE_TARGETS = False
+    response = api.post(
+        "/api/v1/projects/",
+        new_project(**{**HOOK, "webhook_url": "http://127.0.0.1:9000/hook"}),
+        format="json",
+    )
+    assert_error(response, 400, "VALIDATION_ERROR")
+    assert "webhook_url" in response.json()["errors"]
+
+
+def test_patching_other_fields_keeps_the_secret_and_clearing_both_stops_the_webhook(api, user) -> None:
+    project = ProjectFactory.create(owner=user, **HOOK)
+    url = f"/api/v1/projects/{project.pk}/"
+
+    assert api.patch(url, {"ref": "release"}, format="json").status_code == 200
+    project.refresh_from_db()
+    assert project.webhook_secret == HOOK["webhook_secret"]
+
+    # Clearing only the secret would leave deliveries unsigned: refused
+    assert_error(api.patch(url, {"webhook_secret": ""}, format="json"), 400, "VALIDATION_ERROR")
+
+    response = api.patch(url, {"webhook_url": "", "webhook_secret": ""}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["webhook_secret_set"] is False
+    project.refresh_from_db()
+    assert (project.webhook_url, project.webhook_secret) == ("", "")
+
+
+# --- the OpenAPI schema ---------------------------------------------------------------------
+
+
+def test_every_operation_is_described_with_examples_that_match_its_schema(client_for) -> None:
+    schema = client_for(None).get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    components = schema["components"]["schemas"]
+
+    def properties(ref: dict[str, str]) -> set[str]:
+        return set(components[ref["$ref"].rsplit("/", 1)[1]]["properties"])
+
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            assert operation.get("summary") or operation.get("description"), where
+            for status, response in operation["responses"].items():
+                content = response.get("content", {}).get("application/json")
+                if content is None or "$ref" not in content["schema"]:
+                    continue
+                # Each example shows only fields its schema has (paginated lists: each item)
+                fields = properties(content["schema"])
+                paged = "results" in fields
+                if paged:
+                    page = components[content["schema"]["$ref"].rsplit("/", 1)[1]]
+                    fields = properties(page["properties"]["results"]["items"])
+                for name, example in content.get("examples", {}).items():
+                    items = example["value"]["results"] if paged else [example["value"]]
+                    for item in items:
+                        assert set(item) <= fields, (where, status, name, set(item) - fields)
+            if method in ("post", "patch") and "requestBody" in operation:
+                assert "examples" in operation["requestBody"]["content"]["application/json"], where
+    initiate = schema["paths"]["/api/v1/publishing/initiate"]["post"]
+    assert set(initiate["responses"]["202"]["content"]["application/json"]["examples"]) == {"Queued"}
+    detail = schema["paths"]["/api/v1/publishing/{id}"]["get"]["responses"]["200"]
+    assert "attempt_history" in properties(detail["content"]["application/json"]["schema"])

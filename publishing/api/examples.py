@@ -1,0 +1,218 @@
+"""OpenAPI examples: what a request and its answers look like, shown in /api/docs/.
+
+One realistic story throughout (the "Marketing site" project of user alice),
+so that the examples of different endpoints agree with each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample
+
+BASE = "https://publisher.example.com/api/v1"
+PROJECT_ID = "3f1c2a9e-8d0b-4f55-9a51-1c7c0e2d6b10"
+PUBLISHING_ID = "0b7e6f5a-4c3d-4e2f-8a1b-9c8d7e6f5a4b"
+
+PROJECT: dict[str, Any] = {
+    "id": PROJECT_ID,
+    "url": f"{BASE}/projects/{PROJECT_ID}/",
+    "name": "Marketing site",
+    "slug": "marketing-site",
+    "owner": "alice",
+    "repository_url": "https://git.example.com/alice/marketing-site.git",
+    "ref": "main",
+    "build_command": "",
+    "artifact_path": "dist",
+    "target_url": "https://store.example.com/api/uploads",
+    "webhook_url": "https://hooks.example.com/publisher",
+    "webhook_secret_set": True,
+    "created_at": "2026-11-02T09:12:44.301Z",
+    "updated_at": "2026-11-02T09:12:44.301Z",
+}
+
+_PUBLISHING_LINKS: dict[str, Any] = {
+    "id": PUBLISHING_ID,
+    "url": f"{BASE}/publishing/{PUBLISHING_ID}",
+    "cancel": f"{BASE}/publishing/{PUBLISHING_ID}/cancel",
+    "retry": f"{BASE}/publishing/{PUBLISHING_ID}/retry",
+    "project": PROJECT["url"],
+    "project_id": PROJECT_ID,
+    "requested_by": "alice",
+}
+
+QUEUED: dict[str, Any] = {
+    **_PUBLISHING_LINKS,
+    "status": "queued",
+    "progress": 0,
+    "attempts": 0,
+    "error_code": "",
+    "error_message": "",
+    "artifact_sha256": "",
+    "artifact_size": None,
+    "artifact_uri": "",
+    "submission_ref": "",
+    "message_id": "5d41402a-bc4b-4a76-b971-9d911017c592",
+    "worker": "",
+    "created_at": "2026-11-30T10:00:00.120Z",
+    "queued_at": "2026-11-30T10:00:00.120Z",
+    "not_before": None,
+    "started_at": None,
+    "finished_at": None,
+    "log": "",
+    "attempt_history": [],
+}
+
+PUBLISHED: dict[str, Any] = {
+    **QUEUED,
+    "status": "published",
+    "progress": 100,
+    "attempts": 2,
+    "artifact_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "artifact_size": 48213,
+    "artifact_uri": "https://store.example.com/artifacts/9f86d081.tar.gz",
+    "submission_ref": "upload-20931",
+    "worker": "worker-1:4112",
+    "started_at": "2026-11-30T10:00:00.180Z",
+    "finished_at": "2026-11-30T10:00:14.902Z",
+    "log": "attempt 1: checkout main\n…\nattempt 2: submitted to https://store.example.com/api/uploads\n",
+    "attempt_history": [
+        {
+            "number": 1,
+            "worker": "worker-1:4112",
+            "started_at": "2026-11-30T10:00:00.180Z",
+            "finished_at": "2026-11-30T10:00:09.511Z",
+            "duration_seconds": 9.331,
+            "outcome": "retrying",
+            "error_code": "TARGET_UNAVAILABLE",
+            "error_message": "the store answered 503",
+            "log_excerpt": "attempt 1: checkout main\nattempt 1: build\nattempt 1: submit: 503\n",
+        },
+        {
+            "number": 2,
+            "worker": "worker-2:4120",
+            "started_at": "2026-11-30T10:00:11.602Z",
+            "finished_at": "2026-11-30T10:00:14.902Z",
+            "duration_seconds": 3.3,
+            "outcome": "published",
+            "error_code": "",
+            "error_message": "",
+            "log_excerpt": "attempt 2: checkout main\nattempt 2: submitted to https://store.example.com/api/uploads\n",
+        },
+    ],
+}
+
+CANCELLED: dict[str, Any] = {
+    **QUEUED,
+    "status": "cancelled",
+    "attempts": 1,
+    "error_code": "CANCELLED",
+    "error_message": "Cancelled by alice.",
+    "finished_at": "2026-11-30T10:00:03.007Z",
+}
+
+
+def _without(body: dict[str, Any], *fields: str) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if key not in fields}
+
+
+def error(code: str, detail: str, *, status: int, **extra: Any) -> OpenApiExample:
+    """An answer in the error envelope every failure uses (`extra`: `errors`, `active_id`)."""
+    return OpenApiExample(
+        code, value={"code": code, "detail": detail, **extra}, response_only=True, status_codes=[str(status)]
+    )
+
+
+def invalid(field: str, message: str) -> OpenApiExample:
+    return error("VALIDATION_ERROR", f"{field}: {message}", status=400, errors={field: [message]})
+
+
+NOT_FOUND = error("NOT_FOUND", "Not found.", status=404)
+NOT_AUTHENTICATED = error("NOT_AUTHENTICATED", "Authentication credentials were not provided.", status=401)
+UNAVAILABLE = error("SERVICE_UNAVAILABLE", "Background job service unavailable", status=503)
+
+PROJECT_CREATE = [
+    OpenApiExample(
+        "A project with a webhook",
+        value={
+            "name": "Marketing site",
+            "repository_url": PROJECT["repository_url"],
+            "ref": "main",
+            "artifact_path": "dist",
+            "target_url": PROJECT["target_url"],
+            "webhook_url": PROJECT["webhook_url"],
+            "webhook_secret": "wh-7f3a0c9e51b24d8aa6c2",
+        },
+        request_only=True,
+    ),
+    OpenApiExample("Created", value=PROJECT, response_only=True, status_codes=["201"]),
+    invalid("webhook_secret", "Required with a webhook URL: every delivery is signed with it."),
+]
+PROJECT_DETAIL = [OpenApiExample("A project", value=PROJECT, response_only=True), NOT_FOUND]
+# drf-spectacular wraps a list's example in the page envelope itself: the value is one item.
+PROJECT_LIST = [OpenApiExample("Your projects", value=PROJECT, response_only=True)]
+PROJECT_UPDATE = [
+    OpenApiExample("Publish another branch", value={"ref": "release"}, request_only=True),
+    OpenApiExample("Stop the webhook", value={"webhook_url": "", "webhook_secret": ""}, request_only=True),
+    OpenApiExample("Updated", value={**PROJECT, "ref": "release"}, response_only=True),
+]
+PROJECT_DELETE = [
+    error("CONFLICT", "The project has an active publishing.", status=409, active_id=PUBLISHING_ID)
+]
+
+PUBLISHING_LIST = [
+    OpenApiExample(
+        "Newest first",
+        value=_without(PUBLISHED, "log", "attempt_history"),
+        response_only=True,
+    )
+]
+PUBLISHING_DETAIL = [
+    OpenApiExample("Published on its second attempt", value=PUBLISHED, response_only=True),
+    NOT_FOUND,
+]
+INITIATE = [
+    OpenApiExample("Publish a project", value={"project_id": PROJECT_ID}, request_only=True),
+    OpenApiExample("Queued", value=QUEUED, response_only=True, status_codes=["202"]),
+    invalid("project_id", "Must be a valid UUID."),
+    error("NOT_FOUND", "Project not found.", status=404),
+    error(
+        "CONFLICT", "This project already has a publishing in progress.", status=409, active_id=PUBLISHING_ID
+    ),
+    UNAVAILABLE,
+]
+CANCEL = [
+    OpenApiExample("Cancelled", value=CANCELLED, response_only=True, status_codes=["200"]),
+    error("CONFLICT", "The publishing is already published; it cannot be cancelled.", status=409),
+]
+RETRY = [
+    OpenApiExample(
+        "Queued again",
+        value={**QUEUED, "attempts": 1, "queued_at": "2026-11-30T10:05:00.000Z"},
+        response_only=True,
+        status_codes=["202"],
+    ),
+    error("CONFLICT", "Only failed or cancelled publishings can be retried, not published.", status=409),
+    UNAVAILABLE,
+]
+HEALTH = [
+    OpenApiExample(
+        "All up",
+        value={"status": "ok", "database": "ok", "broker": "ok"},
+        response_only=True,
+        status_codes=["200"],
+    ),
+    OpenApiExample(
+        "Broker down",
+        value={"status": "unavailable", "database": "ok", "broker": "unavailable"},
+        response_only=True,
+        status_codes=["503"],
+    ),
+]
+TOKEN = [
+    OpenApiExample("Credentials", value={"username": "alice", "password": "…"}, request_only=True),
+    OpenApiExample(
+        "A token", value={"token": "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"}, response_only=True
+    ),
+    invalid("non_field_errors", "Unable to log in with provided credentials."),
+]
