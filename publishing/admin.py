@@ -99,14 +99,29 @@ def _publishing_link(publishing: Publishing) -> SafeString:
 
 
 class ProjectAdminForm(forms.ModelForm[Project]):
+    # Write-only, as in the API: the page never sends the secret back to the browser.
+    webhook_secret = forms.CharField(
+        required=False,
+        max_length=128,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="HMAC-SHA256 key of the webhook signatures (16+ characters). "
+        "Blank keeps the current one; it is cleared with the webhook URL.",
+    )
+
     class Meta:
         model = Project
         fields = [
             "owner", "name", "slug", "repository_url", "ref", "build_command", "artifact_path", "target_url",
+            "webhook_url", "webhook_secret",
         ]  # fmt: skip
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        if not cleaned.get("webhook_url"):
+            cleaned["webhook_secret"] = ""
+        elif not cleaned.get("webhook_secret"):
+            cleaned["webhook_secret"] = self.instance.webhook_secret
         request: HttpRequest | None = getattr(self, "request", None)
         if request is not None:
             try:

@@ -79,6 +79,50 @@ def test_the_project_form_applies_the_service_rules(admin_client_: Client, setti
     assert not owner.projects.exists()
 
 
+def project_form(owner_pk: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "owner": owner_pk,
+        "name": "Hooked",
+        "slug": "hooked",
+        "repository_url": "https://git.example.com/a.git",
+        "ref": "main",
+        "artifact_path": ".",
+        "target_url": "https://store.example.com/u",
+        **fields,
+    }
+
+
+def test_the_project_form_keeps_the_webhook_secret_unseen(admin_client_: Client) -> None:
+    # Given a project with a webhook
+    secret = "a-long-enough-secret"
+    project = ProjectFactory.create(webhook_url="https://hooks.example.com/x", webhook_secret=secret)
+    change = f"/admin/publishing/project/{project.pk}/change/"
+
+    # Then its page never sends the secret to the browser
+    assert secret not in admin_client_.get(change).content.decode()
+
+    # When it is saved with the secret left blank, the secret stays
+    form = project_form(project.owner_id, webhook_url="https://hooks.example.com/y", webhook_secret="")
+    assert admin_client_.post(change, form).status_code == 302
+    project.refresh_from_db()
+    assert (project.webhook_url, project.webhook_secret) == ("https://hooks.example.com/y", secret)
+
+    # And clearing the URL clears the secret with it
+    assert admin_client_.post(change, {**form, "webhook_url": ""}).status_code == 302
+    project.refresh_from_db()
+    assert (project.webhook_url, project.webhook_secret) == ("", "")
+
+
+def test_the_project_form_refuses_a_webhook_without_a_secret(admin_client_: Client) -> None:
+    owner = UserFactory.create()
+    response = admin_client_.post(
+        "/admin/publishing/project/add/", project_form(owner.pk, webhook_url="https://hooks.example.com/x")
+    )
+    assert response.status_code == 200
+    assert "Required with a webhook URL" in response.content.decode()
+    assert not owner.projects.exists()
+
+
 def test_non_staff_are_sent_to_the_login_page() -> None:
     client = Client()
     client.force_login(UserFactory.create())
