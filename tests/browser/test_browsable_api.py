@@ -27,16 +27,13 @@ def response_body(page: Page) -> dict[str, object]:
     return parsed
 
 
-def choose_project(page: Page, project_id: str, name: str) -> None:
-    """Pick the project in the form: from a <select> by its label, or typed into a text field."""
-    field = page.locator('#post-object-form [name="project_id"]')
-    if field.evaluate("element => element.tagName") == "SELECT":
-        labels = field.locator("option").all_inner_texts()
-        label = next((text for text in labels if name in text), None)
-        assert label is not None, f"{name!r} is not offered: {labels}"
-        field.select_option(label=label)
-    else:
-        field.fill(project_id)
+def choose_project(page: Page, name: str) -> None:
+    """Pick the project in the form's list of the caller's projects, by its label."""
+    field = page.locator('#post-object-form select[name="project_id"]')
+    labels = field.locator("option").all_inner_texts()
+    label = next((text for text in labels if name in text), None)
+    assert label is not None, f"{name!r} is not offered: {labels}"
+    field.select_option(label=label)
 
 
 def test_user_initiates_from_the_browsable_api_form_and_follows_the_link(
@@ -61,7 +58,7 @@ def test_user_initiates_from_the_browsable_api_form_and_follows_the_link(
     page.screenshot(path=artifact(request, "form"), full_page=True)
 
     # When they choose the project and POST the form
-    choose_project(page, str(project.pk), project.name)
+    choose_project(page, project.name)
     page.click('#post-object-form button:has-text("POST")')
 
     # Then the response is 202 with the new publishing
@@ -91,4 +88,9 @@ def test_user_initiates_from_the_browsable_api_form_and_follows_the_link(
         shown = response_body(page)
     assert shown["status"] == "published", shown
     assert shown["progress"] == 100
+    # With its one attempt, and links to what can be done with it
+    attempts = shown["attempt_history"]
+    assert isinstance(attempts, list)
+    assert [(a["number"], a["outcome"]) for a in attempts] == [(1, "published")]
+    assert shown["retry"] == f"{url}/retry"
     page.screenshot(path=artifact(request, "published"), full_page=True)
