@@ -186,14 +186,11 @@ class ProjectAdmin(admin.ModelAdmin[Project]):
                 )
 
 
-class AttemptInline(admin.TabularInline[Attempt, Publishing]):
-    """Each run of the pipeline, oldest first; written by the services only."""
+class _RecordInline(admin.TabularInline[Any, Publishing]):
+    """Records the services write about a publishing: shown, never edited here."""
 
-    model = Attempt
     extra = 0
     can_delete = False
-    fields = ATTEMPT_FIELDS
-    readonly_fields = ATTEMPT_FIELDS
 
     def has_add_permission(self, request: HttpRequest, obj: Publishing | None = None) -> bool:
         return False
@@ -203,6 +200,14 @@ class AttemptInline(admin.TabularInline[Attempt, Publishing]):
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
+
+
+class AttemptInline(_RecordInline):
+    """Each run of the pipeline, oldest first."""
+
+    model = Attempt
+    fields = ATTEMPT_FIELDS
+    readonly_fields = ATTEMPT_FIELDS
 
     @admin.display(description="outcome")
     def outcome_badge(self, attempt: Attempt) -> SafeString:
@@ -230,22 +235,11 @@ class AttemptInline(admin.TabularInline[Attempt, Publishing]):
         )
 
 
-class WebhookDeliveryInline(admin.TabularInline[WebhookDelivery, Publishing]):
+class WebhookDeliveryInline(_RecordInline):
     model = WebhookDelivery
-    extra = 0
-    can_delete = False
     show_change_link = True
     fields = DELIVERY_INLINE_FIELDS
     readonly_fields = DELIVERY_INLINE_FIELDS
-
-    def has_add_permission(self, request: HttpRequest, obj: Publishing | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
     @admin.display(description="state")
     def state_badge(self, delivery: WebhookDelivery) -> SafeString:

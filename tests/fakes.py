@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
 from publishing.pipeline.base import Artifact, Job, Submission
+
+
+def start_http_server(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    """Serve `handler` on a free loopback port from a thread; the server and its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def stop_http_server(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`start_http_server` for a `with` block: yields the base URL, stops the server after."""
+    server, base_url = start_http_server(handler)
+    try:
+        yield base_url
+    finally:
+        stop_http_server(server)
 
 
 class ScriptedPipeline:

@@ -23,6 +23,7 @@ from tests.browser.conftest import (
     with_password,
 )
 from tests.factories import UserFactory
+from tests.integration.test_lifecycle import wait_for_file
 
 require_playwright()
 from playwright.sync_api import Locator, Page, expect  # noqa: E402
@@ -30,15 +31,6 @@ from playwright.sync_api import Locator, Page, expect  # noqa: E402
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHANGELIST = "/admin/publishing/publishing/"
-
-
-def wait_for_file(path: Path, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} never appeared")
 
 
 def process_alive(pid: int) -> bool:

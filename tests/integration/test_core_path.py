@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+
+from tests.fakes import start_http_server, stop_http_server
 
 pytestmark = pytest.mark.integration
 
@@ -70,13 +71,11 @@ class FlakyTarget:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/upload"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, base_url = start_http_server(Handler)
+        self.url = f"{base_url}/upload"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop_http_server(self.server)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from publishing import broker as publishing_broker
 from publishing import webhooks
 from publishing.models import WebhookDelivery
 from tests.factories import ProjectFactory, PublishingFactory
+from tests.fakes import start_http_server, stop_http_server
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -60,10 +61,8 @@ class HookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, base_url = start_http_server(Handler)
+        self.url = f"{base_url}/hooks"
 
     def wait_for(
         self, count: int, stack: Stack, *, timeout: float = 30
@@ -77,8 +76,7 @@ class HookReceiver:
         raise AssertionError(f"{len(self.received)} of {count} deliveries arrived\n{stack.all_logs()}")
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop_http_server(self.server)
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ import hashlib
 import importlib
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Artifact
 from publishing.pipeline.submit import submit, validate_target_url
+from tests.fakes import http_server
 
 # The package re-exports the step function under the module's name, hiding the module itself.
 submit_module = importlib.import_module("publishing.pipeline.submit")
@@ -246,17 +246,9 @@ def store() -> Iterator[FakeStore]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/upload"
-    try:
+    with http_server(Handler) as base_url:
+        fake.url = f"{base_url}/upload"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def test_submit_over_http_posts_the_archive_with_idempotency_headers(artifact, store):

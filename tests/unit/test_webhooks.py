@@ -9,13 +9,12 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import dramatiq
@@ -35,6 +34,7 @@ from publishing.exceptions import (
 )
 from publishing.models import Publishing, WebhookDelivery
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
+from tests.fakes import http_server
 
 SECRET = "s3cret-signing-key"
 WEBHOOK_QUEUE = "publishing-builds-webhooks"
@@ -85,17 +85,9 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/publisher"
-    try:
+    with http_server(Handler) as base_url:
+        fake.url = f"{base_url}/hooks/publisher"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def hooked_project(url: str = "https://hooks.example.com/publisher", **fields: Any) -> Any:
