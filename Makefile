@@ -8,8 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MANAGE := $(BIN)/python manage.py
-# pytest workers for `make test` (pytest-xdist); 0 runs in one process.
-PYTEST_WORKERS ?= 2
+# pytest workers for `make test` (pytest-xdist); 0 runs in one process. Three on two cores:
+# the integration tests mostly wait on their processes.
+PYTEST_WORKERS ?= 3
 
 .PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox sizing requirements clean
 
