@@ -251,6 +251,17 @@ def _ping() -> None:
         pika.BlockingConnection(params).close()
 
 
+def ensure_available() -> None:
+    """Raise BrokerUnavailable while the circuit is open; once its cool-down has passed, ping first.
+
+    Callers call it before they write anything: the probe after a cool-down is
+    then a ping, not rows written, a failed enqueue and the rows undone (which
+    made every probe against a refused broker the slowest 503 by far).
+    """
+    if breaker.failures:
+        breaker.call(_ping)
+
+
 def is_healthy() -> bool:
     """True when the broker answers now; never blocks longer than one socket timeout."""
     try:

@@ -181,8 +181,7 @@ def publishing_initiate(
     project = project_for(user, project_id)
     if project is None:
         raise NotFound("Project not found.")
-    if broker.breaker.is_open:
-        raise BrokerUnavailable()
+    broker.ensure_available()
     publishing, created = _insert_pending(user, project, idempotency_key)
     if not created:
         return publishing  # a concurrent twin with the same key won the race
@@ -193,6 +192,8 @@ def publishing_initiate(
         Publishing.objects.filter(pk=publishing.pk, attempts=0).delete()
         raise
     publishing.refresh_from_db()
+    # refresh_from_db() forgets the cached requester, whom the answer names: the caller, no query needed.
+    publishing.requested_by = user
     with job_context(
         job_id=publishing.message_id,
         publishing_id=str(publishing.pk),
@@ -369,8 +370,7 @@ def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
         )
     if publishing.project_id is None:
         raise PublishingConflict("The project of this publishing was deleted.")
-    if broker.breaker.is_open:
-        raise BrokerUnavailable()
+    broker.ensure_available()
     try:
         _enqueue(publishing, sources=(publishing.status,), progress=0, error_code="", error_message="")
     except IntegrityError as exc:

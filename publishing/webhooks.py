@@ -330,8 +330,7 @@ def delivery_resend(*, delivery: WebhookDelivery) -> WebhookDelivery:
     project = delivery.publishing.project
     if project is None or not project.webhook_url:
         raise PublishingConflict("The project has no webhook URL any more.")
-    if broker.breaker.is_open:
-        raise BrokerUnavailable()
+    broker.ensure_available()
     message = _message(delivery.pk)
     previous = {"state": delivery.state, "message_id": delivery.message_id, "url": delivery.url}
     # Guarded on the message the caller saw: a concurrent resend or a finishing run wins.

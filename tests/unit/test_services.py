@@ -171,6 +171,31 @@ def test_broker_down_leaves_nothing_behind_and_then_fails_fast(
 
 
 @pytest.mark.django_db
+def test_after_the_cooldown_initiate_pings_the_broker_before_writing(
+    stub_broker, project, user, monkeypatch
+) -> None:
+    # Given a circuit opened by a failure, its cool-down over, and a broker that still refuses
+    broker.breaker.failures = 1
+    pings = []
+
+    def refuse() -> None:
+        pings.append(1)
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(broker, "_ping", refuse)
+
+    # When a publishing is initiated
+    with pytest.raises(BrokerUnavailable):
+        services.publishing_initiate(user=user, project_id=project.pk)
+
+    # Then the probe was one ping: nothing was written, nothing sent, and the circuit is open again
+    assert pings == [1]
+    assert not Publishing.objects.exists()
+    assert queued_messages(stub_broker) == []
+    assert broker.breaker.is_open
+
+
+@pytest.mark.django_db
 def test_project_build_command_is_staff_only_by_default(user, staff, settings) -> None:
     settings.PUBLISHING_ALLOW_USER_BUILD_COMMANDS = False
     data = {
