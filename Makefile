@@ -12,7 +12,7 @@ MANAGE := $(BIN)/python manage.py
 # the integration tests mostly wait on their processes.
 PYTEST_WORKERS ?= 3
 
-.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox sizing requirements clean
+.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox bench bench-smoke sizing requirements clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -69,10 +69,10 @@ screenshots: install  ## Retake the README's screenshots (docs/admin-*.png) with
 test: check  ## Every check, then the whole suite on SQLite (and on PostgreSQL when TEST_POSTGRES_URL is set)
 	@# The PostgreSQL pass leaves out the RabbitMQ repeats (they test the broker, not the database)
 	@# and the browser tests (they test the pages).
-	$(BIN)/pytest tests -n $(PYTEST_WORKERS)
+	$(BIN)/pytest tests -n $(PYTEST_WORKERS) --dist worksteal
 	@if [ -n "$${TEST_POSTGRES_URL:-}" ]; then \
 		echo "--- the whole suite again on PostgreSQL ($${TEST_POSTGRES_URL%%\?*}), RabbitMQ repeats and browser tests aside"; \
-		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/pytest tests -n $(PYTEST_WORKERS) -m "not rabbitmq and not browser"; \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/pytest tests -n $(PYTEST_WORKERS) --dist worksteal -m "not rabbitmq and not browser"; \
 	fi
 
 test-postgres: install  ## The whole suite on PostgreSQL (TEST_POSTGRES_URL, default the local server)
@@ -104,6 +104,12 @@ docker-check: install  ## Validate docker/ offline: compose file (docker-compose
 
 tox: install  ## The suite on Python 3.11, 3.12 and 3.13, and lint, type, migrations (pyenv's interpreters)
 	PYENV_VERSION=$${PYENV_VERSION:-3.11:3.12:3.13} $(BIN)/tox $(TOX_ARGS)
+
+bench: install  ## Publisher against bare Dramatiq and Celery, side by side (under 15 min); writes docs/benchmarks.md
+	$(BIN)/python -m bench
+
+bench-smoke: install  ## Each benchmark briefly: proves they work (CI); the figures mean nothing
+	$(BIN)/python -m bench --smoke
 
 sizing: install  ## Measure memory, connections, throughput and Redis use for docs/deployment.md (about 70 s; uses the local PostgreSQL and Redis)
 	$(BIN)/python -m bench.sizing

@@ -1,1 +1,1 @@
-"""Benchmarks: measurements for operators, run by hand (`python -m bench.sizing`); not tests."""
+"""Benchmarks: `python -m bench` (see bench/__main__.py and docs/benchmarks.md); `python -m bench.sizing`."""

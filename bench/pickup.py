@@ -1,6 +1,6 @@
 """Idle pickup latency: Dramatiq's Redis broker against Publisher's (woken by each enqueue).
 
-`python -m bench.pickup [--sends N] [--quick]`. On a private Redis, each
+`python -m bench pickup [--smoke]`. On the run's private Redis, each
 broker gets a Dramatiq worker (2 threads, the default 1 s worker timeout)
 and a no-op actor; one message at a time is sent to the idle worker, and the
 time from `send` to the actor's start is recorded. Then, with nothing sent
@@ -10,24 +10,17 @@ Both brokers run in one run, interleaved, on the same Redis.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from publishing.redis_server import RedisServer
+from bench.common import Context, Outcome, Target, percentile, ratio
 from publishing.redis_wakeup import WakingRedisBroker
-
-RESULTS = Path(__file__).parent / "results"
 
 
 class Probe:
@@ -58,11 +51,6 @@ class Probe:
         return self.started[key] - sent
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def idle_commands_per_second(client: redis.Redis, seconds: float) -> float:
     before = int(client.info("stats")["total_commands_processed"])
     time.sleep(seconds)
@@ -70,75 +58,97 @@ def idle_commands_per_second(client: redis.Redis, seconds: float) -> float:
     return (after - before - 1) / seconds  # minus our own INFO
 
 
-def run(sends: int, idle_seconds: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as folder, RedisServer(Path(folder)) as server:
-        client = redis.Redis.from_url(server.url)
-
-        def probes() -> list[Probe]:
-            return [
-                Probe("dramatiq", RedisBroker(url=server.url, namespace="bench-bare")),  # type: ignore[no-untyped-call]
-                Probe("publisher", WakingRedisBroker(url=server.url, namespace="bench-waking")),
-            ]
-
-        results: dict[str, Any] = {}
-        # Idle load first, one worker at a time (the other not started).
-        for probe in probes():
-            probe.worker.start()
-            time.sleep(2)  # let the consumers back off to their idle rhythm
-            results[probe.name] = {
-                "idle_redis_commands_per_s": idle_commands_per_second(client, idle_seconds)
-            }
-            probe.worker.stop()
-        running = probes()
-        for probe in running:
-            probe.worker.start()
-        latencies: dict[str, list[float]] = {probe.name: [] for probe in running}
-        for n in range(sends):
-            for probe in running:  # interleaved, so both see the same machine
-                # Idle: long enough for the consumer to be back in its longest wait.
-                time.sleep(0.3 if n % 2 else 1.1)
-                latencies[probe.name].append(probe.send_one(f"{probe.name}-{n}") * 1000)
-        for probe in running:
-            probe.worker.stop()
-            values = latencies[probe.name]
-            results[probe.name] |= {
-                "sends": len(values),
-                "p50_ms": statistics.median(values),
-                "p90_ms": percentile(values, 0.90),
-                "p99_ms": percentile(values, 0.99),
-                "max_ms": max(values),
-            }
-        return results
+SENDS, SMOKE_SENDS = 200, 10
+IDLE_SECONDS, SMOKE_IDLE_SECONDS = 10.0, 2.0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sends", type=int, default=200, help="messages per broker (default 200)")
-    parser.add_argument("--quick", action="store_true", help="20 sends, 3 s idle sample: a smoke run")
-    args = parser.parse_args(argv)
-    sends, idle = (20, 3.0) if args.quick else (args.sends, 10.0)
-    started = time.monotonic()
-    results = run(sends, idle)
+def measure(redis_url: str, sends: int, idle_seconds: float) -> dict[str, Any]:
+    client = redis.Redis.from_url(redis_url)
+
+    def probes() -> list[Probe]:
+        return [
+            Probe("dramatiq", RedisBroker(url=redis_url, namespace="bench-pickup-bare")),  # type: ignore[no-untyped-call]
+            Probe("publisher", WakingRedisBroker(url=redis_url, namespace="bench-pickup-waking")),
+        ]
+
+    results: dict[str, Any] = {}
+    # Idle load first, one worker at a time (the other not started).
+    for probe in probes():
+        probe.worker.start()
+        time.sleep(2)  # let the consumers back off to their idle rhythm
+        results[probe.name] = {"idle_redis_commands_per_s": idle_commands_per_second(client, idle_seconds)}
+        probe.worker.stop()
+    running = probes()
+    for probe in running:
+        probe.worker.start()
+    latencies: dict[str, list[float]] = {probe.name: [] for probe in running}
+    for n in range(sends):
+        for probe in running:  # interleaved, so both see the same machine
+            # Idle: long enough for the consumer to be back in its longest wait.
+            time.sleep(0.3 if n % 2 else 1.1)
+            latencies[probe.name].append(probe.send_one(f"{probe.name}-{n}") * 1000)
+    for probe in running:
+        probe.worker.stop()
+        values = latencies[probe.name]
+        results[probe.name] |= {
+            "sends": len(values),
+            "p50_ms": statistics.median(values),
+            "p90_ms": percentile(values, 0.90),
+            "p99_ms": percentile(values, 0.99),
+            "max_ms": max(values),
+        }
+    return results
+
+
+def run(context: Context) -> Outcome:
+    sends, idle = (SMOKE_SENDS, SMOKE_IDLE_SECONDS) if context.smoke else (SENDS, IDLE_SECONDS)
+    results = measure(context.redis_url, sends, idle)
     bare, ours = results["dramatiq"], results["publisher"]
-    print(f"idle pickup latency, {sends} sends each, interleaved (ms)")
-    print(f"{'':24}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'idle Redis cmd/s':>18}")
+    table = [["idle pickup (ms)", "p50", "p90", "p99", "max", "idle Redis cmd/s"]]
     for name, row in results.items():
-        print(
-            f"{name:24}{row['p50_ms']:8.1f}{row['p90_ms']:8.1f}{row['p99_ms']:8.1f}{row['max_ms']:8.1f}"
-            f"{row['idle_redis_commands_per_s']:18.1f}"
+        table.append(
+            [
+                name,
+                *(f"{row[key]:.1f}" for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms")),
+                f"{row['idle_redis_commands_per_s']:.1f}",
+            ]
         )
-    print(
-        f"ratio publisher/dramatiq: p50 {ours['p50_ms'] / bare['p50_ms']:.3f}, "
-        f"p99 {ours['p99_ms'] / bare['p99_ms']:.3f}, idle Redis load "
-        f"{ours['idle_redis_commands_per_s'] / bare['idle_redis_commands_per_s']:.2f}x"
+    load = ratio(ours["idle_redis_commands_per_s"], bare["idle_redis_commands_per_s"])
+    table.append(
+        [
+            "ratio publisher/dramatiq",
+            f"{ratio(ours['p50_ms'], bare['p50_ms']):.3f}",
+            "",
+            f"{ratio(ours['p99_ms'], bare['p99_ms']):.3f}",
+            "",
+            f"{load:.2f}x",
+        ]
     )
-    print(f"took {time.monotonic() - started:.0f}s")
-    RESULTS.mkdir(exist_ok=True)
-    name = "pickup-quick.json" if args.quick else "pickup.json"
-    command = "python -m bench.pickup" + (" --quick" if args.quick else "")
-    (RESULTS / name).write_text(json.dumps({"command": command, "results": results}, indent=2) + "\n")
-    return 0
+    targets = [
+        Target("idle pickup p50 <= 5 ms", f"{ours['p50_ms']:.1f} ms", ours["p50_ms"] <= 5),
+        Target("idle pickup p99 <= 20 ms", f"{ours['p99_ms']:.1f} ms", ours["p99_ms"] <= 20),
+        Target("idle Redis load <= 2x bare Dramatiq", f"{load:.2f}x", load <= 2),
+    ]
+    return Outcome(
+        title=f"Idle pickup latency, {sends} sends each, interleaved",
+        table=table,
+        targets=targets,
+        figures=results,
+        notes=[
+            "One message at a time to an idle worker (2 threads, the default 1 s worker timeout), "
+            "after 0.3 s or 1.1 s of quiet; the time from send to the actor's start.",
+        ],
+    )
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def chart(figures: dict[str, Any], axes: Any) -> None:
+    names = list(figures)
+    keys = ("p50_ms", "p90_ms", "p99_ms")
+    width = 0.8 / len(names)
+    for offset, name in enumerate(names):
+        positions = [k + offset * width for k in range(len(keys))]
+        axes.bar(positions, [figures[name][key] for key in keys], width, label=name)
+    axes.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(keys))], ["p50", "p90", "p99"])
+    axes.set_ylabel("ms from send to start")
+    axes.set_yscale("log")
+    axes.legend()

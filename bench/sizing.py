@@ -24,17 +24,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
-import math
 import os
-import platform
 import re
 import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,8 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, NoReturn, cast
+from types import TracebackType
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -54,8 +50,20 @@ import redis
 import requests
 from psycopg import sql
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+from bench.common import (
+    RESULTS,
+    Processes,
+    delete_keys,
+    group_memory,
+    machine_info,
+    manage,
+    outside_memory,
+    process_table,
+    publisher_env,
+    raise_exit,
+    spread,
+)
+from publishing.redis_server import free_port
 
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -74,26 +82,6 @@ READY_LINE = "Worker process is ready for action."
 # (CONN_MAX_AGE is 0), so a fast sampler sees more of them.
 SAMPLE_INTERVAL = 0.1
 
-# Inherited variables that would change what is measured (a developer's
-# DATABASE_URL, BROKER_URL=amqp://..., PUBLISHING_RATE_LIMIT, PG*): the run
-# sets its own, so that two runs on two machines measure the same thing.
-_OWN_PREFIXES = (
-    "ALLOWED_HOSTS",
-    "BROKER_",
-    "DATABASE_URL",
-    "DEBUG",
-    "DJANGO_",
-    "LOG_LEVEL",
-    "METRICS_TOKEN",
-    "PG",
-    "PUBLISHING_",
-    "REDIS_URL",
-    "SECRET_KEY",
-    "SECURE_",
-    "VAR_DIR",
-    "WORKER_",
-)
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -107,157 +95,7 @@ FULL = Plan(configs=((1, 4), (2, 4)), batch=40, waiting=200, settle=3.0)
 QUICK = Plan(configs=((1, 4),), batch=10, waiting=50, settle=2.0)
 
 
-# --- processes and their memory ------------------------------------------------------------
-
-
-def process_table() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, process group) of every process now."""
-    table: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:  # it exited meanwhile
-            continue
-        # The command name (2nd field) may hold spaces and ')': the fields we
-        # want come after the last ')'.
-        rest = stat[stat.rindex(")") + 2 :].split()
-        table[int(entry.name)] = (int(rest[1]), int(rest[2]))
-    return table
-
-
-def _kib(pid: int, filename: str, label: str) -> int:
-    try:
-        text = Path(f"/proc/{pid}/{filename}").read_text()
-    except OSError:  # exited meanwhile
-        return 0
-    for line in text.splitlines():
-        if line.startswith(label):
-            return int(line.split()[1])
-    return 0  # a zombie has no memory lines
-
-
-@dataclass(frozen=True)
-class Memory:
-    processes: int
-    rss_kib: int  # VmRSS summed: counts pages shared by forked processes once per process
-    pss_kib: int  # Pss summed: shared pages split between their sharers, so close to the real total
-
-
-def group_memory(pgid: int, table: dict[int, tuple[int, int]] | None = None) -> Memory:
-    """Memory of every process in process group `pgid` (a leader started in a session of its own)."""
-    table = process_table() if table is None else table
-    pids = [pid for pid, (_, group) in table.items() if group == pgid]
-    return Memory(
-        processes=len(pids),
-        rss_kib=sum(_kib(pid, "status", "VmRSS:") for pid in pids),
-        pss_kib=sum(_kib(pid, "smaps_rollup", "Pss:") for pid in pids),
-    )
-
-
-def outside_memory(root: int, table: dict[int, tuple[int, int]]) -> Memory:
-    """Memory of `root`'s descendants outside its process group.
-
-    The pipeline runs git and the build command in sessions of their own (so
-    that a cancel can kill a whole build), so they are not in the worker's
-    group; this counts them separately.
-    """
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found: list[int] = []
-    pending = [root]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            pending.append(child)
-            if table[child][1] != root:
-                found.append(child)
-    return Memory(
-        processes=len(found),
-        rss_kib=sum(_kib(pid, "status", "VmRSS:") for pid in found),
-        pss_kib=sum(_kib(pid, "smaps_rollup", "Pss:") for pid in found),
-    )
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it if the benchmark dies, even of SIGKILL.
-
-    Children run in sessions of their own (so that Ctrl-C reaches only the
-    benchmark, which then stops each one once), so without this a killed
-    benchmark would leave a web server and workers behind.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class Processes:
-    """Long-running children, each the leader of its own process group, logging to a file."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        self.running[name] = process
-        return process
-
-    def log(self, name: str, *, tail: int = 4000) -> str:
-        path = self.logs / f"{name}.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return text[-tail:]
-
-    def check_alive(self, name: str) -> None:
-        process = self.running[name]
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log(name)}")
-
-    def stop(self, name: str, *, timeout: float = 45.0) -> None:
-        process = self.running.pop(name)
-        if process.poll() is None:
-            # The leader only: gunicorn and dramatiq stop their own workers,
-            # and a second SIGTERM makes dramatiq kill its workers rather
-            # than let them finish.
-            process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout)
-        # Whatever is left of the group (a stuck worker, multiprocessing's
-        # resource tracker) goes now.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-    def stop_all(self) -> None:
-        for name in list(self.running):
-            self.stop(name)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # --- PostgreSQL ----------------------------------------------------------------------------
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 class Connections:
@@ -424,28 +262,6 @@ def in_parallel_timed(api: Api, project_ids: Sequence[str]) -> tuple[list[str], 
     return [pid for pid, _ in results], [seconds for _, seconds in results]
 
 
-# --- statistics ----------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def spread(values: Sequence[float]) -> dict[str, float]:
-    return {
-        "p50": round(percentile(values, 0.50), 3),
-        "p95": round(percentile(values, 0.95), 3),
-        "max": round(max(values), 3) if values else math.nan,
-    }
-
-
 def _when(body: dict[str, Any], field: str) -> datetime:
     value = body.get(field)
     if not isinstance(value, str):
@@ -464,7 +280,7 @@ class Run:
         self.admin_url = admin_url
         self.redis_url = redis_url
         self.dbname = f"publisher_sizing_{os.getpid()}"
-        self.database_url = with_database(admin_url, self.dbname)
+        self.database_url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{self.dbname}"))
         self.namespace = f"publisher-sizing-{secrets.token_hex(6)}"
         self.tmp = Path(tempfile.mkdtemp(prefix="publisher-sizing-"))
         self.processes = Processes(self.tmp)
@@ -479,8 +295,7 @@ class Run:
     # -- environment and commands
 
     def env(self, *, production: bool, app_name: str | None = None) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith(_OWN_PREFIXES)}
-        env.update(
+        env = publisher_env(
             DATABASE_URL=self.database_url,
             VAR_DIR=str(self.tmp / "var"),
             PUBLISHING_WORKSPACE_DIR=str(self.tmp / "workspaces"),
@@ -514,17 +329,7 @@ class Run:
         return env
 
     def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env(production=False),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"manage.py {shlex.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
+        return manage(self.env(production=False), *args)
 
     # -- setup
 
@@ -712,7 +517,7 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         started = time.monotonic()
-        machine = machine_info(self.admin_url, self.redis)
+        machine = machine_info(self.redis, self.admin_url)
         print(f"database {self.dbname}, Redis namespace {self.namespace}, logs in {self.tmp}", flush=True)
         self.create_database()
         token, demo_id = self.bootstrap()
@@ -782,48 +587,11 @@ class Run:
             )
 
     def _delete_keys(self) -> None:
-        # SCAN + DEL of our own prefixes: the Redis is shared, never FLUSH it.
-        for pattern in (f"{self.namespace}:*", f"{self.namespace}-abort*"):
-            batch: list[str] = []
-            for key in self.redis.scan_iter(match=pattern, count=1000):
-                batch.append(str(key))
-                if len(batch) >= 500:
-                    self.redis.delete(*batch)
-                    batch = []
-            if batch:
-                self.redis.delete(*batch)
+        delete_keys(self.redis, f"{self.namespace}:*", f"{self.namespace}-abort*")
         self.redis.close()
 
 
 # --- machine and report --------------------------------------------------------------------
-
-
-def machine_info(admin_url: str, client: redis.Redis) -> dict[str, Any]:
-    uname = platform.uname()
-    with psycopg.connect(admin_url, application_name=APP_PROBE) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    server: Any = client.info("server")
-    meminfo = Path("/proc/meminfo").read_text()
-    total = re.search(r"MemTotal:\s+(\d+)", meminfo)
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "uname": f"{uname.system} {uname.release} {uname.machine}",
-        "python": platform.python_version(),
-        "postgresql": str(row[0]) if row else "?",
-        "redis": str(server["redis_version"]),
-        "mem_total_mib": int(total.group(1)) // 1024 if total else None,
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "git": git_revision(),
-    }
-
-
-def git_revision() -> str:
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return result.stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "?"
-    return f"{commit}{' (dirty tree)' if git('status', '--porcelain') else ''}"
 
 
 def _mib(kib: int) -> str:
@@ -945,11 +713,6 @@ NOTES = [
 ]
 
 
-def _raise_exit(signum: int, frame: FrameType | None) -> NoReturn:
-    # SIGTERM unwinds like Ctrl-C does, so that the cleanup in main() runs.
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.sizing",
@@ -970,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output: Path = args.output or RESULTS / ("sizing-quick.json" if args.quick else "sizing.json")
     command = shlex.join([sys.executable, "-m", "bench.sizing", *(sys.argv[1:] if argv is None else argv)])
 
-    signal.signal(signal.SIGTERM, _raise_exit)
+    signal.signal(signal.SIGTERM, raise_exit)
     started = time.monotonic()
     run = Run(plan, admin_url=args.postgres, redis_url=args.redis)
     ok = False

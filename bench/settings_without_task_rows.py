@@ -1,0 +1,16 @@
+"""bench.settings without django-dramatiq's AdminMiddleware: what its task rows cost (`bench.overhead`).
+
+Informative only: Publisher ships with the middleware (the task rows are its
+job-level records). Everything else, the other middleware included, is as in
+bench.settings.
+"""
+
+from bench.settings import *  # noqa: F403
+from bench.settings import DRAMATIQ_BROKER
+
+TASK_ROWS = "django_dramatiq.middleware.AdminMiddleware"
+
+DRAMATIQ_BROKER = {
+    **DRAMATIQ_BROKER,
+    "MIDDLEWARE": [path for path in DRAMATIQ_BROKER["MIDDLEWARE"] if path != TASK_ROWS],
+}
