@@ -6,7 +6,6 @@ Takes the README's screenshots, docs/admin-changelist.png and docs/admin-queue-o
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from tests.browser.conftest import (
     with_password,
 )
 from tests.factories import UserFactory
-from tests.integration.test_lifecycle import wait_for_file
+from tests.integration.test_lifecycle import process_alive, wait_for_file
 
 require_playwright()
 from playwright.sync_api import Locator, Page, expect  # noqa: E402
@@ -31,14 +30,6 @@ from playwright.sync_api import Locator, Page, expect  # noqa: E402
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHANGELIST = "/admin/publishing/publishing/"
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def cell(table: Locator, column: str) -> Locator:
