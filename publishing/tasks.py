@@ -18,6 +18,14 @@ from publishing.log_context import job_context
 logger = logging.getLogger(__name__)
 
 
+def _current_message() -> tuple[str, int]:
+    """The running message's id and how many times it was retried ("", 0 outside a worker)."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return "", 0
+    return message.message_id, int(message.options.get("retries", 0))
+
+
 @dramatiq.actor(
     queue_name=settings.PUBLISHING_QUEUE,
     max_retries=settings.PUBLISHING_MAX_RETRIES,
@@ -29,9 +37,7 @@ logger = logging.getLogger(__name__)
 )
 def build_and_submit(publishing_id: str, project_id: str, user_id: str) -> None:
     """Build and submit one publishing. Safe to run more than once for the same id."""
-    message = CurrentMessage.get_current_message()
-    message_id = message.message_id if message is not None else ""
-    retries = int(message.options.get("retries", 0)) if message is not None else 0
+    message_id, retries = _current_message()
     with job_context(
         job_id=message_id,
         message_id=message_id,
@@ -72,9 +78,7 @@ def build_and_submit(publishing_id: str, project_id: str, user_id: str) -> None:
 )
 def deliver_webhook(delivery_id: str) -> None:
     """POST one webhook delivery. Safe to run more than once for the same id."""
-    message = CurrentMessage.get_current_message()
-    message_id = message.message_id if message is not None else ""
-    retries = int(message.options.get("retries", 0)) if message is not None else 0
+    message_id, retries = _current_message()
     with job_context(job_id=message_id, message_id=message_id):
         try:
             webhooks.delivery_run(

@@ -38,7 +38,14 @@ from publishing.exceptions import (
 )
 from publishing.log_context import job_context
 from publishing.models import Publishing, WebhookDelivery
-from publishing.pipeline.network import check_host, redact_credentials, split_url
+from publishing.pipeline.network import (
+    check_host,
+    excerpt,
+    is_transient_status,
+    read_capped,
+    redact_credentials,
+    split_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +55,8 @@ SIGNATURE_HEADER = "X-Publisher-Signature"
 EVENT_HEADER = "X-Publisher-Event"
 DELIVERY_HEADER = "X-Publisher-Delivery"
 USER_AGENT = "Publisher-Webhooks/1.0"
-# Worth another try later; every other 4xx (and 3xx: redirects are not followed) fails at once.
-TRANSIENT_STATUSES = frozenset({408, 429})
 # Of an error answer, enough to say why in `last_error`; never a flood.
 RESPONSE_READ_LIMIT = 4 * 1024
-ERROR_EXCERPT_CHARS = 200
 
 
 # --- What is sent ----------------------------------------------------------------------------
@@ -265,7 +269,7 @@ def _attempt(delivery: WebhookDelivery) -> _Outcome:
             status = response.status_code
             if 200 <= status < 300:
                 return _Outcome(posted=True, status=status)
-            excerpt = _excerpt(response)
+            start = excerpt(read_capped(response, RESPONSE_READ_LIMIT))
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
         detail = f"{safe_url} unreachable: {redact_credentials(str(exc))}"
         return _Outcome(posted=True, error=TransientJobError(detail, code="WEBHOOK_UNAVAILABLE"))
@@ -276,22 +280,14 @@ def _attempt(delivery: WebhookDelivery) -> _Outcome:
         # The receiver trickled its answer past the actor's time limit.
         slow = TransientJobError(f"{safe_url} answered too slowly", code="WEBHOOK_UNAVAILABLE")
         return _Outcome(posted=True, error=slow)
-    detail = f"{safe_url} answered {status}" + (f": {excerpt}" if excerpt else "")
+    detail = f"{safe_url} answered {status}" + (f": {start}" if start else "")
     error: JobError
-    if status in TRANSIENT_STATUSES or 500 <= status < 600:
+    # 3xx too fails at once: redirects are not followed.
+    if is_transient_status(status):
         error = TransientJobError(detail, code="WEBHOOK_UNAVAILABLE")
     else:
         error = PermanentJobError(detail, code="WEBHOOK_REJECTED")
     return _Outcome(posted=True, status=status, error=error)
-
-
-def _excerpt(response: requests.Response) -> str:
-    body = bytearray()
-    for chunk in response.iter_content(chunk_size=1024):
-        body += chunk
-        if len(body) >= RESPONSE_READ_LIMIT:
-            break
-    return " ".join(body.decode("utf-8", errors="replace").split())[:ERROR_EXCERPT_CHARS]
 
 
 def _record(delivery: WebhookDelivery, message_id: str, outcome: _Outcome, *, state: str) -> None:

@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from publishing.models import Attempt, Project, Publishing
+from publishing.selectors import projects_owned_by
 
 
 class ProjectSerializer(serializers.HyperlinkedModelSerializer[Project]):
@@ -170,9 +171,8 @@ class InitiateSerializer(serializers.Serializer[None]):
         request = self.context.get("request")
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            projects = Project.objects.filter(owner=user).order_by("name", "id")
             field = cast(ProjectChoiceField, self.fields["project_id"])
-            field.choices = [(str(p.pk), f"{p.name} ({p.slug})") for p in projects]
+            field.choices = [(str(p.pk), f"{p.name} ({p.slug})") for p in projects_owned_by(user)]
 
 
 class TokenRequestSerializer(serializers.Serializer[None]):

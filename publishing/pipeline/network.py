@@ -1,4 +1,5 @@
-"""Host policy for the pipeline's outbound connections, and credential redaction for its messages.
+"""Host policy for the pipeline's outbound connections, credential redaction for its messages,
+and how an HTTP answer is read and judged (the store's and a webhook receiver's alike).
 
 `check_host` keeps a job from reaching the worker's own network (loopback, private ranges, cloud
 metadata endpoints) unless the operator allowed it: sources and targets are user input.
@@ -12,6 +13,8 @@ import re
 import socket
 from typing import TypeAlias
 from urllib.parse import SplitResult, urlsplit
+
+import requests
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 
@@ -118,3 +121,29 @@ def check_host(host: str, *, allow_private: bool, code: str, resolve: bool = Tru
             raise PermanentJobError(
                 f"host {name!r} resolves to a non-public address ({info[4][0]})", code=code
             )
+
+
+# --- HTTP answers -------------------------------------------------------------
+
+# Worth another try later, with every 5xx; any other status fails at once.
+TRANSIENT_STATUSES = frozenset({408, 429})
+EXCERPT_CHARS = 200
+
+
+def is_transient_status(status: int) -> bool:
+    return status in TRANSIENT_STATUSES or 500 <= status < 600
+
+
+def read_capped(response: requests.Response, limit: int) -> bytes:
+    """At most `limit` bytes of a streamed answer's body: enough to say why, never a flood."""
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=8192):
+        body += chunk
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])
+
+
+def excerpt(body: bytes) -> str:
+    """The start of a body on one line, for an error message."""
+    return " ".join(body.decode("utf-8", errors="replace").split())[:EXCERPT_CHARS]

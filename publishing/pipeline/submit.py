@@ -24,7 +24,14 @@ import requests
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Artifact, Submission
-from publishing.pipeline.network import check_host, redact_credentials, split_url
+from publishing.pipeline.network import (
+    check_host,
+    excerpt,
+    is_transient_status,
+    read_capped,
+    redact_credentials,
+    split_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +39,8 @@ logger = logging.getLogger(__name__)
 TRANSIENT_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE}
 )
-TRANSIENT_STATUSES = frozenset({408, 429})
 # How much of a response body is read: enough for a JSON answer or an error excerpt, never a flood.
 RESPONSE_READ_LIMIT = 64 * 1024
-BODY_EXCERPT_CHARS = 200
 COPY_BUFFER = 1024 * 1024
 
 
@@ -188,20 +193,6 @@ def _submit_to_directory(
 # --- http(s):// --------------------------------------------------------------
 
 
-def _read_body(response: requests.Response) -> bytes:
-    body = bytearray()
-    for chunk in response.iter_content(chunk_size=8192):
-        body += chunk
-        if len(body) >= RESPONSE_READ_LIMIT:
-            break
-    return bytes(body[:RESPONSE_READ_LIMIT])
-
-
-def _excerpt(body: bytes) -> str:
-    text = " ".join(body.decode("utf-8", errors="replace").split())
-    return text[:BODY_EXCERPT_CHARS]
-
-
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
@@ -233,7 +224,7 @@ def _submit_over_http(artifact: Artifact, target_url: str, *, publishing_id: str
         raise PermanentJobError(f"artifact file cannot be read: {exc}", code="ARTIFACT_NOT_FOUND") from exc
     try:
         with fh:
-            # stream=True: the body is read by _read_body, capped, not slurped whole.
+            # stream=True: the body is read by read_capped, capped, not slurped whole.
             response = requests.post(
                 target_url,
                 data=fh,
@@ -244,7 +235,7 @@ def _submit_over_http(artifact: Artifact, target_url: str, *, publishing_id: str
             )
         with response:
             status = response.status_code
-            body = _read_body(response)
+            body = read_capped(response, RESPONSE_READ_LIMIT)
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
         detail = redact_credentials(str(exc))
         raise TransientJobError(
@@ -263,8 +254,8 @@ def _submit_over_http(artifact: Artifact, target_url: str, *, publishing_id: str
         uri = redact_credentials(urljoin(target_url, location) if location else target_url)
         ref = _first_string(data, "id", "ref") or response.headers.get("X-Submission-Id", "")
         return Submission(uri=uri, ref=ref)
-    excerpt = _excerpt(body)
-    detail = f"target {safe_url} answered {status}" + (f": {excerpt}" if excerpt else "")
-    if status in TRANSIENT_STATUSES or 500 <= status < 600:
+    start = excerpt(body)
+    detail = f"target {safe_url} answered {status}" + (f": {start}" if start else "")
+    if is_transient_status(status):
         raise TransientJobError(detail, code="TARGET_UNAVAILABLE")
     raise PermanentJobError(detail, code="TARGET_REJECTED")
