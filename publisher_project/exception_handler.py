@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -14,6 +15,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from publisher_project.middleware import DATABASE_UNAVAILABLE_ERRORS, database_unavailable
 from publishing.exceptions import BrokerUnavailable, NotFound, PublishingConflict, PublishingError
 
 logger = logging.getLogger(__name__)
@@ -95,7 +97,13 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """JSON 500 under /api/ (a bug, never bad input), Django's page elsewhere."""
+    """JSON 500 under /api/ (a bug, never bad input), Django's page elsewhere.
+
+    A lost database connection raised outside a view (a middleware saving the session) is a 503,
+    as DatabaseUnavailableMiddleware answers for the views.
+    """
+    if isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE_ERRORS):
+        return database_unavailable(request)
     if request.path.startswith("/api/"):
         return JsonResponse({"code": "INTERNAL_ERROR", "detail": "Internal server error."}, status=500)
     return defaults.server_error(request)

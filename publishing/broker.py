@@ -10,6 +10,7 @@ socket timeout per cool-down, and recovery needs no restart.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -28,6 +29,7 @@ from django.conf import settings
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name
 from dramatiq.middleware import Middleware
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
@@ -302,6 +304,9 @@ def _redis_broker() -> RedisBroker | None:
 def live_message_ids(queue_name: str | None = None) -> set[str] | None:
     """Ids of the messages the broker holds in a queue (ready, delayed or in progress).
 
+    First, messages that workers fetched and then died with go back to their queue (Dramatiq's
+    maintenance, run now): counted live, they must also be runnable.
+
     The queue defaults to the builds queue. None when the broker cannot be
     inspected (RabbitMQ, stub): callers then leave queued work alone. Raises
     BrokerUnavailable.
@@ -309,14 +314,21 @@ def live_message_ids(queue_name: str | None = None) -> set[str] | None:
     broker = _redis_broker()
     if broker is None:
         return None
-    queue = f"{broker.namespace}:{queue_name or settings.PUBLISHING_QUEUE}"
+    name = queue_name or settings.PUBLISHING_QUEUE
+    queue = f"{broker.namespace}:{name}"
     ids: set[str] = set()
     try:
+        # A message held by a dead worker counts as live below, yet nothing would run it.
+        if isinstance(broker, WakingRedisBroker):
+            for held in (name, dq_name(name)):
+                broker.requeue_from_dead_workers(held)
         # Delayed first: a message leaves the delay queue only after it is in
         # the ready one, so this order never misses one in transit.
         for key in (f"{queue}.DQ.msgs", f"{queue}.msgs"):
             for _, data in broker.client.hscan_iter(key, count=500):
-                ids.add(dramatiq.Message.decode(data).message_id)
+                # A body that is no message (dead-lettered once a worker fetches it) names no job.
+                with contextlib.suppress(dramatiq.errors.DecodeError):
+                    ids.add(dramatiq.Message.decode(data).message_id)
     except BROKER_ERRORS as exc:
         raise BrokerUnavailable() from exc
     return ids

@@ -7,6 +7,10 @@ process wakes that queue's consumer at once. Only the wake-up travels by
 pub/sub, never a message: messages are still fetched by Dramatiq's own
 script, so delivery stays at-least-once, and while pub/sub is away the
 consumers simply poll as before.
+
+The consumer also dead-letters a message body that does not decode: Dramatiq's
+own lets the DecodeError restart the consumer, which loses the messages it had
+fetched along with it (they wait in its acks until the worker process dies).
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff
-from dramatiq.errors import ConnectionClosed
+from dramatiq.common import compute_backoff, current_millis
+from dramatiq.errors import ConnectionClosed, DecodeError
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +86,11 @@ class _WakeableConsumer(_RedisConsumer):
                     if data is None:
                         continue  # dramatiq #266: never seen here, kept as Dramatiq does
                     self.misses = 0
-                    message = dramatiq.Message.decode(data)
+                    try:
+                        message = dramatiq.Message.decode(data)
+                    except DecodeError as exc:
+                        self._dead_letter_undecodable(data, exc)
+                        continue
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
                 # Cleared before the fetch: a wake-up that comes during it is kept.
@@ -99,6 +107,26 @@ class _WakeableConsumer(_RedisConsumer):
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None
 
+    def _dead_letter_undecodable(self, data: bytes, error: DecodeError) -> None:
+        """Move a fetched body that is no message to the dead letters, found by its content.
+
+        Only the body came back from the fetch; its id is among this consumer's unacknowledged ones.
+        """
+        broker = self.broker
+        acks = f"{broker.namespace}:__acks__.{broker.broker_id}.{self.queue_name}"
+        bodies = f"{broker.namespace}:{self.queue_name}.msgs"
+        for redis_message_id in broker.client.smembers(acks):
+            if broker.client.hget(bodies, redis_message_id) == data:
+                broker.do_nack(self.queue_name, redis_message_id)
+                logger.error(
+                    "undecodable message %s on %s dead-lettered without running: %s",
+                    redis_message_id.decode(errors="replace"),
+                    self.queue_name,
+                    str(error)[:200],
+                )
+                return
+        logger.error("undecodable message on %s skipped (no longer in its acks): %s", self.queue_name, error)
+
 
 class WakingRedisBroker(RedisBroker):
     """Dramatiq's Redis broker whose idle consumers are woken by each enqueue instead of waiting to poll."""
@@ -111,6 +139,26 @@ class WakingRedisBroker(RedisBroker):
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
         return _WakeableConsumer
+
+    def requeue_from_dead_workers(self, queue_name: str) -> None:
+        """Run Dramatiq's maintenance on `queue_name` now: messages fetched by workers whose heartbeat
+        stopped (SIGKILLed, host lost) go back to the queue, and expired dead letters go.
+
+        Dramatiq runs it on a random 0.1% of its commands, which on a quiet system can take many
+        minutes; until then those messages are neither ready nor running. Its read-only `qsize`
+        command carries the maintenance here.
+        """
+        args = [
+            "qsize",
+            current_millis(),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            "1",
+            self._max_unpack_size(),
+        ]
+        self.scripts["dispatch"](args=args, keys=[self.namespace])
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         message = super().enqueue(message, delay=delay)

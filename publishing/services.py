@@ -41,6 +41,7 @@ from publishing.log_context import job_context
 from publishing.models import Attempt, Project, Publishing
 from publishing.pipeline import Job, get_pipeline
 from publishing.pipeline.checkout import validate_ref, validate_source_url
+from publishing.pipeline.network import redact_credentials
 from publishing.pipeline.submit import validate_target_url
 from publishing.selectors import AnyUser, project_for
 
@@ -545,14 +546,16 @@ def job_records_prune() -> tuple[int, int]:
 def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_retries: int) -> None:
     """Run one attempt of the pipeline for a publishing. Safe to run more than once for the same id.
 
-    A missing, finished or superseded publishing is logged and skipped. Raises
+    A finished or superseded publishing is logged and skipped. Raises
     TransientJobError when the attempt should be retried and PermanentJobError
     when the publishing failed for good; either way the record says so first.
+    A missing one raises PermanentJobError PUBLISHING_NOT_FOUND: nothing can
+    ever run its message, which belongs in the dead letters, not acked away.
     """
     publishing = Publishing.objects.select_related("project").filter(pk=publishing_id).first()
     if publishing is None:
-        logger.warning("publishing %s not found; message skipped", publishing_id)
-        return
+        logger.error("publishing %s not found; message dead-lettered", publishing_id)
+        raise PermanentJobError(f"Publishing {publishing_id} does not exist.", code="PUBLISHING_NOT_FOUND")
     if publishing.is_terminal:
         logger.info("publishing %s already %s; message skipped", publishing_id, publishing.status)
         return
@@ -680,7 +683,10 @@ def _run_attempt(publishing: Publishing, log: _AttemptLog) -> None:
             log=log.append,
         )
         try:
-            log.step(f"attempt {attempt}: checkout {project.repository_url}@{project.ref}", progress=10)
+            log.step(
+                f"attempt {attempt}: checkout {redact_credentials(project.repository_url)}@{project.ref}",
+                progress=10,
+            )
             with metrics.step("checkout"):
                 source = pipeline.checkout(job)
             log.step("build" if project.build_command.strip() else "build: no build command", progress=30)
@@ -930,7 +936,9 @@ def dead_letters_requeue(*, by: User) -> DeadLetterRequeue:
 
 def _argument(message: broker.DeadLetter, name: str) -> uuid.UUID | None:
     """The id an actor was sent, by keyword or as the first argument; None if it is not one."""
-    value = message.kwargs.get(name, message.args[0] if message.args else None)
+    # A poison message's kwargs may be anything JSON holds: one must not end the whole sweep.
+    kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
+    value = kwargs.get(name, message.args[0] if message.args else None)
     try:
         return uuid.UUID(str(value))
     except ValueError:

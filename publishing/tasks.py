@@ -14,6 +14,7 @@ from dramatiq_abort import Abort
 from publishing import services, webhooks
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.log_context import job_context
+from publishing.middleware import LogIdStr, UuidStr
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,14 @@ def _current_message() -> tuple[str, int]:
     # Not retried: they fail the same way every time.
     throws=(PermanentJobError, TimeLimitExceeded),
 )
-def build_and_submit(publishing_id: str, project_id: str, user_id: str) -> None:
-    """Build and submit one publishing. Safe to run more than once for the same id."""
+def build_and_submit(publishing_id: UuidStr, project_id: LogIdStr, user_id: LogIdStr) -> None:
+    """Build and submit one publishing. Safe to run more than once for the same id.
+
+    Only `publishing_id` is looked up. The other two label the log lines, and
+    are not UUIDs for every message: user ids are integers, and either one is
+    "None" once the project or the user was deleted. A missing publishing
+    raises PUBLISHING_NOT_FOUND (in `throws`): dead-lettered, never retried.
+    """
     message_id, retries = _current_message()
     with job_context(
         job_id=message_id,
@@ -76,8 +83,11 @@ def build_and_submit(publishing_id: str, project_id: str, user_id: str) -> None:
     # Refused by the receiver or by the host policy: the same every time.
     throws=(PermanentJobError,),
 )
-def deliver_webhook(delivery_id: str) -> None:
-    """POST one webhook delivery. Safe to run more than once for the same id."""
+def deliver_webhook(delivery_id: UuidStr) -> None:
+    """POST one webhook delivery. Safe to run more than once for the same id.
+
+    A missing delivery raises DELIVERY_NOT_FOUND (in `throws`): dead-lettered, never retried.
+    """
     message_id, retries = _current_message()
     with job_context(job_id=message_id, message_id=message_id):
         try:

@@ -39,9 +39,11 @@ from publishing.exceptions import (
 from publishing.log_context import job_context
 from publishing.models import Publishing, WebhookDelivery
 from publishing.pipeline.network import (
+    AddressNotAllowed,
     check_host,
     excerpt,
     is_transient_status,
+    outbound_session,
     read_capped,
     redact_credentials,
     split_url,
@@ -180,15 +182,16 @@ def _send_after_commit(delivery_id: uuid.UUID, message: dramatiq.Message[Any]) -
 def delivery_run(*, delivery_id: str, message_id: str, retries: int, max_retries: int) -> None:
     """POST one delivery and record the outcome. Safe to run more than once for the same id.
 
-    A missing, finished or superseded delivery (its row belongs to another
-    message) is logged and skipped. Raises TransientJobError when the POST
-    should be retried, PermanentJobError when it failed for good; either way
-    the row says so first, and on the last retry it is `failed`.
+    A finished or superseded delivery (its row belongs to another message) is
+    logged and skipped. Raises TransientJobError when the POST should be
+    retried, PermanentJobError when it failed for good; either way the row
+    says so first, and on the last retry it is `failed`. A missing one raises
+    PermanentJobError DELIVERY_NOT_FOUND: its message is dead-lettered.
     """
     delivery = WebhookDelivery.objects.select_related("publishing__project").filter(pk=delivery_id).first()
     if delivery is None:
-        logger.warning("webhook delivery %s not found; message skipped", delivery_id)
-        return
+        logger.error("webhook delivery %s not found; message dead-lettered", delivery_id)
+        raise PermanentJobError(f"Webhook delivery {delivery_id} does not exist.", code="DELIVERY_NOT_FOUND")
     if delivery.state != State.PENDING:
         logger.info("webhook delivery %s already %s; message skipped", delivery_id, delivery.state)
         return
@@ -258,18 +261,19 @@ def _attempt(delivery: WebhookDelivery) -> _Outcome:
     timeout = settings.PUBLISHING_WEBHOOK_TIMEOUT
     try:
         # stream=True: an error answer's body is read capped, a success's not at all.
-        with requests.post(
-            delivery.url,
-            data=body,
-            headers=headers,
-            timeout=(min(timeout, 10), timeout),
-            allow_redirects=False,
-            stream=True,
-        ) as response:
+        with (
+            outbound_session(allow_private=allow_private) as session,
+            session.post(
+                delivery.url, data=body, headers=headers, timeout=(min(timeout, 10), timeout), stream=True
+            ) as response,
+        ):
             status = response.status_code
             if 200 <= status < 300:
                 return _Outcome(posted=True, status=status)
             start = excerpt(read_capped(response, RESPONSE_READ_LIMIT))
+    except AddressNotAllowed as exc:
+        detail = f"{safe_url} led to a non-public address ({exc}) and was not contacted"
+        return _Outcome(posted=False, error=PermanentJobError(detail, code="WEBHOOK_NOT_ALLOWED"))
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
         detail = f"{safe_url} unreachable: {redact_credentials(str(exc))}"
         return _Outcome(posted=True, error=TransientJobError(detail, code="WEBHOOK_UNAVAILABLE"))
@@ -282,7 +286,7 @@ def _attempt(delivery: WebhookDelivery) -> _Outcome:
         return _Outcome(posted=True, error=slow)
     detail = f"{safe_url} answered {status}" + (f": {start}" if start else "")
     error: JobError
-    # 3xx too fails at once: redirects are not followed.
+    # A 3xx other than 307/308 (those are followed) fails at once.
     if is_transient_status(status):
         error = TransientJobError(detail, code="WEBHOOK_UNAVAILABLE")
     else:

@@ -1,17 +1,40 @@
-"""A pipeline whose steps follow a script, for actor tests (PUBLISHING_PIPELINE)."""
+"""Stand-ins for what leaves the process: a scripted pipeline, local HTTP servers, a resolver."""
 
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from publishing.pipeline.base import Artifact, Job, Submission
+
+
+def resolver(*addresses: str) -> Callable[..., list[Any]]:
+    """A `socket.getaddrinfo` under which every name resolves to `addresses`."""
+
+    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0))
+            for a in addresses
+        ]
+
+    return getaddrinfo
+
+
+def rebinding_resolver(first: str, then: str) -> Callable[..., list[Any]]:
+    """A `socket.getaddrinfo` that answers `first` once, then `then` (DNS rebinding)."""
+    answers = [resolver(first), resolver(then)]
+
+    def getaddrinfo(*args: Any, **kwargs: Any) -> list[Any]:
+        return (answers.pop(0) if len(answers) > 1 else answers[0])(*args, **kwargs)
+
+    return getaddrinfo
 
 
 def start_http_server(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 django_stubs_ext.monkeypatch()
 
@@ -51,6 +55,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: it sees exceptions from the views, before any other middleware turns them into a 500.
+    "publisher_project.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "publisher_project.urls"
@@ -170,6 +176,20 @@ PUBLISHING_LOG_LIMIT: int = env.int("PUBLISHING_LOG_LIMIT", default=64 * 1024)
 # The end of each attempt's own log, kept with its record (API detail, admin).
 PUBLISHING_ATTEMPT_LOG_EXCERPT: int = env.int("PUBLISHING_ATTEMPT_LOG_EXCERPT", default=4 * 1024)
 
+# The build sandbox (publishing/pipeline/build.py); 0 is no limit. A root worker runs builds as
+# PUBLISHING_BUILD_USER (e.g. "nobody"): empty runs them as root, where the process limit does not
+# hold and a build can read the worker's secrets. A non-root worker runs them as itself.
+PUBLISHING_BUILD_USER: str = env.str("PUBLISHING_BUILD_USER", default="")
+# Per process, all its threads: with the 900 s timeout a process may keep two cores busy.
+PUBLISHING_BUILD_CPU_LIMIT: int = env.int("PUBLISHING_BUILD_CPU_LIMIT", default=1800)
+# Address space per process (RLIMIT_AS), which runtimes reserve generously: not resident memory.
+PUBLISHING_BUILD_MEMORY_LIMIT: int = env.int("PUBLISHING_BUILD_MEMORY_LIMIT", default=4 * 1024**3)
+PUBLISHING_BUILD_FILE_SIZE_LIMIT: int = env.int("PUBLISHING_BUILD_FILE_SIZE_LIMIT", default=2 * 1024**3)
+# Processes and threads a build may add to what its user already runs.
+PUBLISHING_BUILD_PROCESS_LIMIT: int = env.int("PUBLISHING_BUILD_PROCESS_LIMIT", default=512)
+# stdout and stderr together; a build writing more is stopped (the log keeps PUBLISHING_LOG_LIMIT).
+PUBLISHING_BUILD_OUTPUT_LIMIT: int = env.int("PUBLISHING_BUILD_OUTPUT_LIMIT", default=16 * 1024**2)
+
 # --- Webhooks ----------------------------------------------------------------
 
 # Its own queue: a delivery never waits behind a backlog of build messages.
@@ -214,6 +234,8 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "dramatiq.middleware.Pipelines",
         "dramatiq.middleware.Retries",
         "dramatiq.middleware.CurrentMessage",
+        # Before the rest of ours: a poison message takes no abort lookup, slot or lease.
+        "publishing.middleware.MessageValidation",
         "publishing.broker.WorkerConnections",
         # Order matters: a cancelled message is skipped before it takes a
         # rate-limit slot, and only a started one gets a lease.
@@ -228,6 +250,31 @@ DRAMATIQ_BROKER: dict[str, Any] = {
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 
 # --- API --------------------------------------------------------------------
+
+# initiate and retry calls per user ("60/min", "1000/day"), counted across every web process; "0" or
+# "" turns the throttle off. Beyond it: 429 THROTTLED with Retry-After.
+PUBLISHING_INITIATE_RATE: str = env.str("PUBLISHING_INITIATE_RATE", default="60/min").strip()
+if not re.fullmatch(r"0?|[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", PUBLISHING_INITIATE_RATE):
+    raise ImproperlyConfigured(
+        f"PUBLISHING_INITIATE_RATE={PUBLISHING_INITIATE_RATE!r}: expected N/s, N/min, N/hour, N/day or 0."
+    )
+
+# The throttle's counters must be shared by every gunicorn worker and web host: Redis. A request
+# never waits on a sick Redis (one short timeout, no retries; the throttle then lets requests
+# through). The default cache stays per process: nothing else needs sharing.
+CACHES: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{BROKER_NAMESPACE}-throttle",
+        "OPTIONS": {
+            "socket_connect_timeout": PUBLISHING_BROKER_SOCKET_TIMEOUT,
+            "socket_timeout": PUBLISHING_BROKER_SOCKET_TIMEOUT,
+            "retry": Retry(NoBackoff(), 0),
+        },
+    },
+}
 
 REST_FRAMEWORK = {
     # Token first: an anonymous API call then gets 401 with WWW-Authenticate

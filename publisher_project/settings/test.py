@@ -22,6 +22,14 @@ PUBLISHING_ALLOW_PRIVATE_TARGETS = True
 PUBLISHING_ALLOW_USER_BUILD_COMMANDS = False
 PUBLISHING_WORKSPACE_DIR = str(VAR_DIR / "test-workspaces")
 
+# No Redis in unit tests: per-process memory. The initiate throttle is off unless a test turns it
+# on: the suite initiates far more than 60 times a minute, and user ids repeat across tests.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"},
+}
+PUBLISHING_INITIATE_RATE = "0"
+
 # A file, not memory: integration tests share the test database with the web
 # and worker processes they start. One per test run, so two runs in one
 # checkout do not clobber each other.

@@ -130,6 +130,9 @@ def invalid(field: str, message: str) -> OpenApiExample:
 NOT_FOUND = error("NOT_FOUND", "Not found.", status=404)
 NOT_AUTHENTICATED = error("NOT_AUTHENTICATED", "Authentication credentials were not provided.", status=401)
 UNAVAILABLE = error("SERVICE_UNAVAILABLE", "Background job service unavailable", status=503)
+THROTTLED = error("THROTTLED", "Request was throttled. Expected available in 42 seconds.", status=429)
+# A browser session's write without the CSRF token (token authentication needs none).
+CSRF_FAILED = error("PERMISSION_DENIED", "CSRF Failed: CSRF token missing.", status=403)
 
 PROJECT_CREATE = [
     OpenApiExample(
@@ -179,6 +182,8 @@ INITIATE = [
     error(
         "CONFLICT", "This project already has a publishing in progress.", status=409, active_id=PUBLISHING_ID
     ),
+    CSRF_FAILED,
+    THROTTLED,
     UNAVAILABLE,
 ]
 CANCEL = [
@@ -193,6 +198,7 @@ RETRY = [
         status_codes=["202"],
     ),
     error("CONFLICT", "Only failed or cancelled publishings can be retried, not published.", status=409),
+    THROTTLED,
     UNAVAILABLE,
 ]
 HEALTH = [

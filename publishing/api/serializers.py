@@ -2,20 +2,73 @@ from __future__ import annotations
 
 import uuid
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
+from django.db import models
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from publishing.models import Attempt, Project, Publishing
+from publishing.pipeline.network import redact_credentials
 from publishing.selectors import projects_owned_by
+
+# URLs a user may write credentials into (`https://user:token@host/...`): kept, never shown back.
+CREDENTIAL_URL_FIELDS = ("repository_url", "target_url", "webhook_url")
+# Text a job writes, which may quote such a URL.
+JOB_TEXT_FIELDS = ("error_message", "artifact_uri", "log", "log_excerpt")
+
+
+def redacted(data: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """`data` (a serializer's output) with the credentials of every URL in `fields` shown as `***`."""
+    for field in fields:
+        if isinstance(data.get(field), str):
+            data[field] = redact_credentials(data[field])
+    return data
+
+
+def redacted_url(url: str) -> str:
+    """`url` with its user-info shown as `***`, up to the last `@` of the authority as URL parsers read it.
+
+    Stricter than `redact_credentials` for one whole URL: a password with a raw `@` is hidden whole.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact_credentials(url)
+    if "@" not in parts.netloc:
+        return redact_credentials(url)
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+class StrictCharField(serializers.CharField):
+    """Takes only strings: DRF's CharField also turns numbers into text, which `type: string` forbids."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSlugField(serializers.SlugField, StrictCharField):
+    """A slug given as a string."""
 
 
 class ProjectSerializer(serializers.HyperlinkedModelSerializer[Project]):
+    """A project. Credentials in its URLs (`https://user:token@host/…`) are kept but shown as `***`;
+    a URL sent back as shown keeps them."""
+
+    serializer_field_mapping = {
+        **serializers.HyperlinkedModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+        models.SlugField: StrictSlugField,
+    }
+
     url = serializers.HyperlinkedIdentityField(view_name="project-detail")
     owner = serializers.CharField(source="owner.get_username", read_only=True)
-    slug = serializers.SlugField(max_length=100, required=False, help_text="Defaults to the name, slugified.")
-    webhook_secret = serializers.CharField(
+    slug = StrictSlugField(max_length=100, required=False, help_text="Defaults to the name, slugified.")
+    webhook_secret = StrictCharField(
         max_length=128,
         required=False,
         allow_blank=True,
@@ -53,6 +106,23 @@ class ProjectSerializer(serializers.HyperlinkedModelSerializer[Project]):
     def get_webhook_secret_set(self, project: Project) -> bool:
         return bool(project.webhook_secret)
 
+    def to_representation(self, instance: Project) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        for field in CREDENTIAL_URL_FIELDS:
+            if data.get(field):
+                data[field] = redacted_url(data[field])
+        return data
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A client that sends back a URL as it read it (`https://***@host/...`) keeps the stored
+        # credentials rather than overwriting them with the stars.
+        if self.instance is not None:
+            for field in CREDENTIAL_URL_FIELDS:
+                stored = getattr(self.instance, field)
+                if field in attrs and attrs[field] != stored and attrs[field] == redacted_url(stored):
+                    attrs[field] = stored
+        return attrs
+
 
 class AttemptSerializer(serializers.ModelSerializer[Attempt]):
     """One run of the pipeline: who ran it, when, how it ended, and the end of its own log."""
@@ -73,6 +143,9 @@ class AttemptSerializer(serializers.ModelSerializer[Attempt]):
             "log_excerpt",
         ]
         read_only_fields = fields
+
+    def to_representation(self, instance: Attempt) -> dict[str, Any]:
+        return redacted(super().to_representation(instance), JOB_TEXT_FIELDS)
 
 
 class PublishingSerializer(serializers.HyperlinkedModelSerializer[Publishing]):
@@ -121,6 +194,9 @@ class PublishingSerializer(serializers.HyperlinkedModelSerializer[Publishing]):
         read_only_fields = fields
 
     attempt_history = AttemptSerializer(many=True, read_only=True, help_text="Every run, oldest first.")
+
+    def to_representation(self, instance: Publishing) -> dict[str, Any]:
+        return redacted(super().to_representation(instance), JOB_TEXT_FIELDS)
 
 
 class PublishingListSerializer(PublishingSerializer):

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import django_filters
 from django.contrib.auth.models import User
 from django.db import DatabaseError, connection
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import exceptions, mixins, permissions, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action, api_view, permission_classes
@@ -16,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.serializers import BaseSerializer
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from publishing import broker, services
@@ -31,17 +40,61 @@ from publishing.api.serializers import (
     TokenRequestSerializer,
     TokenSerializer,
 )
+from publishing.api.throttling import PublishingStartThrottle
 from publishing.exceptions import PublishingError
 from publishing.models import Project, Publishing
 from publishing.selectors import projects_visible_to, publishings_visible_to
 
 IDEMPOTENCY_KEY_MAX = 255
+# Visible ASCII, spaces only inside: HTTP trims a header value's ends, and anything else arrives
+# mangled through WSGI's latin-1. The OpenAPI schema states the same pattern.
+IDEMPOTENCY_KEY_PATTERN = rf"[!-~](?:[ -~]{{0,{IDEMPOTENCY_KEY_MAX - 2}}}[!-~])?"
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="VALIDATION_ERROR"),
     401: OpenApiResponse(ErrorSerializer, description="NOT_AUTHENTICATED"),
     404: OpenApiResponse(ErrorSerializer, description="NOT_FOUND"),
 }
+# Reads: no body to refuse; 404 also for a page number past the end.
+READ_ERRORS = {code: ERRORS[code] for code in (401, 404)}
+# Writes with a session cookie need the CSRF token (token authentication does not).
+WRITE_ERRORS = {
+    **ERRORS,
+    403: OpenApiResponse(ErrorSerializer, description="PERMISSION_DENIED: a session without its CSRF token"),
+}
+THROTTLED = {
+    429: OpenApiResponse(
+        ErrorSerializer,
+        description="THROTTLED: over PUBLISHING_INITIATE_RATE (initiate and retry count together)",
+    )
+}
+UNAVAILABLE = {
+    503: OpenApiResponse(ErrorSerializer, description="SERVICE_UNAVAILABLE: the job service is down"),
+}
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    type=int,
+    location=OpenApiParameter.HEADER,
+    response=[429, 503],
+    description="Seconds to wait before trying again.",
+)
+PROJECT_ID = OpenApiParameter(
+    "id",
+    type=OpenApiTypes.UUID,
+    location=OpenApiParameter.PATH,
+    description="The project's id.",
+    examples=[OpenApiExample("Marketing site", value=examples.PROJECT_ID)],
+)
+PUBLISHING_ID = OpenApiParameter(
+    "id",
+    type=OpenApiTypes.UUID,
+    location=OpenApiParameter.PATH,
+    description="The publishing's id.",
+    examples=[OpenApiExample("A publishing of the marketing site", value=examples.PUBLISHING_ID)],
+)
+LOCATION = OpenApiParameter(
+    "Location", location=OpenApiParameter.HEADER, response=[202], description="The publishing's URL."
+)
 
 
 def caller(request: Request) -> User:
@@ -68,32 +121,42 @@ def api_root(request: Request, format: str | None = None) -> Response:
     )
 
 
-@extend_schema(tags=["projects"], responses={**ERRORS})
+@extend_schema(tags=["projects"])
 @extend_schema_view(
     list=extend_schema(
         summary="List your projects",
         description="Your projects, by name (staff: everyone's).",
+        responses={200: ProjectSerializer, **READ_ERRORS},
         examples=examples.PROJECT_LIST,
     ),
     create=extend_schema(
         summary="Create a project",
         description="Where the source is, how to build it, where to submit the artifact, and optionally "
         "a webhook that hears of every terminal status. The slug defaults to the name, slugified.",
+        responses={201: ProjectSerializer, **WRITE_ERRORS},
         examples=examples.PROJECT_CREATE,
     ),
-    retrieve=extend_schema(summary="Show a project", examples=examples.PROJECT_DETAIL),
+    retrieve=extend_schema(
+        summary="Show a project",
+        parameters=[PROJECT_ID],
+        responses={200: ProjectSerializer, **READ_ERRORS},
+        examples=examples.PROJECT_DETAIL,
+    ),
     partial_update=extend_schema(
         summary="Change a project",
         description="Only the fields sent change. Publishings already queued keep the settings they "
         "were queued with.",
+        parameters=[PROJECT_ID],
+        responses={200: ProjectSerializer, **WRITE_ERRORS},
         examples=examples.PROJECT_UPDATE,
     ),
     destroy=extend_schema(
         summary="Delete a project",
         description="Refused while one of its publishings is active; its publishings are kept.",
+        parameters=[PROJECT_ID],
         responses={
             204: None,
-            **ERRORS,
+            **WRITE_ERRORS,
             409: OpenApiResponse(ErrorSerializer, description="CONFLICT: a publishing is active"),
         },
         examples=examples.PROJECT_DELETE,
@@ -135,13 +198,28 @@ class PublishingFilter(django_filters.FilterSet):  # type: ignore[misc]
         summary="List publishings",
         description="Yours and those of your projects (staff: all), newest first; filter by `status` "
         "and `project`. The log and the attempts are in the detail.",
+        # Stated by hand: an empty filter means "all" (what the browsable API's filter form sends).
+        parameters=[
+            OpenApiParameter(
+                "status",
+                enum=[*Publishing.Status.values, ""],
+                description="Only publishings in this status; empty: any.",
+            ),
+            OpenApiParameter(
+                "project",
+                type={"anyOf": [{"type": "string", "format": "uuid"}, {"type": "string", "maxLength": 0}]},
+                description="Only publishings of this project (its id); empty: any.",
+            ),
+        ],
+        responses={200: PublishingListSerializer, **ERRORS},
         examples=examples.PUBLISHING_LIST,
     ),
     retrieve=extend_schema(
         summary="Show a publishing",
         description="Its status and progress, the artifact, the log and every attempt (worker, start, "
         "end, outcome, error). Poll it, or follow `cancel` and `retry`.",
-        responses={200: PublishingSerializer, **ERRORS},
+        parameters=[PUBLISHING_ID],
+        responses={200: PublishingSerializer, **READ_ERRORS},
         examples=examples.PUBLISHING_DETAIL,
     ),
 )
@@ -158,6 +236,14 @@ class PublishingViewSet(
             publishings = publishings.prefetch_related("attempt_history")
         return publishings
 
+    def get_throttles(self) -> list[BaseThrottle]:
+        # Here, not in @action(throttle_classes=...): urls.py maps the actions by hand, and only a
+        # router applies an action's keyword arguments. Retry shares initiate's budget: it queues a
+        # build as well, and a budget of its own would let initiate, cancel, retry loops around it.
+        if self.action in ("initiate", "retry"):
+            return [PublishingStartThrottle()]
+        return super().get_throttles()
+
     def get_serializer_class(self) -> type[BaseSerializer[Any]]:
         if self.action == "list":
             return PublishingListSerializer
@@ -169,9 +255,10 @@ class PublishingViewSet(
 
     @extend_schema(
         request=None,
+        parameters=[PUBLISHING_ID],
         responses={
             200: PublishingSerializer,
-            **ERRORS,
+            **WRITE_ERRORS,
             409: OpenApiResponse(ErrorSerializer, description="CONFLICT: the publishing has finished"),
         },
         summary="Cancel a publishing",
@@ -185,13 +272,15 @@ class PublishingViewSet(
 
     @extend_schema(
         request=None,
+        parameters=[PUBLISHING_ID, LOCATION, RETRY_AFTER],
         responses={
             202: PublishingSerializer,
-            **ERRORS,
+            **WRITE_ERRORS,
             409: OpenApiResponse(
                 ErrorSerializer, description="CONFLICT: not failed or cancelled, or another one is active"
             ),
-            503: OpenApiResponse(ErrorSerializer, description="SERVICE_UNAVAILABLE: the job service is down"),
+            **THROTTLED,
+            **UNAVAILABLE,
         },
         summary="Retry a publishing",
         examples=examples.RETRY,
@@ -209,19 +298,25 @@ class PublishingViewSet(
                 "Idempotency-Key",
                 location=OpenApiParameter.HEADER,
                 required=False,
+                pattern=f"^{IDEMPOTENCY_KEY_PATTERN}$",
                 description="Repeat a request safely: the same key from the same user returns the same "
-                "publishing.",
-            )
+                f"publishing. 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters (spaces inside).",
+            ),
+            LOCATION,
+            RETRY_AFTER,
         ],
         responses={
             202: PublishingSerializer,
-            **ERRORS,
+            **WRITE_ERRORS,
             409: OpenApiResponse(
                 ErrorSerializer, description="CONFLICT: the project has an active publishing"
             ),
-            503: OpenApiResponse(ErrorSerializer, description="SERVICE_UNAVAILABLE: the job service is down"),
+            **THROTTLED,
+            **UNAVAILABLE,
         },
         summary="Publish a project",
+        description="At most PUBLISHING_INITIATE_RATE calls per user (60 a minute by default), together "
+        "with retry; beyond it, 429 with Retry-After.",
         examples=examples.INITIATE,
     )
     @action(detail=False, methods=["post"], url_path="initiate", url_name="initiate")
@@ -245,9 +340,10 @@ def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         raise PublishingError(
-            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters.",
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters "
+            "(spaces only inside).",
             code="VALIDATION_ERROR",
         )
     return key
@@ -289,11 +385,14 @@ def _database_ok() -> bool:
 class TokenView(ObtainAuthToken):
     """Exchange a username and password for an API token (`Authorization: Token …`)."""
 
+    # The credentials are in the body: a stale token or session must not stand in the way of a new token.
+    authentication_classes: list[type[Any]] = []
+
     @extend_schema(
         tags=["auth"],
         summary="Get an API token",
         request=TokenRequestSerializer,
-        responses={200: TokenSerializer, **ERRORS},
+        responses={200: TokenSerializer, 400: ERRORS[400]},
         examples=examples.TOKEN,
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -1,38 +1,129 @@
-"""Build step: run the project's build command in its checkout, bounded in time, output and file size.
+"""Build step: run the project's build command in its checkout, inside resource limits.
 
-The command runs without a shell, in its own process group (so a timeout or a cancellation kills
-everything it started), with a scrubbed environment that carries none of the worker's secrets.
+The command runs without a shell, in its own process group (so a timeout, a limit or a cancellation
+kills everything it started), with a scrubbed environment that carries none of the worker's secrets,
+and under rlimits for CPU time, address space, file size and process count. Its output is capped:
+past `BuildLimits.output_bytes` the build is stopped.
+
+When the worker runs as root the build runs as `PUBLISHING_BUILD_USER`: root ignores RLIMIT_NPROC,
+and only another user is kept away from the worker's files and /proc/<worker>/environ.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import logging
 import os
+import pwd
 import queue
 import resource
 import shlex
 import signal
+import stat
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
+
+from django.conf import settings
 
 from publishing.exceptions import PermanentJobError
 
 logger = logging.getLogger(__name__)
 
-# The largest file a build may write; a runaway build fails with SIGXFSZ instead of filling the disk.
-MAX_FILE_SIZE = 2 * 1024**3
 TRUNCATION_MARKER = "\n[output truncated]\n"
 READ_CHUNK = 64 * 1024
+# The end of the output kept for classifying a failure (MemoryError, "File too large", ...).
+TAIL_BYTES = 8 * 1024
 # How often the waiting thread wakes: this bounds how late a timeout or an async exception acts.
-POLL_INTERVAL = 0.2
+POLL_INTERVAL = 0.05
+# How often the build user's tasks are counted while the build runs (a scan of /proc).
+PROCESS_CHECK_INTERVAL = 0.5
+# After SIGXCPU at the soft CPU limit, a process that ignores it gets SIGKILL this much later.
+CPU_KILL_GRACE = 5
 # How long to wait for the reader once the process group is dead (a writer that left the group may linger).
 READER_JOIN_TIMEOUT = 5.0
+_PR_SET_DUMPABLE = 4
+
+# Heuristics, matched (lower-cased) against the end of the output of a build that failed: a process
+# that meets RLIMIT_AS sees malloc/mmap fail and reports it its own way; nothing else tells us.
+# A build that prints one of these for another reason is misreported as hitting the limit.
+_MEMORY_MARKERS = (
+    "memoryerror",  # Python
+    "cannot allocate memory",  # ENOMEM from fork, mmap, exec
+    "out of memory",  # Go ("runtime: out of memory"), Node ("heap out of memory"), many C tools
+    "bad_alloc",  # C++ std::bad_alloc
+    "outofmemoryerror",  # Java
+    "memory exhausted",  # gcc ("virtual memory exhausted"), bison
+    "failed to allocate",
+    "unable to allocate",
+)
+# The same for RLIMIT_NPROC: fork/clone then fail with EAGAIN. A silent fork bomb is found by counting.
+_PROCESS_MARKERS = (
+    "resource temporarily unavailable",  # EAGAIN (bash "fork: retry: ...", Python BlockingIOError)
+    "can't start new thread",  # Python
+    "cannot fork",
+    "can't fork",
+    "fork failed",
+    "spawn eagain",  # Node
+    "failed to create new os thread",  # Go
+    "unable to create native thread",  # Java
+)
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """The resources one build may use; 0 (or "" for `user`) means no limit."""
+
+    # CPU seconds per process (all its threads): SIGXCPU, then SIGKILL CPU_KILL_GRACE s later.
+    cpu_seconds: int = 0
+    # Address space per process (RLIMIT_AS), not resident memory.
+    memory_bytes: int = 0
+    # Largest file a build may write (RLIMIT_FSIZE): SIGXFSZ, or EFBIG where that is ignored.
+    file_size_bytes: int = 0
+    # Tasks (processes and threads) the build may add to what its user already runs (RLIMIT_NPROC).
+    processes: int = 0
+    # Bytes of stdout and stderr together; past this the build is stopped.
+    output_bytes: int = 0
+    # The user a root worker runs builds as (name or uid); a non-root worker can only run its own.
+    user: str = ""
+
+    @classmethod
+    def from_settings(cls) -> BuildLimits:
+        return cls(
+            cpu_seconds=settings.PUBLISHING_BUILD_CPU_LIMIT,
+            memory_bytes=settings.PUBLISHING_BUILD_MEMORY_LIMIT,
+            file_size_bytes=settings.PUBLISHING_BUILD_FILE_SIZE_LIMIT,
+            processes=settings.PUBLISHING_BUILD_PROCESS_LIMIT,
+            output_bytes=settings.PUBLISHING_BUILD_OUTPUT_LIMIT,
+            user=settings.PUBLISHING_BUILD_USER,
+        )
+
+
+@dataclass(frozen=True)
+class _Identity:
+    uid: int
+    gid: int
+    name: str
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """How a build ended, as far as the step saw it; `classify_build` names it."""
+
+    returncode: int
+    # User and system time of the command and the descendants it waited for (wait4's rusage).
+    cpu_seconds: float
+    # The end of the output, decoded.
+    tail: str
+    timed_out: bool = False
+    output_exceeded: bool = False
+    process_limit_reached: bool = False
 
 
 def build_environment(workdir: Path) -> dict[str, str]:
@@ -49,51 +140,212 @@ def build_environment(workdir: Path) -> dict[str, str]:
     }
 
 
-def _limit_resources() -> None:
-    """Runs in the child between fork and exec: no core dumps, no file larger than MAX_FILE_SIZE."""
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    # An unprivileged process may lower but never raise its hard limit.
-    limit = MAX_FILE_SIZE if hard == resource.RLIM_INFINITY else min(MAX_FILE_SIZE, hard)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-
-def _read_output(fd: int, limit: int, chunks: queue.Queue[str]) -> None:
-    """Queue up to `limit` bytes read from `fd` as text, then the marker once; drain `fd` to EOF."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    remaining = limit
-    truncated = False
-    try:
-        while data := os.read(fd, READ_CHUNK):
-            if truncated:
-                # Keep reading: a build blocked on a full pipe would only end at its timeout.
+def count_tasks(uid: int) -> int:
+    """Tasks (processes and threads) of real uid `uid` that /proc shows: what RLIMIT_NPROC counts."""
+    total = 0
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
                 continue
-            kept = data[:remaining]
-            truncated = len(kept) < len(data)
-            remaining -= len(kept)
-            if text := decoder.decode(kept):
-                chunks.put(text)
-            if truncated:
-                # A multi-byte character cut at the cap is dropped rather than shown as garbage.
-                chunks.put(TRUNCATION_MARKER)
-        if not truncated and (tail := decoder.decode(b"", final=True)):
-            chunks.put(tail)
-    except OSError:
-        logger.exception("Reading build output failed")
+            try:
+                with open(f"/proc/{entry.name}/status", "rb") as fh:
+                    status = fh.read()
+            except OSError:
+                continue  # gone meanwhile
+            real_uid = threads = -1
+            for line in status.splitlines():
+                if line.startswith(b"Uid:"):
+                    real_uid = int(line.split()[1])
+                elif line.startswith(b"Threads:"):
+                    threads = int(line.split()[1])
+            if real_uid == uid and threads > 0:
+                total += threads
+    return total
 
 
-def _deliver(chunks: queue.Queue[str], on_output: Callable[[str], None]) -> None:
-    while True:
+def _resolve_user(user: str) -> _Identity | None:
+    """Who the build runs as: None for the worker's own user; PermanentJobError if that cannot be."""
+    euid = os.geteuid()
+    entry = None
+    if user.strip():
         try:
-            text = chunks.get_nowait()
-        except queue.Empty:
-            return
-        on_output(text)
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise PermanentJobError(
+                f"build user {user!r} does not exist", code="BUILD_USER_INVALID"
+            ) from None
+    if entry is None or entry.pw_uid == euid:
+        if euid == 0:
+            logger.warning(
+                "Builds run as root: the process limit does not hold and a build can read the worker's "
+                "secrets; set PUBLISHING_BUILD_USER (e.g. nobody)"
+            )
+        return None
+    if euid != 0:
+        raise PermanentJobError(
+            f"the worker runs as uid {euid} and cannot run builds as {user!r}: that needs root",
+            code="BUILD_USER_INVALID",
+        )
+    return _Identity(uid=entry.pw_uid, gid=entry.pw_gid, name=entry.pw_name)
+
+
+def _can_search(path: Path, identity: _Identity) -> bool:
+    """Whether `identity` may enter `path` (primary group only: builds get no supplementary groups)."""
+    st = path.stat()
+    if st.st_uid == identity.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == identity.gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _chown_tree(root: Path, identity: _Identity) -> None:
+    # fwalk works on directory fds and never follows a symlink, so a link in the repository cannot
+    # make us chown anything outside it.
+    for _, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
+        os.fchown(dirfd, identity.uid, identity.gid)
+        for name in dirnames + filenames:
+            os.chown(name, identity.uid, identity.gid, dir_fd=dirfd, follow_symlinks=False)
+
+
+def _hand_over(cwd: Path, home: Path, identity: _Identity) -> None:
+    """Give the build user its checkout and HOME, and a way to reach them; nothing else of the workspace.
+
+    The workspace itself stays the worker's (mode 0711): the build cannot list it or create the
+    package step's output folder there.
+    """
+    workspace = cwd.parent
+    blocked = [str(p) for p in workspace.parents if not _can_search(p, identity)]
+    if blocked:
+        raise PermanentJobError(
+            f"build user {identity.name!r} cannot reach the workspace: {blocked[0]} is not searchable "
+            "by it; set PUBLISHING_WORKSPACE_DIR to a directory it can enter",
+            code="BUILD_USER_INVALID",
+        )
+    workspace.chmod(0o711)
+    _chown_tree(cwd, identity)
+    _chown_tree(home, identity)
+
+
+_worker_hidden = False
+
+
+def _hide_worker_from_builds() -> None:
+    """Make this worker process non-dumpable, once: a build of the same uid then cannot read its memory
+    or /proc/<pid>/environ (where SECRET_KEY and DATABASE_URL are), nor ptrace it."""
+    global _worker_hidden
+    if _worker_hidden:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        logger.warning("Could not make the worker non-dumpable: errno %s", ctypes.get_errno())
+        return
+    _worker_hidden = True
+
+
+def _rlimit_plan(limits: BuildLimits, nproc: int) -> list[tuple[int, int, int]]:
+    """(resource, soft, hard) for the build, clamped to the current hard limits (they may only go down)."""
+    wanted = [
+        (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + CPU_KILL_GRACE),
+        (resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
+        (resource.RLIMIT_FSIZE, limits.file_size_bytes, limits.file_size_bytes),
+        (resource.RLIMIT_NPROC, nproc, nproc),
+    ]
+    plan: list[tuple[int, int, int]] = []
+    for res, soft, hard in wanted:
+        if res != resource.RLIMIT_CORE and soft <= 0:
+            continue
+        _, current = resource.getrlimit(res)
+        if current != resource.RLIM_INFINITY:
+            soft, hard = min(soft, current), min(hard, current)
+        plan.append((res, soft, hard))
+    return plan
+
+
+def _apply_limits(plan: list[tuple[int, int, int]]) -> None:
+    """Runs in the child between fork and exec, after the switch of user: setrlimit calls only."""
+    for res, soft, hard in plan:
+        resource.setrlimit(res, (soft, hard))
+
+
+class _OutputReader:
+    """Drains the build's output pipe in a thread of its own.
+
+    Queues the first `log_limit` bytes as text (then the truncation marker once), keeps the last
+    TAIL_BYTES for `classify_build`, and calls `stop` once more than `stop_limit` bytes (if set) came.
+    """
+
+    def __init__(
+        self, fd: int, *, log_limit: int, stop_limit: int, stop: Callable[[], None], name: str
+    ) -> None:
+        self.chunks: queue.Queue[str] = queue.Queue()
+        self.exceeded = False
+        self._fd = fd
+        self._log_limit = log_limit
+        self._stop_limit = stop_limit
+        self._stop = stop
+        self._tail = bytearray()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def tail(self) -> str:
+        return bytes(self._tail).decode("utf-8", errors="replace")
+
+    def _run(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        remaining = self._log_limit
+        total = 0
+        truncated = False
+        try:
+            # Read to EOF even past the limits: a build blocked on a full pipe would only end at its timeout.
+            while data := os.read(self._fd, READ_CHUNK):
+                total += len(data)
+                self._tail += data
+                del self._tail[:-TAIL_BYTES]
+                if self._stop_limit and total > self._stop_limit and not self.exceeded:
+                    self.exceeded = True
+                    self._stop()
+                if truncated:
+                    continue
+                kept = data[:remaining]
+                truncated = len(kept) < len(data)
+                remaining -= len(kept)
+                if text := decoder.decode(kept):
+                    self.chunks.put(text)
+                if truncated:
+                    # A multi-byte character cut at the cap is dropped rather than shown as garbage.
+                    self.chunks.put(TRUNCATION_MARKER)
+            if not truncated and (tail := decoder.decode(b"", final=True)):
+                self.chunks.put(tail)
+        except OSError:
+            logger.exception("Reading build output failed")
+
+    def deliver(self, on_output: Callable[[str], None]) -> None:
+        while True:
+            try:
+                text = self.chunks.get_nowait()
+            except queue.Empty:
+                return
+            on_output(text)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> float | None:
+    """The command's CPU seconds if it has exited (and is now reaped), else None."""
+    try:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    except ChildProcessError:
+        # Reaped elsewhere (SIGCHLD ignored): the status is lost, as Popen.wait() would also find.
+        proc.returncode = 0 if proc.returncode is None else proc.returncode
+        return 0.0
+    if pid == 0:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _describe_status(returncode: int) -> str:
@@ -106,15 +358,78 @@ def _describe_status(returncode: int) -> str:
     return f"build command exited with status {returncode}"
 
 
-def run_build(
-    command: str, *, cwd: Path, timeout: int, output_limit: int, on_output: Callable[[str], None]
-) -> None:
-    """Run `command` in `cwd`; stream at most `output_limit` bytes of its output to `on_output`.
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} bytes"
 
-    Raises PermanentJobError: BUILD_COMMAND_INVALID, BUILD_TIMEOUT or BUILD_FAILED. Whatever ends the
-    wait (success, failure, timeout, an exception in this thread), no process of the build survives it.
-    `on_output` is called from the calling thread only.
+
+def classify_build(outcome: BuildOutcome, *, limits: BuildLimits, timeout: int) -> PermanentJobError | None:
+    """The error a build ended with, or None if it succeeded: the one place that names build failures."""
+    if outcome.output_exceeded:
+        return PermanentJobError(
+            f"build output exceeded {_size(limits.output_bytes)}; the build was stopped",
+            code="BUILD_OUTPUT_LIMIT",
+        )
+    if outcome.process_limit_reached:
+        return PermanentJobError(
+            f"build reached its limit of {limits.processes} more processes and threads and was stopped",
+            code="BUILD_PROCESS_LIMIT",
+        )
+    if outcome.timed_out:
+        return PermanentJobError(f"build exceeded {timeout} s", code="BUILD_TIMEOUT")
+    if outcome.returncode == 0:
+        return None
+    status = _describe_status(outcome.returncode)
+    # A shell reports a child killed by signal N as exit status 128 + N.
+    signum = -outcome.returncode if outcome.returncode < 0 else outcome.returncode - 128
+    tail = outcome.tail.lower()
+    if limits.cpu_seconds and (
+        signum == signal.SIGXCPU
+        or (signum == signal.SIGKILL and outcome.cpu_seconds >= limits.cpu_seconds)
+        or "cpu time limit exceeded" in tail
+    ):
+        return PermanentJobError(
+            f"build used more than {limits.cpu_seconds} s of CPU time in one process ({status})",
+            code="BUILD_CPU_LIMIT",
+        )
+    if limits.file_size_bytes and (signum == signal.SIGXFSZ or "file too large" in tail):
+        return PermanentJobError(
+            f"build wrote a file larger than {_size(limits.file_size_bytes)} ({status})",
+            code="BUILD_FILE_LIMIT",
+        )
+    if limits.memory_bytes and any(marker in tail for marker in _MEMORY_MARKERS):
+        return PermanentJobError(
+            f"build ran out of memory (limit {_size(limits.memory_bytes)} of address space; {status})",
+            code="BUILD_MEMORY_LIMIT",
+        )
+    if limits.processes and any(marker in tail for marker in _PROCESS_MARKERS):
+        return PermanentJobError(
+            f"build could not start more processes or threads (limit {limits.processes}; {status})",
+            code="BUILD_PROCESS_LIMIT",
+        )
+    return PermanentJobError(status, code="BUILD_FAILED")
+
+
+def run_build(
+    command: str,
+    *,
+    cwd: Path,
+    timeout: int,
+    output_limit: int,
+    on_output: Callable[[str], None],
+    limits: BuildLimits | None = None,
+) -> None:
+    """Run `command` in `cwd` within `limits` (default: the settings); stream at most `output_limit`
+    bytes of its output to `on_output`.
+
+    Raises PermanentJobError: BUILD_COMMAND_INVALID, BUILD_USER_INVALID, BUILD_TIMEOUT, BUILD_OUTPUT_LIMIT,
+    BUILD_PROCESS_LIMIT, BUILD_CPU_LIMIT, BUILD_FILE_LIMIT, BUILD_MEMORY_LIMIT or BUILD_FAILED. Whatever
+    ends the wait (success, failure, a limit, an exception in this thread), no process of the build's
+    process group survives it. `on_output` is called from the calling thread only.
     """
+    limits = limits if limits is not None else BuildLimits.from_settings()
     try:
         argv = shlex.split(command)
     except ValueError as exc:
@@ -123,8 +438,19 @@ def run_build(
         ) from exc
     if not argv:
         raise PermanentJobError("build command is empty", code="BUILD_COMMAND_INVALID")
+    identity = _resolve_user(limits.user)
     env = build_environment(cwd)
-    logger.info("Running build %r in %s (timeout %s s)", argv, cwd, timeout)
+    if identity is not None:
+        _hand_over(cwd, Path(env["HOME"]), identity)
+    elif os.geteuid() != 0:
+        _hide_worker_from_builds()
+    uid = identity.uid if identity is not None else os.getuid()
+    # RLIMIT_NPROC counts every task of the real uid, so the build gets an allowance on top of what
+    # that uid runs now (the worker's own threads included when it is the worker's uid). Root ignores it.
+    watch_processes = bool(limits.processes) and uid != 0
+    nproc = count_tasks(uid) + limits.processes if watch_processes else 0
+    plan = _rlimit_plan(limits, nproc)
+    logger.info("Running build %r in %s as uid %s (timeout %s s, %s)", argv, cwd, uid, timeout, limits)
     try:
         proc = subprocess.Popen(
             argv,
@@ -134,57 +460,76 @@ def run_build(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env=env,
-            # preexec_fn is documented as unsafe with threads; this one only makes two syscalls.
-            preexec_fn=_limit_resources,
+            # Done in C by subprocess, before preexec_fn: no supplementary groups, then gid, then uid.
+            user=identity.uid if identity else None,
+            group=identity.gid if identity else None,
+            extra_groups=[] if identity else None,
+            # preexec_fn is documented as unsafe with threads; this one only makes setrlimit calls.
+            preexec_fn=lambda: _apply_limits(plan),
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         raise PermanentJobError(
             f"build command {argv[0]!r} cannot be executed: {exc.strerror}", code="BUILD_COMMAND_INVALID"
         ) from exc
     stdout = cast(IO[bytes], proc.stdout)  # stdout=PIPE guarantees a stream
-    chunks: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(
-        target=_read_output,
-        args=(stdout.fileno(), output_limit, chunks),
+    reader = _OutputReader(
+        stdout.fileno(),
+        log_limit=output_limit,
+        stop_limit=limits.output_bytes,
+        stop=lambda: _kill_group(proc),
         name=f"build-output-{proc.pid}",
-        daemon=True,
     )
-    reader.start()
-    deadline = time.monotonic() + timeout
-    timed_out = False
+    reader.thread.start()
+    started = time.monotonic()
+    deadline = started + timeout
+    next_count = started + PROCESS_CHECK_INTERVAL
+    cpu_seconds = 0.0
+    timed_out = process_limit_reached = False
     try:
-        # Short waits, not one long one: an asynchronous exception (a cancellation) is only raised
-        # between bytecodes, never inside a blocking wait.
+        # Short sleeps, not one long wait: an asynchronous exception (a cancellation) is only raised
+        # between bytecodes, never inside a blocking call.
         while True:
-            _deliver(chunks, on_output)
-            try:
-                proc.wait(timeout=POLL_INTERVAL)
+            reader.deliver(on_output)
+            if (usage := _reap(proc)) is not None:
+                cpu_seconds = usage
                 break
-            except subprocess.TimeoutExpired:
-                if time.monotonic() >= deadline:
-                    timed_out = True
+            now = time.monotonic()
+            if watch_processes and (now >= next_count or now >= deadline):
+                next_count = now + PROCESS_CHECK_INTERVAL
+                # A fork bomb that swallows its EAGAINs would otherwise spin silently until the timeout.
+                if count_tasks(uid) >= nproc:
+                    process_limit_reached = True
                     break
+            if now >= deadline:
+                timed_out = True
+                break
+            time.sleep(POLL_INTERVAL)
     except BaseException:
         _finish(proc, reader)
         raise
     # Also reaps what the command left running in the background, which would hold the pipe open.
     _finish(proc, reader)
-    _deliver(chunks, on_output)
-    if timed_out:
-        logger.warning("Build %r timed out after %s s", argv, timeout)
-        raise PermanentJobError(f"build exceeded {timeout} s", code="BUILD_TIMEOUT")
-    if proc.returncode != 0:
-        detail = _describe_status(proc.returncode)
-        logger.info("Build %r failed: %s", argv, detail)
-        raise PermanentJobError(detail, code="BUILD_FAILED")
+    reader.deliver(on_output)
+    outcome = BuildOutcome(
+        returncode=cast(int, proc.returncode),
+        cpu_seconds=cpu_seconds,
+        tail=reader.tail(),
+        timed_out=timed_out,
+        output_exceeded=reader.exceeded,
+        process_limit_reached=process_limit_reached,
+    )
+    error = classify_build(outcome, limits=limits, timeout=timeout)
+    if error is not None:
+        logger.info("Build %r failed: %s (%s)", argv, error.code, error.detail)
+        raise error
 
 
-def _finish(proc: subprocess.Popen[bytes], reader: threading.Thread) -> None:
+def _finish(proc: subprocess.Popen[bytes], reader: _OutputReader) -> None:
     """Kill the build's process group, reap the command, and stop the output reader."""
     _kill_group(proc)
     proc.wait()
-    reader.join(READER_JOIN_TIMEOUT)
-    if reader.is_alive():
+    reader.thread.join(READER_JOIN_TIMEOUT)
+    if reader.thread.is_alive():
         logger.warning("Build output reader still running: a process left the build's process group")
     elif proc.stdout is not None:
         proc.stdout.close()

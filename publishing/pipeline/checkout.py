@@ -7,15 +7,19 @@ shell, without the worker's configuration or credentials, and with only the tran
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from publishing.exceptions import JobError, PermanentJobError, TransientJobError
 from publishing.pipeline.network import check_host, has_control_or_space, redact_credentials, split_url
@@ -52,8 +56,22 @@ _TRANSIENT_MARKERS = (
 )
 
 
-def _validate(url: str, *, allow_local: bool, allow_private: bool, resolve: bool) -> None:
-    """Raise SOURCE_INVALID for a URL form git should never see, SOURCE_NOT_ALLOWED for a refused one."""
+@dataclass(frozen=True)
+class _Remote:
+    """A network source as checked: git must then connect to `addresses` and nowhere else."""
+
+    scheme: str  # "https", "http", "ssh" or "git"; the scp-like `user@host:path` is ssh
+    host: str
+    port: int | None
+    # Empty when private hosts are allowed or nothing was resolved: git then resolves by itself.
+    addresses: tuple[str, ...]
+
+
+def _validate(url: str, *, allow_local: bool, allow_private: bool, resolve: bool) -> _Remote | None:
+    """Raise SOURCE_INVALID for a URL form git should never see, SOURCE_NOT_ALLOWED for a refused one.
+
+    Returns the network remote with the addresses judged, or None for a local repository.
+    """
     if not url or url.startswith("-") or has_control_or_space(url):
         raise PermanentJobError(
             "repository URL is empty or contains forbidden characters", code="SOURCE_INVALID"
@@ -65,7 +83,7 @@ def _validate(url: str, *, allow_local: bool, allow_private: bool, resolve: bool
     if url.startswith("/"):
         if not allow_local:
             raise PermanentJobError("local repository paths are not allowed", code="SOURCE_NOT_ALLOWED")
-        return
+        return None
     scheme_match = _SCHEME_RE.match(url)
     if scheme_match:
         scheme = scheme_match["scheme"].lower()
@@ -77,22 +95,22 @@ def _validate(url: str, *, allow_local: bool, allow_private: bool, resolve: bool
                 raise PermanentJobError(
                     "a file:// URL must name an absolute local path", code="SOURCE_INVALID"
                 )
-            return
+            return None
         if scheme not in NETWORK_SCHEMES:
             raise PermanentJobError(f"unsupported repository URL scheme {scheme!r}", code="SOURCE_INVALID")
         host = parts.hostname or ""
         # A leading dash would reach ssh as an option (CVE-2017-1000117 and friends).
         if not host or host.startswith("-") or (parts.username or "").startswith("-"):
             raise PermanentJobError("repository URL has no valid host", code="SOURCE_INVALID")
-        check_host(host, allow_private=allow_private, code="SOURCE_NOT_ALLOWED", resolve=resolve)
-        return
+        addresses = check_host(host, allow_private=allow_private, code="SOURCE_NOT_ALLOWED", resolve=resolve)
+        return _Remote(scheme=scheme, host=host, port=parts.port, addresses=addresses)
     scp_match = _SCP_RE.match(url)
     if scp_match:
         host = scp_match["host"].strip("[]")
         if not host or host.startswith("-") or scp_match["user"].startswith("-"):
             raise PermanentJobError("repository URL has no valid host", code="SOURCE_INVALID")
-        check_host(host, allow_private=allow_private, code="SOURCE_NOT_ALLOWED", resolve=resolve)
-        return
+        addresses = check_host(host, allow_private=allow_private, code="SOURCE_NOT_ALLOWED", resolve=resolve)
+        return _Remote(scheme="ssh", host=host, port=None, addresses=addresses)
     raise PermanentJobError("unrecognised repository URL", code="SOURCE_INVALID")
 
 
@@ -101,13 +119,51 @@ def validate_source_url(url: str, *, allow_local: bool, allow_private: bool) -> 
     _validate(url, allow_local=allow_local, allow_private=allow_private, resolve=False)
 
 
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _bracketed(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _pinned(remote: _Remote | None, url: str) -> tuple[list[str], str, str]:
+    """git options, clone URL and ssh command under which git connects to the checked addresses only.
+
+    Without this, git would resolve the name again and could reach another address than the one
+    judged (DNS rebinding). https/http: curl's resolve table; ssh: its HostName; git://: the URL
+    itself names the address (the git daemon then sees the address as its virtual host).
+    """
+    ssh = "ssh -o BatchMode=yes"
+    if remote is None or not remote.addresses or _is_literal(remote.host):
+        return [], url, ssh
+    if remote.scheme in ("http", "https"):
+        port = remote.port or (443 if remote.scheme == "https" else 80)
+        table = ",".join(_bracketed(address) for address in remote.addresses)
+        return ["-c", f"http.curloptResolve={remote.host}:{port}:{table}"], url, ssh
+    if remote.scheme == "ssh":
+        # HostKeyAlias: the host key is still looked up under the name, not the address.
+        # git runs GIT_SSH_COMMAND through a shell: the host is quoted.
+        options = f"-o HostName={shlex.quote(remote.addresses[0])} -o HostKeyAlias={shlex.quote(remote.host)}"
+        return [], url, f"{ssh} {options}"
+    parts = urlsplit(url)
+    netloc = _bracketed(remote.addresses[0]) + (f":{remote.port}" if remote.port else "")
+    if "@" in parts.netloc:
+        netloc = parts.netloc.rsplit("@", 1)[0] + "@" + netloc
+    return [], urlunsplit(parts._replace(netloc=netloc)), ssh
+
+
 def validate_ref(ref: str) -> None:
     """Raise PermanentJobError("REF_INVALID") for a ref that could be read as an option or is no ref name."""
     if not ref or ref.startswith("-") or ".." in ref or _REF_FORBIDDEN_RE.search(ref):
         raise PermanentJobError(f"invalid branch or tag name {ref!r}", code="REF_INVALID")
 
 
-def _git_environment(home: Path, *, allow_local: bool) -> dict[str, str]:
+def _git_environment(home: Path, *, allow_local: bool, ssh_command: str) -> dict[str, str]:
     path = SAFE_PATH
     git = shutil.which("git")
     if git and str(Path(git).parent) not in path.split(":"):
@@ -120,7 +176,7 @@ def _git_environment(home: Path, *, allow_local: bool) -> dict[str, str]:
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_ALLOW_PROTOCOL": "https:http:ssh:git" + (":file" if allow_local else ""),
         # Never wait for a host-key or passphrase prompt nobody will answer.
-        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+        "GIT_SSH_COMMAND": ssh_command,
         # English messages: the failure classification below matches on them.
         "LANG": "C",
         "LC_ALL": "C",
@@ -150,10 +206,12 @@ def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool,
 
     `dest` must not exist or be empty; on failure anything this call created there is removed.
     """
-    _validate(url, allow_local=allow_local, allow_private=allow_private, resolve=True)
+    remote = _validate(url, allow_local=allow_local, allow_private=allow_private, resolve=True)
     validate_ref(ref)
-    # `--depth` is ignored for plain local paths; a file:// URL makes git honour it.
-    clone_url = Path(url).as_uri() if url.startswith("/") else url
+    pins, clone_url, ssh_command = _pinned(remote, url)
+    if url.startswith("/"):
+        # `--depth` is ignored for plain local paths; a file:// URL makes git honour it.
+        clone_url = Path(url).as_uri()
     safe_url = redact_credentials(url)
     created = not dest.exists()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +219,9 @@ def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool,
         "git",
         "-c",
         "protocol.ext.allow=never",
+        # A redirect would lead to a host nobody checked.
         *(["-c", "http.followRedirects=false"] if not allow_private else []),
+        *pins,
         "clone",
         "--depth",
         "1",
@@ -176,7 +236,9 @@ def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool,
     try:
         with tempfile.TemporaryDirectory(prefix="git-home-", dir=dest.parent) as home:
             returncode, stderr = _run_git(
-                argv, env=_git_environment(Path(home), allow_local=allow_local), timeout=timeout
+                argv,
+                env=_git_environment(Path(home), allow_local=allow_local, ssh_command=ssh_command),
+                timeout=timeout,
             )
     except BaseException:
         if created:

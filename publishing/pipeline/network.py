@@ -2,7 +2,10 @@
 and how an HTTP answer is read and judged (the store's and a webhook receiver's alike).
 
 `check_host` keeps a job from reaching the worker's own network (loopback, private ranges, cloud
-metadata endpoints) unless the operator allowed it: sources and targets are user input.
+metadata endpoints) unless the operator allowed it: sources and targets are user input. It judges a
+URL when it is saved and again before a job uses it; what the connection then reaches is checked
+once more where the socket is opened (`outbound_session` for HTTP, `pinned_addresses` for git), so a
+name that resolves elsewhere by then (DNS rebinding) or a redirect cannot lead inside.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import TypeAlias
 from urllib.parse import SplitResult, urlsplit
 
 import requests
+from requests_hardened import Config, HTTPSession
+from requests_hardened.ip_filter import InvalidIPAddress
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 
@@ -23,7 +28,8 @@ logger = logging.getLogger(__name__)
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # `scheme://user:password@host` -> `scheme://***@host`; a bare token as user name is a secret too.
-_USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+# Up to the last `@` before the path: a password may hold a raw `@`.
+_USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]+@")
 
 
 def redact_credentials(text: str) -> str:
@@ -81,15 +87,16 @@ def split_url(url: str, *, what: str, code: str) -> SplitResult:
     return parts
 
 
-def check_host(host: str, *, allow_private: bool, code: str, resolve: bool = True) -> None:
+def check_host(host: str, *, allow_private: bool, code: str, resolve: bool = True) -> tuple[str, ...]:
     """Raise PermanentJobError(code) for a host on the worker's own network unless `allow_private`.
 
     Literal addresses are refused when non-public, named hosts when they resolve to any non-public
-    address, legacy numeric spellings always.
+    address, legacy numeric spellings always. Returns the addresses judged (none when `allow_private`
+    or not `resolve`), for a caller to connect to exactly those.
     A name that does not resolve raises TransientJobError("HOST_UNRESOLVABLE") (only when `resolve`).
     """
     if allow_private:
-        return
+        return ()
     name = host.strip().strip("[]").rstrip(".").lower()
     if not name:
         raise PermanentJobError("the URL has no host", code=code)
@@ -100,12 +107,12 @@ def check_host(host: str, *, allow_private: bool, code: str, resolve: bool = Tru
     if literal is not None:
         if not is_public_address(literal):
             raise PermanentJobError(f"host {name!r} is a non-public address and not allowed", code=code)
-        return
+        return (str(literal),)
     # Legacy spellings (`2130706433`, `0x7f.1`) hide what they point at: refused outright.
     if _looks_numeric(name):
         raise PermanentJobError(f"host {name!r} is a numeric address spelling and not allowed", code=code)
     if not resolve:
-        return
+        return ()
     try:
         infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     except UnicodeError as exc:
@@ -114,6 +121,7 @@ def check_host(host: str, *, allow_private: bool, code: str, resolve: bool = Tru
         raise TransientJobError(
             f"host {name!r} could not be resolved: {exc}", code="HOST_UNRESOLVABLE"
         ) from exc
+    addresses: list[str] = []
     for info in infos:
         address = _parse_address(str(info[4][0]).split("%", 1)[0])
         if address is None or not is_public_address(address):
@@ -121,6 +129,47 @@ def check_host(host: str, *, allow_private: bool, code: str, resolve: bool = Tru
             raise PermanentJobError(
                 f"host {name!r} resolves to a non-public address ({info[4][0]})", code=code
             )
+        if str(address) not in addresses:
+            addresses.append(str(address))
+    return tuple(addresses)
+
+
+# --- HTTP connections -----------------------------------------------------------
+
+# Raised where the socket would open, when the address the name resolves to then is not public.
+AddressNotAllowed = InvalidIPAddress
+# Only the redirects that keep the method and the body: a 301, 302 or 303 turns a POST into a GET,
+# which would report an upload that never happened as a success.
+FOLLOWED_REDIRECTS = frozenset({307, 308})
+MAX_REDIRECTS = 3
+
+
+class _GuardedSession(HTTPSession):  # type: ignore[misc]  # requests-hardened has no annotations
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        if resp.status_code not in FOLLOWED_REDIRECTS:
+            return None
+        target: str | None = super().get_redirect_target(resp)
+        return target
+
+
+def outbound_session(*, allow_private: bool) -> requests.Session:
+    """A session for requests to user-supplied URLs (the store, webhook receivers).
+
+    Unless `allow_private`, every connection (redirects and pool refills included) resolves the host
+    once, refuses a non-public address (AddressNotAllowed) and connects to that very address.
+    It follows up to MAX_REDIRECTS redirects of FOLLOWED_REDIRECTS, and ignores the worker's proxy
+    variables and ~/.netrc: credentials of the worker's own never go to a host a user chose.
+    """
+    config = Config(
+        ip_filter_enable=not allow_private,
+        ip_filter_allow_loopback_ips=False,
+        never_redirect=False,
+        default_timeout=None,
+    )
+    session: requests.Session = _GuardedSession(config)
+    session.max_redirects = MAX_REDIRECTS
+    session.trust_env = False
+    return session
 
 
 # --- HTTP answers -------------------------------------------------------------

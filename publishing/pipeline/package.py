@@ -14,7 +14,10 @@ import os
 import stat
 import tarfile
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Artifact
@@ -28,6 +31,9 @@ EXEC_MODE = 0o755
 FILE_MODE = 0o644
 EXCLUDED_NAMES = frozenset({".git"})
 _NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in for a file must not block the open.
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def resolve_artifact_path(source: Path, artifact_path: str) -> Path:
@@ -74,40 +80,112 @@ def _tar_info(name: str, st: os.stat_result) -> tarfile.TarInfo | None:
     return info
 
 
-def _walk(root: Path, skip: Path) -> list[tuple[str, Path]]:
-    """Every (relative POSIX name, path) below `root`, sorted by name, minus `.git` and `skip`."""
-    found: list[tuple[str, Path]] = []
-    pending = [root]
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    # The path below the artifact root, one component each.
+    parts: tuple[str, ...]
+    # lstat() when the tree was scanned.
+    st: os.stat_result
+
+
+def _open_beneath(root_fd: int, parts: Sequence[str], *, flags: int) -> int:
+    """Open `parts` below `root_fd`, one component at a time and following no symlink; the caller closes it.
+
+    A path walk by name would follow a directory swapped for a symlink by a build process still running
+    (one that left its process group); this one fails instead.
+    """
+    fd = root_fd
+    try:
+        for index, part in enumerate(parts):
+            opened = os.open(part, flags if index == len(parts) - 1 else _OPEN_DIR, dir_fd=fd)
+            if fd != root_fd:
+                os.close(fd)
+            fd = opened
+    except BaseException as exc:
+        if fd != root_fd:
+            os.close(fd)
+        if isinstance(exc, OSError) and exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise PermanentJobError(
+                f"artifact entry {'/'.join(parts)!r} was replaced by a symlink while being packaged",
+                code="PACKAGE_FAILED",
+            ) from exc
+        raise
+    return fd if parts else os.dup(root_fd)
+
+
+def _scan(root_fd: int, skip: tuple[int, int]) -> list[_Entry]:
+    """Every entry below `root_fd`, sorted by name, minus `.git` and the directory `skip` (dev, inode)."""
+    found: list[_Entry] = []
+    pending: list[tuple[str, ...]] = [()]
     while pending:
-        directory = pending.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                path = Path(entry.path)
-                if entry.name in EXCLUDED_NAMES or path == skip:
-                    continue
-                found.append((path.relative_to(root).as_posix(), path))
-                # is_dir(follow_symlinks=False): a symlinked directory is stored as a link, not walked.
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(path)
+        parts = pending.pop()
+        dir_fd = _open_beneath(root_fd, parts, flags=_OPEN_DIR)
+        try:
+            with os.scandir(dir_fd) as entries:
+                for entry in entries:
+                    st = entry.stat(follow_symlinks=False)
+                    if entry.name in EXCLUDED_NAMES or (st.st_dev, st.st_ino) == skip:
+                        continue
+                    child = (*parts, entry.name)
+                    found.append(_Entry("/".join(child), child, st))
+                    # A symlinked directory is stored as a link, never walked.
+                    if stat.S_ISDIR(st.st_mode):
+                        pending.append(child)
+        finally:
+            os.close(dir_fd)
     # A name sorts after its parent directory's, so directories precede their contents.
-    found.sort(key=lambda item: item[0])
+    found.sort(key=lambda item: item.name)
     return found
 
 
-def _add(tar: tarfile.TarFile, name: str, path: Path) -> None:
-    st = path.lstat()
-    info = _tar_info(name, st)
+def _check_link(entry: _Entry, linkname: str, root: Path) -> None:
+    """Refuse a symlink that resolves outside the artifact: it would dangle, or point elsewhere, once
+    unpacked (tarfile's "data" filter refuses such archives)."""
+    target = Path(os.path.realpath(root.joinpath(*entry.parts[:-1], linkname)))
+    if os.path.isabs(linkname) or not target.is_relative_to(root):
+        raise PermanentJobError(
+            f"artifact entry {entry.name!r} is a symlink to {linkname!r}, outside the artifact",
+            code="ARTIFACT_PATH_INVALID",
+        )
+
+
+def _add(tar: tarfile.TarFile, root_fd: int, root: Path, entry: _Entry, owner: int) -> None:
+    """Append `entry`, its content read through a descriptor opened beneath `root_fd`."""
+    info = _tar_info(entry.name, entry.st)
     if info is None:
-        logger.info("Skipping special file %s in artifact", name)
+        logger.info("Skipping special file %s in artifact", entry.name)
         return
     if info.type == tarfile.SYMTYPE:
-        info.linkname = os.readlink(path)
+        parent_fd = _open_beneath(root_fd, entry.parts[:-1], flags=_OPEN_DIR)
+        try:
+            info.linkname = os.readlink(entry.parts[-1], dir_fd=parent_fd)
+        finally:
+            os.close(parent_fd)
+        _check_link(entry, info.linkname, root)
         tar.addfile(info)
     elif info.type == tarfile.REGTYPE:
-        with path.open("rb") as fh:
-            tar.addfile(info, fh)
+        with os.fdopen(_open_beneath(root_fd, entry.parts, flags=_OPEN_FILE), "rb") as fh:
+            _add_file(tar, info, fh, entry, owner)
     else:
         tar.addfile(info)
+
+
+def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, fh: IO[bytes], entry: _Entry, owner: int) -> None:
+    st = os.fstat(fh.fileno())
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (entry.st.st_dev, entry.st.st_ino):
+        raise PermanentJobError(
+            f"artifact entry {entry.name!r} changed while being packaged", code="PACKAGE_FAILED"
+        )
+    # A second name for a file of another owner is how a build would smuggle in a file from outside
+    # the checkout (where fs.protected_hardlinks is off); the build's own hard links are fine.
+    if st.st_nlink > 1 and st.st_uid != owner:
+        raise PermanentJobError(
+            f"artifact entry {entry.name!r} is a hard link to a file from outside the build",
+            code="ARTIFACT_PATH_INVALID",
+        )
+    info.size = st.st_size
+    tar.addfile(info, fh)
 
 
 def _sha256(path: Path) -> str:
@@ -119,17 +197,36 @@ def package(source: Path, artifact_path: str, *, out_dir: Path, name: str) -> Ar
     """Write `out_dir/<name>.tar.gz` from `artifact_path` in `source` and return it with its sha256 and size.
 
     A directory is archived with names relative to it; a single file is stored under its own name.
+    Nothing is read through a symlink: links are stored as links, and must point inside the artifact.
     """
     root = resolve_artifact_path(source, artifact_path)
+    relative = root.relative_to(source.resolve()).parts
     target = out_dir / f"{name}.tar.gz"
+    opened: list[int] = []
     try:
+        opened.append(source_fd := os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        # The real path again, one component at a time: a symlink swapped in meanwhile fails here.
+        opened.append(parent_fd := _open_beneath(source_fd, relative[:-1], flags=_OPEN_DIR))
+        root_st = (
+            os.stat(relative[-1], dir_fd=parent_fd, follow_symlinks=False)
+            if relative
+            else os.fstat(source_fd)
+        )
+        owner = os.fstat(source_fd).st_uid
         out_dir.mkdir(parents=True, exist_ok=True)
-        # Never archive the output folder into itself when it lies inside the artifact path.
-        skip = out_dir.resolve()
-        if root.is_dir():
-            entries = _walk(root, skip)
+        if stat.S_ISDIR(root_st.st_mode):
+            opened.append(base_fd := _open_beneath(parent_fd, relative[-1:], flags=_OPEN_DIR))
+            # Never archive the output folder into itself when it lies inside the artifact path.
+            out_st = out_dir.stat()
+            entries = _scan(base_fd, skip=(out_st.st_dev, out_st.st_ino))
+        elif stat.S_ISREG(root_st.st_mode):
+            base_fd = parent_fd
+            entries = [_Entry(PurePosixPath(artifact_path).name or root.name, relative[-1:], root_st)]
         else:
-            entries = [(PurePosixPath(artifact_path).name or root.name, root)]
+            raise PermanentJobError(
+                f"artifact path {artifact_path!r} is neither a file nor a directory",
+                code="ARTIFACT_PATH_INVALID",
+            )
         fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
         tmp = Path(tmp_name)
         try:
@@ -139,8 +236,8 @@ def package(source: Path, artifact_path: str, *, out_dir: Path, name: str) -> Ar
                 gzip.GzipFile(filename="", mtime=0, fileobj=raw, mode="wb") as gz,
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
             ):
-                for entry_name, path in entries:
-                    _add(tar, entry_name, path)
+                for entry in entries:
+                    _add(tar, base_fd, root, entry, owner)
             tmp.replace(target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -153,6 +250,9 @@ def package(source: Path, artifact_path: str, *, out_dir: Path, name: str) -> Ar
                 f"no space left to write the archive: {exc}", code="PACKAGE_NO_SPACE"
             ) from exc
         raise PermanentJobError(f"packaging failed: {exc}", code="PACKAGE_FAILED") from exc
+    finally:
+        for opened_fd in opened:
+            os.close(opened_fd)
     logger.info(
         "Packaged %s (%s entries) into %s: %s bytes, sha256 %s", root, len(entries), target, size, digest
     )

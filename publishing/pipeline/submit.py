@@ -25,9 +25,11 @@ import requests
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Artifact, Submission
 from publishing.pipeline.network import (
+    AddressNotAllowed,
     check_host,
     excerpt,
     is_transient_status,
+    outbound_session,
     read_capped,
     redact_credentials,
     split_url,
@@ -92,7 +94,9 @@ def submit(
             artifact, _file_target_dir(parts), publishing_id=publishing_id, project_slug=project_slug
         )
     check_host(parts.hostname or "", allow_private=allow_private, code="TARGET_NOT_ALLOWED", resolve=True)
-    return _submit_over_http(artifact, target_url, publishing_id=publishing_id, timeout=timeout)
+    return _submit_over_http(
+        artifact, target_url, publishing_id=publishing_id, timeout=timeout, allow_private=allow_private
+    )
 
 
 # --- file:// -----------------------------------------------------------------
@@ -209,8 +213,13 @@ def _first_string(data: dict[str, Any], *keys: str) -> str | None:
     return None
 
 
-def _submit_over_http(artifact: Artifact, target_url: str, *, publishing_id: str, timeout: int) -> Submission:
-    """POST the archive; classify the answer into a Submission, a transient or a permanent error."""
+def _submit_over_http(
+    artifact: Artifact, target_url: str, *, publishing_id: str, timeout: int, allow_private: bool
+) -> Submission:
+    """POST the archive; classify the answer into a Submission, a transient or a permanent error.
+
+    A 307 or 308 is followed (the archive is sent again); another redirect is an answer like any 3xx.
+    """
     safe_url = redact_credentials(target_url)
     headers = {
         "Content-Type": "application/gzip",
@@ -223,19 +232,19 @@ def _submit_over_http(artifact: Artifact, target_url: str, *, publishing_id: str
     except OSError as exc:
         raise PermanentJobError(f"artifact file cannot be read: {exc}", code="ARTIFACT_NOT_FOUND") from exc
     try:
-        with fh:
+        with fh, outbound_session(allow_private=allow_private) as session:
             # stream=True: the body is read by read_capped, capped, not slurped whole.
-            response = requests.post(
-                target_url,
-                data=fh,
-                headers=headers,
-                timeout=(min(timeout, 10), timeout),
-                allow_redirects=False,
-                stream=True,
+            response = session.post(
+                target_url, data=fh, headers=headers, timeout=(min(timeout, 10), timeout), stream=True
             )
-        with response:
-            status = response.status_code
-            body = read_capped(response, RESPONSE_READ_LIMIT)
+            with response:
+                status = response.status_code
+                body = read_capped(response, RESPONSE_READ_LIMIT)
+    except AddressNotAllowed as exc:
+        raise PermanentJobError(
+            f"target {safe_url} led to a non-public address ({exc}) and was not contacted",
+            code="TARGET_NOT_ALLOWED",
+        ) from exc
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
         detail = redact_credentials(str(exc))
         raise TransientJobError(
@@ -250,8 +259,9 @@ def _submit_over_http(artifact: Artifact, target_url: str, *, publishing_id: str
     if 200 <= status < 300:
         data = _json_object(body)
         location = response.headers.get("Location") or _first_string(data, "uri", "url")
-        # Relative locations are resolved against the target; credentials in the target URL are not kept.
-        uri = redact_credentials(urljoin(target_url, location) if location else target_url)
+        # Relative locations are resolved against the URL that answered (after any redirect);
+        # credentials in the target URL are not kept.
+        uri = redact_credentials(urljoin(response.url, location) if location else response.url)
         ref = _first_string(data, "id", "ref") or response.headers.get("X-Submission-Id", "")
         return Submission(uri=uri, ref=ref)
     start = excerpt(body)

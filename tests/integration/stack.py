@@ -48,6 +48,8 @@ class Stack:
             "PUBLISHING_BROKER_COOLDOWN": "1",
             # Off unless a test is about it: the default 5/60s would pace every test.
             "PUBLISHING_RATE_LIMIT": "0",
+            # The API's per-user throttle on initiate, likewise.
+            "PUBLISHING_INITIATE_RATE": "0",
             # Off unless a test scrapes it: workers would fight over port 9191.
             "WORKER_METRICS_PORT": "0",
             "PYTHONUNBUFFERED": "1",
@@ -70,10 +72,11 @@ class Stack:
             start_new_session=True,
         )
 
-    def start_web(self) -> None:
+    def start_web(self, *, workers: int = 1) -> None:
+        """Start gunicorn (`workers` processes of 4 threads each) and wait until it answers."""
         self._spawn("web", [
             str(BIN / "gunicorn"), "publisher_project.wsgi",
-            "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "--threads", "4",
+            "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", "4",
             "--graceful-timeout", "5",
         ])  # fmt: skip
         deadline = time.monotonic() + 30

@@ -245,6 +245,50 @@ def test_a_job_whose_worker_is_killed_runs_again_on_a_new_worker(
     print(f"\nSIGKILL mid-build: running again after {restarted_after:.1f}s")  # noqa: T201 - a figure for the report
 
 
+def test_a_message_prefetched_by_a_killed_worker_is_run_by_the_next_one(
+    make_stack,
+    redis_url: str,
+    namespace: str,
+    make_project,
+    owner_token,
+    make_slow_project,
+    pidfile,
+    tmp_path: Path,
+) -> None:
+    # Given a one-thread worker busy with a slow build, which has already fetched the next message
+    store = tmp_path / "store"
+    slow = make_slow_project(30, slug="slow")
+    waiting = make_project(f"file://{store}", slug="waiting")
+    _, token = owner_token
+    stack = make_stack(
+        redis_url,
+        PUBLISHING_HEARTBEAT_TIMEOUT_MS="4000",
+        PUBLISHING_LEASE_TIMEOUT="60",
+        PUBLISHING_RECONCILE_GRACE="1",
+        PUBLISHING_RECONCILE_INTERVAL="2",
+    )
+    api = stack.api(token)
+    stack.start_web()
+    stack.start_worker(threads=1)
+    stack.initiate(api, slow.pk)
+    wait_for_file(pidfile)
+    prefetched = stack.initiate(api, waiting.pk).json()
+    client = redis.Redis.from_url(redis_url)
+    queue = f"{namespace}:publishing-builds"
+    deadline = time.monotonic() + 10
+    while client.llen(queue) or client.hlen(f"{queue}.msgs") < 2:
+        assert time.monotonic() < deadline, "the worker never prefetched the second message"
+        time.sleep(0.05)
+
+    # When the worker dies with it, and another starts
+    stack.signal("worker", signal.SIGKILL, group=True)
+    stack.start_worker(name="worker-2")
+
+    # Then the prefetched one is published once the dead worker's heartbeat has lapsed, not minutes later
+    done = stack.wait_for(api, prefetched["id"], timeout=30)
+    assert (done["status"], done["attempts"]) == ("published", 1), done
+
+
 def test_jobs_lost_with_redis_data_are_sent_again_by_the_reconciler(
     private_redis, make_stack, make_project, owner_token, tmp_path: Path
 ) -> None:

@@ -1,19 +1,50 @@
-"""Build step: output capture and cap, failures, timeouts, cancellation and the scrubbed environment."""
+"""Build step: output capture and cap, failures, timeouts, cancellation, the scrubbed environment,
+the build user and the resource limits (each tiny here, so that a runaway build ends in seconds)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
+import pwd
 import shlex
+import shutil
+import signal
+import stat
+import subprocess
 import sys
+import tempfile
+import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from publishing.exceptions import PermanentJobError
-from publishing.pipeline.build import MAX_FILE_SIZE, TRUNCATION_MARKER, build_environment, run_build
+from publishing.pipeline.build import (
+    TRUNCATION_MARKER,
+    BuildLimits,
+    BuildOutcome,
+    build_environment,
+    classify_build,
+    count_tasks,
+    run_build,
+)
+
+NOBODY = pwd.getpwnam("nobody")
+# Tiny limits: each runaway build below ends within a few seconds.
+TINY = BuildLimits(
+    cpu_seconds=1,
+    memory_bytes=200 * 1024**2,
+    file_size_bytes=1024**2,
+    processes=20,
+    output_bytes=64 * 1024,
+)
+PR_SET_DUMPABLE = 4
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to a build user needs root")
 
 
 @pytest.fixture
@@ -211,18 +242,24 @@ def test_build_environment_creates_home_and_tmpdir_beside_the_checkout(source):
     assert not Path(env["HOME"]).is_relative_to(source)
 
 
-def test_run_build_limits_core_dumps_and_file_size(source):
-    # Given a command printing its own limits
-    script = "import resource as r; print(r.getrlimit(r.RLIMIT_CORE)[0], r.getrlimit(r.RLIMIT_FSIZE)[0])"
+def test_run_build_sets_its_rlimits_from_the_settings(source, settings):
+    # Given limits in the settings and a command printing its own
+    settings.PUBLISHING_BUILD_CPU_LIMIT = 30
+    settings.PUBLISHING_BUILD_MEMORY_LIMIT = 1024**3
+    settings.PUBLISHING_BUILD_FILE_SIZE_LIMIT = 10 * 1024**2
+    names = ["RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_FSIZE"]
+    script = f"import resource as r; print(*(r.getrlimit(getattr(r, n)) for n in {names!r}), sep='|')"
     output = Output()
 
     # When
     _run(shlex.join([sys.executable, "-c", script]), source, output)
 
-    # Then
-    core, fsize = (int(value) for value in output.text.split())
-    assert core == 0
-    assert 0 < fsize <= MAX_FILE_SIZE
+    # Then the soft limits are the settings; a CPU hog that ignores SIGXCPU is killed a little later
+    core, cpu, address_space, fsize = output.text.strip().split("|")
+    assert core == "(0, 0)"
+    assert cpu == "(30, 35)"
+    assert address_space == f"({1024**3}, {1024**3})"
+    assert fsize == f"({10 * 1024**2}, {10 * 1024**2})"
 
 
 @pytest.mark.parametrize(
@@ -285,3 +322,382 @@ def test_run_build_kills_the_process_group_on_an_asynchronous_exception(source):
     assert len(errors) == 1
     assert isinstance(errors[0], Cancelled)
     assert _wait_gone(pids)
+
+
+# --- Resource limits -------------------------------------------------------------------------------
+
+
+def _python(script: str) -> str:
+    """A build command running `script` with the worker's own interpreter."""
+    return shlex.join([sys.executable, "-c", textwrap.dedent(script)])
+
+
+def _failure(command: str, cwd: Path, limits: BuildLimits, output: Output | None = None, **overrides: Any):
+    with pytest.raises(PermanentJobError) as excinfo:
+        _run(command, cwd, output, limits=limits, **overrides)
+    return excinfo.value
+
+
+def test_run_build_stops_an_endless_loop_at_the_cpu_limit(source):
+    # Given a build that spins forever
+    started = time.monotonic()
+
+    # When
+    error = _failure(_python("while True: pass"), source, TINY, timeout=20)
+
+    # Then SIGXCPU ended it after about a second of CPU time, long before the wall-clock timeout
+    assert error.code == "BUILD_CPU_LIMIT"
+    assert "SIGXCPU" in error.detail
+    assert time.monotonic() - started < 15
+
+
+def test_run_build_reports_a_memory_hog_as_the_memory_limit(source):
+    # Given a build that wants 1 GiB at once, within a 200 MiB address space
+    output = Output()
+
+    # When
+    error = _failure(_python("blob = bytearray(1 << 30)"), source, TINY, output)
+
+    # Then
+    assert error.code == "BUILD_MEMORY_LIMIT"
+    assert "MemoryError" in output.text
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # head gets SIGXFSZ (sh runs the last command in its own place)
+        "sh -c 'head -c 2000000 /dev/zero > big'",
+        # Python ignores SIGXFSZ: its write fails with EFBIG, "File too large"
+        _python("open('big', 'wb').write(bytes(2_000_000))"),
+    ],
+    ids=["signal", "efbig"],
+)
+def test_run_build_stops_a_file_at_the_file_size_limit(source, command):
+    # When
+    error = _failure(command, source, TINY)
+
+    # Then no byte past the limit was written
+    assert error.code == "BUILD_FILE_LIMIT"
+    assert (source / "big").stat().st_size <= TINY.file_size_bytes
+
+
+def test_run_build_stops_a_build_that_writes_too_much_output(source):
+    # Given a build writing without end, far more than its 64 KiB of output
+    output = Output()
+    started = time.monotonic()
+
+    # When
+    error = _failure(
+        _python("import os\nwhile True: os.write(1, b'x' * 65536)"), source, TINY, output, output_limit=1000
+    )
+
+    # Then it was stopped at once, and the log got only its cap
+    assert error.code == "BUILD_OUTPUT_LIMIT"
+    assert time.monotonic() - started < 10
+    assert output.text == "x" * 1000 + TRUNCATION_MARKER
+
+
+def test_run_build_lets_output_up_to_the_limit_through(source):
+    # Given a build writing exactly its output limit
+    output = Output()
+
+    # When
+    _run(_python("import sys; sys.stdout.write('y' * 65536)"), source, output, limits=TINY, output_limit=10)
+
+    # Then
+    assert output.text == "y" * 10 + TRUNCATION_MARKER
+
+
+# --- The build user (a root worker) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A checkout in a workspace under /tmp that the build user can reach (pytest's tmp_path is 0700)."""
+    workspace = Path(tempfile.mkdtemp(prefix="publisher-build-test-"))
+    (workspace / "source").mkdir()
+    yield workspace / "source"
+    shutil.rmtree(workspace, ignore_errors=True)
+
+
+AS_NOBODY = BuildLimits(
+    cpu_seconds=TINY.cpu_seconds,
+    memory_bytes=TINY.memory_bytes,
+    file_size_bytes=TINY.file_size_bytes,
+    processes=TINY.processes,
+    output_bytes=TINY.output_bytes,
+    user="nobody",
+)
+
+# A fork bomb that cannot outlive its test: every process forks until fork fails, records its pid,
+# and gives up after 4 s whatever happens. RLIMIT_NPROC keeps it to 20 tasks.
+FORK_BOMB = """\
+import os, time
+end = time.monotonic() + 4
+while time.monotonic() < end:
+    try:
+        if os.fork() == 0:
+            with open("pids", "a") as fh:
+                fh.write(f"{os.getpid()}\\n")
+    except OSError:
+        time.sleep(0.01)
+"""
+
+
+@needs_root
+def test_run_build_runs_as_the_build_user_in_a_checkout_it_owns(reachable):
+    # Given a file from the checkout, and a command that writes in the checkout and its HOME
+    (reachable / "site.txt").write_text("site")
+    output = Output()
+
+    # When
+    _run(
+        "sh -c 'id -u; id -G; cat site.txt > copy.txt; touch \"$HOME/cache\"'",
+        reachable,
+        output,
+        limits=AS_NOBODY,
+    )
+
+    # Then it ran as nobody with nobody's group only; the workspace is only searchable by it
+    uid, groups = output.text.split()
+    assert int(uid) == NOBODY.pw_uid
+    assert groups == str(NOBODY.pw_gid)
+    assert (reachable / "copy.txt").stat().st_uid == NOBODY.pw_uid
+    assert (reachable.parent / "home" / "cache").exists()
+    assert stat.S_IMODE(reachable.parent.stat().st_mode) == 0o711
+
+
+@needs_root
+def test_run_build_stops_a_fork_bomb_at_the_process_limit(reachable):
+    # Given a fork bomb run as nobody, with 20 tasks of allowance and a 5 s timeout
+    started = time.monotonic()
+
+    # When
+    error = _failure(shlex.join(["python3", "-c", FORK_BOMB]), reachable, AS_NOBODY, timeout=5)
+
+    # Then it was found at its limit and stopped before the timeout, and none of its processes survive
+    assert error.code == "BUILD_PROCESS_LIMIT"
+    assert time.monotonic() - started < 5
+    pids = [int(line) for line in (reachable / "pids").read_text().split()]
+    assert 0 < len(pids) <= AS_NOBODY.processes
+    assert _wait_gone(pids)
+
+
+@needs_root
+def test_run_build_as_the_build_user_cannot_read_the_worker_environment(reachable, monkeypatch):
+    # Given a secret in the worker's environment and a build that looks for it in /proc
+    monkeypatch.setenv("SECRET_KEY", "leaked")
+    script = "import os; print(open(f'/proc/{os.getppid()}/environ').read())"
+    output = Output()
+
+    # When
+    error = _failure(shlex.join(["python3", "-c", script]), reachable, AS_NOBODY, output)
+
+    # Then
+    assert error.code == "BUILD_FAILED"
+    assert "PermissionError" in output.text
+    assert "leaked" not in output.text
+
+
+@needs_root
+def test_run_build_refuses_an_unknown_build_user(reachable):
+    # When / Then
+    error = _failure("true", reachable, BuildLimits(user="no-such-user-here"))
+    assert error.code == "BUILD_USER_INVALID"
+
+
+@needs_root
+def test_run_build_refuses_a_workspace_the_build_user_cannot_reach(tmp_path):
+    # Given a checkout below a folder only root may enter
+    (tmp_path / "private").mkdir(mode=0o700)
+    checkout = tmp_path / "private" / "workspace" / "source"
+    checkout.mkdir(parents=True)
+
+    # When / Then the build does not start
+    error = _failure("touch started", checkout, AS_NOBODY)
+    assert error.code == "BUILD_USER_INVALID"
+    assert "private" in error.detail
+    assert not (checkout / "started").exists()
+
+
+# --- A non-root worker ------------------------------------------------------------------------------
+
+
+def _in_unprivileged_worker(work: Callable[[], str], *, within: float = 20.0) -> str:
+    """Run `work` in a forked child that dropped to nobody, as a non-root worker would; return its answer."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY.pw_gid)
+            os.setuid(NOBODY.pw_uid)
+            # setuid() made this process non-dumpable; a worker started as nobody would not be.
+            ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+            os.write(write_end, work().encode())
+            status = 0
+        except BaseException as exc:
+            os.write(write_end, f"crashed: {exc!r}".encode())
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    deadline = time.monotonic() + within
+    try:
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError("the unprivileged worker did not finish")
+            time.sleep(0.05)
+        with os.fdopen(read_end, "rb") as answer:
+            return answer.read().decode()
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(read_end)
+
+
+@pytest.fixture
+def owned_by_nobody(reachable: Path) -> Path:
+    for path in (reachable.parent, reachable):
+        os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)
+    return reachable
+
+
+def _code_of(command: str, cwd: Path, limits: BuildLimits) -> Callable[[], str]:
+    def work() -> str:
+        output = Output()
+        try:
+            run_build(command, cwd=cwd, timeout=5, output_limit=64 * 1024, on_output=output, limits=limits)
+        except PermanentJobError as exc:
+            return f"{exc.code}\n{output.text}"
+        return f"ok\n{output.text}"
+
+    return work
+
+
+@needs_root
+def test_a_non_root_worker_gives_its_build_a_process_allowance_over_its_own_tasks(owned_by_nobody):
+    # Given a worker running as nobody, which may not switch users: its build runs as itself
+    limits = BuildLimits(processes=20, output_bytes=64 * 1024)
+
+    # When the build is a fork bomb
+    answer = _in_unprivileged_worker(
+        _code_of(shlex.join(["python3", "-c", FORK_BOMB]), owned_by_nobody, limits)
+    )
+
+    # Then RLIMIT_NPROC (its uid's tasks now, plus 20) held it and the step stopped it
+    assert answer.split("\n")[0] == "BUILD_PROCESS_LIMIT", answer
+    pids = [int(line) for line in (owned_by_nobody / "pids").read_text().split()]
+    assert 0 < len(pids) <= limits.processes
+    assert _wait_gone(pids)
+
+
+@needs_root
+def test_a_non_root_worker_hides_its_environment_from_its_build(owned_by_nobody):
+    # Given a build of the worker's own uid reading the worker's /proc/<pid>/environ
+    script = "import os; print(open(f'/proc/{os.getppid()}/environ').read())"
+    limits = BuildLimits(output_bytes=64 * 1024)
+
+    # When
+    answer = _in_unprivileged_worker(_code_of(shlex.join(["python3", "-c", script]), owned_by_nobody, limits))
+
+    # Then the worker made itself non-dumpable first, so /proc refuses
+    code, _, text = answer.partition("\n")
+    assert code == "BUILD_FAILED", answer
+    assert "PermissionError" in text
+
+
+@needs_root
+def test_a_non_root_worker_cannot_switch_to_another_build_user(owned_by_nobody):
+    # When
+    answer = _in_unprivileged_worker(_code_of("true", owned_by_nobody, BuildLimits(user="root")))
+
+    # Then
+    assert answer.split("\n")[0] == "BUILD_USER_INVALID", answer
+
+
+@needs_root
+def test_count_tasks_counts_the_processes_and_threads_of_a_uid():
+    # Given a uid that runs nothing, then one process of it with three more threads
+    uid = 54321
+    assert count_tasks(uid) == 0
+    script = (
+        "import threading, time\nfor _ in range(3): threading.Thread(target=time.sleep, args=(10,)).start()"
+    )
+    process = subprocess.Popen(["python3", "-c", script], user=uid, group=uid, extra_groups=[], cwd="/")
+    try:
+        # When / Then
+        deadline = time.monotonic() + 5
+        while count_tasks(uid) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert count_tasks(uid) == 4
+    finally:
+        process.kill()
+        process.wait()
+
+
+# --- Naming a failure --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "code"),
+    [
+        (BuildOutcome(returncode=0, cpu_seconds=0.1, tail="done"), None),
+        (BuildOutcome(returncode=2, cpu_seconds=0.1, tail="error: syntax"), "BUILD_FAILED"),
+        (BuildOutcome(returncode=0, cpu_seconds=0.1, tail="", output_exceeded=True), "BUILD_OUTPUT_LIMIT"),
+        (
+            BuildOutcome(returncode=-9, cpu_seconds=0.1, tail="", process_limit_reached=True),
+            "BUILD_PROCESS_LIMIT",
+        ),
+        (BuildOutcome(returncode=-9, cpu_seconds=0.1, tail="", timed_out=True), "BUILD_TIMEOUT"),
+        (BuildOutcome(returncode=-signal.SIGXCPU, cpu_seconds=1.0, tail=""), "BUILD_CPU_LIMIT"),
+        # It ignored SIGXCPU and was killed at the hard limit.
+        (BuildOutcome(returncode=-signal.SIGKILL, cpu_seconds=6.0, tail=""), "BUILD_CPU_LIMIT"),
+        # A SIGKILL from elsewhere, early.
+        (BuildOutcome(returncode=-signal.SIGKILL, cpu_seconds=0.2, tail=""), "BUILD_FAILED"),
+        # A shell reporting its child's death by SIGXCPU (128 + 24) or SIGXFSZ (128 + 25).
+        (BuildOutcome(returncode=152, cpu_seconds=0.0, tail="CPU time limit exceeded"), "BUILD_CPU_LIMIT"),
+        (BuildOutcome(returncode=153, cpu_seconds=0.0, tail=""), "BUILD_FILE_LIMIT"),
+        (
+            BuildOutcome(returncode=1, cpu_seconds=0.1, tail="OSError: [Errno 27] File too large"),
+            "BUILD_FILE_LIMIT",
+        ),
+        (
+            BuildOutcome(returncode=1, cpu_seconds=0.1, tail="Traceback ...\nMemoryError"),
+            "BUILD_MEMORY_LIMIT",
+        ),
+        (
+            BuildOutcome(returncode=134, cpu_seconds=0.1, tail="FATAL ERROR: JavaScript heap out of memory"),
+            "BUILD_MEMORY_LIMIT",
+        ),
+        (
+            BuildOutcome(returncode=2, cpu_seconds=0.1, tail="make: fork: Resource temporarily unavailable"),
+            "BUILD_PROCESS_LIMIT",
+        ),
+        (
+            BuildOutcome(returncode=1, cpu_seconds=0.1, tail="RuntimeError: can't start new thread"),
+            "BUILD_PROCESS_LIMIT",
+        ),
+    ],
+)
+def test_classify_build_names_each_way_a_build_ends(outcome, code):
+    # When
+    error = classify_build(outcome, limits=TINY, timeout=5)
+
+    # Then
+    assert (error.code if error else None) == code
+
+
+def test_classify_build_leaves_a_limit_that_is_off_out_of_it():
+    # Given no memory limit, a build that ran out of memory simply failed
+    outcome = BuildOutcome(returncode=1, cpu_seconds=0.1, tail="MemoryError")
+
+    # When
+    error = classify_build(outcome, limits=BuildLimits(), timeout=5)
+
+    # Then
+    assert error is not None
+    assert error.code == "BUILD_FAILED"

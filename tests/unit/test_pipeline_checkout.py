@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.checkout import checkout, validate_ref, validate_source_url
+from tests.fakes import http_server, resolver
 
 # The package re-exports the step function under the module's name, hiding the module itself.
 checkout_module = importlib.import_module("publishing.pipeline.checkout")
@@ -327,3 +329,101 @@ def test_checkout_refuses_a_loopback_http_source_when_private_hosts_are_not_allo
 
 def _fail_if_called(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("must not be called")
+
+
+# --- connecting to the address that was checked -------------------------------
+
+
+def _spy_git(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Record git's argv and environment, and run `true` in its place."""
+    calls: list[dict[str, Any]] = []
+    real_popen = subprocess.Popen
+
+    def spy(argv: list[str], **kwargs: Any) -> Any:
+        calls.append({"argv": argv, **kwargs})
+        return real_popen(["true"], **kwargs)
+
+    monkeypatch.setattr(checkout_module.subprocess, "Popen", spy)
+    return calls
+
+
+def test_checkout_pins_an_https_source_to_the_addresses_it_checked(tmp_path, monkeypatch):
+    # Given a name that resolves to public addresses now (and could resolve elsewhere later)
+    monkeypatch.setattr(socket, "getaddrinfo", resolver("93.184.216.34", "2606:2800:220:1::1"))
+    calls = _spy_git(monkeypatch)
+
+    # When
+    _checkout("https://git.example.com/team/site.git", "main", tmp_path / "src", allow_private=False)
+
+    # Then curl inside git connects to exactly those addresses, and follows no redirect
+    (call,) = calls
+    argv = call["argv"]
+    assert "http.curloptResolve=git.example.com:443:93.184.216.34,[2606:2800:220:1::1]" in argv
+    assert "http.followRedirects=false" in argv
+    assert argv[-2] == "https://git.example.com/team/site.git"
+
+
+def test_checkout_pins_ssh_and_git_protocol_sources(tmp_path, monkeypatch):
+    # Given a name that resolves to a public address
+    monkeypatch.setattr(socket, "getaddrinfo", resolver("93.184.216.34"))
+    calls = _spy_git(monkeypatch)
+
+    # When an scp-like ssh source and a git:// source are cloned
+    _checkout("git@git.example.com:team/site.git", "main", tmp_path / "a", allow_private=False)
+    _checkout("git://git.example.com:9418/team/site.git", "main", tmp_path / "b", allow_private=False)
+
+    # Then ssh is told the address (the host key still under the name), git:// names the address
+    ssh_call, git_call = calls
+    assert ssh_call["env"]["GIT_SSH_COMMAND"] == (
+        "ssh -o BatchMode=yes -o HostName=93.184.216.34 -o HostKeyAlias=git.example.com"
+    )
+    assert ssh_call["argv"][-2] == "git@git.example.com:team/site.git"
+    assert git_call["argv"][-2] == "git://93.184.216.34:9418/team/site.git"
+
+
+def test_checkout_leaves_resolution_to_git_when_private_hosts_are_allowed(tmp_path, monkeypatch):
+    # Given private hosts allowed: nothing is resolved ahead, so nothing is pinned
+    monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
+    calls = _spy_git(monkeypatch)
+
+    # When
+    _checkout("https://git.internal/team/site.git", "main", tmp_path / "src", allow_private=True)
+
+    # Then
+    (call,) = calls
+    assert not any(arg.startswith("http.curloptResolve") for arg in call["argv"])
+    assert call["env"]["GIT_SSH_COMMAND"] == "ssh -o BatchMode=yes"
+
+
+def test_the_installed_git_connects_where_the_pin_says(tmp_path):
+    # Given a name nothing resolves, pinned to a local server (git older than 2.37 would ignore the pin)
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with http_server(Handler) as base_url:
+        port = int(base_url.rsplit(":", 1)[1])
+        remote = checkout_module._Remote(
+            scheme="http", host="repo.invalid", port=port, addresses=("127.0.0.1",)
+        )
+        url = f"http://repo.invalid:{port}/site.git"
+        pins, clone_url, _ = checkout_module._pinned(remote, url)
+
+        # When git asks the pinned name for its refs
+        subprocess.run(
+            ["git", *pins, "ls-remote", clone_url],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GIT_TERMINAL_PROMPT": "0"},
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+
+    # Then the request reached the pinned address
+    assert seen
+    assert seen[0].startswith("/site.git/info/refs")

@@ -9,16 +9,7 @@ import pytest
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.network import check_host, redact_credentials
-
-
-def _fake_resolver(*addresses: str) -> Any:
-    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
-        return [
-            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0))
-            for a in addresses
-        ]
-
-    return getaddrinfo
+from tests.fakes import resolver
 
 
 @pytest.mark.parametrize(
@@ -70,7 +61,7 @@ def test_check_host_accepts_a_public_literal_address_without_resolving(monkeypat
 )
 def test_check_host_refuses_a_name_resolving_to_a_non_public_address(monkeypatch, address):
     # Given a name that resolves to a public and a non-public address
-    monkeypatch.setattr(socket, "getaddrinfo", _fake_resolver("93.184.216.34", address))
+    monkeypatch.setattr(socket, "getaddrinfo", resolver("93.184.216.34", address))
 
     # When / Then
     with pytest.raises(PermanentJobError) as excinfo:
@@ -80,7 +71,7 @@ def test_check_host_refuses_a_name_resolving_to_a_non_public_address(monkeypatch
 
 def test_check_host_accepts_a_name_resolving_to_public_addresses(monkeypatch):
     # Given a name with only public addresses
-    monkeypatch.setattr(socket, "getaddrinfo", _fake_resolver("93.184.216.34", "2606:2800:220:1::1"))
+    monkeypatch.setattr(socket, "getaddrinfo", resolver("93.184.216.34", "2606:2800:220:1::1"))
 
     # When / Then no error is raised
     check_host("example.com", allow_private=False, code="TARGET_NOT_ALLOWED")

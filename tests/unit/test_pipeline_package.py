@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import io
 import os
+import pwd
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from publishing.exceptions import PermanentJobError
 from publishing.pipeline.package import ARCHIVE_MTIME, package, resolve_artifact_path
+
+# `publishing.pipeline.package` is also the name of the step's function on the package.
+package_module = importlib.import_module("publishing.pipeline.package")
 
 SITE = {
     "index.html": b"<h1>hello</h1>",
@@ -143,23 +149,101 @@ def test_package_of_the_whole_checkout_skips_its_git_folder(tmp_path):
     assert not any(name.startswith(".git") for name in names)
 
 
-def test_package_stores_symlinks_as_links_without_following_them(tmp_path):
-    # Given links to a file inside and to a directory outside the artifact
+def test_package_stores_symlinks_inside_the_artifact_as_links_without_following_them(tmp_path):
+    # Given a link to a file and a link to a directory, both inside the artifact
     source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "outside" / "secret.txt").write_text("secret")
     (source / "dist" / "home.html").symlink_to("index.html")
-    (source / "dist" / "escape").symlink_to(tmp_path / "outside")
+    (source / "dist" / "static").symlink_to("assets")
+    (source / "dist" / "assets" / "img" / "up").symlink_to("../..")
 
     # When
     artifact = package(source, "dist", out_dir=tmp_path / "out", name="pub")
 
-    # Then
+    # Then they are links in the archive, and the linked directory was not walked again
     members = {m.name: m for m in _members(artifact.path)}
-    assert members["home.html"].issym()
-    assert members["home.html"].linkname == "index.html"
-    assert members["escape"].issym()
-    assert not any(name.startswith("escape/") for name in members)
+    assert (members["home.html"].issym(), members["home.html"].linkname) == (True, "index.html")
+    assert (members["static"].issym(), members["static"].linkname) == (True, "assets")
+    assert members["assets/img/up"].issym()
+    assert not any(name.startswith(("static/", "assets/img/up/")) for name in members)
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "{outside}",  # absolute, out of the checkout
+        "../../outside/secret.txt",  # relative, out of the checkout
+        "../README.md",  # inside the checkout, but not the artifact
+        "{source}/dist/index.html",  # absolute: it would not point here once unpacked
+    ],
+)
+def test_package_refuses_a_symlink_that_points_out_of_the_artifact(tmp_path, link):
+    # Given a link among the build output pointing elsewhere
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (source / "README.md").write_text("readme")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("secret")
+    (source / "dist" / "escape").symlink_to(link.format(outside=tmp_path / "outside", source=source))
+
+    # When / Then nothing is written
+    with pytest.raises(PermanentJobError) as excinfo:
+        package(source, "dist", out_dir=tmp_path / "out", name="pub")
+    assert excinfo.value.code == "ARTIFACT_PATH_INVALID"
+    assert "escape" in excinfo.value.detail
+    assert not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="files of two owners need root")
+def test_package_refuses_a_hard_link_to_a_file_from_outside_the_build(tmp_path):
+    # Given a checkout owned by the build user, with a hard link to a root-owned file from elsewhere
+    nobody = pwd.getpwnam("nobody")
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    for path in [source, *source.rglob("*")]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid, follow_symlinks=False)
+    (tmp_path / "shadow").write_text("root:secret")
+    os.link(tmp_path / "shadow", source / "dist" / "shadow")
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        package(source, "dist", out_dir=tmp_path / "out", name="pub")
+    assert excinfo.value.code == "ARTIFACT_PATH_INVALID"
+
+
+def test_package_keeps_hard_links_between_the_builds_own_files(tmp_path):
+    # Given two names for one file of the build
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    os.link(source / "dist" / "index.html", source / "dist" / "copy.html")
+
+    # When
+    artifact = package(source, "dist", out_dir=tmp_path / "out", name="pub")
+
+    # Then both are stored with their content
+    with tarfile.open(artifact.path, "r:gz") as tar:
+        copy = tar.extractfile("copy.html")
+        assert copy is not None
+        assert copy.read() == SITE["index.html"]
+
+
+def test_package_never_reads_through_a_directory_swapped_for_a_symlink(tmp_path, monkeypatch):
+    # Given a build process that swaps a directory for a link out of the checkout once the tree is scanned
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "app.js").write_text("secret")
+    scan = package_module._scan
+
+    def scan_then_swap(root_fd: int, skip: tuple[int, int]) -> list[Any]:
+        entries: list[Any] = scan(root_fd, skip)
+        (source / "dist" / "assets").rename(tmp_path / "moved")
+        (source / "dist" / "assets").symlink_to(tmp_path / "outside")
+        return entries
+
+    monkeypatch.setattr(package_module, "_scan", scan_then_swap)
+
+    # When / Then packaging fails rather than read the outside file
+    with pytest.raises(PermanentJobError) as excinfo:
+        package(source, "dist", out_dir=tmp_path / "out", name="pub")
+    assert excinfo.value.code == "PACKAGE_FAILED"
+    assert "symlink" in excinfo.value.detail
+    assert not list((tmp_path / "out").iterdir())
 
 
 def test_package_skips_special_files(tmp_path):
@@ -236,3 +320,36 @@ def test_resolve_artifact_path_reports_a_missing_path(tmp_path):
     with pytest.raises(PermanentJobError) as excinfo:
         resolve_artifact_path(source, "dist")
     assert excinfo.value.code == "ARTIFACT_NOT_FOUND"
+
+
+@pytest.mark.parametrize("artifact_path", ["out", "out/sub", "dist/../out", "link-to-link", "file.txt"])
+def test_package_refuses_an_artifact_path_through_a_symlink_out_of_the_checkout(tmp_path, artifact_path):
+    # Given links in the checkout to a folder and a file outside it, and a link to such a link
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (tmp_path / "elsewhere" / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "secret.txt").write_text("secret")
+    (source / "out").symlink_to(tmp_path / "elsewhere")
+    (source / "link-to-link").symlink_to("out")
+    (source / "file.txt").symlink_to(tmp_path / "elsewhere" / "secret.txt")
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        package(source, artifact_path, out_dir=tmp_path / "pkg", name="pub")
+    assert excinfo.value.code == "ARTIFACT_PATH_INVALID"
+
+
+def test_package_of_a_file_reached_through_a_link_inside_stores_the_file(tmp_path):
+    # Given a link inside the checkout to a file inside it
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (source / "latest.html").symlink_to("dist/index.html")
+
+    # When
+    artifact = package(source, "latest.html", out_dir=tmp_path / "out", name="pub")
+
+    # Then the file's content is stored under the name asked for
+    with tarfile.open(artifact.path, "r:gz") as tar:
+        member = tar.getmember("latest.html")
+        assert member.isfile()
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        assert extracted.read() == SITE["index.html"]

@@ -20,7 +20,7 @@ import pytest
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Artifact
 from publishing.pipeline.submit import submit, validate_target_url
-from tests.fakes import http_server
+from tests.fakes import http_server, rebinding_resolver, resolver
 
 # The package re-exports the step function under the module's name, hiding the module itself.
 submit_module = importlib.import_module("publishing.pipeline.submit")
@@ -368,3 +368,129 @@ def test_submit_refuses_an_unsupported_scheme(artifact):
 
 def _fail_if_called(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("must not be called")
+
+
+# --- the address is checked where the connection opens -------------------------
+
+
+def test_submit_refuses_a_name_that_resolves_to_loopback_by_the_time_it_connects(
+    artifact, store, monkeypatch
+):
+    # Given a name that resolves to a public address when checked, then to the local store (DNS rebinding)
+    port = int(store.url.split(":")[2].split("/")[0])
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_resolver("93.184.216.34", "127.0.0.1"))
+
+    # When
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, f"http://store.example.com:{port}/upload", allow_private=False)
+
+    # Then nothing reached the local server
+    assert excinfo.value.code == "TARGET_NOT_ALLOWED"
+    assert "non-public address" in excinfo.value.detail
+    assert store.requests == []
+
+
+@pytest.fixture
+def trusted_store_name(monkeypatch):
+    """`store.example.com` is let through to the local server, as a public store would be; any other
+    name or address meets the real connection-time check."""
+    adapter_module = importlib.import_module("requests_hardened.ip_filter_adapter")
+    real_filter = adapter_module.filter_host
+
+    def filter_host(hostname: str, port: int, *, allow_loopback: bool) -> str:
+        if hostname == "store.example.com":
+            return "127.0.0.1"
+        return str(real_filter(hostname, port, allow_loopback=allow_loopback))
+
+    real_getaddrinfo = socket.getaddrinfo
+    public = resolver("93.184.216.34")
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        return (public if host == "store.example.com" else real_getaddrinfo)(host, *args, **kwargs)
+
+    monkeypatch.setattr(adapter_module, "filter_host", filter_host)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture
+def redirecting_store() -> Iterator[FakeStore]:
+    """POST /upload answers `status` with `Location` from `headers`; POST /final stores the archive."""
+    fake = FakeStore(url="", status=307)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            fake.requests.append(Recorded("POST", self.path, dict(self.headers.items()), body))
+            if self.path == "/upload":
+                self.send_response(fake.status)
+                for name, value in fake.headers.items():
+                    self.send_header(name, value)
+            else:
+                self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with http_server(Handler) as base_url:
+        fake.url = base_url
+        yield fake
+
+
+def test_submit_follows_a_307_to_an_allowed_host_and_sends_the_archive_again(
+    artifact, redirecting_store, trusted_store_name
+):
+    # Given a store that moved its upload endpoint, temporarily
+    port = redirecting_store.url.rsplit(":", 1)[1]
+    redirecting_store.headers = {"Location": f"http://store.example.com:{port}/final"}
+
+    # When
+    submission = _submit(artifact, f"http://store.example.com:{port}/upload", allow_private=False)
+
+    # Then both hops got the whole archive, and the submission names where it landed
+    first, second = redirecting_store.requests
+    assert (first.path, second.path) == ("/upload", "/final")
+    assert first.body == second.body == artifact.path.read_bytes()
+    assert second.headers["Idempotency-Key"] == PUBLISHING_ID
+    assert submission.uri == f"http://store.example.com:{port}/final"
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://127.0.0.1:{port}/final",
+        "http://localhost:{port}/final",
+        "http://169.254.169.254/latest/meta-data/",
+    ],
+)
+def test_submit_checks_a_redirect_again_and_refuses_one_into_the_workers_network(
+    artifact, redirecting_store, trusted_store_name, location
+):
+    # Given a public store that redirects to a loopback or cloud-metadata address
+    port = redirecting_store.url.rsplit(":", 1)[1]
+    redirecting_store.headers = {"Location": location.format(port=port)}
+
+    # When
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, f"http://store.example.com:{port}/upload", allow_private=False)
+
+    # Then the redirect was refused before any connection: only the first hop was reached
+    assert excinfo.value.code == "TARGET_NOT_ALLOWED"
+    assert [request.path for request in redirecting_store.requests] == ["/upload"]
+
+
+def test_submit_does_not_follow_a_redirect_that_would_turn_the_upload_into_a_get(
+    artifact, redirecting_store, trusted_store_name
+):
+    # Given a store answering 302 (requests would re-send it as a GET, without the archive)
+    port = redirecting_store.url.rsplit(":", 1)[1]
+    redirecting_store.status = 302
+    redirecting_store.headers = {"Location": f"http://store.example.com:{port}/final"}
+
+    # When / Then the answer is judged as it is
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, f"http://store.example.com:{port}/upload", allow_private=False)
+    assert excinfo.value.code == "TARGET_REJECTED"
+    assert "answered 302" in excinfo.value.detail
+    assert len(redirecting_store.requests) == 1

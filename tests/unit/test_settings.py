@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from publisher_project.settings import base
 
@@ -74,3 +75,41 @@ def test_only_base_reads_the_environment(module: str) -> None:
     source = (ROOT / "publisher_project" / "settings" / f"{module}.py").read_text()
     assert "env." not in source
     assert "os.environ" not in source
+
+
+def test_the_initiate_throttle_counts_in_redis_and_never_waits_long_on_it() -> None:
+    # 60 a minute per user by default, counted in Redis so that every web process shares the count
+    assert base.PUBLISHING_INITIATE_RATE == "60/min"
+    throttle = base.CACHES["throttle"]
+    assert throttle["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert throttle["LOCATION"] == base.REDIS_URL
+    # A request waits at most one short timeout on a sick Redis: no retries, no long socket waits
+    options = throttle["OPTIONS"]
+    assert options["socket_connect_timeout"] <= 1
+    assert options["socket_timeout"] <= 1
+    assert options["retry"].get_retries() == 0
+
+
+def test_unit_tests_throttle_in_memory_and_only_when_a_test_asks() -> None:
+    assert settings.CACHES["throttle"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
+    assert settings.PUBLISHING_INITIATE_RATE == "0"
+
+
+@pytest.mark.parametrize(
+    ("rate", "starts"), [("0", True), ("120/hour", True), ("lots", False), ("0/min", False)]
+)
+def test_an_initiate_rate_that_does_not_parse_stops_the_start(
+    tmp_path: Path, rate: str, starts: bool
+) -> None:
+    # When the settings load with this rate
+    result = run_manage(
+        tmp_path,
+        "check",
+        DJANGO_SETTINGS_MODULE="publisher_project.settings.local",
+        **{"PUBLISHING_INITIATE_RATE": rate},
+    )
+
+    # Then a valid one starts, and another stops the start saying which setting is wrong
+    assert (result.returncode == 0) is starts, result.stdout + result.stderr
+    if not starts:
+        assert "PUBLISHING_INITIATE_RATE" in result.stderr

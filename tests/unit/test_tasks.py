@@ -128,20 +128,6 @@ def test_an_unexpected_exception_fails_with_internal_error(stub_broker, worker) 
     assert (publishing.status, publishing.error_code, publishing.attempts) == ("failed", "INTERNAL_ERROR", 1)
 
 
-def test_a_message_for_a_missing_publishing_is_a_logged_no_op(stub_broker, worker, caplog) -> None:
-    # When a message names a publishing that does not exist
-    with caplog.at_level(logging.WARNING):
-        build_and_submit.send(
-            publishing_id="00000000-0000-0000-0000-000000000000", project_id="p", user_id="u"
-        )
-        drain(stub_broker, worker)
-
-    # Then nothing ran, nothing was dead-lettered, and the log says why
-    assert ScriptedPipeline.runs == 0
-    assert not stub_broker.dead_letters
-    assert any("not found" in r.getMessage() for r in caplog.records)
-
-
 @pytest.mark.parametrize("status", ["published", "failed", "cancelled"])
 def test_a_message_for_a_finished_publishing_is_a_logged_no_op(stub_broker, worker, caplog, status) -> None:
     # Given a finished publishing and a late duplicate of its message

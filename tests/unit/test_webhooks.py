@@ -34,7 +34,7 @@ from publishing.exceptions import (
 )
 from publishing.models import Publishing, WebhookDelivery
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
-from tests.fakes import http_server
+from tests.fakes import http_server, rebinding_resolver
 
 SECRET = "s3cret-signing-key"
 WEBHOOK_QUEUE = "publishing-builds-webhooks"
@@ -425,6 +425,27 @@ def test_a_host_on_the_private_network_is_refused_without_a_request(db, receiver
     delivery.refresh_from_db()
     assert (delivery.state, delivery.attempts) == ("failed", 0)
     assert "not allowed" in delivery.last_error
+
+
+def test_a_name_that_resolves_to_loopback_by_the_time_it_connects_gets_no_request(
+    db, receiver, settings, monkeypatch
+) -> None:
+    # Given a public-looking receiver name that resolves to the local receiver once checked (DNS rebinding)
+    settings.PUBLISHING_ALLOW_PRIVATE_TARGETS = False
+    port = receiver.url.split(":")[2].split("/")[0]
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_resolver("93.184.216.34", "127.0.0.1"))
+    url = f"http://hooks.example.com:{port}/hooks/publisher"
+    delivery = recorded(PublishingFactory.create(failed=True, project=hooked_project(url)), url)
+
+    # When it runs
+    with pytest.raises(PermanentJobError) as excinfo:
+        run(delivery)
+
+    # Then the connection was refused where it would have opened: nothing sent, no retry
+    assert excinfo.value.code == "WEBHOOK_NOT_ALLOWED"
+    assert receiver.requests == []
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts) == ("failed", 0)
 
 
 @pytest.mark.parametrize("state", ["delivered", "failed"])
