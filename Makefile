@@ -12,7 +12,7 @@ MANAGE := $(BIN)/python manage.py
 # the integration tests mostly wait on their processes.
 PYTEST_WORKERS ?= 3
 
-.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox bench bench-smoke sizing requirements clean
+.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox bench bench-smoke sizing chaos requirements clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -67,12 +67,12 @@ screenshots: install  ## Retake the README's screenshots (docs/admin-*.png) with
 	UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/browser
 
 test: check  ## Every check, then the whole suite on SQLite (and on PostgreSQL when TEST_POSTGRES_URL is set)
-	@# The PostgreSQL pass leaves out the RabbitMQ repeats (they test the broker, not the database)
-	@# and the browser tests (they test the pages).
+	@# The PostgreSQL pass leaves out the RabbitMQ repeats (they test the broker, not the database),
+	@# the browser tests (they test the pages) and the short chaos run (it starts its own PostgreSQL).
 	$(BIN)/pytest tests -n $(PYTEST_WORKERS) --dist worksteal
 	@if [ -n "$${TEST_POSTGRES_URL:-}" ]; then \
-		echo "--- the whole suite again on PostgreSQL ($${TEST_POSTGRES_URL%%\?*}), RabbitMQ repeats and browser tests aside"; \
-		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/pytest tests -n $(PYTEST_WORKERS) --dist worksteal -m "not rabbitmq and not browser"; \
+		echo "--- the whole suite again on PostgreSQL ($${TEST_POSTGRES_URL%%\?*}), RabbitMQ repeats, browser and chaos tests aside"; \
+		DATABASE_URL="$$TEST_POSTGRES_URL" $(BIN)/pytest tests -n $(PYTEST_WORKERS) --dist worksteal -m "not rabbitmq and not browser and not chaos"; \
 	fi
 
 test-postgres: install  ## The whole suite on PostgreSQL (TEST_POSTGRES_URL, default the local server)
@@ -110,6 +110,9 @@ bench: install  ## Publisher against bare Dramatiq and Celery, side by side (und
 
 bench-smoke: install  ## Each benchmark briefly: proves they work (CI); the figures mean nothing
 	$(BIN)/python -m bench --smoke
+
+chaos: install  ## Chaos rounds: 2 x 60 publishings under worker kills, Redis and PostgreSQL restarts (about 8 min; CHAOS_SEED=N to replay); writes docs/reliability.md
+	$(BIN)/python -m tests.chaos $${CHAOS_SEED:+--seed $$CHAOS_SEED}
 
 sizing: install  ## Measure memory, connections, throughput and Redis use for docs/deployment.md (about 70 s; uses the local PostgreSQL and Redis)
 	$(BIN)/python -m bench.sizing

@@ -1,0 +1,90 @@
+"""The HTTP store the chaos publishings submit to: it records every POST and fails some first tries.
+
+It keeps artifacts keyed by `Idempotency-Key` (the publishing id) and counts
+the answers it gave per key, so the suite can tell "published once" from
+"accepted twice" without trusting the publisher's own records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.fakes import start_http_server, stop_http_server
+
+
+@dataclass
+class TargetRecords:
+    """What the target saw, per Idempotency-Key."""
+
+    posts: Counter[str] = field(default_factory=Counter)
+    accepted: Counter[str] = field(default_factory=Counter)
+    refused_503: Counter[str] = field(default_factory=Counter)
+    # key -> checksums of the distinct artifacts stored for it
+    artifacts: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    bad_requests: list[str] = field(default_factory=list)
+
+
+class ChaosTarget:
+    """A threaded HTTP server answering 503 to a fraction of first tries, 201 otherwise."""
+
+    def __init__(self, *, fail_ratio: float, seed: int) -> None:
+        self.fail_ratio = fail_ratio
+        self.records = TargetRecords()
+        self._rng = random.Random(seed)  # noqa: S311 - reproducible failures, not security
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self.url = ""
+
+    def start(self) -> ChaosTarget:
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, answer = target.receive(
+                    key=self.headers.get("Idempotency-Key", ""),
+                    checksum=self.headers.get("X-Checksum-SHA256", ""),
+                    body=body,
+                )
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # thousands of lines of noise otherwise
+
+        self._server, base = start_http_server(Handler)
+        self.url = f"{base}/store"
+        return self
+
+    def receive(self, *, key: str, checksum: str, body: bytes) -> tuple[int, dict[str, str]]:
+        """Record one POST; the status and JSON body to answer."""
+        actual = hashlib.sha256(body).hexdigest()
+        with self._lock:
+            records = self.records
+            if not key or checksum != actual:
+                records.bad_requests.append(f"key={key!r} checksum={checksum!r} actual={actual}")
+                return 400, {"detail": "Idempotency-Key and a matching X-Checksum-SHA256 are required."}
+            records.posts[key] += 1
+            if records.posts[key] == 1 and self._rng.random() < self.fail_ratio:
+                records.refused_503[key] += 1
+                return 503, {"detail": "Store busy, try again."}
+            # A real idempotent store would replay its first answer here; counting
+            # every 2xx instead is what shows a second submission at all.
+            records.accepted[key] += 1
+            records.artifacts[key].add(actual)
+            return 201, {"id": f"sub-{key}", "uri": f"{self.url}/{key}.tar.gz"}
+
+    def stop(self) -> None:
+        if self._server is not None:
+            stop_http_server(self._server)
+            self._server = None
