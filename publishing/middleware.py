@@ -11,6 +11,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import random
 import reprlib
 import threading
@@ -366,6 +367,12 @@ class Lifecycle(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if isinstance(broker, StubBroker):
             return  # unit tests drive these services directly
+        if os.geteuid() != 0:
+            # Builds run as this uid (no PUBLISHING_BUILD_USER): none may read this process's secrets.
+            # Imported here: this module stays light to import (see above).
+            from publishing.pipeline.build import hide_worker_from_builds
+
+            hide_worker_from_builds()
         # Three threads: a slow reconciliation (a Redis or SQLite stall) must
         # never delay the heartbeats that keep live attempts' leases, nor must
         # a Redis stall delay them on the way to saying the worker is alive.

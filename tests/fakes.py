@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -35,6 +36,18 @@ def rebinding_resolver(first: str, then: str) -> Callable[..., list[Any]]:
         return (answers.pop(0) if len(answers) > 1 else answers[0])(*args, **kwargs)
 
     return getaddrinfo
+
+
+def git_repository(path: Path, files: dict[str, str]) -> Path:
+    """A local git repository at `path` with `files` (relative path -> text) in one commit on `main`."""
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(path)]
+    subprocess.run(["git", "init", "--quiet", "-b", "main", str(path)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "init"], check=True)
+    return path
 
 
 def start_http_server(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:

@@ -189,6 +189,16 @@ PUBLISHING_BUILD_FILE_SIZE_LIMIT: int = env.int("PUBLISHING_BUILD_FILE_SIZE_LIMI
 PUBLISHING_BUILD_PROCESS_LIMIT: int = env.int("PUBLISHING_BUILD_PROCESS_LIMIT", default=512)
 # stdout and stderr together; a build writing more is stopped (the log keeps PUBLISHING_LOG_LIMIT).
 PUBLISHING_BUILD_OUTPUT_LIMIT: int = env.int("PUBLISHING_BUILD_OUTPUT_LIMIT", default=16 * 1024**2)
+for _limit in (
+    "PUBLISHING_BUILD_CPU_LIMIT",
+    "PUBLISHING_BUILD_MEMORY_LIMIT",
+    "PUBLISHING_BUILD_FILE_SIZE_LIMIT",
+    "PUBLISHING_BUILD_PROCESS_LIMIT",
+    "PUBLISHING_BUILD_OUTPUT_LIMIT",
+):
+    # A negative limit would stop every build at once (or, for processes, forbid every fork).
+    if globals()[_limit] < 0:
+        raise ImproperlyConfigured(f"{_limit}={globals()[_limit]}: a limit is 0 (off) or positive.")
 
 # --- Webhooks ----------------------------------------------------------------
 
@@ -272,6 +282,8 @@ CACHES: dict[str, dict[str, Any]] = {
             "socket_connect_timeout": PUBLISHING_BROKER_SOCKET_TIMEOUT,
             "socket_timeout": PUBLISHING_BROKER_SOCKET_TIMEOUT,
             "retry": Retry(NoBackoff(), 0),
+            # Not pickle: what the web process reads from Redis is data, never code.
+            "serializer": "publishing.api.throttling.JSONSerializer",
         },
     },
 }

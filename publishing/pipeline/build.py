@@ -230,9 +230,13 @@ def _hand_over(cwd: Path, home: Path, identity: _Identity) -> None:
 _worker_hidden = False
 
 
-def _hide_worker_from_builds() -> None:
+def hide_worker_from_builds() -> None:
     """Make this worker process non-dumpable, once: a build of the same uid then cannot read its memory
-    or /proc/<pid>/environ (where SECRET_KEY and DATABASE_URL are), nor ptrace it."""
+    or /proc/<pid>/environ (where SECRET_KEY and DATABASE_URL are), nor ptrace it.
+
+    Each worker process calls it at boot (a build could otherwise read a sibling that has not run
+    a build yet), and again before a build, in case the boot hook did not run.
+    """
     global _worker_hidden
     if _worker_hidden:
         return
@@ -443,7 +447,7 @@ def run_build(
     if identity is not None:
         _hand_over(cwd, Path(env["HOME"]), identity)
     elif os.geteuid() != 0:
-        _hide_worker_from_builds()
+        hide_worker_from_builds()
     uid = identity.uid if identity is not None else os.getuid()
     # RLIMIT_NPROC counts every task of the real uid, so the build gets an allowance on top of what
     # that uid runs now (the worker's own threads included when it is the worker's uid). Root ignores it.

@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # `scheme://user:password@host` -> `scheme://***@host`; a bare token as user name is a secret too.
-# Up to the last `@` before the path: a password may hold a raw `@`.
-_USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]+@")
+# Up to the last `@` before the path, query or fragment: a password may hold a raw `@`, and an `@`
+# in the query (`?email=a@b.org`) is no user info.
+_USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]+@")
 
 
 def redact_credentials(text: str) -> str:
@@ -102,6 +103,12 @@ def check_host(host: str, *, allow_private: bool, code: str, resolve: bool = Tru
         raise PermanentJobError("the URL has no host", code=code)
     if name == "localhost" or name.endswith(".localhost"):
         raise PermanentJobError(f"host {name!r} is local and not allowed", code=code)
+    if not name.isascii():
+        # Python's resolver encodes IDNA 2003 and curl IDNA 2008: `faß.de` would be judged as
+        # fass.de and fetched from xn--fa-hia.de, past the address pinned for it.
+        raise PermanentJobError(
+            f"host {name!r} is not ASCII: write an internationalised name in its xn-- form", code=code
+        )
     # A zone index (`fe80::1%eth0`) is not part of the address proper.
     literal = _parse_address(name.split("%", 1)[0])
     if literal is not None:

@@ -34,6 +34,10 @@ _NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO swapped in for a file must not block the open.
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Bounds on what a build may leave to package: each entry is opened from the root one component at
+# a time, so a 30 000-deep chain of directories would cost hundreds of millions of opens.
+MAX_DEPTH = 64
+MAX_ENTRIES = 100_000
 
 
 def resolve_artifact_path(source: Path, artifact_path: str) -> Path:
@@ -128,6 +132,12 @@ def _scan(root_fd: int, skip: tuple[int, int]) -> list[_Entry]:
                     if entry.name in EXCLUDED_NAMES or (st.st_dev, st.st_ino) == skip:
                         continue
                     child = (*parts, entry.name)
+                    if len(child) > MAX_DEPTH or len(found) >= MAX_ENTRIES:
+                        raise PermanentJobError(
+                            f"the artifact is deeper than {MAX_DEPTH} levels or holds more than "
+                            f"{MAX_ENTRIES} entries",
+                            code="ARTIFACT_TOO_LARGE",
+                        )
                     found.append(_Entry("/".join(child), child, st))
                     # A symlinked directory is stored as a link, never walked.
                     if stat.S_ISDIR(st.st_mode):

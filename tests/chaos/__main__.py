@@ -125,7 +125,9 @@ def markdown(results: list[RoundResult], *, seed: int, publishings: int, elapsed
             f"{key}: {n}" for key, n in sorted(sum((r.web_statuses for r in results), Counter()).items())
         )
         + f". The target refused {sum(r.target_503s for r in results)} of "
-        f"{sum(r.target_posts for r in results)} POSTs with a 503 (a fifth of first tries).",
+        f"{sum(r.target_posts for r in results)} POSTs with a 503 (a fifth of first tries), and answered "
+        f"{sum(r.target_replays for r in results)} from its idempotency record (the same archive sent again "
+        "under its key by an attempt that followed one cut off after the store's answer).",
         "",
         "Settings shortened for the run (environment of every process): "
         + ", ".join(f"`{k}={v}`" for k, v in CHAOS_ENV.items())

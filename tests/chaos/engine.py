@@ -35,6 +35,7 @@ import requests
 from publishing.redis_server import RedisServer
 from tests.chaos.postgres import PostgresServer
 from tests.chaos.target import ChaosTarget, TargetRecords
+from tests.fakes import git_repository
 from tests.integration.stack import ROOT, Stack
 
 FAULT_KINDS = ("kill_child", "kill_group", "term_group", "redis_restart", "postgres_restart")
@@ -178,6 +179,8 @@ class RoundResult:
     web_statuses: Counter[str] = field(default_factory=Counter)
     target_503s: int = 0
     target_posts: int = 0
+    # POSTs the target answered from its idempotency record (a submission sent again, accepted once).
+    target_replays: int = 0
     workdir: str = ""
     log_tracebacks: int = 0
 
@@ -197,7 +200,7 @@ class RoundResult:
             f"  faults {dict(faults)}; lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
             f"stuck {len(self.stuck)}, violations {len(self.violations)}, web errors {len(self.web_errors)} "
             f"(web answers {dict(self.web_statuses)}); target: {self.target_posts} POSTs, "
-            f"{self.target_503s} refused with 503",
+            f"{self.target_503s} refused with 503, {self.target_replays} idempotent replays",
         ]
         for fault in self.faults:
             lines.append(
@@ -221,14 +224,7 @@ def seconds(value: float | None) -> str:
 
 def make_git_source(path: Path) -> str:
     """A local git repository with a page and the sleeping build script; its path."""
-    (path / "site").mkdir(parents=True)
-    (path / "site" / "index.html").write_text("<h1>chaos</h1>\n")
-    (path / "build.py").write_text(BUILD_SCRIPT)
-    git = ["git", "-c", "user.name=chaos", "-c", "user.email=chaos@example.invalid", "-C", str(path)]
-    subprocess.run(["git", "init", "--quiet", "-b", "main", str(path)], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "--quiet", "-m", "init"], check=True)
-    return str(path)
+    return str(git_repository(path, {"site/index.html": "<h1>chaos</h1>\n", "build.py": BUILD_SCRIPT}))
 
 
 def children_of(pid: int) -> list[int]:
@@ -678,10 +674,10 @@ class ChaosRound:
         # Duplicated: more than one publishing for one project or key, or one accepted twice by the target.
         per_project = Counter(row.project_id for row in rows)
         result.duplicated = [f"project {p} has {n} publishings" for p, n in per_project.items() if n > 1]
-        for key, count in records.accepted.items():
-            if count > 1:
-                status = by_id[key].status if key in by_id else "absent"
-                result.duplicated.append(f"{key} ({status}) accepted {count} times by the target")
+        for key, count in records.conflicting.items():
+            status = by_id[key].status if key in by_id else "absent"
+            result.duplicated.append(f"{key} ({status}) sent {count} other artifact(s) under its key")
+        result.target_replays = sum(records.replayed.values())
         result.stuck = [f"{row.id} {row.status} (attempts {row.attempts})" for row in rows
                         if row.status not in TERMINAL]  # fmt: skip
         for row in rows:

@@ -1,8 +1,12 @@
 """The HTTP store the chaos publishings submit to: it records every POST and fails some first tries.
 
-It keeps artifacts keyed by `Idempotency-Key` (the publishing id) and counts
-the answers it gave per key, so the suite can tell "published once" from
-"accepted twice" without trusting the publisher's own records.
+It honours `Idempotency-Key` (the publishing id) as SPEC §5 expects of a
+store: the first 2xx for a key is the one accepted submission; a later POST
+with the same key and the same archive gets that answer again (a replay,
+counted, never a second submission), with another archive a 422 (counted: the
+suite calls it a duplicate). A replay is what a worker cut off between the
+store's answer and its own record leads to: the two cannot be one
+transaction, which is why the key exists.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class TargetRecords:
 
     posts: Counter[str] = field(default_factory=Counter)
     accepted: Counter[str] = field(default_factory=Counter)
+    replayed: Counter[str] = field(default_factory=Counter)
+    conflicting: Counter[str] = field(default_factory=Counter)
     refused_503: Counter[str] = field(default_factory=Counter)
     # key -> checksums of the distinct artifacts stored for it
     artifacts: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -78,11 +84,16 @@ class ChaosTarget:
             if records.posts[key] == 1 and self._rng.random() < self.fail_ratio:
                 records.refused_503[key] += 1
                 return 503, {"detail": "Store busy, try again."}
-            # A real idempotent store would replay its first answer here; counting
-            # every 2xx instead is what shows a second submission at all.
+            answer = {"id": f"sub-{key}", "uri": f"{self.url}/{key}.tar.gz"}
+            if records.accepted[key]:
+                if actual not in records.artifacts[key]:
+                    records.conflicting[key] += 1
+                    return 422, {"detail": "This Idempotency-Key was used for another artifact."}
+                records.replayed[key] += 1
+                return 200, answer
             records.accepted[key] += 1
             records.artifacts[key].add(actual)
-            return 201, {"id": f"sub-{key}", "uri": f"{self.url}/{key}.tar.gz"}
+            return 201, answer
 
     def stop(self) -> None:
         if self._server is not None:

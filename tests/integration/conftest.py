@@ -7,7 +7,6 @@ without running them.
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from rest_framework.authtoken.models import Token
 
 from publishing.redis_server import RedisServer
 from tests.factories import ProjectFactory, UserFactory
+from tests.fakes import git_repository
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -154,15 +154,8 @@ print("build done")
 @pytest.fixture
 def git_source(tmp_path: Path) -> Path:
     """A local git repository with a small site and a build script."""
-    source = tmp_path / "source"
-    (source / "site").mkdir(parents=True)
-    (source / "site" / "index.html").write_text("<h1>{{ title }}</h1>\n")
-    (source / "build.py").write_text(BUILD_SCRIPT)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C", str(source)]
-    subprocess.run(["git", "init", "--quiet", "-b", "main", str(source)], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "--quiet", "-m", "init"], check=True)
-    return source
+    files = {"site/index.html": "<h1>{{ title }}</h1>\n", "build.py": BUILD_SCRIPT}
+    return git_repository(tmp_path / "source", files)
 
 
 @pytest.fixture

