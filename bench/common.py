@@ -322,10 +322,12 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 def publisher_env(**variables: str) -> dict[str, str]:
     """This process's environment without any of Publisher's own variables, the initiate throttle off,
-    plus `variables`."""
+    builds as the worker's user, plus `variables`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(PUBLISHER_VARIABLES)}
     # The API's per-user throttle off: one bench user sends thousands of initiates a minute.
     env["PUBLISHING_INITIATE_RATE"] = "0"
+    # The benchmarks' builds are their own scripts: as the worker's user, root included.
+    env["PUBLISHING_BUILD_USER"] = "worker"
     env.update(variables)
     return env
 

@@ -176,9 +176,11 @@ PUBLISHING_LOG_LIMIT: int = env.int("PUBLISHING_LOG_LIMIT", default=64 * 1024)
 # The end of each attempt's own log, kept with its record (API detail, admin).
 PUBLISHING_ATTEMPT_LOG_EXCERPT: int = env.int("PUBLISHING_ATTEMPT_LOG_EXCERPT", default=4 * 1024)
 
-# The build sandbox (publishing/pipeline/build.py); 0 is no limit. A root worker runs builds as
-# PUBLISHING_BUILD_USER (e.g. "nobody"): empty runs them as root, where the process limit does not
-# hold and a build can read the worker's secrets. A non-root worker runs them as itself.
+# The build sandbox (publishing/pipeline/build.py); 0 is no limit. Who runs builds: a user name or
+# uid, which a root worker switches to (a dedicated one, as the image's publisher-build); "worker",
+# the worker's own user whoever it is; empty (the default), the worker's own user, except that a
+# root worker refuses to build (BUILD_USER_INVALID): as root the process limit does not hold and a
+# build could read the worker's secrets, so that takes an explicit "worker".
 PUBLISHING_BUILD_USER: str = env.str("PUBLISHING_BUILD_USER", default="")
 # Per process, all its threads: with the 900 s timeout a process may keep two cores busy.
 PUBLISHING_BUILD_CPU_LIMIT: int = env.int("PUBLISHING_BUILD_CPU_LIMIT", default=1800)

@@ -3,7 +3,7 @@
 import os
 
 from .base import *  # noqa: F403
-from .base import DATABASES, DRAMATIQ_BROKER, VAR_DIR
+from .base import DATABASES, DRAMATIQ_BROKER, PUBLISHING_BUILD_USER, VAR_DIR
 
 SECRET_KEY = "test-only-not-secret"  # noqa: S105
 DEBUG = False
@@ -21,6 +21,8 @@ PUBLISHING_ALLOW_LOCAL_SOURCES = True
 PUBLISHING_ALLOW_PRIVATE_TARGETS = True
 PUBLISHING_ALLOW_USER_BUILD_COMMANDS = False
 PUBLISHING_WORKSPACE_DIR = str(VAR_DIR / "test-workspaces")
+# CI machines run as root; tests of the build user set it themselves.
+PUBLISHING_BUILD_USER = PUBLISHING_BUILD_USER or "worker"
 
 # No Redis in unit tests: per-process memory. The initiate throttle is off unless a test turns it
 # on: the suite initiates far more than 60 times a minute, and user ids repeat across tests.

@@ -76,9 +76,13 @@ _PROCESS_MARKERS = (
 )
 
 
+# PUBLISHING_BUILD_USER's name for "the worker's own user, even root".
+WORKER_USER = "worker"
+
+
 @dataclass(frozen=True)
 class BuildLimits:
-    """The resources one build may use; 0 (or "" for `user`) means no limit."""
+    """The resources one build may use, 0 meaning no limit, and who runs it."""
 
     # CPU seconds per process (all its threads): SIGXCPU, then SIGKILL CPU_KILL_GRACE s later.
     cpu_seconds: int = 0
@@ -91,7 +95,9 @@ class BuildLimits:
     # Bytes of stdout and stderr together; past this the build is stopped.
     output_bytes: int = 0
     # The user a root worker runs builds as (name or uid); a non-root worker can only run its own.
-    user: str = ""
+    # WORKER_USER: the worker's own, even root; "" (PUBLISHING_BUILD_USER unset): the worker's own,
+    # but a root worker refuses.
+    user: str = WORKER_USER
 
     @classmethod
     def from_settings(cls) -> BuildLimits:
@@ -167,6 +173,19 @@ def _resolve_user(user: str) -> _Identity | None:
     """Who the build runs as: None for the worker's own user; PermanentJobError if that cannot be."""
     euid = os.geteuid()
     entry = None
+    if user.strip() == WORKER_USER:
+        if euid == 0:
+            logger.warning(
+                "Builds run as root (PUBLISHING_BUILD_USER=worker): the process limit does not hold "
+                "and a build can read the worker's secrets"
+            )
+        return None
+    if not user.strip() and euid == 0:
+        raise PermanentJobError(
+            "the worker runs as root and PUBLISHING_BUILD_USER is not set: set it to a dedicated user "
+            "(or to `worker` to run builds as root knowingly)",
+            code="BUILD_USER_INVALID",
+        )
     if user.strip():
         try:
             entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
@@ -177,8 +196,7 @@ def _resolve_user(user: str) -> _Identity | None:
     if entry is None or entry.pw_uid == euid:
         if euid == 0:
             logger.warning(
-                "Builds run as root: the process limit does not hold and a build can read the worker's "
-                "secrets; set PUBLISHING_BUILD_USER (e.g. nobody)"
+                "Builds run as root (PUBLISHING_BUILD_USER=%s): the process limit does not hold", user
             )
         return None
     if euid != 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import pwd
 import shlex
@@ -505,6 +506,22 @@ def test_run_build_refuses_an_unknown_build_user(reachable):
     # When / Then
     error = _failure("true", reachable, BuildLimits(user="no-such-user-here"))
     assert error.code == "BUILD_USER_INVALID"
+
+
+@needs_root
+def test_a_root_worker_refuses_to_build_until_told_who_builds(reachable, caplog):
+    # Given PUBLISHING_BUILD_USER unset on a root worker
+    # When / Then nothing runs, and the error says how to choose
+    error = _failure("touch started", reachable, BuildLimits(user=""))
+    assert error.code == "BUILD_USER_INVALID"
+    assert "PUBLISHING_BUILD_USER" in error.detail
+    assert not (reachable / "started").exists()
+
+    # When the operator says `worker`: the build runs as root, knowingly, with a warning
+    with caplog.at_level(logging.WARNING):
+        _run("touch started", reachable, None, limits=BuildLimits(user="worker"))
+    assert (reachable / "started").exists()
+    assert any("Builds run as root" in record.getMessage() for record in caplog.records)
 
 
 @needs_root
