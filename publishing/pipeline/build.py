@@ -7,6 +7,11 @@ past `BuildLimits.output_bytes` the build is stopped.
 
 When the worker runs as root the build runs as `PUBLISHING_BUILD_USER`: root ignores RLIMIT_NPROC,
 and only another user is kept away from the worker's files and /proc/<worker>/environ.
+
+No Python runs between fork and exec (no `preexec_fn`): in a forked child of a multi-threaded worker
+that can deadlock, and Popen would then wait on the child forever, past any TimeLimit or Abort.
+subprocess switches the user in C; the rlimits are set by `_EXEC_WRAPPER`, a fresh interpreter that
+sets them and then execs the command. It reports a command it cannot execute with `_EXEC_FAILED`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import shlex
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +81,27 @@ _PROCESS_MARKERS = (
     "unable to create native thread",  # Java
 )
 
+# What the wrapper writes, then the command and why, when it cannot execute the command (exit 127).
+_EXEC_FAILED = "publisher-build: cannot execute"
+_EXEC_FAILED_STATUS = 127
+# argv: [python, -I, -S, -c, _EXEC_WRAPPER, "<resource>:<soft>:<hard>"..., --, *command]. -I -S: no
+# site-packages, no PYTHON* variables, nothing of the build's checkout on sys.path. Plain arguments
+# rather than JSON spare an import (~15 ms). Kept to what any python3 runs, since the build user may
+# only be able to run the system's.
+_EXEC_WRAPPER = f"""\
+import os, resource, sys
+end = sys.argv.index("--")
+for limit in sys.argv[1:end]:
+    res, soft, hard = map(int, limit.split(":"))
+    resource.setrlimit(res, (soft, hard))
+argv = sys.argv[end + 1 :]
+try:
+    os.execvp(argv[0], argv)
+except OSError as exc:
+    line = "%s %r: %s\\n" % ({_EXEC_FAILED!r}, argv[0], exc.strerror or exc)
+    os.write(2, line.encode("utf-8", "backslashreplace"))
+    os._exit({_EXEC_FAILED_STATUS})
+"""
 
 # PUBLISHING_BUILD_USER's name for "the worker's own user, even root".
 WORKER_USER = "worker"
@@ -208,7 +235,8 @@ def _resolve_user(user: str) -> _Identity | None:
 
 
 def _can_search(path: Path, identity: _Identity) -> bool:
-    """Whether `identity` may enter `path` (primary group only: builds get no supplementary groups)."""
+    """Whether `identity` may enter `path`, or execute it if it is a file (primary group only: builds get
+    no supplementary groups)."""
     st = path.stat()
     if st.st_uid == identity.uid:
         return bool(st.st_mode & stat.S_IXUSR)
@@ -265,6 +293,34 @@ def hide_worker_from_builds() -> None:
     _worker_hidden = True
 
 
+def _can_run(path: str, identity: _Identity | None) -> bool:
+    """Whether `identity` (None: this process) may execute the file `path`, following its symlinks."""
+    real = Path(os.path.realpath(path))
+    if not os.path.isfile(real):  # also False where a folder on the way is closed to this process
+        return False
+    if identity is None:
+        return os.access(real, os.X_OK)
+    return all(_can_search(p, identity) for p in (real, *real.parents, *Path(path).parents))
+
+
+def _wrapper_interpreter(identity: _Identity | None, path: str) -> str:
+    """The Python that runs `_EXEC_WRAPPER`: the worker's own, else the first python3 on `path`, that the
+    build's user can execute; PermanentJobError if there is none."""
+    # The worker's interpreter may live where only the worker can reach (a venv under /root); the
+    # wrapper needs nothing of it, any python3 will do.
+    candidates = [sys.executable] if sys.executable else []
+    candidates += [os.path.join(folder, "python3") for folder in path.split(os.pathsep) if folder]
+    for candidate in candidates:
+        if _can_run(candidate, identity):
+            return candidate
+    user = repr(identity.name) if identity else "the worker's user"
+    raise PermanentJobError(
+        f"build user {user} can execute neither {sys.executable!r} nor a python3 on PATH, and one sets "
+        "the build's limits",
+        code="BUILD_USER_INVALID",
+    )
+
+
 def _rlimit_plan(limits: BuildLimits, nproc: int) -> list[tuple[int, int, int]]:
     """(resource, soft, hard) for the build, clamped to the current hard limits (they may only go down)."""
     wanted = [
@@ -285,10 +341,28 @@ def _rlimit_plan(limits: BuildLimits, nproc: int) -> list[tuple[int, int, int]]:
     return plan
 
 
-def _apply_limits(plan: list[tuple[int, int, int]]) -> None:
-    """Runs in the child between fork and exec, after the switch of user: setrlimit calls only."""
-    for res, soft, hard in plan:
-        resource.setrlimit(res, (soft, hard))
+def _wrapped(argv: list[str], plan: list[tuple[int, int, int]], interpreter: str) -> list[str]:
+    """`argv` behind `_EXEC_WRAPPER`, which applies `plan` and then execs it."""
+    limits = [f"{res}:{soft}:{hard}" for res, soft, hard in plan]
+    return [interpreter, "-I", "-S", "-c", _EXEC_WRAPPER, *limits, "--", *argv]
+
+
+def _exec_failure(outcome: BuildOutcome, command: str) -> PermanentJobError | None:
+    """BUILD_COMMAND_INVALID if the wrapper could not execute `command`, else None."""
+    # The wrapper's line is then all the output: nothing of the build ever ran. A build that prints
+    # that very line and exits 127 only misnames its own failure.
+    line = outcome.tail
+    if (
+        outcome.returncode != _EXEC_FAILED_STATUS
+        or not line.startswith(f"{_EXEC_FAILED} ")
+        or not line.endswith("\n")
+        or line.count("\n") != 1
+    ):
+        return None
+    reason = line.rstrip("\n").rpartition(": ")[2]
+    return PermanentJobError(
+        f"build command {command!r} cannot be executed: {reason}", code="BUILD_COMMAND_INVALID"
+    )
 
 
 class _OutputReader:
@@ -472,27 +546,23 @@ def run_build(
     watch_processes = bool(limits.processes) and uid != 0
     nproc = count_tasks(uid) + limits.processes if watch_processes else 0
     plan = _rlimit_plan(limits, nproc)
+    interpreter = _wrapper_interpreter(identity, env["PATH"])
     logger.info("Running build %r in %s as uid %s (timeout %s s, %s)", argv, cwd, uid, timeout, limits)
-    try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            # Done in C by subprocess, before preexec_fn: no supplementary groups, then gid, then uid.
-            user=identity.uid if identity else None,
-            group=identity.gid if identity else None,
-            extra_groups=[] if identity else None,
-            # preexec_fn is documented as unsafe with threads; this one only makes setrlimit calls.
-            preexec_fn=lambda: _apply_limits(plan),
-        )
-    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
-        raise PermanentJobError(
-            f"build command {argv[0]!r} cannot be executed: {exc.strerror}", code="BUILD_COMMAND_INVALID"
-        ) from exc
+    # An OSError here is the wrapper's interpreter or the checkout going missing, not the command:
+    # the wrapper reports that one (see _exec_failure).
+    proc = subprocess.Popen(
+        _wrapped(argv, plan, interpreter),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+        # Done in C by subprocess between fork and exec: no supplementary groups, then gid, then uid.
+        user=identity.uid if identity else None,
+        group=identity.gid if identity else None,
+        extra_groups=[] if identity else None,
+    )
     stdout = cast(IO[bytes], proc.stdout)  # stdout=PIPE guarantees a stream
     reader = _OutputReader(
         stdout.fileno(),
@@ -540,7 +610,7 @@ def run_build(
         output_exceeded=reader.exceeded,
         process_limit_reached=process_limit_reached,
     )
-    error = classify_build(outcome, limits=limits, timeout=timeout)
+    error = _exec_failure(outcome, argv[0]) or classify_build(outcome, limits=limits, timeout=timeout)
     if error is not None:
         logger.info("Build %r failed: %s (%s)", argv, error.code, error.detail)
         raise error

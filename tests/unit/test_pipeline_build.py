@@ -273,6 +273,58 @@ def test_run_build_refuses_a_command_that_cannot_be_run(source, command):
     assert excinfo.value.code == "BUILD_COMMAND_INVALID"
 
 
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [("no-such-build-tool --prod", "No such file or directory"), ("./build.sh", "Permission denied")],
+)
+def test_run_build_names_a_command_it_cannot_execute(source, command, reason):
+    # Given a build script that is not executable
+    (source / "build.sh").write_text("#!/bin/sh\necho built\n")
+    (source / "build.sh").chmod(0o644)
+    output = Output()
+
+    # When / Then the wrapper's report became the error; the log shows it too
+    with pytest.raises(PermanentJobError) as excinfo:
+        _run(command, source, output)
+    assert excinfo.value.code == "BUILD_COMMAND_INVALID"
+    name = shlex.split(command)[0]
+    assert excinfo.value.detail == f"build command {name!r} cannot be executed: {reason}"
+    assert output.text == f"publisher-build: cannot execute {name!r}: {reason}\n"
+
+
+def test_run_build_reports_a_missing_tool_that_its_command_runs_as_a_failed_build(source):
+    # Given a command that runs, then fails to run a tool (sh exits 127 too)
+    # When / Then the build ran and failed: only a command that never ran is invalid
+    with pytest.raises(PermanentJobError) as excinfo:
+        _run("sh -c 'no-such-build-tool'", source)
+    assert excinfo.value.code == "BUILD_FAILED"
+    assert excinfo.value.detail == "build command exited with status 127"
+
+
+def test_run_build_runs_no_python_between_fork_and_exec(source, monkeypatch):
+    # Given a spy on Popen
+    calls: list[tuple[list[str], dict[str, Any]]] = []
+    popen = subprocess.Popen
+
+    def spy(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        calls.append((args, kwargs))
+        return popen(args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    output = Output()
+
+    # When
+    _run("echo built", source, output)
+
+    # Then no preexec_fn: a fresh, isolated interpreter set the limits and became the command
+    [(args, kwargs)] = calls
+    assert kwargs.get("preexec_fn") is None
+    assert args[1:4] == ["-I", "-S", "-c"]
+    assert args[-3:] == ["--", "echo", "built"]
+    assert kwargs["start_new_session"] is True
+    assert output.text == "built\n"
+
+
 def test_run_build_kills_the_build_when_on_output_raises(source):
     # Given a log sink that fails on the first chunk
     class LogFailure(Exception):
@@ -467,6 +519,44 @@ def test_run_build_runs_as_the_build_user_in_a_checkout_it_owns(reachable):
     assert (reachable / "copy.txt").stat().st_uid == NOBODY.pw_uid
     assert (reachable.parent / "home" / "cache").exists()
     assert stat.S_IMODE(reachable.parent.stat().st_mode) == 0o711
+
+
+@needs_root
+def test_run_build_as_the_build_user_gets_its_rlimits(reachable):
+    # Given a build as nobody printing its uid and its limits
+    names = ["RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NPROC"]
+    limits = f"(r.getrlimit(getattr(r, n)) for n in {names!r})"
+    script = f"import os, resource as r; print(os.getuid(), *{limits}, sep='|')"
+    output = Output()
+
+    # When
+    _run(shlex.join(["python3", "-c", script]), reachable, output, limits=AS_NOBODY)
+
+    # Then the limits were set after the switch to nobody, the process limit included
+    uid, core, cpu, address_space, fsize, nproc = output.text.strip().split("|")
+    assert int(uid) == NOBODY.pw_uid
+    assert core == "(0, 0)"
+    assert cpu == "(1, 6)"
+    assert address_space == f"({TINY.memory_bytes}, {TINY.memory_bytes})"
+    assert fsize == f"({TINY.file_size_bytes}, {TINY.file_size_bytes})"
+    soft, hard = (int(value) for value in nproc.strip("()").split(", "))
+    assert soft == hard >= AS_NOBODY.processes
+
+
+@needs_root
+def test_run_build_refuses_a_build_user_that_cannot_run_python(reachable, monkeypatch, tmp_path):
+    # Given an interpreter only root may reach, and no python3 on PATH
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "python3").write_text("#!/bin/sh\n")
+    (private / "python3").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(private / "python3"))
+    monkeypatch.setenv("PATH", str(private))
+
+    # When / Then nothing runs: without the wrapper the build would have no limits
+    error = _failure("touch started", reachable, AS_NOBODY)
+    assert error.code == "BUILD_USER_INVALID"
+    assert not (reachable / "started").exists()
 
 
 @needs_root
