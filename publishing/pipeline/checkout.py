@@ -109,6 +109,11 @@ def _validate(url: str, *, allow_local: bool, allow_private: bool, resolve: bool
         host = scp_match["host"].strip("[]")
         if not host or host.startswith("-") or scp_match["user"].startswith("-"):
             raise PermanentJobError("repository URL has no valid host", code="SOURCE_INVALID")
+        if ":" in host and not _is_literal(host):
+            # git's `user@[host:port]:path`: the port would reach the resolver as part of the name.
+            raise PermanentJobError(
+                "write a repository with a port as ssh://user@host:port/path", code="SOURCE_INVALID"
+            )
         addresses = check_host(host, allow_private=allow_private, code="SOURCE_NOT_ALLOWED", resolve=resolve)
         return _Remote(scheme="ssh", host=host, port=None, addresses=addresses)
     raise PermanentJobError("unrecognised repository URL", code="SOURCE_INVALID")

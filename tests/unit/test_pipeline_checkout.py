@@ -427,3 +427,17 @@ def test_the_installed_git_connects_where_the_pin_says(tmp_path):
     # Then the request reached the pinned address
     assert seen
     assert seen[0].startswith("/site.git/info/refs")
+
+
+def test_validate_source_url_refuses_the_scp_like_form_with_a_port(monkeypatch):
+    # Given git's `user@[host:port]:path`, which would reach the resolver as the name "host:2222"
+    monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
+
+    # When / Then it is refused when saved, saying what to write instead
+    with pytest.raises(PermanentJobError) as excinfo:
+        validate_source_url(
+            "git@[git.example.com:2222]:team/site.git", allow_local=False, allow_private=False
+        )
+    assert excinfo.value.code == "SOURCE_INVALID"
+    assert "ssh://" in excinfo.value.detail
+    validate_source_url("git@[2606:2800:220:1::1]:team/site.git", allow_local=False, allow_private=False)
