@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import dramatiq
-import requests
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -38,16 +37,7 @@ from publishing.exceptions import (
 )
 from publishing.log_context import job_context
 from publishing.models import Publishing, WebhookDelivery
-from publishing.pipeline.network import (
-    AddressNotAllowed,
-    check_host,
-    excerpt,
-    is_transient_status,
-    outbound_session,
-    read_capped,
-    redact_credentials,
-    split_url,
-)
+from publishing.pipeline.network import answer_error, check_host, post, redact_credentials, split_url
 
 logger = logging.getLogger(__name__)
 
@@ -258,40 +248,29 @@ def _attempt(delivery: WebhookDelivery) -> _Outcome:
     # Without a secret there is nothing to sign with: no signature rather than a meaningless one.
     if project.webhook_secret:
         headers[SIGNATURE_HEADER] = sign(body, project.webhook_secret)
-    timeout = settings.PUBLISHING_WEBHOOK_TIMEOUT
     try:
-        # stream=True: an error answer's body is read capped, a success's not at all.
-        with (
-            outbound_session(allow_private=allow_private) as session,
-            session.post(
-                delivery.url, data=body, headers=headers, timeout=(min(timeout, 10), timeout), stream=True
-            ) as response,
-        ):
-            status = response.status_code
-            if 200 <= status < 300:
-                return _Outcome(posted=True, status=status)
-            start = excerpt(read_capped(response, RESPONSE_READ_LIMIT))
-    except AddressNotAllowed as exc:
-        detail = f"{safe_url} led to a non-public address ({exc}) and was not contacted"
-        return _Outcome(posted=False, error=PermanentJobError(detail, code="WEBHOOK_NOT_ALLOWED"))
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-        detail = f"{safe_url} unreachable: {redact_credentials(str(exc))}"
-        return _Outcome(posted=True, error=TransientJobError(detail, code="WEBHOOK_UNAVAILABLE"))
-    except requests.RequestException as exc:
-        detail = f"request to {safe_url} failed: {redact_credentials(str(exc))}"
-        return _Outcome(posted=True, error=PermanentJobError(detail, code="WEBHOOK_REJECTED"))
+        # A success's body is not read: a receiver trickling it must not turn a delivery into a retry.
+        answer = post(
+            delivery.url,
+            data=body,
+            headers=headers,
+            timeout=settings.PUBLISHING_WEBHOOK_TIMEOUT,
+            allow_private=allow_private,
+            read_limit=RESPONSE_READ_LIMIT,
+            label=safe_url,
+            code_prefix="WEBHOOK",
+            read_success=False,
+        )
+    except JobError as exc:
+        # Only a refusal by the host policy, where the connection opens, sent nothing.
+        return _Outcome(posted=exc.code != "WEBHOOK_NOT_ALLOWED", error=exc)
     except TimeLimitExceeded:
         # The receiver trickled its answer past the actor's time limit.
         slow = TransientJobError(f"{safe_url} answered too slowly", code="WEBHOOK_UNAVAILABLE")
         return _Outcome(posted=True, error=slow)
-    detail = f"{safe_url} answered {status}" + (f": {start}" if start else "")
-    error: JobError
-    # A 3xx other than 307/308 (those are followed) fails at once.
-    if is_transient_status(status):
-        error = TransientJobError(detail, code="WEBHOOK_UNAVAILABLE")
-    else:
-        error = PermanentJobError(detail, code="WEBHOOK_REJECTED")
-    return _Outcome(posted=True, status=status, error=error)
+    return _Outcome(
+        posted=True, status=answer.status, error=answer_error(answer, label=safe_url, code_prefix="WEBHOOK")
+    )
 
 
 def _record(delivery: WebhookDelivery, message_id: str, outcome: _Outcome, *, state: str) -> None:

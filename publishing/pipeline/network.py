@@ -14,14 +14,16 @@ import ipaddress
 import logging
 import re
 import socket
-from typing import TypeAlias
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, TypeAlias
 from urllib.parse import SplitResult, urlsplit
 
 import requests
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import InvalidIPAddress
 
-from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.exceptions import JobError, PermanentJobError, TransientJobError
 
 logger = logging.getLogger(__name__)
 
@@ -203,3 +205,72 @@ def read_capped(response: requests.Response, limit: int) -> bytes:
 def excerpt(body: bytes) -> str:
     """The start of a body on one line, for an error message."""
     return " ".join(body.decode("utf-8", errors="replace").split())[:EXCERPT_CHARS]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a user-supplied URL answered: status, headers, the URL that answered (after any redirect)
+    and the start of the body."""
+
+    status: int
+    headers: Mapping[str, str]
+    url: str
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def post(
+    url: str,
+    *,
+    data: bytes | IO[bytes],
+    headers: Mapping[str, str],
+    timeout: int,
+    allow_private: bool,
+    read_limit: int,
+    label: str,
+    code_prefix: str,
+    read_success: bool = True,
+) -> Answer:
+    """POST to a user-supplied URL through `outbound_session`; the answer, whatever its status.
+
+    Raises `<code_prefix>_NOT_ALLOWED` (permanent; nothing was sent), `_UNAVAILABLE` (transient:
+    no connection, a timeout, a cut-off answer) or `_REJECTED` (permanent), `label` naming the URL
+    in the detail. The body is read capped (a success's only if `read_success`), never slurped.
+    """
+    try:
+        with (
+            outbound_session(allow_private=allow_private) as session,
+            session.post(
+                url, data=data, headers=dict(headers), timeout=(min(timeout, 10), timeout), stream=True
+            ) as response,
+        ):
+            status = response.status_code
+            read = read_success or not 200 <= status < 300
+            body = read_capped(response, read_limit) if read else b""
+            return Answer(status=status, headers=response.headers, url=response.url, body=body)
+    except AddressNotAllowed as exc:
+        raise PermanentJobError(
+            f"{label} led to a non-public address ({exc}) and was not contacted",
+            code=f"{code_prefix}_NOT_ALLOWED",
+        ) from exc
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        detail = f"{label} unreachable: {redact_credentials(str(exc))}"
+        raise TransientJobError(detail, code=f"{code_prefix}_UNAVAILABLE") from exc
+    except requests.RequestException as exc:
+        detail = f"request to {label} failed: {redact_credentials(str(exc))}"
+        raise PermanentJobError(detail, code=f"{code_prefix}_REJECTED") from exc
+
+
+def answer_error(answer: Answer, *, label: str, code_prefix: str) -> JobError | None:
+    """None for a 2xx; else `<code_prefix>_UNAVAILABLE` (transient status) or `_REJECTED`, any other 3xx
+    (307 and 308 were followed) included, with the start of the body."""
+    if answer.ok:
+        return None
+    start = excerpt(answer.body)
+    detail = f"{label} answered {answer.status}" + (f": {start}" if start else "")
+    if is_transient_status(answer.status):
+        return TransientJobError(detail, code=f"{code_prefix}_UNAVAILABLE")
+    return PermanentJobError(detail, code=f"{code_prefix}_REJECTED")

@@ -20,20 +20,9 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
-import requests
-
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Artifact, Submission
-from publishing.pipeline.network import (
-    AddressNotAllowed,
-    check_host,
-    excerpt,
-    is_transient_status,
-    outbound_session,
-    read_capped,
-    redact_credentials,
-    split_url,
-)
+from publishing.pipeline.network import answer_error, check_host, post, redact_credentials, split_url
 
 logger = logging.getLogger(__name__)
 
@@ -231,41 +220,25 @@ def _submit_over_http(
         fh = artifact.path.open("rb")
     except OSError as exc:
         raise PermanentJobError(f"artifact file cannot be read: {exc}", code="ARTIFACT_NOT_FOUND") from exc
-    try:
-        with fh, outbound_session(allow_private=allow_private) as session:
-            # stream=True: the body is read by read_capped, capped, not slurped whole.
-            response = session.post(
-                target_url, data=fh, headers=headers, timeout=(min(timeout, 10), timeout), stream=True
-            )
-            with response:
-                status = response.status_code
-                body = read_capped(response, RESPONSE_READ_LIMIT)
-    except AddressNotAllowed as exc:
-        raise PermanentJobError(
-            f"target {safe_url} led to a non-public address ({exc}) and was not contacted",
-            code="TARGET_NOT_ALLOWED",
-        ) from exc
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-        detail = redact_credentials(str(exc))
-        raise TransientJobError(
-            f"target {safe_url} unreachable: {detail}", code="TARGET_UNAVAILABLE"
-        ) from exc
-    except requests.RequestException as exc:
-        detail = redact_credentials(str(exc))
-        raise PermanentJobError(
-            f"request to target {safe_url} failed: {detail}", code="TARGET_REJECTED"
-        ) from exc
-    logger.info("Target %s answered %s for publishing %s", safe_url, status, publishing_id)
-    if 200 <= status < 300:
-        data = _json_object(body)
-        location = response.headers.get("Location") or _first_string(data, "uri", "url")
-        # Relative locations are resolved against the URL that answered (after any redirect);
-        # credentials in the target URL are not kept.
-        uri = redact_credentials(urljoin(response.url, location) if location else response.url)
-        ref = _first_string(data, "id", "ref") or response.headers.get("X-Submission-Id", "")
-        return Submission(uri=uri, ref=ref)
-    start = excerpt(body)
-    detail = f"target {safe_url} answered {status}" + (f": {start}" if start else "")
-    if is_transient_status(status):
-        raise TransientJobError(detail, code="TARGET_UNAVAILABLE")
-    raise PermanentJobError(detail, code="TARGET_REJECTED")
+    label = f"target {safe_url}"
+    with fh:
+        answer = post(
+            target_url,
+            data=fh,
+            headers=headers,
+            timeout=timeout,
+            allow_private=allow_private,
+            read_limit=RESPONSE_READ_LIMIT,
+            label=label,
+            code_prefix="TARGET",
+        )
+    logger.info("Target %s answered %s for publishing %s", safe_url, answer.status, publishing_id)
+    if error := answer_error(answer, label=label, code_prefix="TARGET"):
+        raise error
+    data = _json_object(answer.body)
+    location = answer.headers.get("Location") or _first_string(data, "uri", "url")
+    # Relative locations are resolved against the URL that answered (after any redirect);
+    # credentials in the target URL are not kept.
+    uri = redact_credentials(urljoin(answer.url, location) if location else answer.url)
+    ref = _first_string(data, "id", "ref") or answer.headers.get("X-Submission-Id", "")
+    return Submission(uri=uri, ref=ref)
