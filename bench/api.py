@@ -32,13 +32,11 @@ import re
 import resource
 import secrets
 import statistics
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -51,6 +49,7 @@ from bench.common import (
     Target,
     delete_keys,
     group_cpu_seconds,
+    gunicorn_argv,
     manage,
     own_database,
     percentile,
@@ -116,13 +115,7 @@ def publisher_site(context: Context, *, name: str, redis_url: str, projects: int
             token, demo = bootstrap(env)
             project_ids = copy_project(database_url, demo, projects)
             port = free_port()
-            argv = [
-                str(Path(sys.executable).parent / "gunicorn"), "publisher_project.wsgi",
-                "--bind", f"127.0.0.1:{port}",
-                "--workers", str(WEB_WORKERS), "--threads", str(WEB_THREADS),
-                "--graceful-timeout", "5",
-            ]  # fmt: skip
-            web = processes.start("web", argv, env)
+            web = processes.start("web", gunicorn_argv(port, workers=WEB_WORKERS, threads=WEB_THREADS), env)
             wait_listening(port, processes)
             yield Site(port, token, project_ids, processes, web.pid, database_url)
         finally:

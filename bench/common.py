@@ -320,6 +320,15 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def gunicorn_argv(port: int, *, workers: int, threads: int) -> list[str]:
+    """Publisher's web tier as docker/bin/web runs it, on 127.0.0.1:`port`."""
+    return [
+        str(Path(sys.executable).parent / "gunicorn"), "publisher_project.wsgi",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+        "--graceful-timeout", "5",
+    ]  # fmt: skip
+
+
 def publisher_env(**variables: str) -> dict[str, str]:
     """This process's environment without any of Publisher's own variables, the initiate throttle off,
     builds as the worker's user, plus `variables`."""
@@ -439,12 +448,7 @@ class Deployment:
     def start_web(self, *, workers: int = 2, threads: int = 4, timeout: float = 60) -> str:
         """gunicorn as docker/bin/web runs it, once it answers: its base URL."""
         port = free_port()
-        argv = [
-            str(Path(sys.executable).parent / "gunicorn"), "publisher_project.wsgi",
-            "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-            "--graceful-timeout", "5",
-        ]  # fmt: skip
-        self.processes.start("web", argv, self.env)
+        self.processes.start("web", gunicorn_argv(port, workers=workers, threads=threads), self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):

@@ -55,6 +55,7 @@ from bench.common import (
     Processes,
     delete_keys,
     group_memory,
+    gunicorn_argv,
     machine_info,
     manage,
     outside_memory,
@@ -350,12 +351,7 @@ class Run:
         return token.group(1), project.group(1)
 
     def start_web(self) -> subprocess.Popen[bytes]:
-        argv = [
-            str(Path(sys.executable).parent / "gunicorn"), "publisher_project.wsgi",
-            "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(WEB_WORKERS), "--threads", str(WEB_THREADS),
-            "--graceful-timeout", "5",
-        ]  # fmt: skip
+        argv = gunicorn_argv(self.port, workers=WEB_WORKERS, threads=WEB_THREADS)
         process = self.processes.start("web", argv, self.env(production=True, app_name=APP_WEB))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
