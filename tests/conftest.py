@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import fcntl
+import pwd
+import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dramatiq
 import pytest
@@ -8,6 +13,7 @@ from dramatiq.brokers.stub import StubBroker
 from rest_framework.test import APIClient
 
 from publishing import broker as publishing_broker
+from publishing.pipeline.build import count_tasks
 from tests.factories import ProjectFactory, UserFactory
 
 
@@ -63,3 +69,24 @@ def api(user) -> APIClient:
     client = APIClient()
     client.force_authenticate(user)
     return client
+
+
+@pytest.fixture
+def builds_as_nobody() -> Iterator[None]:
+    """A machine-wide lock for a test that runs builds as `nobody`, held until that uid's tasks are gone.
+
+    The kernel's process limit and the build's process monitor count every task of that uid, zombies
+    not yet reaped included: another test's builds, or their remains, would shift the allowance.
+    """
+    nobody = pwd.getpwnam("nobody").pw_uid
+    with (Path(tempfile.gettempdir()) / "publisher-tests-nobody.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _wait_for_no_tasks(nobody)
+        yield
+        _wait_for_no_tasks(nobody)
+
+
+def _wait_for_no_tasks(uid: int, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while count_tasks(uid) and time.monotonic() < deadline:
+        time.sleep(0.05)

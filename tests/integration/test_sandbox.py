@@ -46,7 +46,7 @@ def workspaces() -> Iterator[Path]:
 
 @pytest.mark.skipif(shutil.which("python3") is None, reason="the builds run python3 from PATH")
 def test_runaway_builds_fail_with_their_limit_and_the_worker_lives_on(
-    redis_url, make_stack, make_project, owner_token, tmp_path: Path, workspaces: Path
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path, workspaces: Path, builds_as_nobody: None
 ) -> None:
     # Given a root worker running builds as nobody, with tiny limits and a secret in its environment
     _, token = owner_token

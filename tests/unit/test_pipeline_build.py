@@ -466,8 +466,9 @@ def test_run_build_lets_output_up_to_the_limit_through(source):
 
 
 @pytest.fixture
-def reachable() -> Iterator[Path]:
-    """A checkout in a workspace under /tmp that the build user can reach (pytest's tmp_path is 0700)."""
+def reachable(builds_as_nobody: None) -> Iterator[Path]:
+    """A checkout in a workspace under /tmp that the build user can reach (pytest's tmp_path is 0700),
+    while no other test builds as nobody."""
     workspace = Path(tempfile.mkdtemp(prefix="publisher-build-test-"))
     (workspace / "source").mkdir()
     yield workspace / "source"
