@@ -479,7 +479,8 @@ def notes(figures: dict[str, Any]) -> list[str]:
         "Every initiate has a project of its own (a project may have one active publishing); no worker "
         "runs, so each leaves a queued message in Redis. Insert-only: same token auth, parsing and project "
         "lookup, one INSERT of a cancelled publishing, no broker.",
-        "Both open a new PostgreSQL connection per request (production settings, CONN_MAX_AGE 0).",
+        "Both keep their PostgreSQL connection between requests (production settings, "
+        "DATABASE_CONN_MAX_AGE 60 s).",
         "web CPU: gunicorn's processes per request (PostgreSQL's own CPU is not in it); client CPU: the "
         "load generator's share of one core.",
         f"The client is not the limit: on the trivial endpoint it drove {trivial['req_per_s']:.0f} req/s "

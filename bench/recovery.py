@@ -54,8 +54,8 @@ from bench.common import Context, Deployment, Outcome, Target
 
 HOSTS = ("host-a", "host-b")
 # The product's defaults (publisher_project/settings/base.py), said here for the report.
-DEFAULT_LEASE_S = 30
-DEFAULT_RECONCILE_S = 15
+DEFAULT_LEASE_S = 15
+DEFAULT_RECONCILE_S = 5
 POLL_S = 0.1
 # Lease + a reconcile interval + a generous margin: past this the job was not recovered.
 RECOVERY_TIMEOUT_S = 150.0
@@ -378,7 +378,7 @@ def run(context: Context) -> Outcome:
     orphans = sum(1 for row in rows if row["build_outlived_worker"])
     notes = [
         f"Product defaults: PUBLISHING_LEASE_TIMEOUT={DEFAULT_LEASE_S} s (renewed every "
-        f"{DEFAULT_LEASE_S / 6:.0f} s), PUBLISHING_RECONCILE_INTERVAL={DEFAULT_RECONCILE_S} s in each worker "
+        f"{DEFAULT_LEASE_S / 6:g} s), PUBLISHING_RECONCILE_INTERVAL={DEFAULT_RECONCILE_S} s in each worker "
         "process. A killed job runs again once its lease has run out and a surviving worker's "
         "reconciler passes: the lease left at the kill + up to one reconcile interval + the pickup.",
         "Each run is a deployment of its own (database, Redis namespace, gunicorn, two hosts of "

@@ -8,7 +8,7 @@ bench.settings.
 from bench.settings import *  # noqa: F403
 from bench.settings import DRAMATIQ_BROKER
 
-TASK_ROWS = "django_dramatiq.middleware.AdminMiddleware"
+TASK_ROWS = "publishing.task_rows.TaskRows"
 
 DRAMATIQ_BROKER = {
     **DRAMATIQ_BROKER,

@@ -79,8 +79,8 @@ APP_WORKER = "publisher-sizing-worker"
 APP_PROBE = "publisher-sizing-probe"
 # dramatiq.cli logs this once per worker process when its threads are up.
 READY_LINE = "Worker process is ready for action."
-# Peaks are sampled: a web request's connection lives a few milliseconds
-# (CONN_MAX_AGE is 0), so a fast sampler sees more of them.
+# Peaks are sampled: a thread's connection is kept between requests and jobs
+# (CONN_MAX_AGE), but opened at its first and closed when a broken one is seen.
 SAMPLE_INTERVAL = 0.1
 
 
@@ -700,8 +700,9 @@ NOTES = [
     "Add your build's own time and memory per worker thread.",
     "RSS sums count pages shared by forked processes (gunicorn and dramatiq fork their workers) "
     "once per process; PSS splits them and is closer to what the group really takes.",
-    "Peaks are sampled every 0.1 s; a web request holds its connection only for milliseconds "
-    "(CONN_MAX_AGE 0), so the web's peak is a lower bound.",
+    "Peaks are sampled every 0.1 s. Each web and worker thread keeps its PostgreSQL connection "
+    "for DATABASE_CONN_MAX_AGE (60 s) once it has served a request or run a job: the peaks are "
+    "about the threads that did.",
     "Throughput on a shared machine is noisy: compare runs on the same machine only; "
     "the load averages show how busy it was. The benchmark's client and sampler use CPU too.",
     "Web and worker run publisher_project.settings.production (DEBUG off) with local sources "

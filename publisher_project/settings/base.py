@@ -93,6 +93,10 @@ def _database(url: str) -> dict[str, Any]:
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     else:
+        # Persistent: a connection per request or job was most of an initiate's
+        # and a short job's cost (docs/benchmarks.md). The health check makes a
+        # connection that a database restart broke reconnect, not fail a request.
+        config["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
         config["CONN_HEALTH_CHECKS"] = True
         if config["ENGINE"].startswith("django.db.backends.postgresql"):
             # A database that does not answer fails a request (health, metrics,
@@ -102,6 +106,10 @@ def _database(url: str) -> dict[str, Any]:
     return config
 
 
+# Seconds a server database's connection is kept for the next request or job
+# (Django's CONN_MAX_AGE; 0 closes it after each). Each web thread and each
+# worker thread then holds one: size max_connections for them.
+DATABASE_CONN_MAX_AGE: int = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASE_URL: str = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'publisher.sqlite3'}")
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -154,14 +162,20 @@ PUBLISHING_RATE_LIMIT: str = env.str("PUBLISHING_RATE_LIMIT", default="5/60s")
 # Cancellations must outlive any queue wait, backoff or rate-limit delay.
 PUBLISHING_ABORT_TTL_MS: int = env.int("PUBLISHING_ABORT_TTL_MS", default=24 * 3600 * 1000)
 # A running attempt refreshes its lease every LEASE_TIMEOUT/6 s; one silent
-# for LEASE_TIMEOUT s belongs to a dead worker and is requeued.
-PUBLISHING_LEASE_TIMEOUT: int = env.int("PUBLISHING_LEASE_TIMEOUT", default=30)
-PUBLISHING_RECONCILE_INTERVAL: int = env.int("PUBLISHING_RECONCILE_INTERVAL", default=15)
+# for LEASE_TIMEOUT s belongs to a dead worker and is requeued. Together with
+# the interval they bound how long a killed worker's job waits (15-20 s):
+# a lease that runs out under a live attempt costs wasted work, never a second
+# publication (the old attempt is fenced out), so they can be short.
+PUBLISHING_LEASE_TIMEOUT: int = env.int("PUBLISHING_LEASE_TIMEOUT", default=15)
+PUBLISHING_RECONCILE_INTERVAL: int = env.int("PUBLISHING_RECONCILE_INTERVAL", default=5)
 # Rows younger than this are left alone (their message may be on its way).
 PUBLISHING_RECONCILE_GRACE: int = env.int("PUBLISHING_RECONCILE_GRACE", default=60)
 PUBLISHING_SHUTDOWN_TIMEOUT: int = env.int("PUBLISHING_SHUTDOWN_TIMEOUT", default=30)
 PUBLISHING_RETENTION_COMPLETED: int = env.int("PUBLISHING_RETENTION_COMPLETED", default=100)
 PUBLISHING_RETENTION_FAILED: int = env.int("PUBLISHING_RETENTION_FAILED", default=500)
+# django-dramatiq's task rows are written behind the jobs, in one batch per this
+# many seconds and process (publishing/task_rows.py); 0 writes each at once.
+PUBLISHING_TASK_ROWS_INTERVAL: float = env.float("PUBLISHING_TASK_ROWS_INTERVAL", default=0.25)
 
 PUBLISHING_ALLOW_LOCAL_SOURCES: bool = env.bool("PUBLISHING_ALLOW_LOCAL_SOURCES", default=False)
 PUBLISHING_ALLOW_PRIVATE_TARGETS: bool = env.bool("PUBLISHING_ALLOW_PRIVATE_TARGETS", default=False)
@@ -254,9 +268,10 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "publishing.middleware.Abortable",
         "publishing.middleware.RateLimit",
         "publishing.middleware.Lifecycle",
-        # Before AdminMiddleware: the reverse leaks a connection per thread.
+        # Before the task rows: the reverse leaks a connection per thread.
         "django_dramatiq.middleware.DbConnectionsMiddleware",
-        "django_dramatiq.middleware.AdminMiddleware",
+        # django-dramatiq's AdminMiddleware's rows, written behind in batches.
+        "publishing.task_rows.TaskRows",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]

@@ -38,3 +38,8 @@ PUBLISHING_INITIATE_RATE = "0"
 DATABASES["default"].setdefault("TEST", {})
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"]["NAME"] = str(VAR_DIR / f"test-publisher-{os.getpid()}.sqlite3")
+# Threads the tests start (stub-broker workers, concurrent requests) would each keep a connection
+# to the test database, which pytest-django drops at the end; the processes the integration
+# tests start use their own settings, with persistent connections.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+PUBLISHING_TASK_ROWS_INTERVAL = 0  # each row at once: tests read them right after a job

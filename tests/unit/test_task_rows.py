@@ -1,0 +1,194 @@
+"""Task rows written behind the jobs (publishing/task_rows.py): same rows as django-dramatiq's, in batches."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+from django.db import OperationalError
+from django_dramatiq.models import Task
+from dramatiq.broker import MessageProxy
+
+from publishing import task_rows
+from publishing.task_rows import TaskRows
+
+pytestmark = pytest.mark.django_db
+
+BROKER: Any = None  # the hooks ignore it
+
+
+def message(actor: str = "build_and_submit", queue: str = "publishing-builds") -> MessageProxy:
+    return MessageProxy(
+        dramatiq.Message(queue_name=queue, actor_name=actor, args=("a",), kwargs={}, options={})
+    )
+
+
+@pytest.fixture
+def recorder() -> Iterator[Callable[[float], TaskRows]]:
+    """TaskRows made by a test; each is closed after it, with what the test left unwritten discarded."""
+    made: list[TaskRows] = []
+
+    def make(interval: float) -> TaskRows:
+        made.append(TaskRows(interval=interval))
+        return made[-1]
+
+    yield make
+    for rows in made:
+        rows._pending.clear()
+        rows.close()
+
+
+def status(proxy: MessageProxy) -> str | None:
+    row = Task.tasks.filter(pk=proxy.message_id).first()
+    return None if row is None else row.status
+
+
+def test_a_jobs_rows_wait_for_the_batch_and_then_say_what_happened(recorder) -> None:
+    # Given a recorder that writes only when told (an hour between batches)
+    rows = recorder(3600)
+    done, failed, skipped = message(), message(), message()
+
+    # When three jobs are enqueued and run: one succeeds, one fails, one is skipped
+    for proxy in (done, failed, skipped):
+        rows.after_enqueue(BROKER, proxy, None)
+        rows.before_process_message(BROKER, proxy)
+    rows.after_process_message(BROKER, done, result=None)
+    try:
+        raise RuntimeError("checkout failed")
+    except RuntimeError as exc:
+        rows.after_process_message(BROKER, failed, exception=exc)
+    rows.after_skip_message(BROKER, skipped)
+
+    # Then nothing is written until the batch, which writes each message's last state
+    assert Task.tasks.count() == 0
+    assert rows.flush() is True
+    assert (status(done), status(failed), status(skipped)) == ("done", "failed", "skipped")
+    task = Task.tasks.get(pk=failed.message_id)
+    assert (task.actor_name, task.queue_name) == ("build_and_submit", "publishing-builds")
+    # The admin shows the failure's traceback from the message data, as with django-dramatiq.
+    assert "RuntimeError: checkout failed" in task.message.options["traceback"]
+
+
+def test_a_delayed_enqueue_is_recorded_as_delayed(recorder) -> None:
+    rows = recorder(3600)
+    proxy = message()
+
+    rows.after_enqueue(BROKER, proxy, 2000)
+    rows.flush()
+
+    assert status(proxy) == "delayed"
+
+
+def test_an_enqueue_written_late_by_another_process_does_not_undo_a_finished_job(recorder) -> None:
+    # Given a web process that enqueued a message and has not written its row yet
+    web, worker = recorder(3600), recorder(3600)
+    proxy = message()
+    web.after_enqueue(BROKER, proxy, None)
+
+    # When a worker runs it and writes first, and the web's batch comes after
+    worker.before_process_message(BROKER, proxy)
+    worker.after_process_message(BROKER, proxy, result=None)
+    worker.flush()
+    web.flush()
+
+    # Then the row still says done
+    assert status(proxy) == "done"
+
+
+def test_a_retry_enqueued_during_the_failure_leaves_the_row_failed_as_django_dramatiq_does(recorder) -> None:
+    # Dramatiq's Retries enqueues the retry (delayed) before the row's middleware sees the failure.
+    rows = recorder(3600)
+    proxy = message()
+    rows.before_process_message(BROKER, proxy)
+    rows.after_enqueue(BROKER, proxy, 2000)
+    rows.after_process_message(BROKER, proxy, exception=RuntimeError("boom"))
+
+    rows.flush()
+
+    assert status(proxy) == "failed"
+
+
+def test_rows_the_database_refused_are_kept_and_written_when_it_answers(monkeypatch, recorder) -> None:
+    # Given a batch that the database refuses once
+    rows = recorder(3600)
+    first, second = message(), message()
+    rows.before_process_message(BROKER, first)
+    write = TaskRows._write
+    calls: list[int] = []
+
+    def refuse_once(batch: dict[str, Any]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise OperationalError("database went away")
+        write(batch)
+
+    monkeypatch.setattr(TaskRows, "_write", staticmethod(refuse_once))
+    assert rows.flush() is False
+    assert status(first) is None
+
+    # When the job ends meanwhile and another starts, and the next batch goes through
+    rows.after_process_message(BROKER, first, result=None)
+    rows.before_process_message(BROKER, second)
+    assert rows.flush() is True
+
+    # Then the newest state of each is written, nothing is lost
+    assert (status(first), status(second)) == ("done", "running")
+    assert calls == [1, 2]
+
+
+def test_an_outage_cannot_grow_the_buffer_without_bound(monkeypatch, caplog, recorder) -> None:
+    monkeypatch.setattr(task_rows, "MAX_PENDING", 3)
+    monkeypatch.setattr(
+        TaskRows, "_write", staticmethod(lambda batch: (_ for _ in ()).throw(OSError("down")))
+    )
+    rows = recorder(3600)
+    for _ in range(5):
+        rows.before_process_message(BROKER, message())
+
+    assert rows.flush() is False
+
+    assert len(rows._pending) == 3
+    assert "task rows: 2 dropped while the database was unavailable" in caplog.text
+
+
+def test_close_writes_what_is_left_and_later_rows_are_written_at_once(recorder) -> None:
+    rows = recorder(3600)
+    running, late = message(), message()
+    rows.before_process_message(BROKER, running)
+
+    rows.close()
+    assert status(running) == "running"
+
+    # A job that ends after its worker began to shut down.
+    rows.before_process_message(BROKER, late)
+    assert status(late) == "running"
+
+
+def test_interval_zero_writes_each_row_at_once(recorder) -> None:
+    rows = recorder(0)
+    proxy = message()
+
+    rows.after_enqueue(BROKER, proxy, None)
+
+    assert status(proxy) == "enqueued"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_thread_writes_batches_on_its_own(recorder) -> None:
+    # Given a recorder with a short interval
+    rows = recorder(0.05)
+    proxies = [message() for _ in range(50)]
+
+    # When jobs run, from this thread
+    for proxy in proxies:
+        rows.before_process_message(BROKER, proxy)
+        rows.after_process_message(BROKER, proxy, result=None)
+
+    # Then its thread writes them without being asked
+    deadline = time.monotonic() + 10
+    while Task.tasks.filter(status="done").count() < len(proxies) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Task.tasks.filter(status="done").count() == len(proxies)
