@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import dramatiq_abort
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -183,11 +184,11 @@ def publishing_initiate(
     if project is None:
         raise NotFound("Project not found.")
     broker.ensure_available()
-    publishing, created = _insert_pending(user, project, idempotency_key)
-    if not created:
+    publishing, message = _insert_queued(user, project, idempotency_key)
+    if message is None:
         return publishing  # a concurrent twin with the same key won the race
     try:
-        _enqueue(publishing, sources=(Status.PENDING,))
+        _send(publishing, message)
     except BaseException:
         # Never leave a row without a message: it has not run (attempts=0).
         Publishing.objects.filter(pk=publishing.pk, attempts=0).delete()
@@ -205,8 +206,15 @@ def publishing_initiate(
     return publishing
 
 
-def _insert_pending(user: User, project: Project, idempotency_key: str | None) -> tuple[Publishing, bool]:
-    """Insert the pending row (True), or return the twin a concurrent request with the key made (False)."""
+def _insert_queued(
+    user: User, project: Project, idempotency_key: str | None
+) -> tuple[Publishing, dramatiq.Message[Any] | None]:
+    """Insert the row and queue it with its message, not sent yet; or return the twin (and None).
+
+    pending -> queued in one transaction: one commit per initiate, not two
+    (docs/benchmarks.md). If the process dies before the message is sent, the
+    reconciler finds the queued row with no message in the broker.
+    """
 
     def twin_or_raise_if_active() -> Publishing | None:
         # A twin request (same user, same key) that got in first made the
@@ -216,7 +224,7 @@ def _insert_pending(user: User, project: Project, idempotency_key: str | None) -
         return _raise_if_active(project.pk, unless_key=(user.pk, idempotency_key))
 
     if twin := twin_or_raise_if_active():
-        return twin, False
+        return twin, None
     for _ in range(2):
         try:
             with transaction.atomic():
@@ -226,11 +234,12 @@ def _insert_pending(user: User, project: Project, idempotency_key: str | None) -
                     status=Status.PENDING,
                     idempotency_key=idempotency_key or None,
                 )
-            return created, True
+                message = _queue(created, sources=(Status.PENDING,))
+            return created, message
         except IntegrityError:
             # Lost a race: the constraints tell which rule the other request won.
             if twin := twin_or_raise_if_active():
-                return twin, False
+                return twin, None
             # The winner is gone already (its broker call failed): try once more.
     raise PublishingConflict("Another request for this project is being processed; try again.")
 
@@ -275,6 +284,18 @@ def _enqueue(
     message whose row is not ready; callers decide what to do if the broker
     refuses. `retries` carries a retry count over to the new message.
     """
+    _send(publishing, _queue(publishing, sources=sources, attempt=attempt, retries=retries, **changes))
+
+
+def _queue(
+    publishing: Publishing,
+    *,
+    sources: tuple[str, ...],
+    attempt: int | None = None,
+    retries: int = 0,
+    **changes: Any,
+) -> dramatiq.Message[Any]:
+    """Move the publishing to queued with a new message, and return the message (not sent yet)."""
     from publishing.tasks import build_and_submit
 
     options: dict[str, Any] = {"retries": retries} if retries else {}
@@ -290,8 +311,9 @@ def _enqueue(
     if attempt is not None:
         guard &= Q(attempts=attempt)
     now = timezone.now()
-    # Its own (sub)transaction: committed before the message exists, and a
-    # unique-constraint refusal does not break an enclosing transaction.
+    # Its own (sub)transaction: committed (with the caller's, if any) before the
+    # message is sent, and a unique-constraint refusal does not break an
+    # enclosing transaction.
     with transaction.atomic():
         moved = Publishing.objects.filter(guard).update(
             status=Status.QUEUED,
@@ -305,6 +327,11 @@ def _enqueue(
         )
     if not moved:
         raise InvalidTransition(f"Publishing {publishing.pk} cannot be queued from {publishing.status}.")
+    return message
+
+
+def _send(publishing: Publishing, message: dramatiq.Message[Any]) -> None:
+    """Hand a queued publishing's message to the broker."""
     try:
         broker.enqueue(message)
     except BaseException:
