@@ -193,9 +193,6 @@ def publishing_initiate(
         # Never leave a row without a message: it has not run (attempts=0).
         Publishing.objects.filter(pk=publishing.pk, attempts=0).delete()
         raise
-    publishing.refresh_from_db()
-    # refresh_from_db() forgets the cached requester, whom the answer names: the caller, no query needed.
-    publishing.requested_by = user
     with job_context(
         job_id=publishing.message_id,
         publishing_id=str(publishing.pk),
@@ -223,8 +220,7 @@ def _insert_queued(
             return _replay(existing, project.pk)
         return _raise_if_active(project.pk, unless_key=(user.pk, idempotency_key))
 
-    if twin := twin_or_raise_if_active():
-        return twin, None
+    # No look first: the constraints decide, and the lookups run only when they refuse.
     for _ in range(2):
         try:
             with transaction.atomic():
@@ -235,6 +231,7 @@ def _insert_queued(
                     idempotency_key=idempotency_key or None,
                 )
                 message = _queue(created, sources=(Status.PENDING,))
+            _without_attempts(created)
             return created, message
         except IntegrityError:
             # Lost a race: the constraints tell which rule the other request won.
@@ -242,6 +239,17 @@ def _insert_queued(
                 return twin, None
             # The winner is gone already (its broker call failed): try once more.
     raise PublishingConflict("Another request for this project is being processed; try again.")
+
+
+def _without_attempts(publishing: Publishing) -> None:
+    """Tell a publishing just made that it has no attempts, so that its answer lists them without a query.
+
+    Django's prefetch cache, filled as prefetch_related fills it: an evaluated, empty queryset.
+    """
+    none = Attempt.objects.none()
+    none._result_cache = []
+    none._prefetch_done = True  # type: ignore[attr-defined]
+    publishing._prefetched_objects_cache = {"attempt_history": none}  # type: ignore[attr-defined]
 
 
 def _by_idempotency_key(user: User, key: str) -> Publishing | None:
@@ -311,22 +319,25 @@ def _queue(
     if attempt is not None:
         guard &= Q(attempts=attempt)
     now = timezone.now()
+    values: dict[str, Any] = {
+        "status": Status.QUEUED,
+        "message_id": message.message_id,
+        "queued_at": now,
+        "updated_at": now,
+        "finished_at": None,
+        "not_before": None,
+        "heartbeat_at": None,
+        **changes,
+    }
     # Its own (sub)transaction: committed (with the caller's, if any) before the
     # message is sent, and a unique-constraint refusal does not break an
     # enclosing transaction.
     with transaction.atomic():
-        moved = Publishing.objects.filter(guard).update(
-            status=Status.QUEUED,
-            message_id=message.message_id,
-            queued_at=now,
-            updated_at=now,
-            finished_at=None,
-            not_before=None,
-            heartbeat_at=None,
-            **changes,
-        )
+        moved = Publishing.objects.filter(guard).update(**values)
     if not moved:
         raise InvalidTransition(f"Publishing {publishing.pk} cannot be queued from {publishing.status}.")
+    for name, value in values.items():  # the instance says what the row now says
+        setattr(publishing, name, value)
     return message
 
 

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import copy
 import uuid
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from django.db import models
@@ -124,7 +125,28 @@ class ProjectSerializer(serializers.HyperlinkedModelSerializer[Project]):
         return attrs
 
 
-class AttemptSerializer(serializers.ModelSerializer[Attempt]):
+class FieldsBuiltOnce:
+    """A model serializer whose fields are built once per class, then copied for each instance.
+
+    ModelSerializer builds every field from the model's meta for each
+    serializer it makes: half of rendering a publishing (docs/benchmarks.md).
+    Each instance still gets fields of its own, deep copies, as DRF gives it
+    its declared fields. For read-only serializers whose fields depend on the
+    class alone, not on the instance or its context.
+    """
+
+    _built_fields: ClassVar[dict[str, serializers.Field[Any, Any, Any, Any]]]
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        built = type(self).__dict__.get("_built_fields")
+        if built is None:
+            # Two threads may both build them the first time: the same fields either way.
+            built = super().get_fields()  # type: ignore[misc]
+            type(self)._built_fields = built
+        return copy.deepcopy(built)
+
+
+class AttemptSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Attempt]):
     """One run of the pipeline: who ran it, when, how it ended, and the end of its own log."""
 
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
@@ -148,7 +170,7 @@ class AttemptSerializer(serializers.ModelSerializer[Attempt]):
         return redacted(super().to_representation(instance), JOB_TEXT_FIELDS)
 
 
-class PublishingSerializer(serializers.HyperlinkedModelSerializer[Publishing]):
+class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializer[Publishing]):
     url = serializers.HyperlinkedIdentityField(view_name="publishing-detail")
     project: serializers.HyperlinkedRelatedField[Project] = serializers.HyperlinkedRelatedField(
         view_name="project-detail", read_only=True

@@ -4,8 +4,12 @@ import uuid
 
 import pytest
 import redis
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
+from rest_framework.serializers import ListSerializer
 
+from publishing.api.serializers import PublishingSerializer
 from publishing.models import Attempt, Project, Publishing
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 
@@ -38,6 +42,34 @@ def test_initiate_answers_202_with_the_queued_publishing_and_its_location(api, p
     assert type(response.headers["Location"]) is str
     assert response["Location"].endswith(f"/api/v1/publishing/{body['id']}")
     assert len(stub_broker.queues["publishing-builds"].queue) == 1
+
+
+def test_initiate_answers_what_the_database_holds_without_reading_it_back(api, project, stub_broker) -> None:
+    # When a publishing is initiated
+    with CaptureQueriesContext(connection) as queries:
+        response = api.post(INITIATE, {"project_id": str(project.pk)}, format="json")
+
+    # Then its answer is what a read of it answers, though nothing was read back: no attempts
+    # (it has none yet) and no reload of the row it wrote
+    assert response.status_code == 202
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert not [sql for sql in statements if "publishing_attempt" in sql]
+    assert not [
+        sql for sql in statements if sql.startswith("SELECT") and 'FROM "publishing_publishing"' in sql
+    ]
+    assert response.json() == api.get(response["Location"]).json()
+
+
+def test_serializers_built_once_give_each_instance_fields_of_its_own() -> None:
+    one, other = PublishingSerializer(), PublishingSerializer()
+
+    assert list(one.fields) == list(other.fields)
+    assert one.fields["status"] is not other.fields["status"]
+    assert one.fields["status"].parent is one
+    attempts = one.fields["attempt_history"], other.fields["attempt_history"]
+    assert isinstance(attempts[0], ListSerializer)
+    assert isinstance(attempts[1], ListSerializer)
+    assert attempts[0].child is not attempts[1].child
 
 
 def test_initiate_with_an_idempotency_key_twice_returns_the_same_publishing(
