@@ -84,7 +84,7 @@ QUEUE = "bench-noop"
 CELERY_UNACKED = "unacked"
 
 PUBLISHER, DRAMATIQ, CELERY = "publisher", "dramatiq", "celery"
-# Informative, no target: Publisher without django-dramatiq's task rows, to show what they cost.
+# Informative, no target: Publisher without its task rows (django-dramatiq's model), to show what they cost.
 NO_TASK_ROWS = "publisher-no-task-rows"
 PEERS = (PUBLISHER, DRAMATIQ, CELERY, NO_TASK_ROWS)
 LABELS = {

@@ -1,8 +1,8 @@
-"""bench.settings without django-dramatiq's AdminMiddleware: what its task rows cost (`bench.overhead`).
+"""bench.settings without Publisher's task rows (publishing.task_rows): what they cost (`bench.overhead`).
 
-Informative only: Publisher ships with the middleware (the task rows are its
-job-level records). Everything else, the other middleware included, is as in
-bench.settings.
+Informative only: Publisher ships with them (django-dramatiq's task rows are
+its job-level records). Everything else, the other middleware included, is as
+in bench.settings.
 """
 
 from bench.settings import *  # noqa: F403
