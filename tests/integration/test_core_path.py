@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from django_dramatiq.models import Task
 
 from tests.fakes import start_http_server, stop_http_server
 
@@ -46,6 +48,18 @@ def test_initiate_is_published_by_a_real_worker_into_a_file_store(
     assert "build done" in done["log"]
     # And the workspace was removed
     assert not any((tmp_path / "workspaces").iterdir())
+    # And its job record (the admin's Tasks) says done: written behind by the worker, a batch later
+    deadline = time.monotonic() + 10
+    while (
+        time.monotonic() < deadline and not Task.tasks.filter(pk=done["message_id"], status="done").exists()
+    ):
+        time.sleep(0.1)
+    task = Task.tasks.get(pk=done["message_id"])
+    assert (task.status, task.actor_name, task.queue_name) == (
+        "done",
+        "build_and_submit",
+        "publishing-builds",
+    )
 
 
 class FlakyTarget:
