@@ -77,6 +77,7 @@ class TaskRows(Middleware):
         self._stopping = threading.Event()
         self._writer: threading.Thread | None = None
         self._closed = False
+        self._failing = False
         self._dropped = 0
 
     @property
@@ -152,9 +153,14 @@ class TaskRows(Middleware):
         try:
             self._write(rows)
         except Exception:
-            logger.warning("task rows: %d not written yet; retrying", len(rows), exc_info=True)
+            if not self._failing:  # once an outage, not at every batch
+                logger.warning("task rows: %d not written yet; retrying", len(rows), exc_info=True)
+            self._failing = True
             self._keep(rows)
             return False
+        if self._failing:
+            logger.info("task rows: written again")
+            self._failing = False
         return True
 
     def close(self) -> None:

@@ -111,7 +111,9 @@ def test_a_retry_enqueued_during_the_failure_leaves_the_row_failed_as_django_dra
     assert status(proxy) == "failed"
 
 
-def test_rows_the_database_refused_are_kept_and_written_when_it_answers(monkeypatch, recorder) -> None:
+def test_rows_the_database_refused_are_kept_and_written_when_it_answers(
+    monkeypatch, caplog, recorder
+) -> None:
     # Given a batch that the database refuses once
     rows = recorder(3600)
     first, second = message(), message()
@@ -134,9 +136,11 @@ def test_rows_the_database_refused_are_kept_and_written_when_it_answers(monkeypa
     rows.before_process_message(BROKER, second)
     assert rows.flush() is True
 
-    # Then the newest state of each is written, nothing is lost
+    # Then the newest state of each is written, nothing is lost; the log said so once each way
     assert (status(first), status(second)) == ("done", "running")
     assert calls == [1, 2]
+    assert caplog.text.count("task rows: 1 not written yet; retrying") == 1
+    assert "task rows: written again" in caplog.text
 
 
 def test_an_outage_cannot_grow_the_buffer_without_bound(monkeypatch, caplog, recorder) -> None:
