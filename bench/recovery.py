@@ -23,8 +23,8 @@ end) against the wall-clock time of the kill. Each run checks that the other
 host took over, that there were exactly two attempts and that the store
 holds one artifact.
 
-Full: three runs with the product's defaults (30 s leases renewed every
-5 s, a reconciler pass every 15 s per worker process) and one with short
+Full: three runs with the product's defaults (15 s leases renewed every
+2.5 s, a reconciler pass every 5 s per worker process) and one with short
 leases (10 s / 2 s), the four deployments side by side (recovery waits out
 timers, not the CPU: one after another they would take over two minutes).
 Smoke: one run with short leases.

@@ -433,14 +433,15 @@ class Lifecycle(Middleware):
 
     @staticmethod
     def _guarded(work: Callable[[], object]) -> None:
-        from django.db import connection
+        from django.db import close_old_connections
 
         try:
             work()
         except Exception:
             logger.exception("lifecycle task failed; trying again")
         finally:
-            connection.close()
+            # As after a job: kept for the next pass (DATABASE_CONN_MAX_AGE) unless too old or broken.
+            close_old_connections()
 
     # --- graceful shutdown ------------------------------------------------------------------------
 

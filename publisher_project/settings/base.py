@@ -268,7 +268,8 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "publishing.middleware.Abortable",
         "publishing.middleware.RateLimit",
         "publishing.middleware.Lifecycle",
-        # Before the task rows: the reverse leaks a connection per thread.
+        # Before the task rows: written at once (interval 0, or during a stop), the
+        # reverse would leak a connection per thread.
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         # django-dramatiq's AdminMiddleware's rows, written behind in batches.
         "publishing.task_rows.TaskRows",

@@ -50,7 +50,7 @@ TERMINAL = {"published", "failed", "cancelled"}
 ACTIVE = {"pending", "queued", "building", "submitting"}
 
 # Shortened for the run (say so in the report): with the defaults a killed
-# worker's job waits out a 30 s lease and 15 s passes, and a SIGTERMed one 30 s.
+# worker's job waits out a 15 s lease and 5 s passes, and a SIGTERMed one 30 s.
 CHAOS_ENV = {
     "PUBLISHING_LEASE_TIMEOUT": "6",
     "PUBLISHING_RECONCILE_INTERVAL": "2",

@@ -98,17 +98,84 @@ def test_an_enqueue_written_late_by_another_process_does_not_undo_a_finished_job
     assert status(proxy) == "done"
 
 
-def test_a_retry_enqueued_during_the_failure_leaves_the_row_failed_as_django_dramatiq_does(recorder) -> None:
-    # Dramatiq's Retries enqueues the retry (delayed) before the row's middleware sees the failure.
+def test_a_retry_after_a_failure_leaves_the_row_delayed_with_the_retry_count_as_django_dramatiq_does(
+    recorder,
+) -> None:
+    # Dramatiq calls the row's hook (last middleware) before Retries, which then enqueues the retry.
     rows = recorder(3600)
     proxy = message()
     rows.before_process_message(BROKER, proxy)
-    rows.after_enqueue(BROKER, proxy, 2000)
     rows.after_process_message(BROKER, proxy, exception=RuntimeError("boom"))
+    proxy.options["retries"] = 1
+    rows.after_enqueue(BROKER, proxy, 2000)
 
     rows.flush()
 
-    assert status(proxy) == "failed"
+    assert status(proxy) == "delayed"
+    assert Task.tasks.get(pk=proxy.message_id).message.options["retries"] == 1
+
+
+def test_an_enqueue_by_a_process_that_did_not_run_the_message_never_overwrites(recorder) -> None:
+    # A worker wrote "done"; another process moves a (stale) copy of the message to its queue.
+    worker, mover = recorder(3600), recorder(3600)
+    proxy = message()
+    worker.before_process_message(BROKER, proxy)
+    worker.after_process_message(BROKER, proxy, result=None)
+    worker.flush()
+
+    mover.after_enqueue(BROKER, proxy, None)
+    mover.flush()
+
+    assert status(proxy) == "done"
+
+
+def test_a_row_that_can_never_be_written_does_not_hold_up_the_others(recorder, caplog) -> None:
+    # Given a message whose id is no UUID (anyone who can write to the broker can send one)
+    rows = recorder(3600)
+    good = message()
+    rows.before_process_message(BROKER, MessageProxy(good._message.copy(message_id="not-a-uuid")))
+    rows.before_process_message(BROKER, good)
+
+    # Then the others are written, and the log says why that one is not
+    assert rows.flush() is True
+    assert status(good) == "running"
+    assert Task.tasks.count() == 1
+    assert "message id 'not-a-uuid' is no UUID" in caplog.text
+
+
+def test_a_row_refused_for_itself_is_dropped_and_the_rest_of_its_batch_written(monkeypatch, caplog, recorder):
+    rows = recorder(3600)
+    bad, good = message(), message()
+    rows.before_process_message(BROKER, bad)
+    rows.before_process_message(BROKER, good)
+    write = TaskRows._write
+
+    def refuse_bad(batch: dict[str, Any]) -> None:
+        if bad.message_id in batch:
+            raise ValueError("a value the column refuses")
+        write(batch)
+
+    monkeypatch.setattr(TaskRows, "_write", staticmethod(refuse_bad))
+
+    assert rows.flush() is True
+    assert (status(bad), status(good)) == (None, "running")
+    assert rows._pending == {}
+    assert f"the row of message {bad.message_id} was refused; dropped" in caplog.text
+
+
+def test_a_job_that_ends_while_the_worker_stops_is_not_overwritten_by_its_older_state(recorder) -> None:
+    # Given a job whose "running" waits in the buffer when the worker begins to shut down
+    rows = recorder(3600)
+    proxy = message()
+    rows.before_process_message(BROKER, proxy)
+    rows._closed = True  # what close() sets first, before it waits for the writer
+
+    # When the job ends then (written at once), and close() writes what was left
+    rows.after_process_message(BROKER, proxy, result=None)
+    rows.close()
+
+    # Then the row says done
+    assert status(proxy) == "done"
 
 
 def test_rows_the_database_refused_are_kept_and_written_when_it_answers(
@@ -146,7 +213,7 @@ def test_rows_the_database_refused_are_kept_and_written_when_it_answers(
 def test_an_outage_cannot_grow_the_buffer_without_bound(monkeypatch, caplog, recorder) -> None:
     monkeypatch.setattr(task_rows, "MAX_PENDING", 3)
     monkeypatch.setattr(
-        TaskRows, "_write", staticmethod(lambda batch: (_ for _ in ()).throw(OSError("down")))
+        TaskRows, "_write", staticmethod(lambda batch: (_ for _ in ()).throw(OperationalError("down")))
     )
     rows = recorder(3600)
     for _ in range(5):
@@ -155,7 +222,8 @@ def test_an_outage_cannot_grow_the_buffer_without_bound(monkeypatch, caplog, rec
     assert rows.flush() is False
 
     assert len(rows._pending) == 3
-    assert "task rows: 2 dropped while the database was unavailable" in caplog.text
+    assert "task rows: over 3 waiting to be written; dropping the oldest" in caplog.text
+    assert rows._dropped == 2
 
 
 def test_close_writes_what_is_left_and_later_rows_are_written_at_once(recorder) -> None:
