@@ -31,6 +31,45 @@ make bench-smoke           # each one briefly: proves they work (CI runs it); fi
 Raw results: `bench/results/<name>.json`.
 """
 
+# Not measured by a run: what profiling found behind the targets still missed, and what was fixed.
+MISSES = """\
+## Where the missed targets come from
+
+Profiled with py-spy (`py-spy record --gil --subprocesses -p PID`, on the
+worker group or gunicorn's master) while `python -m bench overhead` and
+`python -m bench api` ran, at git 3925017; shares are of the processes' time
+holding the GIL.
+
+**Drain** (was 89 jobs/s, 0.03x bare Dramatiq and 0.19x Celery). Fixed in
+the product: django-dramatiq's AdminMiddleware wrote three transactions per
+job on the job's own thread, on a new connection each time, 90 % of the
+cost; Publisher now writes the same rows behind the jobs, in batches
+(`publishing/task_rows.py`), and keeps its database connections
+(`DATABASE_CONN_MAX_AGE`). What is left is what bare Dramatiq does not do:
+the task rows themselves (about 15 %: encoding each state, the batch
+writer), dramatiq-abort's lookup of a cancellation before each message (a
+Redis round trip, about 10 %), the Prometheus metrics (about 6 %), Django's
+connection hygiene and Publisher's own middleware (about 4 %). The drain is
+CPU-bound on two cores shared with PostgreSQL and Redis (the scaling table),
+so each of them costs throughput. Closing the rest of the gap means giving
+one of them up: task rows per message (SPEC section 4 names them), the
+abort lookup for actors that can be cancelled, or the metrics. That is a
+product decision, not a fix.
+
+**Initiate** (was 35 req/s, 0.52x). Fixed in the product: one transaction
+instead of two, no look-up before the insert (the constraints decide), no
+reload of the row it wrote, no attempts query for a new publishing, the
+serializer's fields built once per class, and persistent connections: 4x
+the requests per second. What is left, as shares of initiate's time: the
+full answer (the publishing with its links, 21 %; insert-only answers
+`{"id"}`), the pending -> queued update with its message (12 %) and the
+Redis enqueue with its wake-up and task row (8 %). Token authentication
+(19 %) and the project look-up (21 %) are in both. An insert-only endpoint
+does none of the three by definition, so 0.9x would need initiate to stop
+queueing or to answer less than the publishing it made.
+
+"""
+
 SIZING = """\
 ## Sizing
 
@@ -60,6 +99,7 @@ def write(outcomes: dict[str, Outcome], *, machine: dict[str, Any], command: str
             _machine(machine, command),
             "## Targets\n",
             _targets(outcomes),
+            MISSES,
             *sections,
             SIZING,
         ]
