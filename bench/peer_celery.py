@@ -18,19 +18,11 @@ import os
 import sys
 import time
 
-from celery import Celery
+from bench.celery_peer import celery_app
 
 QUEUE = "bench-noop"
 
-app = Celery("bench-peer", broker=os.environ["BENCH_REDIS_URL"])
-app.conf.update(
-    broker_transport_options={"global_keyprefix": f"{os.environ['BENCH_NAMESPACE']}:"},
-    broker_connection_retry_on_startup=True,
-    task_default_queue=QUEUE,
-    task_acks_late=True,
-    task_ignore_result=True,
-    worker_hijack_root_logger=False,
-)
+app = celery_app("bench-peer", os.environ["BENCH_REDIS_URL"], os.environ["BENCH_NAMESPACE"], QUEUE)
 
 
 @app.task(name="bench.noop")  # type: ignore[untyped-decorator]

@@ -21,6 +21,8 @@ import time
 import redis
 from celery import Celery
 
+from bench.celery_peer import celery_app
+
 QUEUE = "bench-pickup"
 PROBE = "bench.pickup.probe"
 FILLER = "bench.pickup.filler"
@@ -32,15 +34,7 @@ def started_key(namespace: str) -> str:
 
 
 def make_app(redis_url: str, namespace: str) -> Celery:
-    app = Celery("bench-pickup", broker=redis_url)
-    app.conf.update(
-        broker_transport_options={"global_keyprefix": f"{namespace}:"},
-        broker_connection_retry_on_startup=True,
-        task_default_queue=QUEUE,
-        task_acks_late=True,
-        task_ignore_result=True,
-        worker_hijack_root_logger=False,
-    )
+    app = celery_app("bench-pickup", redis_url, namespace, QUEUE)
     started = started_key(namespace)
 
     @functools.cache
