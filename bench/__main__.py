@@ -36,7 +36,7 @@ from bench.report import write as write_report
 from publishing.redis_server import RedisServer
 
 # In the order they run: the quick ones first, so a broken setup shows early.
-BENCHMARKS = ("pickup", "overhead", "scaling", "api", "degraded", "recovery", "ratelimit")
+BENCHMARKS = ("pickup", "sandbox", "overhead", "scaling", "api", "degraded", "recovery", "ratelimit")
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
 
 

@@ -417,7 +417,6 @@ class Deployment:
             )
             undo.callback(self._kill_all)
             var = self.context.workdir / "var"
-            (var / "workspaces").mkdir(parents=True, exist_ok=True)
             self.env = publisher_env(
                 DJANGO_SETTINGS_MODULE="publisher_project.settings.production",
                 SECRET_KEY=secrets.token_urlsafe(50),
@@ -430,7 +429,6 @@ class Deployment:
                 # Two rundramatiq on one machine would fight over the default port.
                 WORKER_METRICS_PORT="0",
                 VAR_DIR=str(var),
-                PUBLISHING_WORKSPACE_DIR=str(var / "workspaces"),
                 PYTHONUNBUFFERED="1",
                 **self._variables,
             )

@@ -202,7 +202,6 @@ class Stack:
 
     def publisher_env(self, settings: str = SETTINGS[PUBLISHER]) -> dict[str, str]:
         var = self.context.workdir / "var"
-        (var / "workspaces").mkdir(parents=True, exist_ok=True)
         return publisher_env(
             DJANGO_SETTINGS_MODULE=settings,
             SECRET_KEY=self.secret_key,
@@ -217,7 +216,6 @@ class Stack:
             # Metrics are on in production: measured with them, on a port of the run's own.
             WORKER_METRICS_PORT=str(free_port()),
             VAR_DIR=str(var),
-            PUBLISHING_WORKSPACE_DIR=str(var / "workspaces"),
             PYTHONUNBUFFERED="1",
         )
 

@@ -37,6 +37,7 @@ import dataclasses
 import os
 import random
 import re
+import secrets
 import statistics
 import subprocess
 import threading
@@ -84,13 +85,13 @@ SHORT_LEASES = Plan(
 FULL = (DEFAULTS, DEFAULTS, DEFAULTS, SHORT_LEASES)
 SMOKE = (SHORT_LEASES,)
 
-# `python3 build.py --pidfile P --hold H`: says its pid, holds while H exists (at most 5 minutes), builds.
+# `python3 build.py --beacon TOKEN`: holds while its checkout has `hold` (at most 5 minutes), builds.
+# The sandbox lets a build see nothing but its checkout: the run commits `hold` away once the first
+# attempt's worker is killed, so the next attempt builds at once; TOKEN finds its process on the host.
 BUILD_SCRIPT = """\
-import os, pathlib, sys, time
-args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
-pathlib.Path(args["--pidfile"]).write_text(str(os.getpid()))
-hold, deadline = pathlib.Path(args["--hold"]), time.monotonic() + 300
-while hold.exists() and time.monotonic() < deadline:
+import pathlib, time
+deadline = time.monotonic() + 300
+while pathlib.Path("hold").exists() and time.monotonic() < deadline:
     time.sleep(0.05)
 pathlib.Path("dist").mkdir(exist_ok=True)
 pathlib.Path("dist/index.html").write_text("<h1>Recovered</h1>\\n")
@@ -101,11 +102,31 @@ def make_source(folder: Path) -> Path:
     """A local git repository with the holding build."""
     folder.mkdir(parents=True)
     (folder / "build.py").write_text(BUILD_SCRIPT)
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "-C", str(folder)]
+    (folder / "hold").touch()
     subprocess.run(["git", "init", "--quiet", "-b", "main", str(folder)], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "--quiet", "-m", "holding build"], check=True)
+    subprocess.run([*_git(folder), "add", "."], check=True)
+    subprocess.run([*_git(folder), "commit", "--quiet", "-m", "holding build"], check=True)
     return folder
+
+
+def release(source: Path) -> None:
+    """Commit `hold` away: the next attempt's checkout builds at once."""
+    subprocess.run([*_git(source), "rm", "--quiet", "hold"], check=True)
+    subprocess.run([*_git(source), "commit", "--quiet", "-m", "release"], check=True)
+
+
+def _git(folder: Path) -> list[str]:
+    return ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "-C", str(folder)]
+
+
+def build_pid(token: str) -> int | None:
+    """The host pid of the build whose command line holds `token` (not bwrap's, which repeats it)."""
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+            if token.encode() in argv and Path(argv[0].decode()).name != "bwrap":
+                return int(entry.name)
+    return None
 
 
 def host_of(worker: str) -> str:
@@ -135,8 +156,7 @@ class Recovery:
         self.plan = plan
         self.context = dataclasses.replace(context, workdir=context.workdir / f"run-{number}")
         self.context.workdir.mkdir()
-        self.hold = self.context.workdir / "hold"
-        self.pidfile = self.context.workdir / "build.pid"
+        self.beacon = f"beacon-{secrets.token_hex(8)}"
         self.store = self.context.workdir / "store"
         self.api = requests.Session()
         self.base_url = ""
@@ -159,8 +179,6 @@ class Recovery:
                     **self.plan.env,
                 )
             )
-            # A killed worker's build, still holding, ends once the hold is gone.
-            undo.callback(self.hold.unlink, missing_ok=True)
             # The hosts boot while the web starts. Booted together, they would renew leases and
             # reconcile in step (every lease / 6 and every reconcile interval from their boot), so
             # that a lease could only run out just before, or 1/3 or 2/3 of an interval before, the
@@ -178,10 +196,10 @@ class Recovery:
             self.base_url = self.site.start_web(workers=1, threads=2)
             self.api.headers["Authorization"] = f"Token {token.group(1)}"
             self.project_id = project.group(1)
-            source = make_source(self.context.workdir / "source")
+            self.source = make_source(self.context.workdir / "source")
             changes = {
-                "repository_url": str(source),
-                "build_command": f"python3 build.py --pidfile {self.pidfile} --hold {self.hold}",
+                "repository_url": str(self.source),
+                "build_command": f"python3 build.py --beacon {self.beacon}",
                 "target_url": f"file://{self.store}",
             }
             self._call("PATCH", f"/api/v1/projects/{self.project_id}/", 200, json=changes)
@@ -219,12 +237,6 @@ class Recovery:
         if self.stop.wait(max(seconds, 0)):
             raise RuntimeError(f"run {self.number} interrupted")
 
-    def _build_pid(self) -> int | None:
-        try:
-            return int(self.pidfile.read_text())
-        except (OSError, ValueError):  # not written yet, or being written
-            return None
-
     def _lease_renewed_at(self, publishing_id: str) -> float:
         with psycopg.connect(self.site.database_url) as conn:
             row = conn.execute(
@@ -236,26 +248,28 @@ class Recovery:
         return renewed.timestamp()
 
     def measure(self) -> dict[str, Any]:
-        self.hold.touch()
         publishing_id = str(
             self._call("POST", "/api/v1/publishing/initiate", 202, json={"project_id": self.project_id})["id"]
         )
         running = self.wait_until(
             publishing_id,
             "started",
-            lambda b: b["status"] == "building" and b["worker"] and self._build_pid() is not None,
+            lambda b: b["status"] == "building" and b["worker"] and build_pid(self.beacon) is not None,
             timeout=60,
         )
         self._sleep(random.uniform(0.5, 0.5 + self.plan.reconcile_s))  # noqa: S311 - a phase, not a secret
         victim = host_of(running["worker"])
-        build_pid = self._build_pid()
+        pid = build_pid(self.beacon)
         killed_at = time.time()
         self.site.kill(victim)
-        # The build runs in a session of its own: does it outlive its worker?
-        build_outlived_worker = build_pid is not None and alive(build_pid)
+        # A build of its own session: did it outlive its worker? (A sandboxed one dies with it.)
+        gone_by = time.monotonic() + 1
+        while pid is not None and alive(pid) and time.monotonic() < gone_by:
+            self._sleep(0.02)
+        build_outlived_worker = pid is not None and alive(pid)
         # The dead worker can no longer renew it: this is the lease the reconciler waits out.
         renewed_at = self._lease_renewed_at(publishing_id)
-        self.hold.unlink()
+        release(self.source)
         again = self.wait_until(
             publishing_id,
             "ran again",

@@ -299,14 +299,12 @@ class Run:
         env = publisher_env(
             DATABASE_URL=self.database_url,
             VAR_DIR=str(self.tmp / "var"),
-            PUBLISHING_WORKSPACE_DIR=str(self.tmp / "workspaces"),
             REDIS_URL=self.redis_url,
             BROKER_NAMESPACE=self.namespace,
             PUBLISHING_RATE_LIMIT="0",
             WORKER_METRICS_PORT="0",
             PYTHONUNBUFFERED="1",
         )
-        (self.tmp / "workspaces").mkdir(exist_ok=True)
         if production:
             # settings.local hard-codes DEBUG = True (the DEBUG variable is
             # ignored there), and DEBUG keeps every SQL query in memory in

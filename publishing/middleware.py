@@ -11,7 +11,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import os
 import random
 import reprlib
 import threading
@@ -367,12 +366,14 @@ class Lifecycle(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if isinstance(broker, StubBroker):
             return  # unit tests drive these services directly
-        if os.geteuid() != 0:
-            # Builds run as this uid (no PUBLISHING_BUILD_USER): none may read this process's secrets.
-            # Imported here: this module stays light to import (see above).
-            from publishing.pipeline.build import hide_worker_from_builds
+        # Imported here: this module stays light to import (see above).
+        from publishing import services
+        from publishing.pipeline import sandbox
 
-            hide_worker_from_builds()
+        level, line = sandbox.describe(sandbox.SandboxPolicy.from_settings())
+        logger.log(level, "%s", line)
+        # What the builds of a worker that died before this one started left behind.
+        self._guarded(services.builds_sweep)
         # Three threads: a slow reconciliation (a Redis or SQLite stall) must
         # never delay the heartbeats that keep live attempts' leases, nor must
         # a Redis stall delay them on the way to saying the worker is alive.
@@ -424,6 +425,7 @@ class Lifecycle(Middleware):
         def reconcile() -> None:
             services.publishing_reconcile()
             services.job_records_prune()
+            services.builds_sweep()
 
         while not self._stopping.is_set():
             self._guarded(reconcile)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
-import tempfile
+import os
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -40,10 +37,13 @@ from publishing.exceptions import (
 )
 from publishing.log_context import job_context
 from publishing.models import Attempt, Project, Publishing
-from publishing.pipeline import Job, get_pipeline
+from publishing.pipeline import Job, get_pipeline, sandbox
 from publishing.pipeline.checkout import validate_ref, validate_source_url
 from publishing.pipeline.network import redact_credentials
+from publishing.pipeline.package import EXCLUDED_NAMES
 from publishing.pipeline.submit import validate_target_url
+from publishing.pipeline.workspace import sweep as pipeline_workspace_sweep
+from publishing.pipeline.workspace import workspace as pipeline_workspace
 from publishing.selectors import AnyUser, project_for
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,8 @@ def project_validate(*, user: AnyUser, data: dict[str, Any], instance: Project |
     artifact_path = data.get("artifact_path")
     if artifact_path is not None and (artifact_path.startswith("/") or ".." in Path(artifact_path).parts):
         errors["artifact_path"] = "Must be a relative path inside the checkout."
+    elif artifact_path is not None and EXCLUDED_NAMES.intersection(Path(artifact_path).parts):
+        errors["artifact_path"] = "Cannot be or lie inside .git: git's folder is never published."
     errors.update(_webhook_errors(data, instance))
     if errors:
         raise ValidationError(errors)
@@ -551,6 +553,21 @@ def publishing_reconcile() -> Reconciliation:
     return report
 
 
+def builds_sweep() -> tuple[int, int]:
+    """Remove the workspaces, and kill the processes, of builds whose worker died on this host.
+
+    Safe to run anywhere, any time, in parallel: a live build's workspace and uid are locked.
+    Returns (workspaces removed, processes killed).
+    """
+    removed = pipeline_workspace_sweep()
+    killed = 0
+    if os.geteuid() == 0:
+        killed = sandbox.sweep_uids(sandbox.SandboxPolicy.from_settings().uids)
+        if killed:
+            logger.warning("killed %d process(es) of builds whose worker died", killed)
+    return len(removed), killed
+
+
 def job_records_prune() -> tuple[int, int]:
     """Keep the newest PUBLISHING_RETENTION_COMPLETED completed and _FAILED failed job records.
 
@@ -708,7 +725,7 @@ def _run_attempt(publishing: Publishing, log: _AttemptLog) -> None:
     if project is None:
         raise PermanentJobError("The project was deleted.", code="PROJECT_DELETED")
     pipeline = get_pipeline()
-    with _workspace() as workspace:
+    with pipeline_workspace() as workspace:
         job = Job(
             publishing_id=str(publishing.pk),
             project_slug=project.slug,
@@ -846,18 +863,6 @@ def _finish_attempt(
     )
 
 
-@contextmanager
-def _workspace() -> Iterator[Path]:
-    root = settings.PUBLISHING_WORKSPACE_DIR or None
-    if root:
-        Path(root).mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="publishing-", dir=root))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def cap_log(text: str, limit: int) -> str:
     """Keep the newest `limit` characters of a log, marking the cut."""
     if len(text) <= limit:
@@ -881,6 +886,8 @@ class _AttemptLog:
         self._last_flush = 0.0
 
     def append(self, chunk: str) -> None:
+        # A build may print NUL (`cat /proc/self/environ`): PostgreSQL's text refuses it.
+        chunk = chunk.replace("\x00", "\ufffd")
         self.text = cap_log(self.text + chunk, settings.PUBLISHING_LOG_LIMIT)
         self.excerpt = cap_log(self.excerpt + chunk, settings.PUBLISHING_ATTEMPT_LOG_EXCERPT)
         self._dirty = True

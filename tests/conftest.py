@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import pwd
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -90,3 +92,12 @@ def _wait_for_no_tasks(uid: int, within: float = 15.0) -> None:
     deadline = time.monotonic() + within
     while count_tasks(uid) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+@pytest.fixture
+def sandbox_required() -> None:
+    """bwrap, for a test of the build sandbox: a failure in CI (which installs it), else a skip."""
+    if shutil.which("bwrap") is None:
+        if os.environ.get("CI"):
+            pytest.fail("bwrap is missing: .ci/run installs bubblewrap")
+        pytest.skip("the build sandbox needs bwrap (apt-get install bubblewrap)")

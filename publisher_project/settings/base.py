@@ -181,6 +181,9 @@ PUBLISHING_ALLOW_LOCAL_SOURCES: bool = env.bool("PUBLISHING_ALLOW_LOCAL_SOURCES"
 PUBLISHING_ALLOW_PRIVATE_TARGETS: bool = env.bool("PUBLISHING_ALLOW_PRIVATE_TARGETS", default=False)
 PUBLISHING_ALLOW_USER_BUILD_COMMANDS: bool = env.bool("PUBLISHING_ALLOW_USER_BUILD_COMMANDS", default=False)
 
+# A file:// store's folders and files are the worker's user's only (0700/0600); with a group name
+# or gid here they are also readable by that group (0750/0640), e.g. a web server that serves them.
+PUBLISHING_STORE_GROUP: str = env.str("PUBLISHING_STORE_GROUP", default="")
 PUBLISHING_PIPELINE: str = env.str("PUBLISHING_PIPELINE", default="publishing.pipeline.DefaultPipeline")
 PUBLISHING_WORKSPACE_DIR: str = env.str("PUBLISHING_WORKSPACE_DIR", default="")
 PUBLISHING_CHECKOUT_TIMEOUT: int = env.int("PUBLISHING_CHECKOUT_TIMEOUT", default=300)
@@ -190,11 +193,30 @@ PUBLISHING_LOG_LIMIT: int = env.int("PUBLISHING_LOG_LIMIT", default=64 * 1024)
 # The end of each attempt's own log, kept with its record (API detail, admin).
 PUBLISHING_ATTEMPT_LOG_EXCERPT: int = env.int("PUBLISHING_ATTEMPT_LOG_EXCERPT", default=4 * 1024)
 
-# The build sandbox (publishing/pipeline/build.py); 0 is no limit. Who runs builds: a user name or
-# uid, which a root worker switches to (a dedicated one, as the image's publisher-build); "worker",
-# the worker's own user whoever it is; empty (the default), the worker's own user, except that a
-# root worker refuses to build (BUILD_USER_INVALID): as root the process limit does not hold and a
-# build could read the worker's secrets, so that takes an explicit "worker".
+# The build sandbox (publishing/pipeline/sandbox.py, docs/security.md): each build in bubblewrap
+# namespaces, seeing only the system's /usr, a few files of /etc and its own checkout.
+# required (also empty, the default): builds fail (SANDBOX_UNAVAILABLE) where bwrap is missing;
+# auto: sandboxed where bwrap is on PATH, else unsandboxed with a warning at worker start (the
+# local and test settings' default); off: never sandboxed (refused by the production settings).
+PUBLISHING_BUILD_SANDBOX: str = env.str("PUBLISHING_BUILD_SANDBOX", default="").strip().lower()
+if PUBLISHING_BUILD_SANDBOX not in ("", "required", "auto", "off"):
+    raise ImproperlyConfigured(
+        f"PUBLISHING_BUILD_SANDBOX={PUBLISHING_BUILD_SANDBOX!r}: expected required, auto or off."
+    )
+# What a sandboxed build may reach. none: nothing, not even this host (an empty network namespace).
+PUBLISHING_BUILD_NETWORK: str = env.str("PUBLISHING_BUILD_NETWORK", default="none").strip().lower()
+if PUBLISHING_BUILD_NETWORK not in ("none",):
+    raise ImproperlyConfigured(f"PUBLISHING_BUILD_NETWORK={PUBLISHING_BUILD_NETWORK!r}: expected none.")
+# The uids a root worker runs sandboxed builds as, one per build running on the host at a time:
+# uids that no account uses (any range works; it bounds how many builds one host runs at once).
+PUBLISHING_SANDBOX_UIDS: str = env.str("PUBLISHING_SANDBOX_UIDS", default="60000-60999")
+
+# Limits of every build, sandboxed or not (publishing/pipeline/build.py); 0 is no limit.
+# Who runs unsandboxed builds (sandboxed ones take a uid of PUBLISHING_SANDBOX_UIDS): a user name
+# or uid, which a root worker switches to; "worker", the worker's own user whoever it is; empty
+# (the default), the worker's own user, except that a root worker refuses to build
+# (BUILD_USER_INVALID): as root the process limit does not hold and a build could read the
+# worker's secrets, so that takes an explicit "worker".
 PUBLISHING_BUILD_USER: str = env.str("PUBLISHING_BUILD_USER", default="")
 # Per process, all its threads: with the 900 s timeout a process may keep two cores busy.
 PUBLISHING_BUILD_CPU_LIMIT: int = env.int("PUBLISHING_BUILD_CPU_LIMIT", default=1800)

@@ -1,7 +1,7 @@
 """Developer machine: DEBUG on, SQLite in var/, local sources and targets allowed."""
 
 from .base import *  # noqa: F403
-from .base import PUBLISHING_BUILD_USER, SECRET_KEY
+from .base import PUBLISHING_BUILD_SANDBOX, PUBLISHING_BUILD_USER, SECRET_KEY
 
 DEBUG = True
 SECRET_KEY = SECRET_KEY or "local-development-only-not-secret"
@@ -11,3 +11,5 @@ PUBLISHING_ALLOW_PRIVATE_TARGETS = True
 PUBLISHING_ALLOW_USER_BUILD_COMMANDS = True
 # A developer's machine may well run everything as root: builds then run as root, knowingly.
 PUBLISHING_BUILD_USER = PUBLISHING_BUILD_USER or "worker"
+# Sandboxed where bwrap is installed; otherwise the worker says loudly at start that it is not.
+PUBLISHING_BUILD_SANDBOX = PUBLISHING_BUILD_SANDBOX or "auto"

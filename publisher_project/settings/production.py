@@ -3,10 +3,16 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import SECRET_KEY, SECURE_SSL_REDIRECT_IN_PRODUCTION
+from .base import PUBLISHING_BUILD_SANDBOX, SECRET_KEY, SECURE_SSL_REDIRECT_IN_PRODUCTION
 
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set in production.")
+if PUBLISHING_BUILD_SANDBOX not in ("", "required"):
+    # Users' build commands are untrusted code: outside the sandbox they read the database.
+    raise ImproperlyConfigured(
+        f"PUBLISHING_BUILD_SANDBOX={PUBLISHING_BUILD_SANDBOX!r}: production builds only in the sandbox "
+        "(required)."
+    )
 
 DEBUG = False
 

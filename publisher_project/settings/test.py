@@ -3,7 +3,7 @@
 import os
 
 from .base import *  # noqa: F403
-from .base import DATABASES, DRAMATIQ_BROKER, PUBLISHING_BUILD_USER, VAR_DIR
+from .base import DATABASES, DRAMATIQ_BROKER, PUBLISHING_BUILD_SANDBOX, PUBLISHING_BUILD_USER, VAR_DIR
 
 SECRET_KEY = "test-only-not-secret"  # noqa: S105
 DEBUG = False
@@ -20,7 +20,8 @@ PUBLISHING_WEBHOOK_MAX_BACKOFF_MS = 50
 PUBLISHING_ALLOW_LOCAL_SOURCES = True
 PUBLISHING_ALLOW_PRIVATE_TARGETS = True
 PUBLISHING_ALLOW_USER_BUILD_COMMANDS = False
-PUBLISHING_WORKSPACE_DIR = str(VAR_DIR / "test-workspaces")
+# As on a developer's machine: sandboxed where bwrap is installed (CI installs it).
+PUBLISHING_BUILD_SANDBOX = PUBLISHING_BUILD_SANDBOX or "auto"
 # CI machines run as root; tests of the build user set it themselves.
 PUBLISHING_BUILD_USER = PUBLISHING_BUILD_USER or "worker"
 

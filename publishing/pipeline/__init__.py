@@ -56,6 +56,7 @@ class DefaultPipeline:
             project_slug=job.project_slug,
             timeout=settings.PUBLISHING_SUBMIT_TIMEOUT,
             allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
+            store_group=settings.PUBLISHING_STORE_GROUP,
         )
 
 

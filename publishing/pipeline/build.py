@@ -5,8 +5,10 @@ kills everything it started), with a scrubbed environment that carries none of t
 and under rlimits for CPU time, address space, file size and process count. Its output is capped:
 past `BuildLimits.output_bytes` the build is stopped.
 
-When the worker runs as root the build runs as `PUBLISHING_BUILD_USER`: root ignores RLIMIT_NPROC,
-and only another user is kept away from the worker's files and /proc/<worker>/environ.
+Sandboxed (publishing/pipeline/sandbox.py, the default where bwrap is installed, and required in
+production), the build runs in namespaces of its own, as a uid no other running build has, and
+every process of it ends with it. Unsandboxed, a root worker runs it as `PUBLISHING_BUILD_USER`:
+root ignores RLIMIT_NPROC, and only another user is kept away from the worker's files.
 
 No Python runs between fork and exec (no `preexec_fn`): in a forked child of a multi-threaded worker
 that can deadlock, and Popen would then wait on the child forever, past any TimeLimit or Abort.
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import ctypes
 import logging
 import os
 import pwd
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
@@ -39,6 +40,19 @@ from typing import IO, cast
 from django.conf import settings
 
 from publishing.exceptions import PermanentJobError
+from publishing.hygiene import make_non_dumpable
+from publishing.pipeline.sandbox import (
+    SandboxPolicy,
+    bwrap_argv,
+    identity_files,
+    lease_uid,
+)
+from publishing.pipeline.sandbox import (
+    environment as sandbox_environment,
+)
+from publishing.pipeline.sandbox import (
+    interpreter as sandbox_interpreter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +68,6 @@ PROCESS_CHECK_INTERVAL = 0.5
 CPU_KILL_GRACE = 5
 # How long to wait for the reader once the process group is dead (a writer that left the group may linger).
 READER_JOIN_TIMEOUT = 5.0
-_PR_SET_DUMPABLE = 4
 
 # Heuristics, matched (lower-cased) against the end of the output of a build that failed: a process
 # that meets RLIMIT_AS sees malloc/mmap fail and reports it its own way; nothing else tells us.
@@ -273,26 +286,6 @@ def _hand_over(cwd: Path, home: Path, identity: _Identity) -> None:
     _chown_tree(home, identity)
 
 
-_worker_hidden = False
-
-
-def hide_worker_from_builds() -> None:
-    """Make this worker process non-dumpable, once: a build of the same uid then cannot read its memory
-    or /proc/<pid>/environ (where SECRET_KEY and DATABASE_URL are), nor ptrace it.
-
-    Each worker process calls it at boot (a build could otherwise read a sibling that has not run
-    a build yet), and again before a build, in case the boot hook did not run.
-    """
-    global _worker_hidden
-    if _worker_hidden:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        logger.warning("Could not make the worker non-dumpable: errno %s", ctypes.get_errno())
-        return
-    _worker_hidden = True
-
-
 def _can_run(path: str, identity: _Identity | None) -> bool:
     """Whether `identity` (None: this process) may execute the file `path`, following its symlinks."""
     real = Path(os.path.realpath(path))
@@ -451,6 +444,10 @@ def _describe_status(returncode: int) -> str:
         except ValueError:
             name = f"signal {-returncode}"
         return f"build command was killed by {name}"
+    with contextlib.suppress(ValueError):
+        # How a shell, and the sandbox, report a command that a signal killed.
+        if returncode > 128:
+            return f"build command exited with status {returncode} ({signal.Signals(returncode - 128).name})"
     return f"build command exited with status {returncode}"
 
 
@@ -516,16 +513,19 @@ def run_build(
     output_limit: int,
     on_output: Callable[[str], None],
     limits: BuildLimits | None = None,
+    sandbox: SandboxPolicy | None = None,
 ) -> None:
-    """Run `command` in `cwd` within `limits` (default: the settings); stream at most `output_limit`
-    bytes of its output to `on_output`.
+    """Run `command` in `cwd` within `limits` and `sandbox` (default: the settings); stream at most
+    `output_limit` bytes of its output to `on_output`.
 
-    Raises PermanentJobError: BUILD_COMMAND_INVALID, BUILD_USER_INVALID, BUILD_TIMEOUT, BUILD_OUTPUT_LIMIT,
-    BUILD_PROCESS_LIMIT, BUILD_CPU_LIMIT, BUILD_FILE_LIMIT, BUILD_MEMORY_LIMIT or BUILD_FAILED. Whatever
-    ends the wait (success, failure, a limit, an exception in this thread), no process of the build's
-    process group survives it. `on_output` is called from the calling thread only.
+    Raises PermanentJobError: BUILD_COMMAND_INVALID, BUILD_USER_INVALID, SANDBOX_UNAVAILABLE,
+    BUILD_TIMEOUT, BUILD_OUTPUT_LIMIT, BUILD_PROCESS_LIMIT, BUILD_CPU_LIMIT, BUILD_FILE_LIMIT,
+    BUILD_MEMORY_LIMIT or BUILD_FAILED; TransientJobError SANDBOX_BUSY. Whatever ends the wait
+    (success, failure, a limit, an exception in this thread), no process of the build survives it.
+    `on_output` is called from the calling thread only.
     """
     limits = limits if limits is not None else BuildLimits.from_settings()
+    sandbox = sandbox if sandbox is not None else SandboxPolicy.from_settings()
     try:
         argv = shlex.split(command)
     except ValueError as exc:
@@ -534,30 +534,137 @@ def run_build(
         ) from exc
     if not argv:
         raise PermanentJobError("build command is empty", code="BUILD_COMMAND_INVALID")
+    bwrap = sandbox.bwrap()
+    if bwrap is None:
+        _run_unsandboxed(
+            argv, cwd=cwd, timeout=timeout, output_limit=output_limit, on_output=on_output, limits=limits
+        )
+        return
+    home = cwd.parent / "home"
+    home.mkdir(exist_ok=True)
+    interpreter = sandbox_interpreter()
+    with contextlib.ExitStack() as stack:
+        identity = None
+        if os.geteuid() == 0:
+            uid = stack.enter_context(lease_uid(sandbox.uids))
+            identity = _Identity(uid=uid, gid=uid, name=f"uid {uid}")
+            _hand_over(cwd, home, identity)
+        else:
+            make_non_dumpable()
+        uid = identity.uid if identity else os.getuid()
+        gid = identity.gid if identity else os.getgid()
+        passwd_fd, group_fd = (stack.enter_context(_data_pipe(data)) for data in identity_files(uid, gid))
+        prefix = bwrap_argv(
+            bwrap,
+            source=cwd,
+            home=home,
+            uid=uid,
+            gid=gid,
+            passwd_fd=passwd_fd,
+            group_fd=group_fd,
+            tmp_size=limits.file_size_bytes,
+        )
+        _execute(
+            argv,
+            cwd=cwd,
+            env=sandbox_environment(),
+            identity=identity,
+            interpreter=interpreter,
+            limits=limits,
+            timeout=timeout,
+            output_limit=output_limit,
+            on_output=on_output,
+            prefix=prefix,
+            pass_fds=(passwd_fd, group_fd),
+            # bwrap's own two processes (its monitor and the sandbox's init) run as the build's uid.
+            own_tasks=2,
+        )
+
+
+@contextlib.contextmanager
+def _data_pipe(data: bytes) -> Iterator[int]:
+    """The read end of a pipe that holds `data` (small: it must fit the pipe's buffer)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, data)
+    finally:
+        os.close(write_fd)
+    try:
+        yield read_fd
+    finally:
+        os.close(read_fd)
+
+
+def _run_unsandboxed(
+    argv: list[str],
+    *,
+    cwd: Path,
+    timeout: int,
+    output_limit: int,
+    on_output: Callable[[str], None],
+    limits: BuildLimits,
+) -> None:
     identity = _resolve_user(limits.user)
     env = build_environment(cwd)
     if identity is not None:
         _hand_over(cwd, Path(env["HOME"]), identity)
     elif os.geteuid() != 0:
-        hide_worker_from_builds()
+        make_non_dumpable()
+    _execute(
+        argv,
+        cwd=cwd,
+        env=env,
+        identity=identity,
+        interpreter=_wrapper_interpreter(identity, env["PATH"]),
+        limits=limits,
+        timeout=timeout,
+        output_limit=output_limit,
+        on_output=on_output,
+    )
+
+
+def _execute(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    identity: _Identity | None,
+    interpreter: str,
+    limits: BuildLimits,
+    timeout: int,
+    output_limit: int,
+    on_output: Callable[[str], None],
+    prefix: Sequence[str] = (),
+    pass_fds: Sequence[int] = (),
+    own_tasks: int = 0,
+) -> None:
+    """Run `argv` behind the limits wrapper (and `prefix`: the sandbox), wait, and classify the end."""
     uid = identity.uid if identity is not None else os.getuid()
     # RLIMIT_NPROC counts every task of the real uid, so the build gets an allowance on top of what
     # that uid runs now (the worker's own threads included when it is the worker's uid). Root ignores it.
     watch_processes = bool(limits.processes) and uid != 0
-    nproc = count_tasks(uid) + limits.processes if watch_processes else 0
+    nproc = count_tasks(uid) + own_tasks + limits.processes if watch_processes else 0
     plan = _rlimit_plan(limits, nproc)
-    interpreter = _wrapper_interpreter(identity, env["PATH"])
-    logger.info("Running build %r in %s as uid %s (timeout %s s, %s)", argv, cwd, uid, timeout, limits)
-    # An OSError here is the wrapper's interpreter or the checkout going missing, not the command:
-    # the wrapper reports that one (see _exec_failure).
+    logger.info(
+        "Running build %r in %s as uid %s (timeout %s s, %s, %s)",
+        argv,
+        cwd,
+        uid,
+        timeout,
+        limits,
+        "sandboxed" if prefix else "no sandbox",
+    )
+    # An OSError here is the wrapper's interpreter, bwrap or the checkout going missing, not the
+    # command: the wrapper reports that one (see _exec_failure).
     proc = subprocess.Popen(
-        _wrapped(argv, plan, interpreter),
+        [*prefix, *_wrapped(argv, plan, interpreter)],
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         env=env,
+        pass_fds=pass_fds,
         # Done in C by subprocess between fork and exec: no supplementary groups, then gid, then uid.
         user=identity.uid if identity else None,
         group=identity.gid if identity else None,

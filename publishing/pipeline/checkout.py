@@ -6,6 +6,7 @@ shell, without the worker's configuration or credentials, and with only the tran
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ipaddress
 import logging
@@ -17,9 +18,10 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from publishing.exceptions import JobError, PermanentJobError, TransientJobError
 from publishing.pipeline.network import check_host, has_control_or_space, redact_credentials, split_url
@@ -168,12 +170,21 @@ def validate_ref(ref: str) -> None:
         raise PermanentJobError(f"invalid branch or tag name {ref!r}", code="REF_INVALID")
 
 
-def _git_environment(home: Path, *, allow_local: bool, ssh_command: str) -> dict[str, str]:
+def _git_environment(
+    home: Path, *, allow_local: bool, ssh_command: str, config: Sequence[tuple[str, str]] = ()
+) -> dict[str, str]:
     path = SAFE_PATH
     git = shutil.which("git")
     if git and str(Path(git).parent) not in path.split(":"):
         path = f"{Path(git).parent}:{path}"
+    # GIT_CONFIG_KEY_n/VALUE_n: configuration only this git process sees, readable only by its uid
+    # (unlike `-c`, which any user reads in /proc/<pid>/cmdline).
+    secret = {"GIT_CONFIG_COUNT": str(len(config))} if config else {}
+    for index, (key, value) in enumerate(config):
+        secret[f"GIT_CONFIG_KEY_{index}"] = key
+        secret[f"GIT_CONFIG_VALUE_{index}"] = value
     return {
+        **secret,
         "PATH": path,
         # An empty HOME hides the worker's ~/.gitconfig, credential helpers and ssh keys.
         "HOME": str(home),
@@ -206,14 +217,39 @@ def _stderr_tail(stderr: str) -> str:
     return redact_credentials(" | ".join(lines[-STDERR_TAIL_LINES:]))[:1000]
 
 
+def _without_credentials(remote: _Remote | None, url: str) -> tuple[str, list[tuple[str, str]]]:
+    """`url` without its user-info secrets, and the git configuration that hands them to git instead.
+
+    git writes the clone URL into `.git/config` of the checkout, where the build (and an artifact of
+    `.git`) would read it. http(s): user and password become the Basic authorization curl would
+    have sent. ssh and git://: a password is never used by them and is dropped; an ssh user stays.
+    """
+    if remote is None or "@" not in url:
+        return url, []
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, []  # the scp-like user@host:path: a user name, no secret
+    host = parts.netloc.rpartition("@")[2]
+    if remote.scheme in ("http", "https"):
+        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        token = base64.b64encode(pair.encode()).decode("ascii")
+        return urlunsplit(parts._replace(netloc=host)), [
+            ("http.extraHeader", f"Authorization: Basic {token}")
+        ]
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=user + host)), []
+
+
 def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool, allow_private: bool) -> Path:
     """Shallow-clone branch or tag `ref` of `url` into `dest` and return `dest`; raise a JobError on failure.
 
     `dest` must not exist or be empty; on failure anything this call created there is removed.
+    Credentials in `url` reach git through its environment, never a file of the checkout.
     """
     remote = _validate(url, allow_local=allow_local, allow_private=allow_private, resolve=True)
     validate_ref(ref)
-    pins, clone_url, ssh_command = _pinned(remote, url)
+    bare_url, secret_config = _without_credentials(remote, url)
+    pins, clone_url, ssh_command = _pinned(remote, bare_url)
     if url.startswith("/"):
         # `--depth` is ignored for plain local paths; a file:// URL makes git honour it.
         clone_url = Path(url).as_uri()
@@ -242,7 +278,9 @@ def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool,
         with tempfile.TemporaryDirectory(prefix="git-home-", dir=dest.parent) as home:
             returncode, stderr = _run_git(
                 argv,
-                env=_git_environment(Path(home), allow_local=allow_local, ssh_command=ssh_command),
+                env=_git_environment(
+                    Path(home), allow_local=allow_local, ssh_command=ssh_command, config=secret_config
+                ),
                 timeout=timeout,
             )
     except BaseException:

@@ -58,6 +58,14 @@ def resolve_artifact_path(source: Path, artifact_path: str) -> Path:
         raise PermanentJobError(
             f"artifact path {artifact_path!r} leads outside the checkout", code="ARTIFACT_PATH_INVALID"
         )
+    # Named, or reached through a link the build made: git's folder holds the remote's configuration.
+    if EXCLUDED_NAMES.intersection(pure.parts) or EXCLUDED_NAMES.intersection(
+        resolved.relative_to(root).parts
+    ):
+        raise PermanentJobError(
+            f"artifact path {artifact_path!r} is or lies inside .git, which is never published",
+            code="ARTIFACT_PATH_INVALID",
+        )
     if not resolved.exists():
         raise PermanentJobError(f"artifact path {artifact_path!r} does not exist", code="ARTIFACT_NOT_FOUND")
     return resolved

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -74,13 +76,22 @@ def submit(
     project_slug: str,
     timeout: int,
     allow_private: bool,
+    store_group: str = "",
 ) -> Submission:
-    """Deliver `artifact` to `target_url`; raise TransientJobError (retry) or PermanentJobError on failure."""
+    """Deliver `artifact` to `target_url`; raise TransientJobError (retry) or PermanentJobError on failure.
+
+    A file:// store's folders and files are the worker's user's only, or also readable by the
+    group `store_group` when set.
+    """
     validate_target_url(target_url, allow_private=allow_private)
     parts = urlsplit(target_url)
     if parts.scheme.lower() == "file":
         return _submit_to_directory(
-            artifact, _file_target_dir(parts), publishing_id=publishing_id, project_slug=project_slug
+            artifact,
+            _file_target_dir(parts),
+            publishing_id=publishing_id,
+            project_slug=project_slug,
+            access=_StoreAccess.of(store_group),
         )
     check_host(parts.hostname or "", allow_private=allow_private, code="TARGET_NOT_ALLOWED", resolve=True)
     return _submit_over_http(
@@ -116,8 +127,33 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class _StoreAccess:
+    """Who may read the store besides the worker's user: nobody, or one group."""
+
+    gid: int = -1
+
+    @classmethod
+    def of(cls, group: str) -> _StoreAccess:
+        if not group:
+            return cls()
+        try:
+            return cls(gid=int(group) if group.isdigit() else grp.getgrnam(group).gr_gid)
+        except KeyError:
+            raise PermanentJobError(
+                f"store group {group!r} (PUBLISHING_STORE_GROUP) does not exist", code="TARGET_REJECTED"
+            ) from None
+
+    def apply(self, path: Path, *, folder: bool) -> None:
+        if self.gid < 0:
+            path.chmod(0o700 if folder else 0o600)
+            return
+        os.chown(path, -1, self.gid)
+        path.chmod(0o750 if folder else 0o640)
+
+
 @contextlib.contextmanager
-def _atomic_writer(final: Path) -> Iterator[IO[bytes]]:
+def _atomic_writer(final: Path, access: _StoreAccess) -> Iterator[IO[bytes]]:
     """A temporary file beside `final` that replaces it, flushed and fsynced, only if the block succeeds."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     tmp = Path(tmp_name)
@@ -126,8 +162,7 @@ def _atomic_writer(final: Path) -> Iterator[IO[bytes]]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        # mkstemp creates 0600; the store's readers are other users.
-        tmp.chmod(0o644)
+        access.apply(tmp, folder=False)
         tmp.replace(final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -144,7 +179,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def _submit_to_directory(
-    artifact: Artifact, base: Path, *, publishing_id: str, project_slug: str
+    artifact: Artifact, base: Path, *, publishing_id: str, project_slug: str, access: _StoreAccess
 ) -> Submission:
     """Write `<base>/<project>/<id>.tar.gz` and then `<id>.json` atomically; skip an identical archive."""
     project_dir = base / _path_component(project_slug, "project slug")
@@ -153,10 +188,11 @@ def _submit_to_directory(
     manifest_path = project_dir / f"{publishing_id}.json"
     try:
         project_dir.mkdir(parents=True, exist_ok=True)
+        access.apply(project_dir, folder=True)
         if _sha256_of(final) == artifact.sha256:
             logger.info("Artifact %s already stored with the same sha256; not rewriting it", final)
         else:
-            with artifact.path.open("rb") as src, _atomic_writer(final) as dst:
+            with artifact.path.open("rb") as src, _atomic_writer(final, access) as dst:
                 shutil.copyfileobj(src, dst, COPY_BUFFER)
         # The manifest comes last: its presence says the archive beside it is complete.
         existing = _read_manifest(manifest_path)
@@ -169,7 +205,7 @@ def _submit_to_directory(
                 "file": file_name,
                 "submitted_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             }
-            with _atomic_writer(manifest_path) as dst:
+            with _atomic_writer(manifest_path, access) as dst:
                 dst.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8") + b"\n")
     except OSError as exc:
         if exc.errno in TRANSIENT_ERRNOS:

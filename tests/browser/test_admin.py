@@ -22,7 +22,8 @@ from tests.browser.conftest import (
     with_password,
 )
 from tests.factories import UserFactory
-from tests.integration.test_lifecycle import process_alive, wait_for_file
+from tests.integration.beacon import BuildBeacon
+from tests.integration.test_lifecycle import process_alive
 
 require_playwright()
 from playwright.sync_api import Locator, Page, expect  # noqa: E402
@@ -49,14 +50,14 @@ def test_staff_cancels_a_running_publishing_from_the_admin_changelist(
     # Given a superuser, and publishings that published, failed and are building on the real stack
     with_password(UserFactory.create(username="admin", is_staff=True, is_superuser=True))
     store = f"file://{tmp_path / 'store'}"
-    pidfile = tmp_path / "build.pid"
+    beacon = BuildBeacon()
     docs = make_project(store, slug="docs-site", name="Docs site")
     blog = make_project(store, slug="blog", name="Blog")
     Project.objects.filter(pk=blog.pk).update(
         build_command="python3 -c \"raise SystemExit('theme not found: themes/nordic')\""
     )
     marketing = make_project(
-        store, slug="marketing-site", name="Marketing site", build_args=f"--sleep 600 --pidfile {pidfile}"
+        store, slug="marketing-site", name="Marketing site", build_args=f"--sleep 600 {beacon.args}"
     )
     _, token = owner_token
     stack = make_stack(redis_url)
@@ -66,7 +67,7 @@ def test_staff_cancels_a_running_publishing_from_the_admin_changelist(
         publishing = stack.initiate(api, project.pk).json()
         assert stack.wait_for(api, publishing["id"])["status"] == outcome
     running = stack.initiate(api, marketing.pk).json()["id"]
-    build_pid = int(wait_for_file(pidfile))
+    build_pid = beacon.wait()
     stack.wait_until(api, running, lambda body: body["status"] == "building")
 
     # When staff log in through the admin's login form (on a screen wide enough for the whole table)

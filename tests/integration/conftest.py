@@ -135,13 +135,11 @@ def make_broker_stack(request: pytest.FixtureRequest, make_stack, redis_url: str
     return lambda **env: make_stack(url, PUBLISHING_QUEUE=queue, **env)
 
 
-# `python3 build.py [--sleep S] [--pidfile PATH]`: a build that can take its time
-# and tell the test its process id.
+# `python3 build.py [--sleep S] [--beacon TOKEN]`: a build that can take its time; the token in its
+# command line lets a test find its process (tests/integration/beacon.py).
 BUILD_SCRIPT = """\
-import os, pathlib, sys, time
+import pathlib, sys, time
 args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
-if "--pidfile" in args:
-    pathlib.Path(args["--pidfile"]).write_text(str(os.getpid()))
 print("build started", flush=True)
 time.sleep(float(args.get("--sleep", 0)))
 pathlib.Path("dist").mkdir(exist_ok=True)
@@ -168,13 +166,9 @@ def owner_token(transactional_db: None) -> tuple[object, str]:
 def make_project(owner_token, git_source: Path):
     def make(target_url: str, *, build_args: str = "", **fields: str):
         user, _ = owner_token
+        fields.setdefault("build_command", f"python3 build.py {build_args}".strip())
         return ProjectFactory.create(
-            owner=user,
-            repository_url=str(git_source),
-            build_command=f"python3 build.py {build_args}".strip(),
-            artifact_path="dist",
-            target_url=target_url,
-            **fields,
+            owner=user, repository_url=str(git_source), artifact_path="dist", target_url=target_url, **fields
         )
 
     return make

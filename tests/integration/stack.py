@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,10 @@ class Stack:
     ) -> None:
         self.port = free_port()
         self.workdir = workdir
+        # Not below pytest's tmp_path, which only root may enter: a sandboxed build's uid binds its
+        # checkout from here.
+        self.workspaces = Path(tempfile.mkdtemp(prefix="publisher-stack-"))
+        self.workspaces.chmod(0o711)
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "publisher_project.settings.local",
@@ -42,7 +48,7 @@ class Stack:
             "BROKER_URL": broker_url,
             "BROKER_NAMESPACE": namespace,
             "VAR_DIR": str(workdir / "var"),
-            "PUBLISHING_WORKSPACE_DIR": str(workdir / "workspaces"),
+            "PUBLISHING_WORKSPACE_DIR": str(self.workspaces),
             "PUBLISHING_MIN_BACKOFF_MS": "200",
             "PUBLISHING_MAX_BACKOFF_MS": "1000",
             "PUBLISHING_BROKER_COOLDOWN": "1",
@@ -149,6 +155,7 @@ class Stack:
                     os.killpg(process.pid, signal.SIGKILL)
         for process in self.processes.values():
             process.wait()
+        shutil.rmtree(self.workspaces, ignore_errors=True)
 
     def api(self, token: str) -> requests.Session:
         session = requests.Session()

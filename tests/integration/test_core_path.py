@@ -47,7 +47,7 @@ def test_initiate_is_published_by_a_real_worker_into_a_file_store(
     )
     assert "build done" in done["log"]
     # And the workspace was removed
-    assert not any((tmp_path / "workspaces").iterdir())
+    assert not any(stack.workspaces.iterdir())
     # And its job record (the admin's Tasks) says done: written behind by the worker, a batch later
     deadline = time.monotonic() + 10
     while (

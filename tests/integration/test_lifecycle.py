@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from publishing.models import Publishing
+from tests.integration.beacon import BuildBeacon
 
 pytestmark = pytest.mark.integration
 
@@ -31,28 +32,19 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def wait_for_file(path: Path, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text():
-            return path.read_text()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} never appeared")
+@pytest.fixture
+def beacon() -> BuildBeacon:
+    """Finds the slow build's process on the host."""
+    return BuildBeacon()
 
 
 @pytest.fixture
-def pidfile(tmp_path: Path) -> Path:
-    """Where a slow build writes its process id."""
-    return tmp_path / "build.pid"
-
-
-@pytest.fixture
-def make_slow_project(make_project, pidfile: Path, tmp_path: Path):
-    """A project publishing to tmp_path/store whose build takes `seconds` and reports its pid."""
+def make_slow_project(make_project, beacon: BuildBeacon, tmp_path: Path):
+    """A project publishing to tmp_path/store whose build takes `seconds`; `beacon` finds it."""
 
     def make(seconds: int, **fields: str):
         return make_project(
-            f"file://{tmp_path / 'store'}", build_args=f"--sleep {seconds} --pidfile {pidfile}", **fields
+            f"file://{tmp_path / 'store'}", build_args=f"--sleep {seconds} {beacon.args}", **fields
         )
 
     return make
@@ -103,7 +95,7 @@ def test_rate_limit_spreads_starts_across_two_worker_processes_without_using_ret
 
 
 def test_cancel_stops_a_running_build_and_the_worker_goes_on(
-    make_broker_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
+    make_broker_stack, make_project, owner_token, make_slow_project, beacon, tmp_path: Path
 ) -> None:
     # Given a build that runs for a minute
     store = tmp_path / "store"
@@ -114,7 +106,7 @@ def test_cancel_stops_a_running_build_and_the_worker_goes_on(
     api = stack.serve(token, worker=False)
     stack.start_worker(threads=1)
     publishing = stack.initiate(api, slow.pk).json()
-    build_pid = int(wait_for_file(pidfile))
+    build_pid = beacon.wait()
 
     # When the user cancels it
     response = api.post(f"{stack.base_url}/api/v1/publishing/{publishing['id']}/cancel", timeout=10)
@@ -159,7 +151,7 @@ def test_a_queued_publishing_cancelled_before_it_starts_never_runs(
 
 
 def test_sigterm_lets_a_short_build_finish_and_the_worker_exits(
-    redis_url, make_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
+    redis_url, make_stack, make_project, owner_token, make_slow_project, beacon, tmp_path: Path
 ) -> None:
     # Given a worker in the middle of a 5 s build
     store = tmp_path / "store"
@@ -168,7 +160,7 @@ def test_sigterm_lets_a_short_build_finish_and_the_worker_exits(
     stack = make_stack(redis_url)
     api = stack.serve(token)
     publishing = stack.initiate(api, project.pk).json()
-    wait_for_file(pidfile)
+    beacon.wait()
 
     # When the worker gets SIGTERM
     stack.signal("worker", signal.SIGTERM)
@@ -183,7 +175,7 @@ def test_sigterm_lets_a_short_build_finish_and_the_worker_exits(
 
 
 def test_sigterm_past_the_deadline_requeues_the_job_for_the_next_worker(
-    make_broker_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
+    make_broker_stack, make_project, owner_token, make_slow_project, beacon, tmp_path: Path
 ) -> None:
     # Given a worker with a 3 s shutdown grace, in the middle of a 10 s build
     store = tmp_path / "store"
@@ -193,8 +185,7 @@ def test_sigterm_past_the_deadline_requeues_the_job_for_the_next_worker(
     api = stack.serve(token, worker=False)
     stack.start_worker(PUBLISHING_SHUTDOWN_TIMEOUT="3")
     publishing = stack.initiate(api, project.pk).json()
-    first_build = int(wait_for_file(pidfile))
-    pidfile.unlink()
+    first_build = beacon.wait()
 
     # When the worker gets SIGTERM
     stack.signal("worker", signal.SIGTERM)
@@ -218,7 +209,7 @@ def test_sigterm_past_the_deadline_requeues_the_job_for_the_next_worker(
 
 
 def test_a_job_whose_worker_is_killed_runs_again_on_a_new_worker(
-    make_broker_stack, make_project, owner_token, make_slow_project, pidfile, tmp_path: Path
+    make_broker_stack, make_project, owner_token, make_slow_project, beacon, tmp_path: Path
 ) -> None:
     # Given a worker in the middle of an 8 s build, with 10 s leases
     store = tmp_path / "store"
@@ -227,7 +218,7 @@ def test_a_job_whose_worker_is_killed_runs_again_on_a_new_worker(
     stack = make_broker_stack(PUBLISHING_LEASE_TIMEOUT="10", PUBLISHING_RECONCILE_INTERVAL="2")
     api = stack.serve(token)
     publishing = stack.initiate(api, project.pk).json()
-    wait_for_file(pidfile)
+    beacon.wait()
 
     # When the worker is killed with SIGKILL (master and worker processes) and a new one starts
     stack.signal("worker", signal.SIGKILL, group=True)
@@ -252,7 +243,7 @@ def test_a_message_prefetched_by_a_killed_worker_is_run_by_the_next_one(
     make_project,
     owner_token,
     make_slow_project,
-    pidfile,
+    beacon,
     tmp_path: Path,
 ) -> None:
     # Given a one-thread worker busy with a slow build, which has already fetched the next message
@@ -271,7 +262,7 @@ def test_a_message_prefetched_by_a_killed_worker_is_run_by_the_next_one(
     stack.start_web()
     stack.start_worker(threads=1)
     stack.initiate(api, slow.pk)
-    wait_for_file(pidfile)
+    beacon.wait()
     prefetched = stack.initiate(api, waiting.pk).json()
     client = redis.Redis.from_url(redis_url)
     queue = f"{namespace}:publishing-builds"

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
-import shutil
-import tempfile
-from collections.abc import Iterator
+import signal
+import tarfile
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from rest_framework.authtoken.models import Token
 
 from publishing.models import Project, Publishing
+from tests.factories import UserFactory
+from tests.integration.beacon import processes_with
 
 pytestmark = pytest.mark.integration
 
@@ -35,26 +41,15 @@ RUNAWAYS = [
 ]
 
 
-@pytest.fixture
-def workspaces() -> Iterator[Path]:
-    """A workspace folder the build user can reach (pytest's own temporary folders are private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="publisher-sandbox-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.mark.skipif(shutil.which("python3") is None, reason="the builds run python3 from PATH")
 def test_runaway_builds_fail_with_their_limit_and_the_worker_lives_on(
-    redis_url, make_stack, make_project, owner_token, tmp_path: Path, workspaces: Path, builds_as_nobody: None
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path, sandbox_required: None
 ) -> None:
-    # Given a root worker running builds as nobody, with tiny limits and a secret in its environment
+    # Given a root worker running sandboxed builds, with tiny limits and a secret in its environment
     _, token = owner_token
     stack = make_stack(
         redis_url,
         SECRET_KEY=SECRET,
-        PUBLISHING_BUILD_USER="nobody",
-        PUBLISHING_WORKSPACE_DIR=str(workspaces),
+        PUBLISHING_BUILD_SANDBOX="required",
         PUBLISHING_BUILD_TIMEOUT="10",
         PUBLISHING_BUILD_CPU_LIMIT="1",
         PUBLISHING_BUILD_MEMORY_LIMIT=str(200 * 1024**2),
@@ -94,7 +89,206 @@ def test_runaway_builds_fail_with_their_limit_and_the_worker_lives_on(
     log = Publishing.objects.get(pk=done["id"]).log
     assert "PATH=" in log
     assert "build done" in log
-    assert "Permission denied" in log
     for variable in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "BROKER_URL"):
         assert f"{variable}=" not in log
     assert SECRET not in log
+
+
+# --- Attacks: each runs once unsandboxed, to show it works, and once in the sandbox, where it fails ---
+
+# In the argv of every process an attack leaves behind (their sleep), unique to this test process:
+# pytest-xdist runs the unsandboxed variants, whose loops do survive, beside the others.
+MARKER = f"0.05{os.getpid()}"
+
+
+def _members(uri: str) -> dict[str, bytes]:
+    """The files of a published artifact, by their path inside the artifact folder."""
+    with tarfile.open(uri.removeprefix("file://")) as archive:
+        return {
+            member.name.removeprefix("./"): archive.extractfile(member).read()  # type: ignore[union-attr]
+            for member in archive.getmembers()
+            if member.isfile()
+        }
+
+
+def _marked_processes() -> list[int]:
+    """Pids of processes anywhere on the host whose command line holds MARKER."""
+    return processes_with(MARKER, but=())
+
+
+def _kill_marked() -> None:
+    for pid in _marked_processes():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _stack_env(sandboxed: bool) -> dict[str, str]:
+    # Unsandboxed, a root worker builds as root (local settings): what a build could do without it.
+    return {"PUBLISHING_BUILD_SANDBOX": "required" if sandboxed else "off", "SECRET_KEY": SECRET}
+
+
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["unsandboxed", "sandboxed"])
+def test_a_build_copies_nothing_of_the_service_into_its_artifact(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path, sandbox_required: None, sandboxed: bool
+) -> None:
+    # Given a build that copies the service's state folder (the SQLite database, the store of every
+    # tenant's artifacts) and the environment of every process it can see into its artifact
+    _, token = owner_token
+    stack = make_stack(redis_url, **_stack_env(sandboxed))
+    api = stack.serve(token)
+    store = tmp_path / "store"
+    earlier = make_project(f"file://{store}", slug="earlier")
+    assert stack.wait_for(api, stack.initiate(api, earlier.pk).json()["id"])["status"] == "published"
+    var_dir = stack.env["VAR_DIR"]
+    steal = (
+        f"mkdir -p dist/var dist/store; cp -r {var_dir}/. dist/var/; cp -r {store}/. dist/store/; "
+        "cat /proc/[0-9]*/environ > dist/environ; echo page > dist/index.html; true"
+    )
+    project = make_project(f"file://{store}", build_command=shlex.join(["sh", "-c", steal]))
+
+    # When it is published
+    done = stack.wait_for(api, stack.initiate(api, project.pk).json()["id"])
+    assert done["status"] == "published", f"{done}\n{stack.all_logs()}"
+    files = _members(done["artifact_uri"])
+
+    # Then unsandboxed it carries the worker's secret and every artifact of the store; sandboxed,
+    # only its own page and its own environment
+    stolen = [name for name in files if name.startswith(("var/", "store/"))]
+    if not sandboxed:
+        assert SECRET.encode() in files["environ"]
+        assert any(name.endswith(".tar.gz") for name in stolen)
+        return
+    assert stolen == []
+    assert SECRET.encode() not in files["environ"]
+    assert b"HOME=/build/home" in files["environ"]
+    assert files["index.html"] == b"page\n"
+
+
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["unsandboxed", "sandboxed"])
+def test_a_build_can_neither_outlive_itself_nor_touch_another_tenants_checkout(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path, sandbox_required: None, sandboxed: bool
+) -> None:
+    # Given an attacker's build that, for 4 s and then from a setsid loop that should outlive it,
+    # overwrites the page of every other checkout it can find and copies their git configuration
+    _, token = owner_token
+    stack = make_stack(redis_url, **_stack_env(sandboxed))
+    stack.start_web()
+    stack.start_worker(threads=2)
+    api = stack.api(token)
+    store = tmp_path / "store"
+    vandal = (
+        f"for d in {stack.workspaces}/publishing-*/source; do "
+        '[ "$d" = "$(pwd)" ] || { echo PWNED > "$d/site/index.html"; cat "$d/.git/config" >> stolen; }; '
+        "done 2>/dev/null"
+    )
+    attack = (
+        f"setsid sh -c 'while :; do {vandal}; sleep {MARKER}; done' >/dev/null 2>&1 & "
+        f"end=$(($(date +%s) + 4)); while [ $(date +%s) -lt $end ]; do {vandal}; sleep {MARKER}; done; "
+        "mkdir -p dist; touch stolen; cp stolen dist/; echo attacker > dist/index.html"
+    )
+    attacker = make_project(
+        f"file://{store}", slug="attacker", build_command=shlex.join(["sh", "-c", attack])
+    )
+    victim_owner = UserFactory.create(username="victim")
+    victim = make_project(f"file://{store}", slug="victim", build_args="--sleep 3")
+    Project.objects.filter(pk=victim.pk).update(owner=victim_owner)
+    victim_api = stack.api(Token.objects.create(user=victim_owner).key)
+
+    # When the victim's build runs while the attacker's does, and again after it ended
+    try:
+        first = stack.initiate(api, attacker.pk).json()["id"]
+        stack.wait_until(api, first, lambda body: "build" in body.get("log", ""))
+        during = stack.initiate(victim_api, victim.pk).json()["id"]
+        attacked = stack.wait_for(api, first)
+        concurrent = stack.wait_for(victim_api, during)
+        after = stack.wait_for(victim_api, stack.initiate(victim_api, victim.pk).json()["id"])
+        left_running = _marked_processes()
+    finally:
+        _kill_marked()
+
+    # Then unsandboxed the victim's published page is the attacker's text; sandboxed, the
+    # attacker's loop died with its build, it found no other checkout, and the victim published
+    # its own page both times
+    for body in (attacked, concurrent, after):
+        assert body["status"] == "published", f"{body}\n{stack.all_logs()}"
+    pages = [_members(body["artifact_uri"])["index.html"] for body in (concurrent, after)]
+    if not sandboxed:
+        assert b"PWNED\n" in pages
+        assert left_running
+        return
+    assert left_running == []
+    assert pages == [b"<h1>Built</h1>\n", b"<h1>Built</h1>\n"]
+    assert _members(attacked["artifact_uri"])["stolen"] == b""
+
+
+def test_a_build_killed_with_its_worker_leaves_no_process_and_no_workspace(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path, sandbox_required: None
+) -> None:
+    # Given a sandboxed build that started a setsid loop and sleeps
+    _, token = owner_token
+    stack = make_stack(redis_url, **_stack_env(True), PUBLISHING_RECONCILE_INTERVAL="1")
+    api = stack.serve(token)
+    hang = f"setsid sh -c 'while :; do sleep {MARKER}; done' & sleep 600"
+    project = make_project(f"file://{tmp_path / 'store'}", build_command=shlex.join(["sh", "-c", hang]))
+    publishing = stack.initiate(api, project.pk).json()["id"]
+    try:
+        stack.wait_until(api, publishing, lambda body: body.get("status") == "building")
+        deadline = time.monotonic() + 10
+        while not _marked_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _marked_processes(), stack.all_logs()
+        assert [p.name for p in stack.workspaces.iterdir()]
+
+        # When its worker (the whole rundramatiq group) is SIGKILLed, and a new one starts
+        stack.signal("worker", signal.SIGKILL, group=True)
+        stack.wait_exit("worker", timeout=10)
+        gone_within = time.monotonic()
+        while _marked_processes() and time.monotonic() - gone_within < 5:
+            time.sleep(0.05)
+        left_running = _marked_processes()
+        stack.start_worker()
+        deadline = time.monotonic() + 15
+        while any(stack.workspaces.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        _kill_marked()
+
+    # Then nothing of the build ran on after its worker, and the new worker removed its workspace
+    assert left_running == []
+    assert not any(stack.workspaces.iterdir()), stack.all_logs()
+    assert "Removed 1 workspace(s) left by a worker that died" in stack.logs("worker")
+
+
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["unsandboxed", "sandboxed"])
+def test_a_build_without_network_reaches_nothing_of_the_host(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path, sandbox_required: None, sandboxed: bool
+) -> None:
+    # Given a build that tries the host's Redis, PostgreSQL and web port
+    _, token = owner_token
+    stack = make_stack(redis_url, **_stack_env(sandboxed))
+    api = stack.serve(token)
+    redis_port = int(urlsplit(redis_url).port or 6379) if redis_url.startswith("redis") else 6379
+    probe = (
+        "import socket, pathlib\n"
+        "pathlib.Path('dist').mkdir()\n"
+        "lines = []\n"
+        f"for port in ({redis_port}, 5432, {stack.port}):\n"
+        "    try:\n"
+        "        socket.create_connection(('127.0.0.1', port), timeout=2).close()\n"
+        "        lines.append(f'{port} open')\n"
+        "    except OSError as exc:\n"
+        "        lines.append(f'{port} {exc.strerror}')\n"
+        "pathlib.Path('dist/ports').write_text('\\n'.join(lines))\n"
+    )
+    project = make_project(f"file://{tmp_path / 'store'}", build_command=shlex.join(["python3", "-c", probe]))
+
+    # When it is published
+    done = stack.wait_for(api, stack.initiate(api, project.pk).json()["id"])
+    assert done["status"] == "published", f"{done}\n{stack.all_logs()}"
+    ports = _members(done["artifact_uri"])["ports"].decode().splitlines()
+
+    # Then unsandboxed the web port answers; sandboxed, nothing does
+    if not sandboxed:
+        assert f"{stack.port} open" in ports
+        return
+    assert ports == [f"{port} Connection refused" for port in (redis_port, 5432, stack.port)]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_lifecycle import artifacts, wait_for_file
+from tests.integration.beacon import BuildBeacon
+from tests.integration.test_lifecycle import artifacts
 
 pytestmark = pytest.mark.integration
 
@@ -72,15 +73,15 @@ def test_a_killed_hosts_job_is_taken_over_by_the_other_host(
 ) -> None:
     # Given two worker hosts with 10 s leases, and a 6 s build running on one of them
     store = tmp_path / "store"
-    pidfile = tmp_path / "build.pid"
-    slow = make_project(f"file://{store}", build_args=f"--sleep 6 --pidfile {pidfile}", slug="slow")
+    beacon = BuildBeacon()
+    slow = make_project(f"file://{store}", build_args=f"--sleep 6 {beacon.args}", slug="slow")
     quick = [make_project(f"file://{store}", slug=f"quick-{n}") for n in range(3)]
     _, token = owner_token
     stack = make_stack(redis_url, PUBLISHING_LEASE_TIMEOUT="10", PUBLISHING_RECONCILE_INTERVAL="2")
     api = stack.serve(token, worker=False)
     start_hosts(stack)
     publishing = stack.initiate(api, slow.pk).json()
-    wait_for_file(pidfile)
+    beacon.wait()
     running = stack.wait_until(api, publishing["id"], lambda b: b["status"] == "building" and b["worker"])
     victim = host_of(running)
     survivor = next(host for host in HOSTS if host != victim)

@@ -145,3 +145,25 @@ def test_a_running_attempt_has_no_end_and_a_finished_one_has_one() -> None:
     publishing = PublishingFactory.create()
     with pytest.raises(IntegrityError):
         Attempt.objects.create(publishing=publishing, number=1, outcome="failed")
+
+
+def test_a_build_that_prints_nul_bytes_is_published_with_them_replaced(
+    stub_broker, worker, monkeypatch
+) -> None:
+    # Given a build printing NUL bytes, as `cat /proc/self/environ` does (PostgreSQL's text refuses them)
+    def build(self: ScriptedPipeline, job, source) -> None:
+        job.log("PATH=/usr/bin\x00HOME=/build/home\x00\n")
+
+    monkeypatch.setattr(ScriptedPipeline, "build", build)
+    publishing = initiate()
+
+    # When the worker runs it
+    drain(stub_broker, worker)
+
+    # Then it is published, and its logs keep the text with each NUL shown as U+FFFD
+    publishing.refresh_from_db()
+    (attempt,) = Attempt.objects.filter(publishing=publishing)
+    assert publishing.status == "published"
+    for log in (publishing.log, attempt.log_excerpt):
+        assert "PATH=/usr/bin\ufffdHOME=/build/home\ufffd\n" in log
+        assert "\x00" not in log

@@ -34,6 +34,7 @@ from publishing.pipeline.build import (
     count_tasks,
     run_build,
 )
+from publishing.pipeline.workspace import workspace
 
 NOBODY = pwd.getpwnam("nobody")
 # Tiny limits: each runaway build below ends within a few seconds.
@@ -49,10 +50,11 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to a build 
 
 
 @pytest.fixture
-def source(tmp_path: Path) -> Path:
-    path = tmp_path / "source"
-    path.mkdir()
-    return path
+def source() -> Iterator[Path]:
+    """A checkout in a workspace of the product's own (pytest's tmp_path is closed to build uids)."""
+    with workspace() as folder:
+        (folder / "source").mkdir()
+        yield folder / "source"
 
 
 class Output:
@@ -90,6 +92,22 @@ def _wait_gone(pids: list[int], within: float = 5.0) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if not any(_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _uid_gone(uid: int, within: float = 5.0) -> bool:
+    """True once no process (but zombies) of real uid `uid` runs: a sandboxed build's pids are its own."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                status = (entry / "status").read_text() if entry.name.isdigit() else ""
+                if f"\nUid:\t{uid}\t" in status and "State:\tZ" not in status:
+                    alive.append(entry.name)
+        if not alive:
             return True
         time.sleep(0.05)
     return False
@@ -148,7 +166,7 @@ def test_run_build_names_the_signal_that_killed_the_command(source):
 
 def test_run_build_timeout_kills_the_whole_process_group(source):
     # Given a command with a background grandchild, both recording their pids
-    command = "sh -c 'sleep 60 & echo $! > pids; echo $$ >> pids; echo started; wait'"
+    command = "sh -c 'sleep 60 & id -u > uid; echo started; wait'"
     output = Output()
     started = time.monotonic()
 
@@ -161,26 +179,27 @@ def test_run_build_timeout_kills_the_whole_process_group(source):
     assert excinfo.value.detail == "build exceeded 1 s"
     assert time.monotonic() - started < 10
     assert "started" in output.text
-    pids = _wait_for_file(source / "pids", 2)
-    assert _wait_gone(pids)
+    [uid] = _wait_for_file(source / "uid", 1)
+    assert uid != 0
+    assert _uid_gone(uid)
 
 
 def test_run_build_kills_background_processes_left_by_a_successful_command(source):
     # Given a command that exits while its background child keeps the output pipe open
-    command = "sh -c 'sleep 60 & echo $! > pids; echo done'"
+    command = "sh -c 'setsid sleep 60 & id -u > uid; echo done'"
     started = time.monotonic()
 
     # When
     _run(command, source)
 
-    # Then the step returns at once and the straggler is gone
+    # Then the step returns at once and the straggler is gone, though it left the session
     assert time.monotonic() - started < 10
-    assert _wait_gone(_wait_for_file(source / "pids", 1))
+    assert _uid_gone(_wait_for_file(source / "uid", 1)[0])
 
 
 def test_run_build_caps_output_and_marks_the_truncation_once(source):
     # Given a command writing far more than the cap (and more than a pipe buffer)
-    command = shlex.join([sys.executable, "-c", "import sys; sys.stdout.write('a' * 300_000)"])
+    command = shlex.join(["python3", "-c", "import sys; sys.stdout.write('a' * 300_000)"])
     output = Output()
 
     # When
@@ -192,7 +211,7 @@ def test_run_build_caps_output_and_marks_the_truncation_once(source):
 
 def test_run_build_does_not_mark_output_exactly_at_the_cap(source):
     # Given a command writing exactly the cap
-    command = shlex.join([sys.executable, "-c", "import sys; sys.stdout.write('b' * 1000)"])
+    command = shlex.join(["python3", "-c", "import sys; sys.stdout.write('b' * 1000)"])
     output = Output()
 
     # When
@@ -204,7 +223,7 @@ def test_run_build_does_not_mark_output_exactly_at_the_cap(source):
 
 def test_run_build_decodes_invalid_utf8_with_replacement_characters(source):
     # Given a command writing bytes that are not UTF-8
-    command = shlex.join([sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'ok \\xff\\xfe end')"])
+    command = shlex.join(["python3", "-c", "import sys; sys.stdout.buffer.write(b'ok \\xff\\xfe end')"])
     output = Output()
 
     # When
@@ -225,10 +244,11 @@ def test_run_build_environment_carries_no_worker_secrets(source, monkeypatch):
 
     # Then the build saw only its own variables
     env = dict(line.split("=", 1) for line in output.text.splitlines())
-    assert set(env) == {"PATH", "HOME", "TMPDIR", "LANG", "CI"}
+    assert set(env) == {"PATH", "HOME", "TMPDIR", "LANG", "CI", "PWD"}
     assert "leaked" not in output.text
-    assert env["HOME"] == str(source.parent / "home")
-    assert Path(env["TMPDIR"]).is_relative_to(source.parent / "home")
+    assert env["PWD"] == "/build/source"
+    assert env["HOME"] == "/build/home"
+    assert env["TMPDIR"] == "/tmp"
     assert env["CI"] == "true"
     assert env["LANG"] == "C.UTF-8"
 
@@ -253,7 +273,7 @@ def test_run_build_sets_its_rlimits_from_the_settings(source, settings):
     output = Output()
 
     # When
-    _run(shlex.join([sys.executable, "-c", script]), source, output)
+    _run(shlex.join(["python3", "-c", script]), source, output)
 
     # Then the soft limits are the settings; a CPU hog that ignores SIGXCPU is killed a little later
     core, cpu, address_space, fsize = output.text.strip().split("|")
@@ -319,7 +339,9 @@ def test_run_build_runs_no_python_between_fork_and_exec(source, monkeypatch):
     # Then no preexec_fn: a fresh, isolated interpreter set the limits and became the command
     [(args, kwargs)] = calls
     assert kwargs.get("preexec_fn") is None
-    assert args[1:4] == ["-I", "-S", "-c"]
+    assert Path(args[0]).name == "bwrap"
+    wrapper = args.index("-I")
+    assert args[wrapper : wrapper + 3] == ["-I", "-S", "-c"]
     assert args[-3:] == ["--", "echo", "built"]
     assert kwargs["start_new_session"] is True
     assert output.text == "built\n"
@@ -338,14 +360,14 @@ def test_run_build_kills_the_build_when_on_output_raises(source):
     # When / Then the error propagates at once and the build is gone
     with pytest.raises(LogFailure):
         run_build(
-            "sh -c 'echo $$ > pids; echo started; sleep 60'",
+            "sh -c 'id -u > uid; echo started; sleep 60'",
             cwd=source,
             timeout=30,
             output_limit=1024,
             on_output=on_output,
         )
     assert time.monotonic() - started < 10
-    assert _wait_gone(_wait_for_file(source / "pids", 1))
+    assert _uid_gone(_wait_for_file(source / "uid", 1)[0])
 
 
 def test_run_build_kills_the_process_group_on_an_asynchronous_exception(source):
@@ -357,13 +379,13 @@ def test_run_build_kills_the_process_group_on_an_asynchronous_exception(source):
 
     def target() -> None:
         try:
-            _run("sh -c 'sleep 60 & echo $! > pids; echo $$ >> pids; wait'", source)
+            _run("sh -c 'sleep 60 & id -u > uid; wait'", source)
         except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=target)
     thread.start()
-    pids = _wait_for_file(source / "pids", 2)
+    [uid] = _wait_for_file(source / "uid", 1)
 
     # When the thread is cancelled the way Dramatiq aborts and times out actors
     assert thread.ident is not None
@@ -374,7 +396,7 @@ def test_run_build_kills_the_process_group_on_an_asynchronous_exception(source):
     assert not thread.is_alive()
     assert len(errors) == 1
     assert isinstance(errors[0], Cancelled)
-    assert _wait_gone(pids)
+    assert _uid_gone(uid)
 
 
 # --- Resource limits -------------------------------------------------------------------------------
@@ -382,7 +404,7 @@ def test_run_build_kills_the_process_group_on_an_asynchronous_exception(source):
 
 def _python(script: str) -> str:
     """A build command running `script` with the worker's own interpreter."""
-    return shlex.join([sys.executable, "-c", textwrap.dedent(script)])
+    return shlex.join(["python3", "-c", textwrap.dedent(script)])
 
 
 def _failure(command: str, cwd: Path, limits: BuildLimits, output: Output | None = None, **overrides: Any):
@@ -466,9 +488,15 @@ def test_run_build_lets_output_up_to_the_limit_through(source):
 
 
 @pytest.fixture
-def reachable(builds_as_nobody: None) -> Iterator[Path]:
+def unsandboxed(settings: Any) -> None:
+    """Builds outside the sandbox: where bwrap is missing and PUBLISHING_BUILD_SANDBOX is not required."""
+    settings.PUBLISHING_BUILD_SANDBOX = "off"
+
+
+@pytest.fixture
+def reachable(builds_as_nobody: None, unsandboxed: None) -> Iterator[Path]:
     """A checkout in a workspace under /tmp that the build user can reach (pytest's tmp_path is 0700),
-    while no other test builds as nobody."""
+    while no other test builds as nobody; unsandboxed, where PUBLISHING_BUILD_USER runs builds."""
     workspace = Path(tempfile.mkdtemp(prefix="publisher-build-test-"))
     (workspace / "source").mkdir()
     yield workspace / "source"
@@ -616,7 +644,7 @@ def test_a_root_worker_refuses_to_build_until_told_who_builds(reachable, caplog)
 
 
 @needs_root
-def test_run_build_refuses_a_workspace_the_build_user_cannot_reach(tmp_path):
+def test_run_build_refuses_a_workspace_the_build_user_cannot_reach(tmp_path, unsandboxed):
     # Given a checkout below a folder only root may enter
     (tmp_path / "private").mkdir(mode=0o700)
     checkout = tmp_path / "private" / "workspace" / "source"

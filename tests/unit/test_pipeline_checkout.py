@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import importlib
 import socket
@@ -441,3 +442,75 @@ def test_validate_source_url_refuses_the_scp_like_form_with_a_port(monkeypatch):
     assert excinfo.value.code == "SOURCE_INVALID"
     assert "ssh://" in excinfo.value.detail
     validate_source_url("git@[2606:2800:220:1::1]:team/site.git", allow_local=False, allow_private=False)
+
+
+def _smart_http(root: Path, expected_authorization: str, seen: list[str]) -> type[BaseHTTPRequestHandler]:
+    """git's smart HTTP protocol (`git http-backend` as a CGI) for the repositories in `root`,
+    behind Basic authentication; records each request's Authorization header in `seen`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            if self.headers.get("Authorization") != expected_authorization:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            path, _, query = self.path.partition("?")
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            cgi = subprocess.run(
+                ["git", "http-backend"],
+                input=body,
+                capture_output=True,
+                check=True,
+                env={
+                    "GIT_PROJECT_ROOT": str(root),
+                    "GIT_HTTP_EXPORT_ALL": "1",
+                    "PATH_INFO": path,
+                    "QUERY_STRING": query,
+                    "REQUEST_METHOD": self.command,
+                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "CONTENT_LENGTH": str(len(body)),
+                    "PATH": "/usr/bin:/bin",
+                },
+            )
+            head, _, payload = cgi.stdout.partition(b"\r\n\r\n")
+            headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n") if line)
+            self.send_response(int(headers.pop("Status", "200").split()[0]))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def test_credentials_in_the_url_reach_git_but_no_file_of_the_checkout(repo, tmp_path):
+    # Given the repository served over HTTP behind Basic authentication
+    served = tmp_path / "served"
+    _git(tmp_path, "clone", "-q", "--bare", str(repo), str(served / "repo.git"))
+    expected = "Basic " + base64.b64encode(b"builder:s@cret/token").decode()
+    seen: list[str] = []
+
+    # When it is cloned from a URL carrying (percent-encoded) credentials
+    with http_server(_smart_http(served, expected, seen)) as base_url:
+        host = base_url.removeprefix("http://")
+        url = f"http://builder:s%40cret%2Ftoken@{host}/repo.git"
+        dest = checkout(url, "main", dest=tmp_path / "src", timeout=30, allow_local=False, allow_private=True)
+
+    # Then git authenticated with them, and no file of the checkout holds them in any form
+    assert (dest / "index.html").read_text() == "<h1>v2</h1>"
+    assert expected in seen
+    assert _git(dest, "config", "remote.origin.url").strip() == f"http://{host}/repo.git"
+    for path in dest.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in (b"s@cret", b"s%40cret", expected.split()[1].encode()):
+                assert secret not in data, path

@@ -369,3 +369,19 @@ def test_package_refuses_an_artifact_too_deep_or_with_too_many_entries(tmp_path,
     with pytest.raises(PermanentJobError) as excinfo:
         package(source, "dist", out_dir=tmp_path / "out", name="a")
     assert excinfo.value.code == "ARTIFACT_TOO_LARGE"
+
+
+@pytest.mark.parametrize("artifact_path", [".git", ".git/objects", "public"])
+def test_package_refuses_git_named_or_reached_through_a_link(tmp_path, artifact_path):
+    # Given a checkout whose .git holds credentials, and a link the build made to it
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (source / ".git" / "objects").mkdir(parents=True)
+    (source / ".git" / "config").write_text("[remote]\n\turl = https://user:token@example.com/r.git\n")
+    (source / "public").symlink_to(".git")
+
+    # When / Then nothing is packaged
+    with pytest.raises(PermanentJobError) as excinfo:
+        package(source, artifact_path, out_dir=tmp_path / "pkg", name="pub")
+    assert excinfo.value.code == "ARTIFACT_PATH_INVALID"
+    assert "never published" in excinfo.value.detail
+    assert not (tmp_path / "pkg").exists()

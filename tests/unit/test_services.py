@@ -259,3 +259,16 @@ def test_a_ref_that_git_would_read_as_an_option_is_refused_on_save(project) -> N
     with pytest.raises(ValidationError) as raised:
         services.project_update(project=project, by=project.owner, ref="--upload-pack=touch /tmp/x")
     assert "ref" in raised.value.message_dict
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("artifact_path", [".git", ".git/", "site/.git", ".git/objects", "./.git"])
+def test_an_artifact_path_that_is_or_lies_in_git_is_refused_on_save(project, artifact_path) -> None:
+    # When / Then: git's folder holds the remote's configuration, never published
+    with pytest.raises(ValidationError) as raised:
+        services.project_update(project=project, by=project.owner, artifact_path=artifact_path)
+    assert raised.value.message_dict["artifact_path"] == [
+        "Cannot be or lie inside .git: git's folder is never published."
+    ]
+    project.refresh_from_db()
+    assert project.artifact_path != artifact_path

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -33,4 +36,21 @@ class Command(DramatiqCommand):  # type: ignore[misc]
         # Read by Dramatiq's exposition server and by the worker processes,
         # which the parent command replaces itself with (exec).
         os.environ.update(worker_metrics_environment())
-        super().handle(*args, **options)
+        with _through_worker_master():
+            super().handle(*args, **options)
+
+
+@contextlib.contextmanager
+def _through_worker_master() -> Iterator[None]:
+    """django-dramatiq execs the `dramatiq` script; exec the same arguments through
+    publishing.worker_master, which makes the master non-dumpable before Dramatiq starts."""
+    execvp = os.execvp
+
+    def exec_master(file: str, args: Sequence[str]) -> None:
+        execvp(sys.executable, [sys.executable, "-m", "publishing.worker_master", *args[1:]])
+
+    os.execvp = exec_master  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os.execvp = execvp

@@ -1,0 +1,355 @@
+"""The build sandbox: bubblewrap namespaces around each build, and a uid of its own for each.
+
+A sandboxed build sees a read-only system (`/usr` and the few files of `/etc` that programs need
+to run and to trust TLS), its own `/proc`, `/dev`, `/tmp` and hostname, and two writable folders:
+its checkout at `/build/source` and its HOME at `/build/home`. Nothing of the service is mounted:
+no `VAR_DIR`, database, store, project code or other workspace, and no other process is visible.
+Its network namespace is empty: only its own loopback (see `network` for the `public` mode).
+
+The sandbox's init process dies with the worker thread that started it (`--die-with-parent`, also
+on SIGKILL) and takes every process of the build with it: a PID namespace ends when its init does,
+whatever `setsid` or double forks the build tried.
+
+A root worker runs each build as a uid from `PUBLISHING_SANDBOX_UIDS` that no other build on the
+host holds meanwhile (a lock file per uid, released by the kernel if the worker dies); a worker of
+any other user runs builds as itself, still each in its own namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import random
+import shutil
+import signal
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from publishing.exceptions import PermanentJobError, TransientJobError
+
+logger = logging.getLogger(__name__)
+
+# Where a build finds its checkout and its HOME inside the sandbox: fixed, so that paths a build
+# writes into its output are the same for every publishing of a commit.
+SOURCE_DIR = "/build/source"
+HOME_DIR = "/build/home"
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOSTNAME = "publisher-build"
+MODES = ("required", "auto", "off")
+NETWORKS = ("none", "public")
+# The top-level entries that are links into /usr on a merged-/usr system, or folders of their own.
+SYSTEM_ROOTS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# What of the host's /etc a build sees: name resolution, TLS trust, the dynamic linker's cache,
+# Debian's alternatives, time zone, MIME types. Never passwd/shadow (a synthetic one is written).
+ETC_ENTRIES = (
+    "alternatives",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "gai.conf",
+    "host.conf",
+    "hosts",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "protocols",
+    "resolv.conf",
+    "services",
+    "ssl",
+)
+# Host-wide, root's: every worker of the host (whatever its settings) takes build uids from here.
+UID_LOCK_DIR = Path("/run/publisher-build-uids")
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """Whether and how builds are sandboxed (PUBLISHING_BUILD_SANDBOX, _NETWORK, PUBLISHING_SANDBOX_UIDS)."""
+
+    # required: never build outside the sandbox; auto: sandbox when bwrap is found; off: never.
+    mode: str = "auto"
+    network: str = "none"
+    # The uids a root worker hands to builds, one per running build on this host.
+    uids: range = range(60000, 61000)
+
+    @classmethod
+    def from_settings(cls) -> SandboxPolicy:
+        return cls(
+            mode=settings.PUBLISHING_BUILD_SANDBOX or "required",
+            network=settings.PUBLISHING_BUILD_NETWORK,
+            uids=parse_uid_range(settings.PUBLISHING_SANDBOX_UIDS),
+        )
+
+    def bwrap(self) -> str | None:
+        """The bwrap to run builds in; None to build unsandboxed; PermanentJobError if that is refused."""
+        if self.mode == "off":
+            return None
+        found = shutil.which("bwrap")
+        if found is None and self.mode == "required":
+            raise PermanentJobError(
+                "builds must run in the sandbox (PUBLISHING_BUILD_SANDBOX=required) and bwrap is not "
+                "installed on this worker",
+                code="SANDBOX_UNAVAILABLE",
+            )
+        return found
+
+
+def parse_uid_range(text: str) -> range:
+    """'60000-60999' as range(60000, 61000); ImproperlyConfigured for anything else."""
+    first, sep, last = text.strip().partition("-")
+    try:
+        low, high = int(first), int(last if sep else first)
+    except ValueError:
+        low = high = -1
+    if not 0 < low <= high < 2**32 - 1:
+        raise ImproperlyConfigured(
+            f"PUBLISHING_SANDBOX_UIDS={text!r}: expected FIRST-LAST, uids above 0 that no account uses."
+        )
+    return range(low, high + 1)
+
+
+def describe(policy: SandboxPolicy) -> tuple[int, str]:
+    """The log level and line a worker says at start about how it will build."""
+    try:
+        bwrap = policy.bwrap()
+    except PermanentJobError:
+        return logging.ERROR, (
+            "Builds REFUSED: PUBLISHING_BUILD_SANDBOX=required and bwrap is not installed "
+            "(apt-get install bubblewrap); every build fails with SANDBOX_UNAVAILABLE"
+        )
+    if bwrap is None:
+        if policy.mode == "off":
+            return logging.WARNING, (
+                "Builds run WITHOUT a sandbox (PUBLISHING_BUILD_SANDBOX=off): a build can read what "
+                "its user can read and reach every address this host reaches"
+            )
+        return logging.WARNING, (
+            "Builds run WITHOUT a sandbox: bwrap is not installed (apt-get install bubblewrap); a "
+            "build can read what its user can read and reach every address this host reaches"
+        )
+    who = (
+        f"a uid of its own from {policy.uids.start}-{policy.uids.stop - 1}"
+        if os.geteuid() == 0
+        else f"this worker's uid {os.geteuid()}"
+    )
+    return logging.INFO, f"Builds run in the sandbox ({bwrap}), as {who}, network {policy.network}"
+
+
+def _system_mounts() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in SYSTEM_ROOTS:
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    args += ["--dir", "/etc"]
+    for name in ETC_ENTRIES:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    return args
+
+
+def bwrap_argv(
+    bwrap: str,
+    *,
+    source: Path,
+    home: Path,
+    uid: int,
+    gid: int,
+    passwd_fd: int,
+    group_fd: int,
+    tmp_size: int,
+) -> list[str]:
+    """bwrap's arguments for one build, up to and including the `--` before the command.
+
+    `passwd_fd` and `group_fd` are read ends of pipes holding the sandbox's /etc/passwd and /etc/group.
+    """
+    return [
+        bwrap,
+        # user, IPC, PID, network, UTS and cgroup namespaces; no nested user namespaces inside.
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--uid",
+        str(uid),
+        "--gid",
+        str(gid),
+        "--hostname",
+        HOSTNAME,
+        "--die-with-parent",
+        # A new session: the build cannot push input into a terminal of the worker (TIOCSTI).
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        *_system_mounts(),
+        "--perms",
+        "0644",
+        "--ro-bind-data",
+        str(passwd_fd),
+        "/etc/passwd",
+        "--perms",
+        "0644",
+        "--ro-bind-data",
+        str(group_fd),
+        "/etc/group",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        *(["--size", str(tmp_size)] if tmp_size else []),
+        "--tmpfs",
+        "/tmp",  # noqa: S108 - the sandbox's own, empty
+        "--bind",
+        str(home),
+        HOME_DIR,
+        "--bind",
+        str(source),
+        SOURCE_DIR,
+        "--chdir",
+        SOURCE_DIR,
+        "--",
+    ]
+
+
+def identity_files(uid: int, gid: int) -> tuple[bytes, bytes]:
+    """/etc/passwd and /etc/group inside the sandbox: root, the build's own user, nobody."""
+    passwd = (
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"build:x:{uid}:{gid}:build:{HOME_DIR}:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    group = f"root:x:0:\nbuild:x:{gid}:\nnogroup:x:65534:\n"
+    return passwd.encode(), group.encode()
+
+
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A sandboxed build's whole environment."""
+    return {
+        "PATH": SANDBOX_PATH,
+        "HOME": HOME_DIR,
+        "TMPDIR": "/tmp",  # noqa: S108 - the sandbox's own tmpfs
+        "LANG": "C.UTF-8",
+        "CI": "true",
+        **(extra or {}),
+    }
+
+
+def interpreter() -> str:
+    """A python3 the sandbox can run (under /usr), for the wrapper that sets the build's limits."""
+    for folder in SANDBOX_PATH.split(":"):
+        candidate = os.path.join(folder, "python3")
+        real = os.path.realpath(candidate)
+        if os.path.isfile(real) and os.access(real, os.X_OK) and Path(real).is_relative_to("/usr"):
+            return candidate
+    raise PermanentJobError(
+        "the sandbox has no python3 under /usr (install python3), and one sets the build's limits",
+        code="SANDBOX_UNAVAILABLE",
+    )
+
+
+# --- One uid per running build --------------------------------------------------------------------
+
+
+def _lock_dir(folder: Path) -> Path:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        # Anyone else's folder could hand two builds one uid, or none.
+        raise PermanentJobError(
+            f"{folder} must be a folder of uid {os.geteuid()} that nobody else can open",
+            code="SANDBOX_UNAVAILABLE",
+        )
+    return folder
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive flock on `path`, or None if another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise
+    return fd
+
+
+def _processes_by_uid() -> dict[int, list[int]]:
+    """Real uid -> pids, as /proc shows them now."""
+    found: dict[int, list[int]] = {}
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/status", "rb") as fh:
+                    uid = next(int(line.split()[1]) for line in fh if line.startswith(b"Uid:"))
+            except (OSError, StopIteration, ValueError):
+                continue  # gone meanwhile
+            found.setdefault(uid, []).append(int(entry.name))
+    return found
+
+
+def _kill(pids: list[int]) -> int:
+    killed = 0
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+@contextlib.contextmanager
+def lease_uid(uids: range, folder: Path = UID_LOCK_DIR) -> Iterator[int]:
+    """Hold a uid of `uids` that no other build on this host holds, for the duration of the block.
+
+    The lock is a flock on `folder/<uid>`: the kernel drops it when the worker dies, so a
+    crashed worker's uid is free again, and whatever that build left running is killed first.
+    """
+    folder = _lock_dir(folder)
+    # From a random start: concurrent workers rarely contend for the same lock.
+    start = random.randrange(len(uids))  # noqa: S311 - spreading, not secrecy
+    for index in range(len(uids)):
+        uid = uids[(start + index) % len(uids)]
+        fd = _try_lock(folder / str(uid))
+        if fd is None:
+            continue
+        try:
+            if left := _kill(_processes_by_uid().get(uid, [])):
+                logger.warning("Killed %d process(es) left running by an earlier build as uid %d", left, uid)
+            yield uid
+        finally:
+            os.close(fd)
+        return
+    raise TransientJobError(
+        f"all {len(uids)} build uids (PUBLISHING_SANDBOX_UIDS) are in use on this host",
+        code="SANDBOX_BUSY",
+    )
+
+
+def sweep_uids(uids: range, folder: Path = UID_LOCK_DIR) -> int:
+    """Kill the processes of every uid in `uids` that no build holds now; how many were killed."""
+    if not folder.is_dir():
+        return 0
+    running = {uid: pids for uid, pids in _processes_by_uid().items() if uid in uids}
+    killed = 0
+    for uid, pids in running.items():
+        fd = _try_lock(folder / str(uid))
+        if fd is None:
+            continue  # a build holds it: its processes are alive by right
+        try:
+            killed += _kill(pids)
+        finally:
+            os.close(fd)
+    return killed

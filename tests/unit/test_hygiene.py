@@ -1,0 +1,190 @@
+"""Process hygiene: what the service's processes write is their user's only, and their memory too."""
+
+from __future__ import annotations
+
+import grp
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from publishing.hygiene import private_state
+from publishing.pipeline.base import Artifact
+from publishing.pipeline.submit import submit
+
+PR_GET_DUMPABLE = 3
+REPORT_DUMPABLE = f"import ctypes; print(ctypes.CDLL(None).prctl({PR_GET_DUMPABLE}, 0, 0, 0, 0))"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_private_state_closes_var_dir_and_the_database_with_its_journals(tmp_path):
+    # Given a state folder and an SQLite database with its journals, as an older version left them
+    var = tmp_path / "var"
+    var.mkdir(mode=0o755)
+    var.chmod(0o755)
+    files = [var / name for name in ("db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm")]
+    for path in files:
+        path.write_text("x")
+        path.chmod(0o644)
+
+    # When
+    private_state(var, [var / "db.sqlite3"])
+
+    # Then nobody but their owner may read them
+    assert _mode(var) == 0o700
+    assert [_mode(path) for path in files] == [0o600, 0o600, 0o600]
+
+
+def _artifact(tmp_path: Path) -> Artifact:
+    path = tmp_path / "a.tar.gz"
+    path.write_bytes(b"archive")
+    import hashlib
+
+    return Artifact(path=path, sha256=hashlib.sha256(b"archive").hexdigest(), size=7)
+
+
+@pytest.mark.parametrize("group", ["", "0"], ids=["owner only", "with a group"])
+def test_the_file_store_is_its_owners_or_one_groups_only(tmp_path, group: str):
+    # Given a store, as a worker with umask 022 would otherwise leave it readable by all
+    old = os.umask(0o022)
+    try:
+        # When an artifact is submitted
+        submission = submit(
+            _artifact(tmp_path),
+            target_url=f"file://{tmp_path / 'store'}",
+            publishing_id="p-1",
+            project_slug="site",
+            timeout=5,
+            allow_private=True,
+            store_group=group,
+        )
+    finally:
+        os.umask(old)
+
+    # Then its folder and files are closed to others (and open to the group when one is named)
+    folder = tmp_path / "store" / "site"
+    archive = Path(submission.uri.removeprefix("file://"))
+    modes = [_mode(folder), _mode(archive), _mode(folder / "p-1.json")]
+    assert modes == ([0o700, 0o600, 0o600] if not group else [0o750, 0o640, 0o640])
+    if group:
+        assert archive.stat().st_gid == grp.getgrgid(0).gr_gid
+
+
+def test_a_store_group_that_does_not_exist_is_a_clear_error(tmp_path):
+    from publishing.exceptions import PermanentJobError
+
+    with pytest.raises(PermanentJobError) as excinfo:
+        submit(
+            _artifact(tmp_path),
+            target_url=f"file://{tmp_path / 'store'}",
+            publishing_id="p-1",
+            project_slug="site",
+            timeout=5,
+            allow_private=True,
+            store_group="no-such-group-here",
+        )
+    assert "PUBLISHING_STORE_GROUP" in excinfo.value.detail
+
+
+def _python(*args: str, **env: str) -> str:
+    result = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    return result.stdout
+
+
+def test_a_plain_python_process_is_dumpable_so_the_checks_below_can_fail():
+    assert _python("-c", REPORT_DUMPABLE).strip() == "1"
+
+
+def test_every_django_process_is_non_dumpable_with_umask_077():
+    # When a process sets Django up (web workers, Dramatiq workers, management commands)
+    script = "import django, os; django.setup(); " + REPORT_DUMPABLE.replace(
+        "print(", "print(os.umask(0o022), "
+    )
+    answer = _python("-c", script, DJANGO_SETTINGS_MODULE="publisher_project.settings.test")
+
+    # Then
+    assert answer.split() == [str(0o077), "0"]
+
+
+def test_the_gunicorn_master_hook_makes_it_non_dumpable():
+    script = "from publisher_project.gunicorn import on_starting; on_starting(None); " + REPORT_DUMPABLE
+    assert _python("-c", script).strip() == "0"
+
+
+def test_the_dramatiq_master_is_non_dumpable_and_so_are_its_workers_and_forks(tmp_path):
+    # Given a broker module that every worker process imports, and a fork function (as the metrics
+    # exposition server is one), each writing down whether its process is dumpable
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (tmp_path / "probe.py").write_text(
+        "import ctypes, os, pathlib\n"
+        "import dramatiq\n"
+        "from dramatiq.brokers.stub import StubBroker\n"
+        "broker = StubBroker()\n"
+        "dramatiq.set_broker(broker)\n"
+        "def write(kind):\n"
+        f"    dumpable = ctypes.CDLL(None).prctl({PR_GET_DUMPABLE}, 0, 0, 0, 0)\n"
+        f"    pathlib.Path({str(reports)!r}, f'{{kind}}-{{os.getpid()}}').write_text(str(dumpable))\n"
+        "write('imported')\n"
+        "def report():\n"
+        "    write('fork')\n"
+        "    return 0\n"
+    )
+
+    # When the Dramatiq command line runs through publishing.worker_master, until both reported
+    master = subprocess.Popen(
+        [sys.executable, "-m", "publishing.worker_master", "--processes", "1", "--threads", "1",
+         "--path", str(tmp_path), "--fork-function", "probe:report", "probe:broker"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+            list(reports.glob("fork-*")) and len(list(reports.glob("imported-*"))) >= 2
+        ):
+            time.sleep(0.05)
+    finally:
+        master.send_signal(signal.SIGTERM)
+        master.wait(30)
+
+    # Then the worker process and the fork (both forked from the master) are non-dumpable
+    found = {path.name.split("-")[0]: path.read_text() for path in reports.iterdir()}
+    assert found == {"imported": "0", "fork": "0"}, list(reports.iterdir())
+
+
+def test_rundramatiq_execs_dramatiq_through_the_worker_master(monkeypatch, settings):
+    # Given an exec that records instead of replacing the test process
+    calls: list[tuple[str, list[str]]] = []
+
+    def record(file: str, args: Any) -> None:
+        calls.append((file, list(args)))
+
+    monkeypatch.setattr(os, "execvp", record)
+    from django.core.management import call_command
+
+    # When
+    call_command("rundramatiq", "--processes", "1", "--threads", "1")
+
+    # Then the same arguments went to `python -m publishing.worker_master`, and exec is restored
+    [(file, args)] = calls
+    assert file == sys.executable
+    assert args[:3] == [sys.executable, "-m", "publishing.worker_master"]
+    assert args[3:5] == ["--path", "."] or "--processes" in args
+    assert os.execvp is record
