@@ -203,10 +203,14 @@ if PUBLISHING_BUILD_SANDBOX not in ("", "required", "auto", "off"):
     raise ImproperlyConfigured(
         f"PUBLISHING_BUILD_SANDBOX={PUBLISHING_BUILD_SANDBOX!r}: expected required, auto or off."
     )
-# What a sandboxed build may reach. none: nothing, not even this host (an empty network namespace).
+# What a sandboxed build may reach. none: nothing, not even this host (an empty network namespace);
+# public: public addresses only, through an HTTP proxy (HTTP_PROXY/HTTPS_PROXY) that judges every
+# connection as the service's own outbound HTTP does (never loopback, private, link-local, ...).
 PUBLISHING_BUILD_NETWORK: str = env.str("PUBLISHING_BUILD_NETWORK", default="none").strip().lower()
-if PUBLISHING_BUILD_NETWORK not in ("none",):
-    raise ImproperlyConfigured(f"PUBLISHING_BUILD_NETWORK={PUBLISHING_BUILD_NETWORK!r}: expected none.")
+if PUBLISHING_BUILD_NETWORK not in ("none", "public"):
+    raise ImproperlyConfigured(
+        f"PUBLISHING_BUILD_NETWORK={PUBLISHING_BUILD_NETWORK!r}: expected none or public."
+    )
 # The uids a root worker runs sandboxed builds as, one per build running on the host at a time:
 # uids that no account uses (any range works; it bounds how many builds one host runs at once).
 PUBLISHING_SANDBOX_UIDS: str = env.str("PUBLISHING_SANDBOX_UIDS", default="60000-60999")

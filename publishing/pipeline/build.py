@@ -41,7 +41,9 @@ from django.conf import settings
 
 from publishing.exceptions import PermanentJobError
 from publishing.hygiene import make_non_dumpable
+from publishing.pipeline.build_proxy import PROXY_PORT, BuildProxy
 from publishing.pipeline.sandbox import (
+    PROXY_SOCKET,
     SandboxPolicy,
     bwrap_argv,
     identity_files,
@@ -97,16 +99,57 @@ _PROCESS_MARKERS = (
 # What the wrapper writes, then the command and why, when it cannot execute the command (exit 127).
 _EXEC_FAILED = "publisher-build: cannot execute"
 _EXEC_FAILED_STATUS = 127
-# argv: [python, -I, -S, -c, _EXEC_WRAPPER, "<resource>:<soft>:<hard>"..., --, *command]. -I -S: no
-# site-packages, no PYTHON* variables, nothing of the build's checkout on sys.path. Plain arguments
-# rather than JSON spare an import (~15 ms). Kept to what any python3 runs, since the build user may
-# only be able to run the system's.
+# argv: [python, -I, -S, -c, _EXEC_WRAPPER, "<resource>:<soft>:<hard>"..., ["relay=<port>=<socket>"],
+# --, *command]. -I -S: no site-packages, no PYTHON* variables, nothing of the build's checkout on
+# sys.path. Plain arguments rather than JSON spare an import (~15 ms). Kept to what any python3 runs,
+# since the build user may only be able to run the system's. A relay (a sandbox with `public`
+# network) is a child of the wrapper, under the build's limits, that carries each connection to
+# 127.0.0.1:<port> over to the build proxy's Unix socket (build_proxy.py); it dies with the sandbox.
 _EXEC_WRAPPER = f"""\
 import os, resource, sys
 end = sys.argv.index("--")
-for limit in sys.argv[1:end]:
-    res, soft, hard = map(int, limit.split(":"))
+relay = None
+for spec in sys.argv[1:end]:
+    if spec.startswith("relay="):
+        relay = spec.split("=", 2)[1:]
+        continue
+    res, soft, hard = map(int, spec.split(":"))
     resource.setrlimit(res, (soft, hard))
+if relay is not None:
+    import socket, threading
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", int(relay[0])))
+    listener.listen(64)
+    if os.fork() == 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        def pipe(source, sink):
+            try:
+                while True:
+                    data = source.recv(65536)
+                    if not data:
+                        break
+                    sink.sendall(data)
+            except OSError:
+                pass
+            try:
+                sink.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        def carry(client):
+            upstream = socket.socket(socket.AF_UNIX)
+            try:
+                upstream.connect(relay[1])
+            except OSError:
+                client.close()
+                return
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+            pipe(upstream, client)
+        while True:
+            client, _ = listener.accept()
+            threading.Thread(target=carry, args=(client,), daemon=True).start()
+    listener.close()
 argv = sys.argv[end + 1 :]
 try:
     os.execvp(argv[0], argv)
@@ -334,10 +377,13 @@ def _rlimit_plan(limits: BuildLimits, nproc: int) -> list[tuple[int, int, int]]:
     return plan
 
 
-def _wrapped(argv: list[str], plan: list[tuple[int, int, int]], interpreter: str) -> list[str]:
-    """`argv` behind `_EXEC_WRAPPER`, which applies `plan` and then execs it."""
+def _wrapped(
+    argv: list[str], plan: list[tuple[int, int, int]], interpreter: str, relay: tuple[int, str] | None = None
+) -> list[str]:
+    """`argv` behind `_EXEC_WRAPPER`, which applies `plan`, starts the relay if any, then execs it."""
     limits = [f"{res}:{soft}:{hard}" for res, soft, hard in plan]
-    return [interpreter, "-I", "-S", "-c", _EXEC_WRAPPER, *limits, "--", *argv]
+    relays = [f"relay={relay[0]}={relay[1]}"] if relay else []
+    return [interpreter, "-I", "-S", "-c", _EXEC_WRAPPER, *limits, *relays, "--", *argv]
 
 
 def _exec_failure(outcome: BuildOutcome, command: str) -> PermanentJobError | None:
@@ -554,6 +600,9 @@ def run_build(
         uid = identity.uid if identity else os.getuid()
         gid = identity.gid if identity else os.getgid()
         passwd_fd, group_fd = (stack.enter_context(_data_pipe(data)) for data in identity_files(uid, gid))
+        proxy = None
+        if sandbox.network == "public":
+            proxy = stack.enter_context(BuildProxy(cwd.parent / "proxy.sock", uid=uid, gid=gid))
         prefix = bwrap_argv(
             bwrap,
             source=cwd,
@@ -563,11 +612,12 @@ def run_build(
             passwd_fd=passwd_fd,
             group_fd=group_fd,
             tmp_size=limits.file_size_bytes,
+            proxy_socket=proxy.path if proxy else None,
         )
         _execute(
             argv,
             cwd=cwd,
-            env=sandbox_environment(),
+            env=sandbox_environment(proxy_port=PROXY_PORT if proxy else None),
             identity=identity,
             interpreter=interpreter,
             limits=limits,
@@ -576,8 +626,10 @@ def run_build(
             on_output=on_output,
             prefix=prefix,
             pass_fds=(passwd_fd, group_fd),
-            # bwrap's own two processes (its monitor and the sandbox's init) run as the build's uid.
-            own_tasks=2,
+            relay=(PROXY_PORT, PROXY_SOCKET) if proxy else None,
+            # bwrap's own two processes (its monitor and the sandbox's init) run as the build's uid,
+            # and so does the relay.
+            own_tasks=3 if proxy else 2,
         )
 
 
@@ -636,6 +688,7 @@ def _execute(
     on_output: Callable[[str], None],
     prefix: Sequence[str] = (),
     pass_fds: Sequence[int] = (),
+    relay: tuple[int, str] | None = None,
     own_tasks: int = 0,
 ) -> None:
     """Run `argv` behind the limits wrapper (and `prefix`: the sandbox), wait, and classify the end."""
@@ -657,7 +710,7 @@ def _execute(
     # An OSError here is the wrapper's interpreter, bwrap or the checkout going missing, not the
     # command: the wrapper reports that one (see _exec_failure).
     proc = subprocess.Popen(
-        [*prefix, *_wrapped(argv, plan, interpreter)],
+        [*prefix, *_wrapped(argv, plan, interpreter, relay)],
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -4,7 +4,8 @@ A sandboxed build sees a read-only system (`/usr` and the few files of `/etc` th
 to run and to trust TLS), its own `/proc`, `/dev`, `/tmp` and hostname, and two writable folders:
 its checkout at `/build/source` and its HOME at `/build/home`. Nothing of the service is mounted:
 no `VAR_DIR`, database, store, project code or other workspace, and no other process is visible.
-Its network namespace is empty: only its own loopback (see `network` for the `public` mode).
+Its network namespace is empty: only its own loopback. With `public` network a relay on that
+loopback leads to the build proxy (build_proxy.py), which connects to public addresses only.
 
 The sandbox's init process dies with the worker thread that started it (`--die-with-parent`, also
 on SIGKILL) and takes every process of the build with it: a PID namespace ends when its init does,
@@ -43,8 +44,9 @@ SOURCE_DIR = "/build/source"
 HOME_DIR = "/build/home"
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOSTNAME = "publisher-build"
+# Where a build with `public` network finds the build proxy's socket (its relay connects to it).
+PROXY_SOCKET = "/run/publisher/proxy.sock"
 MODES = ("required", "auto", "off")
-NETWORKS = ("none", "public")
 # The top-level entries that are links into /usr on a merged-/usr system, or folders of their own.
 SYSTEM_ROOTS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # What of the host's /etc a build sees: name resolution, TLS trust, the dynamic linker's cache,
@@ -169,10 +171,12 @@ def bwrap_argv(
     passwd_fd: int,
     group_fd: int,
     tmp_size: int,
+    proxy_socket: Path | None = None,
 ) -> list[str]:
     """bwrap's arguments for one build, up to and including the `--` before the command.
 
-    `passwd_fd` and `group_fd` are read ends of pipes holding the sandbox's /etc/passwd and /etc/group.
+    `passwd_fd` and `group_fd` are read ends of pipes holding the sandbox's /etc/passwd and /etc/group;
+    `proxy_socket`, the build proxy's socket for a build with `public` network.
     """
     return [
         bwrap,
@@ -209,6 +213,7 @@ def bwrap_argv(
         *(["--size", str(tmp_size)] if tmp_size else []),
         "--tmpfs",
         "/tmp",  # noqa: S108 - the sandbox's own, empty
+        *(["--bind", str(proxy_socket), PROXY_SOCKET] if proxy_socket else []),
         "--bind",
         str(home),
         HOME_DIR,
@@ -232,15 +237,17 @@ def identity_files(uid: int, gid: int) -> tuple[bytes, bytes]:
     return passwd.encode(), group.encode()
 
 
-def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """A sandboxed build's whole environment."""
+def environment(*, proxy_port: int | None = None) -> dict[str, str]:
+    """A sandboxed build's whole environment; with `proxy_port`, the proxy that is its only way out."""
+    proxy = f"http://127.0.0.1:{proxy_port}"
+    proxies = {name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
     return {
         "PATH": SANDBOX_PATH,
         "HOME": HOME_DIR,
         "TMPDIR": "/tmp",  # noqa: S108 - the sandbox's own tmpfs
         "LANG": "C.UTF-8",
         "CI": "true",
-        **(extra or {}),
+        **(proxies if proxy_port else {}),
     }
 
 

@@ -259,25 +259,34 @@ def test_a_build_killed_with_its_worker_leaves_no_process_and_no_workspace(
     assert "Removed 1 workspace(s) left by a worker that died" in stack.logs("worker")
 
 
-@pytest.mark.parametrize("sandboxed", [False, True], ids=["unsandboxed", "sandboxed"])
-def test_a_build_without_network_reaches_nothing_of_the_host(
-    redis_url, make_stack, make_project, owner_token, tmp_path: Path, sandbox_required: None, sandboxed: bool
+@pytest.mark.parametrize("network", ["unsandboxed", "none", "public"])
+def test_a_build_reaches_nothing_of_the_host_directly_or_through_its_proxy(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path, sandbox_required: None, network: str
 ) -> None:
-    # Given a build that tries the host's Redis, PostgreSQL and web port
+    # Given a build that tries the host's Redis, PostgreSQL and web port, directly and, where it
+    # has one (`public` network), through its proxy
     _, token = owner_token
-    stack = make_stack(redis_url, **_stack_env(sandboxed))
+    env = _stack_env(network != "unsandboxed")
+    stack = make_stack(
+        redis_url, **env, PUBLISHING_BUILD_NETWORK="none" if network == "unsandboxed" else network
+    )
     api = stack.serve(token)
     redis_port = int(urlsplit(redis_url).port or 6379) if redis_url.startswith("redis") else 6379
+    ports = (redis_port, 5432, stack.port)
     probe = (
-        "import socket, pathlib\n"
+        "import os, socket, pathlib\n"
         "pathlib.Path('dist').mkdir()\n"
         "lines = []\n"
-        f"for port in ({redis_port}, 5432, {stack.port}):\n"
+        f"for port in {ports!r}:\n"
         "    try:\n"
         "        socket.create_connection(('127.0.0.1', port), timeout=2).close()\n"
         "        lines.append(f'{port} open')\n"
         "    except OSError as exc:\n"
         "        lines.append(f'{port} {exc.strerror}')\n"
+        "    if 'HTTP_PROXY' in os.environ:\n"
+        "        proxy = socket.create_connection(('127.0.0.1', 3128), timeout=5)\n"
+        "        proxy.sendall(f'CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n'.encode())\n"
+        "        lines.append(f'{port} proxy ' + proxy.recv(1024).split(b'\\r\\n')[0].decode())\n"
         "pathlib.Path('dist/ports').write_text('\\n'.join(lines))\n"
     )
     project = make_project(f"file://{tmp_path / 'store'}", build_command=shlex.join(["python3", "-c", probe]))
@@ -285,10 +294,17 @@ def test_a_build_without_network_reaches_nothing_of_the_host(
     # When it is published
     done = stack.wait_for(api, stack.initiate(api, project.pk).json()["id"])
     assert done["status"] == "published", f"{done}\n{stack.all_logs()}"
-    ports = _members(done["artifact_uri"])["ports"].decode().splitlines()
+    seen = _members(done["artifact_uri"])["ports"].decode().splitlines()
 
-    # Then unsandboxed the web port answers; sandboxed, nothing does
-    if not sandboxed:
-        assert f"{stack.port} open" in ports
+    # Then unsandboxed the web port answers; sandboxed, nothing does, and the proxy refuses each
+    if network == "unsandboxed":
+        assert f"{stack.port} open" in seen
         return
-    assert ports == [f"{port} Connection refused" for port in (redis_port, 5432, stack.port)]
+    expected = [f"{port} Connection refused" for port in ports]
+    if network == "public":
+        expected = [
+            line
+            for port in ports
+            for line in (f"{port} Connection refused", f"{port} proxy HTTP/1.1 403 Forbidden")
+        ]
+    assert seen == expected
