@@ -61,6 +61,8 @@ CHAOS_ENV = {
     "PUBLISHING_MAX_BACKOFF_MS": "1000",
     "PUBLISHING_RATE_LIMIT": "0",
     "PUBLISHING_INITIATE_RATE": "0",
+    # Builds in the bubblewrap sandbox, as in production: a round without bwrap fails, not skips.
+    "PUBLISHING_BUILD_SANDBOX": "required",
 }
 
 # `python3 build.py --sleep S`: the chaos projects' build, S seconds long.
@@ -695,6 +697,12 @@ class ChaosRound:
             if row.idempotency_key and self._accepted.get(row.idempotency_key) not in (None, row.id):
                 result.violations.append(f"{row.id} has key {row.idempotency_key} of another publishing")
         result.violations += [f"target: {bad}" for bad in records.bad_requests]
+        # Nothing left behind: a killed worker's workspace goes at the next worker start or sweep.
+        assert self.stack is not None
+        deadline = time.monotonic() + 3 * float(CHAOS_ENV["PUBLISHING_RECONCILE_INTERVAL"])
+        while any(self.stack.workspaces.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        result.violations += [f"workspace left: {path.name}" for path in self.stack.workspaces.iterdir()]
         result.log_tracebacks = sum(
             path.read_text(errors="replace").count("Traceback") for path in self.workdir.glob("*.log")
         )
