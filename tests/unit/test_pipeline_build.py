@@ -50,8 +50,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to a build 
 
 
 @pytest.fixture
-def source() -> Iterator[Path]:
-    """A checkout in a workspace of the product's own (pytest's tmp_path is closed to build uids)."""
+def source(sandbox_required: None) -> Iterator[Path]:
+    """A checkout in a workspace of the product's own (pytest's tmp_path is closed to build uids),
+    built in the sandbox (the default); the unsandboxed path has the `unsandboxed` fixture."""
     with workspace() as folder:
         (folder / "source").mkdir()
         yield folder / "source"
