@@ -23,6 +23,7 @@ import errno
 import fcntl
 import logging
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -292,6 +293,16 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+def _has_account(uid: int) -> bool:
+    """Whether an account of this host has `uid` (then PUBLISHING_SANDBOX_UIDS overlaps real users)."""
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    logger.warning("uid %d of PUBLISHING_SANDBOX_UIDS belongs to an account: never used for builds", uid)
+    return True
+
+
 def _processes_by_uid() -> dict[int, list[int]]:
     """Real uid -> pids, as /proc shows them now."""
     found: dict[int, list[int]] = {}
@@ -329,6 +340,8 @@ def lease_uid(uids: range, folder: Path = UID_LOCK_DIR) -> Iterator[int]:
     start = random.randrange(len(uids))  # noqa: S311 - spreading, not secrecy
     for index in range(len(uids)):
         uid = uids[(start + index) % len(uids)]
+        if _has_account(uid):
+            continue  # its processes are someone's, never a build's to kill
         fd = _try_lock(folder / str(uid))
         if fd is None:
             continue
@@ -349,7 +362,9 @@ def sweep_uids(uids: range, folder: Path = UID_LOCK_DIR) -> int:
     """Kill the processes of every uid in `uids` that no build holds now; how many were killed."""
     if not folder.is_dir():
         return 0
-    running = {uid: pids for uid, pids in _processes_by_uid().items() if uid in uids}
+    running = {
+        uid: pids for uid, pids in _processes_by_uid().items() if uid in uids and not _has_account(uid)
+    }
     killed = 0
     for uid, pids in running.items():
         fd = _try_lock(folder / str(uid))

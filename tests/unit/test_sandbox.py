@@ -1,0 +1,190 @@
+"""The sandbox's bookkeeping: one uid per running build, leftovers killed, dead workspaces swept."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline import workspace as workspaces
+from publishing.pipeline.sandbox import SandboxPolicy, describe, lease_uid, parse_uid_range, sweep_uids
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running a process as another uid needs root")
+# Far from the default range and from accounts: these tests' own uids.
+FREE = range(3_900_000_000, 3_900_000_003)
+
+
+def test_parse_uid_range():
+    assert parse_uid_range("60000-60999") == range(60000, 61000)
+    assert parse_uid_range(" 7 ") == range(7, 8)
+    for bad in ("", "0-10", "10-5", "a-b", "60000-", "-1-5", "1-4294967295"):
+        with pytest.raises(ImproperlyConfigured):
+            parse_uid_range(bad)
+
+
+def test_concurrent_builds_never_share_a_uid(tmp_path):
+    # Given as many builds as uids, all holding theirs at once
+    held: list[int] = []
+    entered = threading.Barrier(len(FREE) + 1)
+    leave = threading.Event()
+
+    def build() -> None:
+        with lease_uid(FREE, folder=tmp_path) as uid:
+            held.append(uid)
+            entered.wait(10)
+            leave.wait(10)
+
+    threads = [threading.Thread(target=build) for _ in FREE]
+    for thread in threads:
+        thread.start()
+    entered.wait(10)
+
+    # When one more build asks
+    with pytest.raises(TransientJobError) as excinfo, lease_uid(FREE, folder=tmp_path):
+        pass
+    leave.set()
+    for thread in threads:
+        thread.join(10)
+
+    # Then each held its own, and the next one is told to come back (a retried error)
+    assert sorted(held) == list(FREE)
+    assert excinfo.value.code == "SANDBOX_BUSY"
+
+
+def test_a_uid_that_belongs_to_an_account_is_never_used(tmp_path, caplog):
+    # Given a range that overlaps an account (nobody)
+    nobody = pwd.getpwnam("nobody").pw_uid
+
+    # When / Then a build never gets that uid, and the log says why
+    with caplog.at_level(logging.WARNING), pytest.raises(TransientJobError):  # noqa: SIM117
+        with lease_uid(range(nobody, nobody + 1), folder=tmp_path):
+            pass
+    assert f"uid {nobody} of PUBLISHING_SANDBOX_UIDS belongs to an account" in caplog.text
+
+
+def test_a_lock_folder_that_others_can_open_is_refused(tmp_path):
+    folder = tmp_path / "locks"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    with pytest.raises(PermanentJobError) as excinfo, lease_uid(FREE, folder=folder):
+        pass
+    assert excinfo.value.code == "SANDBOX_UNAVAILABLE"
+
+
+def _sleeping_as(uid: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sleep", "60"], user=uid, group=uid, extra_groups=[], start_new_session=True)
+
+
+def _gone(process: subprocess.Popen[bytes], within: float = 5.0) -> bool:
+    try:
+        process.wait(within)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+@needs_root
+def test_leasing_a_uid_kills_what_an_earlier_build_left_running_as_it(tmp_path):
+    # Given a process of a uid that no build holds (its worker died)
+    uid = FREE[0]
+    left = _sleeping_as(uid)
+    try:
+        # When a build leases that uid
+        with lease_uid(range(uid, uid + 1), folder=tmp_path) as leased:
+            # Then the leftover is gone before the build starts
+            assert leased == uid
+            assert _gone(left)
+    finally:
+        left.kill()
+        left.wait()
+
+
+@needs_root
+def test_the_sweep_kills_processes_of_free_uids_and_spares_held_ones(tmp_path):
+    # Given one uid held by a running build and another free, each with a process
+    held_uid, free_uid = FREE[0], FREE[1]
+    with lease_uid(range(held_uid, held_uid + 1), folder=tmp_path):
+        running, left = _sleeping_as(held_uid), _sleeping_as(free_uid)
+        try:
+            # When the reconciler sweeps
+            killed = sweep_uids(FREE, folder=tmp_path)
+
+            # Then only the free uid's process was killed
+            assert killed == 1
+            assert _gone(left)
+            assert running.poll() is None
+        finally:
+            for process in (running, left):
+                process.kill()
+                process.wait()
+
+
+def test_a_dead_attempts_workspace_is_swept_and_a_live_one_is_not(settings, tmp_path):
+    # Given a workspace of a live attempt, and one whose process was SIGKILLed mid-way
+    settings.PUBLISHING_WORKSPACE_DIR = str(tmp_path / "workspaces")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only holds a workspace until it is killed
+        with workspaces.workspace() as folder:
+            os.write(write_end, folder.name.encode())
+            time.sleep(60)
+        os._exit(0)
+    os.close(write_end)
+    dead = os.read(read_end, 256).decode()
+    os.close(read_end)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    with workspaces.workspace() as live:
+        # When a sweep runs
+        removed = workspaces.sweep()
+
+        # Then only the dead one went
+        assert removed == [dead]
+        assert live.exists()
+        assert sorted(p.name for p in Path(settings.PUBLISHING_WORKSPACE_DIR).iterdir()) == [live.name]
+
+
+def test_a_workspace_folder_owned_by_someone_else_is_refused(settings, tmp_path):
+    # Given a workspace root another user made first (as anyone can in a shared /tmp)
+    root = tmp_path / "theirs"
+    root.mkdir()
+    os.chown(root, 65534, 65534) if os.geteuid() == 0 else pytest.skip("chown to another user needs root")
+    settings.PUBLISHING_WORKSPACE_DIR = str(root)
+
+    # When / Then no attempt gets a workspace there
+    with pytest.raises(PermanentJobError) as excinfo, workspaces.workspace():
+        pass
+    assert excinfo.value.code == "WORKSPACE_INVALID"
+
+
+@pytest.mark.parametrize(
+    ("policy", "bwrap", "level", "says"),
+    [
+        (SandboxPolicy(mode="required"), None, logging.ERROR, "Builds REFUSED"),
+        (SandboxPolicy(mode="auto"), None, logging.WARNING, "WITHOUT a sandbox: bwrap is not installed"),
+        (SandboxPolicy(mode="off"), "/usr/bin/bwrap", logging.WARNING, "PUBLISHING_BUILD_SANDBOX=off"),
+        (SandboxPolicy(mode="auto", network="public"), "/usr/bin/bwrap", logging.INFO, "network public"),
+    ],
+)
+def test_the_worker_says_at_start_how_it_builds(monkeypatch, policy, bwrap, level, says):
+    monkeypatch.setattr("shutil.which", lambda name: bwrap if name == "bwrap" else None)
+    found_level, line = describe(policy)
+    assert found_level == level
+    assert says in line
+
+
+def test_required_without_bwrap_fails_every_build_with_a_clear_code(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(PermanentJobError) as excinfo:
+        SandboxPolicy(mode="required").bwrap()
+    assert excinfo.value.code == "SANDBOX_UNAVAILABLE"
+    assert "bwrap is not installed" in excinfo.value.detail
