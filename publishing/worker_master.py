@@ -7,13 +7,29 @@ holds SECRET_KEY and DATABASE_URL in its environment like every other.
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Sequence
 
 from publishing.hygiene import harden_process
+
+MODULE = "publishing.worker_master"
+
+
+def command(args: Sequence[str]) -> list[str]:
+    """The command line that runs Dramatiq's `args` (without the program name) through this module."""
+    return [sys.executable, "-m", MODULE, *args]
+
+
+def _reexec(file: str, args: Sequence[str]) -> None:
+    os.execv(sys.executable, command(list(args)[1:]))  # noqa: S606 - the same interpreter, no shell
 
 
 def main() -> int:
     harden_process()
+    # Dramatiq reloads (SIGHUP, --watch) by exec'ing its own command line, sys.argv[0] first: this
+    # module's file, which is no program. Through this module again, hardened again.
+    os.execvp = _reexec  # type: ignore[assignment]
     # After the hardening: nothing of Dramatiq runs before it.
     from dramatiq.cli import main as dramatiq_main
 

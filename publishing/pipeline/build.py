@@ -148,7 +148,10 @@ if relay is not None:
             pipe(upstream, client)
         while True:
             client, _ = listener.accept()
-            threading.Thread(target=carry, args=(client,), daemon=True).start()
+            try:
+                threading.Thread(target=carry, args=(client,), daemon=True).start()
+            except RuntimeError:
+                client.close()  # past the build's process limit: this connection only fails
     listener.close()
 argv = sys.argv[end + 1 :]
 try:
@@ -724,14 +727,20 @@ def _execute(
         extra_groups=[] if identity else None,
     )
     stdout = cast(IO[bytes], proc.stdout)  # stdout=PIPE guarantees a stream
-    reader = _OutputReader(
-        stdout.fileno(),
-        log_limit=output_limit,
-        stop_limit=limits.output_bytes,
-        stop=lambda: _kill_group(proc),
-        name=f"build-output-{proc.pid}",
-    )
-    reader.thread.start()
+    try:
+        reader = _OutputReader(
+            stdout.fileno(),
+            log_limit=output_limit,
+            stop_limit=limits.output_bytes,
+            stop=lambda: _kill_group(proc),
+            name=f"build-output-{proc.pid}",
+        )
+        reader.thread.start()
+    except BaseException:
+        # No build runs on unwatched ("can't start new thread" included).
+        _kill_group(proc)
+        proc.wait()
+        raise
     started = time.monotonic()
     deadline = started + timeout
     next_count = started + PROCESS_CHECK_INTERVAL

@@ -9,9 +9,9 @@ link-local, CGNAT, 6to4, multicast, metadata or any other non-global address, wh
 spelling points there, and no re-resolution in between (no DNS rebinding). A process of the build
 that ignores the proxy reaches nothing at all.
 
-`CONNECT host:port` (HTTPS, anything tunnelled) and plain-HTTP requests in absolute form
-(`GET http://host/path`, one request per connection) are served; a refusal answers 403 with the
-reason, which git, curl, pip and npm print.
+`CONNECT host:port` (HTTPS) and plain-HTTP requests in absolute form (`GET http://host/path`, one
+request per connection) to ports 80 and 443 are served; a refusal answers 403 with the reason,
+which git, curl, pip and npm print.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ CONNECT_TIMEOUT = 15.0
 # Connections one build may hold open through the proxy at once.
 MAX_CONNECTIONS = 64
 CHUNK = 64 * 1024
+# A connection idle this long in both directions is closed: none outlives its build for long.
+IDLE_TIMEOUT = 300.0
+# HTTP and HTTPS: what package registries, git hosts and CDNs serve on. Not mail, not scans.
+PORTS = frozenset({80, 443})
 
 
 def public_addresses(host: str) -> tuple[str, ...]:
@@ -56,10 +60,12 @@ class BuildProxy:
         uid: int,
         gid: int,
         resolve: Callable[[str], tuple[str, ...]] | None = None,
+        ports: frozenset[int] | None = None,
     ) -> None:
         self.path = path
         self._uid, self._gid = uid, gid
         self._resolve = resolve if resolve is not None else public_addresses
+        self._ports = ports if ports is not None else PORTS
         self._listener: socket.socket | None = None
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._open: set[socket.socket] = set()
@@ -143,17 +149,23 @@ class BuildProxy:
                 logger.exception("Build proxy could not judge %s:%s", host, port)
                 _answer(client, 502, f"could not judge {host}:{port}")
                 return
+            if port not in self._ports:
+                allowed = ", ".join(map(str, sorted(self._ports)))
+                _answer(client, 403, f"port {port} is not allowed (only {allowed})")
+                return
             remote = _connect(addresses, port)
             if remote is None:
                 _answer(client, 502, f"could not connect to {host}:{port}")
                 return
             self._track(remote, add=True)
+            if self._closed.is_set():
+                return  # the build ended while this one connected
             if method == "CONNECT":
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             else:
                 remote.sendall(rest)
-            client.settimeout(None)
-            remote.settimeout(None)
+            client.settimeout(IDLE_TIMEOUT)
+            remote.settimeout(IDLE_TIMEOUT)
             other = threading.Thread(target=_pipe, args=(client, remote), daemon=True)
             other.start()
             _pipe(remote, client)

@@ -42,8 +42,16 @@ def redact_credentials(text: str) -> str:
 
 def is_public_address(address: IPAddress) -> bool:
     """True when `address` is a globally routable unicast address (IPv4-mapped IPv6 judged as IPv4)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # Addresses that carry an IPv4 one are judged by it (6to4 2002::/16 and Teredo are global to
+        # some Python versions, whatever they lead to; NAT64 64:ff9b::/96 likewise).
+        embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if address in ipaddress.IPv6Network("64:ff9b::/96"):
+            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if any(inner is not None and not is_public_address(inner) for inner in embedded):
+            return False
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
     return not (
         address.is_loopback
         or address.is_private

@@ -211,6 +211,10 @@ def bwrap_argv(
         "/proc",
         "--dev",
         "/dev",
+        # Memory-backed: bounded like a file (RLIMIT_AS does not count tmpfs pages).
+        *(["--size", str(tmp_size)] if tmp_size else []),
+        "--tmpfs",
+        "/dev/shm",  # noqa: S108 - the sandbox's own, empty
         *(["--size", str(tmp_size)] if tmp_size else []),
         "--tmpfs",
         "/tmp",  # noqa: S108 - the sandbox's own, empty
@@ -223,6 +227,10 @@ def bwrap_argv(
         SOURCE_DIR,
         "--chdir",
         SOURCE_DIR,
+        # The root bwrap builds everything on is a tmpfs of the build's: read-only once it is built,
+        # so that the checkout, HOME, /tmp and /dev/shm are the only places a build can write.
+        "--remount-ro",
+        "/",
         "--",
     ]
 
@@ -242,6 +250,8 @@ def environment(*, proxy_port: int | None = None) -> dict[str, str]:
     """A sandboxed build's whole environment; with `proxy_port`, the proxy that is its only way out."""
     proxy = f"http://127.0.0.1:{proxy_port}"
     proxies = {name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+    # A build's own servers (a site it serves to prerender) are on its own loopback, not the proxy's.
+    proxies |= {name: "localhost,127.0.0.1,::1" for name in ("NO_PROXY", "no_proxy")}
     return {
         "PATH": SANDBOX_PATH,
         "HOME": HOME_DIR,
@@ -271,12 +281,13 @@ def interpreter() -> str:
 def _lock_dir(folder: Path) -> Path:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = folder.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         # Anyone else's folder could hand two builds one uid, or none.
         raise PermanentJobError(
-            f"{folder} must be a folder of uid {os.geteuid()} that nobody else can open",
-            code="SANDBOX_UNAVAILABLE",
+            f"{folder} must be a folder of uid {os.geteuid()}", code="SANDBOX_UNAVAILABLE"
         )
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        folder.chmod(0o700)  # ours (a fresh volume is 0755): nobody else's to open
     return folder
 
 
@@ -303,28 +314,41 @@ def _has_account(uid: int) -> bool:
     return True
 
 
+def _uid_of(pid: int | str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith(b"Uid:"))
+    except (OSError, StopIteration, ValueError):
+        return None  # gone meanwhile
+
+
 def _processes_by_uid() -> dict[int, list[int]]:
     """Real uid -> pids, as /proc shows them now."""
     found: dict[int, list[int]] = {}
     with os.scandir("/proc") as entries:
         for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/status", "rb") as fh:
-                    uid = next(int(line.split()[1]) for line in fh if line.startswith(b"Uid:"))
-            except (OSError, StopIteration, ValueError):
-                continue  # gone meanwhile
-            found.setdefault(uid, []).append(int(entry.name))
+            if entry.name.isdigit() and (uid := _uid_of(entry.name)) is not None:
+                found.setdefault(uid, []).append(int(entry.name))
     return found
 
 
-def _kill(pids: list[int]) -> int:
+def _kill(pids: list[int], uid: int) -> int:
+    """SIGKILL each of `pids` that still runs as `uid`; how many were."""
     killed = 0
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
+        # Through a pidfd checked after it is open: a pid reused meanwhile is never signalled.
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue  # gone
+        try:
+            if _uid_of(pid) == uid:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+                killed += 1
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
     return killed
 
 
@@ -346,7 +370,7 @@ def lease_uid(uids: range, folder: Path = UID_LOCK_DIR) -> Iterator[int]:
         if fd is None:
             continue
         try:
-            if left := _kill(_processes_by_uid().get(uid, [])):
+            if left := _kill(_processes_by_uid().get(uid, []), uid):
                 logger.warning("Killed %d process(es) left running by an earlier build as uid %d", left, uid)
             yield uid
         finally:
@@ -371,7 +395,7 @@ def sweep_uids(uids: range, folder: Path = UID_LOCK_DIR) -> int:
         if fd is None:
             continue  # a build holds it: its processes are alive by right
         try:
-            killed += _kill(pids)
+            killed += _kill(pids, uid)
         finally:
             os.close(fd)
     return killed

@@ -187,7 +187,10 @@ def _submit_to_directory(
     final = project_dir / file_name
     manifest_path = project_dir / f"{publishing_id}.json"
     try:
-        project_dir.mkdir(parents=True, exist_ok=True)
+        for folder in [*reversed(project_dir.parents), project_dir]:
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir()
+                access.apply(folder, folder=True)  # only what this created: the group can walk down
         access.apply(project_dir, folder=True)
         if _sha256_of(final) == artifact.sha256:
             logger.info("Artifact %s already stored with the same sha256; not rewriting it", final)

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,12 +37,15 @@ CREATING_GRACE = 3600.0
 def workspace_root() -> Path:
     """PUBLISHING_WORKSPACE_DIR, or a folder of this uid's in the system's temporary folder.
 
-    0711: builds of other uids may pass through it to their own checkout but not list it.
+    Folders it creates are 0711: builds of other uids may pass through them to their own checkout
+    but not list them. A folder that exists is used as it is, never changed.
     """
-    root = Path(
-        settings.PUBLISHING_WORKSPACE_DIR or Path(tempfile.gettempdir()) / f"publisher-{os.geteuid()}"
-    )
-    root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    default = Path(tempfile.gettempdir()) / f"publisher-{os.geteuid()}"
+    root = Path(settings.PUBLISHING_WORKSPACE_DIR or default)
+    for folder in [*reversed(root.parents), root]:
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir()
+            folder.chmod(0o711)  # mkdir's mode goes through the umask (077)
     st = root.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         # In a shared temporary folder another user could have made it first, and read every checkout.
@@ -49,9 +53,19 @@ def workspace_root() -> Path:
             f"workspace folder {root} is not a folder owned by this worker's uid {os.geteuid()}",
             code="WORKSPACE_INVALID",
         )
-    if stat.S_IMODE(st.st_mode) != 0o711:
-        root.chmod(0o711)
     return root
+
+
+def remove_tree(path: Path) -> None:
+    """Remove `path` and everything below it, however deep a build nested its folders.
+
+    shutil.rmtree recurses once per level (RecursionError past about a thousand, even with
+    ignore_errors); rm does not, and never crosses into another file system.
+    """
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    except RecursionError:
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False)
 
 
 def _lock(path: Path, *, wait: bool) -> int | None:
@@ -79,8 +93,10 @@ def workspace() -> Iterator[Path]:
         fresh.rename(path)
         yield path
     finally:
-        shutil.rmtree(path if path.exists() else fresh, ignore_errors=True)
-        os.close(fd)
+        try:
+            remove_tree(path if path.exists() else fresh)
+        finally:
+            os.close(fd)
 
 
 def sweep() -> list[str]:
@@ -94,7 +110,7 @@ def sweep() -> list[str]:
         if entry.name.startswith(CREATING):
             with contextlib.suppress(OSError):
                 if now - entry.stat(follow_symlinks=False).st_mtime > CREATING_GRACE:
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    remove_tree(Path(entry.path))
                     removed.append(entry.name)
             continue
         if not entry.name.startswith(PREFIX):
@@ -106,7 +122,7 @@ def sweep() -> list[str]:
         if fd is None:
             continue  # its attempt is running
         try:
-            shutil.rmtree(entry.path, ignore_errors=True)
+            remove_tree(Path(entry.path))
         finally:
             os.close(fd)
         removed.append(entry.name)

@@ -42,6 +42,8 @@ def page_port() -> Iterator[int]:
 
 
 PUBLIC_ADDRESSES = build_proxy.public_addresses
+# The test servers listen on free ports, not on 80 or 443.
+ANY_PORT = frozenset(range(1, 65536))
 
 
 def _allowed(host: str) -> tuple[str, ...]:
@@ -53,7 +55,9 @@ def _allowed(host: str) -> tuple[str, ...]:
 
 @pytest.fixture
 def proxy(tmp_path: Path) -> Iterator[BuildProxy]:
-    with BuildProxy(tmp_path / "proxy.sock", uid=os.getuid(), gid=os.getgid(), resolve=_allowed) as running:
+    with BuildProxy(
+        tmp_path / "proxy.sock", uid=os.getuid(), gid=os.getgid(), resolve=_allowed, ports=ANY_PORT
+    ) as running:
         yield running
 
 
@@ -78,7 +82,35 @@ def test_the_proxy_refuses_every_non_public_address(proxy, target):
 
     # Then it is refused with the reason
     assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n")
-    assert b"not allowed" in answer
+    assert b"local and not allowed" in answer or b"non-public address and not allowed" in answer
+
+
+@pytest.mark.parametrize(
+    "address", ["2002:a9fe:a9fe::1", "2002:7f00:1::1", "64:ff9b::a9fe:a9fe", "::ffff:127.0.0.1"]
+)
+def test_the_proxy_refuses_ipv6_spellings_of_non_public_ipv4_addresses(proxy, address):
+    answer = _ask(proxy, f"CONNECT [{address}]:443 HTTP/1.1\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+
+
+def test_the_proxy_refuses_a_name_for_a_local_address_in_a_plain_request(proxy):
+    answer = _ask(proxy, b"GET http://localhost:80/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert b"host 'localhost' is local and not allowed" in answer
+
+
+def test_the_proxy_refuses_ports_other_than_http_and_https(tmp_path, page_port):
+    # Given the production port list, and a public host
+    with BuildProxy(tmp_path / "proxy.sock", uid=os.getuid(), gid=os.getgid(), resolve=_allowed) as proxy:
+        # When a build asks for SMTP, or any other port
+        answers = [
+            _ask(proxy, f"CONNECT public.test:{port} HTTP/1.1\r\n\r\n".encode()) for port in (25, page_port)
+        ]
+
+    # Then both are refused, saying which ports are open
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+        assert b"is not allowed (only 80, 443)" in answer
 
 
 def test_the_proxy_tunnels_to_a_public_address(proxy, page_port):
@@ -123,6 +155,7 @@ def test_a_sandboxed_build_with_public_network_goes_out_only_through_the_proxy(
     # Given a build that fetches a public page through its proxy, then tries the host directly
     # and through the proxy
     monkeypatch.setattr(build_proxy, "public_addresses", _allowed)
+    monkeypatch.setattr(build_proxy, "PORTS", ANY_PORT)
     script = f"""
 import os, socket, urllib.request
 print("proxy", os.environ["HTTP_PROXY"])

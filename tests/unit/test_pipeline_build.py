@@ -165,6 +165,7 @@ def test_run_build_names_the_signal_that_killed_the_command(source):
     assert "SIGTERM" in excinfo.value.detail
 
 
+@needs_root  # a build's uid of its own: its processes are counted by uid
 def test_run_build_timeout_kills_the_whole_process_group(source):
     # Given a command with a background grandchild, both recording their pids
     command = "sh -c 'sleep 60 & id -u > uid; echo started; wait'"
@@ -185,6 +186,7 @@ def test_run_build_timeout_kills_the_whole_process_group(source):
     assert _uid_gone(uid)
 
 
+@needs_root  # a build's uid of its own: its processes are counted by uid
 def test_run_build_kills_background_processes_left_by_a_successful_command(source):
     # Given a command that exits while its background child keeps the output pipe open
     command = "sh -c 'setsid sleep 60 & id -u > uid; echo done'"
@@ -348,6 +350,7 @@ def test_run_build_runs_no_python_between_fork_and_exec(source, monkeypatch):
     assert output.text == "built\n"
 
 
+@needs_root  # a build's uid of its own: its processes are counted by uid
 def test_run_build_kills_the_build_when_on_output_raises(source):
     # Given a log sink that fails on the first chunk
     class LogFailure(Exception):
@@ -371,6 +374,7 @@ def test_run_build_kills_the_build_when_on_output_raises(source):
     assert _uid_gone(_wait_for_file(source / "uid", 1)[0])
 
 
+@needs_root  # a build's uid of its own: its processes are counted by uid
 def test_run_build_kills_the_process_group_on_an_asynchronous_exception(source):
     # Given a build running in a worker thread
     class Cancelled(Exception):
@@ -838,3 +842,42 @@ def test_classify_build_leaves_a_limit_that_is_off_out_of_it():
     # Then
     assert error is not None
     assert error.code == "BUILD_FAILED"
+
+
+def test_a_sandboxed_build_writes_only_its_checkout_home_and_bounded_temporary_folders(source):
+    # Given a build that tries to write everywhere, and to fill its memory-backed folders
+    script = """
+import os
+for path in ("/x", "/etc/x", "/build/x", "/run/x", "/usr/x", "/proc/x", "/build/source/x", "/build/home/x"):
+    try:
+        open(path, "w").close()
+        print(path, "written")
+    except OSError as exc:
+        print(path, exc.strerror)
+for folder in ("/tmp", "/dev/shm"):
+    try:
+        for number in range(4):
+            with open(f"{folder}/part-{number}", "wb") as fh:
+                fh.write(b"x" * 512 * 1024)
+        print(folder, "2 MiB written")
+    except OSError as exc:
+        print(folder, exc.strerror)
+"""
+    output = Output()
+
+    # When it runs with a 1 MiB file-size limit (which also bounds /tmp and /dev/shm)
+    _run(shlex.join(["python3", "-c", script]), source, output, limits=BuildLimits(file_size_bytes=1024**2))
+
+    # Then only its checkout and HOME took a file, and the temporary folders held no more than the limit
+    assert output.text.splitlines() == [
+        "/x Read-only file system",
+        "/etc/x Read-only file system",
+        "/build/x Read-only file system",
+        "/run/x No such file or directory",
+        "/usr/x Read-only file system",
+        "/proc/x No such file or directory",
+        "/build/source/x written",
+        "/build/home/x written",
+        "/tmp No space left on device",
+        "/dev/shm No space left on device",
+    ]

@@ -6,6 +6,7 @@ import logging
 import os
 import pwd
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -71,11 +72,24 @@ def test_a_uid_that_belongs_to_an_account_is_never_used(tmp_path, caplog):
     assert f"uid {nobody} of PUBLISHING_SANDBOX_UIDS belongs to an account" in caplog.text
 
 
-def test_a_lock_folder_that_others_can_open_is_refused(tmp_path):
-    folder = tmp_path / "locks"
-    folder.mkdir(mode=0o755)
-    folder.chmod(0o755)
-    with pytest.raises(PermanentJobError) as excinfo, lease_uid(FREE, folder=folder):
+def test_the_lock_folder_is_closed_to_others_and_must_be_the_workers(tmp_path):
+    # Given a lock folder of ours that others could open (a fresh Docker volume is 0755)
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    ours.chmod(0o755)
+
+    # When a build leases a uid there, then it is the worker's only
+    with lease_uid(FREE, folder=ours):
+        pass
+    assert stat.S_IMODE(ours.stat().st_mode) == 0o700
+
+    # And a folder of another user is refused: it could hand two builds one uid
+    if os.geteuid() != 0:
+        return
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(PermanentJobError) as excinfo, lease_uid(FREE, folder=theirs):
         pass
     assert excinfo.value.code == "SANDBOX_UNAVAILABLE"
 
@@ -188,3 +202,39 @@ def test_required_without_bwrap_fails_every_build_with_a_clear_code(monkeypatch)
         SandboxPolicy(mode="required").bwrap()
     assert excinfo.value.code == "SANDBOX_UNAVAILABLE"
     assert "bwrap is not installed" in excinfo.value.detail
+
+
+def test_a_workspace_is_removed_however_deep_its_build_nested_folders(settings, tmp_path):
+    # Given a build that nested 3,000 folders (shutil.rmtree alone hits RecursionError)
+    settings.PUBLISHING_WORKSPACE_DIR = str(tmp_path / "workspaces")
+    with workspaces.workspace() as folder:
+        fd = os.open(folder, os.O_RDONLY)
+        for _ in range(3000):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        os.close(fd)
+
+    # Then it is gone all the same
+    assert not folder.exists()
+    assert list(Path(settings.PUBLISHING_WORKSPACE_DIR).iterdir()) == []
+
+
+def test_an_existing_workspace_folder_is_used_as_it_is(settings, tmp_path):
+    # Given a folder the operator made, open to others (a shared /tmp would be 1777)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    settings.PUBLISHING_WORKSPACE_DIR = str(shared)
+
+    # When an attempt takes a workspace there
+    with workspaces.workspace() as folder:
+        assert folder.parent == shared
+
+    # Then the folder's own mode is left alone, and new parents are passable (0711)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    settings.PUBLISHING_WORKSPACE_DIR = str(tmp_path / "new" / "deeper")
+    with workspaces.workspace():
+        pass
+    assert [stat.S_IMODE((tmp_path / p).stat().st_mode) for p in ("new", "new/deeper")] == [0o711, 0o711]

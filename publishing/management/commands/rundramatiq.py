@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import CommandParser
 from django_dramatiq.management.commands.rundramatiq import Command as DramatiqCommand
 
+from publishing import worker_master
 from publishing.metrics import worker_metrics_environment
 
 # After the running jobs' own deadline (PUBLISHING_SHUTDOWN_TIMEOUT, enforced by
@@ -47,7 +48,9 @@ def _through_worker_master() -> Iterator[None]:
     execvp = os.execvp
 
     def exec_master(file: str, args: Sequence[str]) -> None:
-        execvp(sys.executable, [sys.executable, "-m", "publishing.worker_master", *args[1:]])
+        if args[0] != "dramatiq":  # dramatiq-gevent: its own entry point, left as it is
+            execvp(file, list(args))
+        execvp(sys.executable, worker_master.command(args[1:]))
 
     os.execvp = exec_master  # type: ignore[assignment]
     try:
