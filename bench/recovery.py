@@ -400,8 +400,8 @@ def run(context: Context) -> Outcome:
         "build (instant: the hold was released at the kill), package and submit.",
         "The times are the publishing's own records (attempt ends and starts, written by the "
         "workers) against the wall-clock time of the SIGKILL, on one machine.",
-        f"The killed worker's build process outlived it in {orphans} of {len(rows)} runs (builds run "
-        "in sessions of their own; nothing kills them when their worker dies).",
+        f"The killed worker's build process outlived it (by more than 1 s) in {orphans} of {len(rows)} "
+        "runs: a sandboxed build dies with the worker that started it, whatever session it made.",
     ]
     return Outcome(
         title="Recovery: a worker host SIGKILLed mid-build, its job taken over by the other host",

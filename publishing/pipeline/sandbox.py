@@ -19,8 +19,6 @@ any other user runs builds as itself, still each in its own namespaces.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import pwd
@@ -36,6 +34,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline.locks import try_lock
 
 logger = logging.getLogger(__name__)
 
@@ -291,19 +290,6 @@ def _lock_dir(folder: Path) -> Path:
     return folder
 
 
-def _try_lock(path: Path) -> int | None:
-    """An fd holding an exclusive flock on `path`, or None if another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return None
-        raise
-    return fd
-
-
 def _has_account(uid: int) -> bool:
     """Whether an account of this host has `uid` (then PUBLISHING_SANDBOX_UIDS overlaps real users)."""
     try:
@@ -366,7 +352,7 @@ def lease_uid(uids: range, folder: Path = UID_LOCK_DIR) -> Iterator[int]:
         uid = uids[(start + index) % len(uids)]
         if _has_account(uid):
             continue  # its processes are someone's, never a build's to kill
-        fd = _try_lock(folder / str(uid))
+        fd = try_lock(folder / str(uid), folder=False)
         if fd is None:
             continue
         try:
@@ -391,7 +377,7 @@ def sweep_uids(uids: range, folder: Path = UID_LOCK_DIR) -> int:
     }
     killed = 0
     for uid, pids in running.items():
-        fd = _try_lock(folder / str(uid))
+        fd = try_lock(folder / str(uid), folder=False)
         if fd is None:
             continue  # a build holds it: its processes are alive by right
         try:

@@ -10,8 +10,6 @@ because it is new.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import shutil
@@ -25,6 +23,7 @@ from pathlib import Path
 from django.conf import settings
 
 from publishing.exceptions import PermanentJobError
+from publishing.pipeline.locks import try_lock
 
 logger = logging.getLogger(__name__)
 
@@ -68,25 +67,12 @@ def remove_tree(path: Path) -> None:
         subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False)
 
 
-def _lock(path: Path, *, wait: bool) -> int | None:
-    """An fd holding an exclusive flock on the folder `path`; None if another process holds it."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return None
-        raise
-    return fd
-
-
 @contextlib.contextmanager
 def workspace() -> Iterator[Path]:
     """A new private folder for one attempt, locked while the block runs and removed after it."""
     root = workspace_root()
     fresh = Path(tempfile.mkdtemp(prefix=CREATING, dir=root))
-    fd = _lock(fresh, wait=True)
+    fd = try_lock(fresh, folder=True, wait=True)
     assert fd is not None  # noqa: S101 - a blocking flock returns a lock or raises
     path = root / (PREFIX + fresh.name.removeprefix(CREATING))
     try:
@@ -116,7 +102,7 @@ def sweep() -> list[str]:
         if not entry.name.startswith(PREFIX):
             continue
         try:
-            fd = _lock(Path(entry.path), wait=False)
+            fd = try_lock(Path(entry.path), folder=True)
         except FileNotFoundError:
             continue  # removed by its owner meanwhile
         if fd is None:

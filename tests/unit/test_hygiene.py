@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import hashlib
 import os
 import signal
 import stat
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from publishing.exceptions import PermanentJobError
 from publishing.hygiene import private_state
 from publishing.pipeline.base import Artifact
 from publishing.pipeline.submit import submit
@@ -44,12 +46,20 @@ def test_private_state_closes_var_dir_and_the_database_with_its_journals(tmp_pat
     assert [_mode(path) for path in files] == [0o600, 0o600, 0o600]
 
 
-def _artifact(tmp_path: Path) -> Artifact:
-    path = tmp_path / "a.tar.gz"
-    path.write_bytes(b"archive")
-    import hashlib
-
-    return Artifact(path=path, sha256=hashlib.sha256(b"archive").hexdigest(), size=7)
+def _store(tmp_path: Path, store: Path, *, group: str) -> Path:
+    """Submit a small artifact of publishing p-1 of project `site` to `store`; the archive's path."""
+    artifact = tmp_path / "a.tar.gz"
+    artifact.write_bytes(b"archive")
+    submission = submit(
+        Artifact(path=artifact, sha256=hashlib.sha256(b"archive").hexdigest(), size=7),
+        target_url=f"file://{store}",
+        publishing_id="p-1",
+        project_slug="site",
+        timeout=5,
+        allow_private=True,
+        store_group=group,
+    )
+    return Path(submission.uri.removeprefix("file://"))
 
 
 @pytest.mark.parametrize("group", ["", "0"], ids=["owner only", "with a group"])
@@ -60,21 +70,12 @@ def test_the_file_store_is_its_owners_or_one_groups_only(tmp_path, group: str):
     old = os.umask(0o022)
     try:
         # When an artifact is submitted
-        submission = submit(
-            _artifact(tmp_path),
-            target_url=f"file://{tmp_path / 'store'}",
-            publishing_id="p-1",
-            project_slug="site",
-            timeout=5,
-            allow_private=True,
-            store_group=group,
-        )
+        archive = _store(tmp_path, tmp_path / "store", group=group)
     finally:
         os.umask(old)
 
     # Then its folder and files are closed to others (and open to the group when one is named)
     folder = tmp_path / "store" / "site"
-    archive = Path(submission.uri.removeprefix("file://"))
     modes = [_mode(folder), _mode(archive), _mode(folder / "p-1.json")]
     assert modes == ([0o700, 0o600, 0o600] if not group else [0o750, 0o640, 0o640])
     if group:
@@ -82,18 +83,8 @@ def test_the_file_store_is_its_owners_or_one_groups_only(tmp_path, group: str):
 
 
 def test_a_store_group_that_does_not_exist_is_a_clear_error(tmp_path):
-    from publishing.exceptions import PermanentJobError
-
     with pytest.raises(PermanentJobError) as excinfo:
-        submit(
-            _artifact(tmp_path),
-            target_url=f"file://{tmp_path / 'store'}",
-            publishing_id="p-1",
-            project_slug="site",
-            timeout=5,
-            allow_private=True,
-            store_group="no-such-group-here",
-        )
+        _store(tmp_path, tmp_path / "store", group="no-such-group-here")
     assert "PUBLISHING_STORE_GROUP" in excinfo.value.detail
 
 
@@ -202,15 +193,7 @@ def test_rundramatiq_execs_dramatiq_through_the_worker_master(monkeypatch, setti
 def test_store_folders_it_creates_above_the_project_let_the_group_through(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("giving a folder to group 0 needs root")
-    submit(
-        _artifact(tmp_path),
-        target_url=f"file://{tmp_path / 'new' / 'store'}",
-        publishing_id="p-1",
-        project_slug="site",
-        timeout=5,
-        allow_private=True,
-        store_group="0",
-    )
+    _store(tmp_path, tmp_path / "new" / "store", group="0")
     assert [_mode(tmp_path / p) for p in ("new", "new/store", "new/store/site")] == [0o750, 0o750, 0o750]
 
 
