@@ -20,6 +20,7 @@ from drf_spectacular.utils import (
 from rest_framework import exceptions, mixins, permissions, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
@@ -29,6 +30,7 @@ from rest_framework.views import APIView
 
 from publishing import broker, services
 from publishing.api import examples
+from publishing.api.parsers import JSONParser as BoundedJSONParser
 from publishing.api.serializers import (
     EmptySerializer,
     ErrorSerializer,
@@ -387,6 +389,8 @@ class TokenView(ObtainAuthToken):
 
     # The credentials are in the body: a stale token or session must not stand in the way of a new token.
     authentication_classes: list[type[Any]] = []
+    # ObtainAuthToken names DRF's own parsers; these are the API's (bounded JSON).
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
 
     @extend_schema(
         tags=["auth"],

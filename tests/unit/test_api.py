@@ -531,3 +531,38 @@ def test_every_operation_is_described_with_examples_that_match_its_schema(client
     assert set(initiate["responses"]["202"]["content"]["application/json"]["examples"]) == {"Queued"}
     detail = schema["paths"]["/api/v1/publishing/{id}"]["get"]["responses"]["200"]
     assert "attempt_history" in properties(detail["content"]["application/json"]["schema"])
+
+
+DEEP = "[" * 5000 + "]" * 5000  # about 10 KB: deeper than Python's recursion limit
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "authenticated"),
+    [("/api/v1/auth/token/", False), ("/api/v1/publishing/initiate", True), ("/api/v1/projects/", True)],
+)
+def test_deeply_nested_json_is_a_400_on_every_json_endpoint(client, api, path, authenticated) -> None:
+    # When a deeply nested body is posted, anonymously to the token endpoint and as a user elsewhere
+    caller = api if authenticated else client
+    response = caller.post(path, data=DEEP, content_type="application/json")
+
+    # Then it is refused as bad input, not a 500
+    assert_error(response, 400, "VALIDATION_ERROR")
+    assert "nested" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_json_nested_past_the_limit_is_refused_before_any_view_sees_it(api) -> None:
+    body = '{"name": ' + "[" * 65 + "]" * 65 + "}"
+    response = api.post("/api/v1/projects/", data=body, content_type="application/json")
+    assert_error(response, 400, "VALIDATION_ERROR")
+    assert "nested more than 64 levels" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_a_json_body_over_the_upload_limit_is_a_400(api, settings) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    body = '{"name": "' + "x" * 2000 + '"}'
+    response = api.post("/api/v1/projects/", data=body, content_type="application/json")
+    assert_error(response, 400, "VALIDATION_ERROR")
+    assert "DATA_UPLOAD_MAX_MEMORY_SIZE" in response.json()["detail"]
