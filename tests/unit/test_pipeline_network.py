@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from typing import Any
 
 import pytest
 
 from publishing.exceptions import PermanentJobError, TransientJobError
-from publishing.pipeline.network import check_host, redact_credentials
+from publishing.pipeline.network import check_host, is_public_address, redact_credentials
 from tests.fakes import resolver
 
 
@@ -147,3 +148,24 @@ def test_check_host_refuses_a_name_that_is_not_ascii_without_resolving(monkeypat
     assert excinfo.value.code == "TARGET_NOT_ALLOWED"
     assert "xn--" in excinfo.value.detail
     check_host("xn--fa-hia.de", allow_private=False, code="TARGET_NOT_ALLOWED", resolve=False)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2002:7f00:1::",  # 6to4 for 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 for the metadata address
+        "2002:0a00:0001::1",  # 6to4 for 10.0.0.1
+        "64:ff9b::7f00:1",  # NAT64 for 127.0.0.1
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo to client 127.0.0.1
+    ],
+)
+def test_ipv6_addresses_that_carry_a_non_public_ipv4_one_are_not_public(address):
+    # Then git sources, HTTP targets, webhooks and the build proxy (one policy) all refuse them
+    assert not is_public_address(ipaddress.ip_address(address))
+    with pytest.raises(PermanentJobError):
+        check_host(f"[{address}]", allow_private=False, code="SOURCE_NOT_ALLOWED", resolve=False)
+
+
+def test_an_ordinary_public_ipv6_address_stays_public():
+    assert is_public_address(ipaddress.ip_address("2606:4700:4700::1111"))
