@@ -6,11 +6,11 @@ import logging
 import sys
 from typing import Any
 
+from django.core.exceptions import DisallowedHost, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.views import defaults
+from django.views import csrf, defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -87,6 +87,29 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     response.data = body
     response.status_code = status_code
     return response
+
+
+def _speaks_json(request: HttpRequest) -> bool:
+    """Whether `request` is for the API or the metrics, which answer errors in the JSON envelope."""
+    return request.path.startswith("/api/") or request.path == "/metrics"
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """JSON 400 under /api/ and /metrics (a Host not in ALLOWED_HOSTS, say), Django's page elsewhere."""
+    if _speaks_json(request):
+        detail = "Bad request: the Host header is not one this service answers to."
+        if not isinstance(exception, DisallowedHost):
+            detail = "Bad request."
+        return JsonResponse({"code": "VALIDATION_ERROR", "detail": detail}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """JSON 403 under /api/ and /metrics when Django's CSRF check refuses a request, its page elsewhere."""
+    if _speaks_json(request):
+        detail = f"CSRF verification failed: {reason}" if reason else "CSRF verification failed."
+        return JsonResponse({"code": "PERMISSION_DENIED", "detail": detail}, status=403)
+    return csrf.csrf_failure(request, reason=reason)
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -13,5 +13,6 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
 ]
 
+handler400 = "publisher_project.exception_handler.bad_request"
 handler404 = "publisher_project.exception_handler.page_not_found"
 handler500 = "publisher_project.exception_handler.server_error"

@@ -60,6 +60,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "publisher_project.urls"
+# The API's and the metrics' CSRF refusals in the JSON error envelope, like every other error there.
+CSRF_FAILURE_VIEW = "publisher_project.exception_handler.csrf_failure"
 WSGI_APPLICATION = "publisher_project.wsgi.application"
 ASGI_APPLICATION = "publisher_project.asgi.application"
 

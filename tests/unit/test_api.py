@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -566,3 +567,33 @@ def test_a_json_body_over_the_upload_limit_is_a_400(api, settings) -> None:
     response = api.post("/api/v1/projects/", data=body, content_type="application/json")
     assert_error(response, 400, "VALIDATION_ERROR")
     assert "DATA_UPLOAD_MAX_MEMORY_SIZE" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/health", "/api/v1/projects/", "/metrics"])
+def test_a_host_not_allowed_gets_the_json_envelope_under_the_api(client, path) -> None:
+    response = client.get(path, HTTP_HOST="attacker.example")
+    assert_error(response, 400, "VALIDATION_ERROR")
+    assert "Host header" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_a_host_not_allowed_elsewhere_gets_djangos_page(client) -> None:
+    response = client.get("/admin/", HTTP_HOST="attacker.example")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_a_csrf_refusal_gets_the_json_envelope_under_the_api_and_djangos_page_elsewhere(rf, settings) -> None:
+    from django.utils.module_loading import import_string
+
+    view = import_string(settings.CSRF_FAILURE_VIEW)
+    api = view(rf.post("/api/v1/publishing/initiate"), reason="CSRF cookie not set.")
+    assert api.status_code == 403
+    assert json.loads(api.content) == {
+        "code": "PERMISSION_DENIED",
+        "detail": "CSRF verification failed: CSRF cookie not set.",
+    }
+    page = view(rf.post("/admin/login/"), reason="CSRF cookie not set.")
+    assert page.status_code == 403
+    assert page["Content-Type"].startswith("text/html")
