@@ -487,3 +487,19 @@ class Deployment:
             delete_keys(client, f"{self.namespace}:*", f"{self.namespace}-abort*")
         finally:
             client.close()
+
+
+def git(folder: Path) -> list[str]:
+    """`git -C folder`, committing as the benchmarks' own author."""
+    return ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "-C", str(folder)]
+
+
+def git_repository(folder: Path, files: dict[str, str], message: str) -> Path:
+    """A local git repository at `folder` with `files` (relative path -> text) in one commit on `main`."""
+    folder.mkdir(parents=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    subprocess.run(["git", "init", "--quiet", "-b", "main", str(folder)], check=True)
+    subprocess.run([*git(folder), "add", "."], check=True)
+    subprocess.run([*git(folder), "commit", "--quiet", "-m", message], check=True)
+    return folder

@@ -51,7 +51,7 @@ from typing import Any
 import psycopg
 import requests
 
-from bench.common import Context, Deployment, Outcome, Target
+from bench.common import Context, Deployment, Outcome, Target, git, git_repository
 
 HOSTS = ("host-a", "host-b")
 # The product's defaults (publisher_project/settings/base.py), said here for the report.
@@ -100,23 +100,13 @@ pathlib.Path("dist/index.html").write_text("<h1>Recovered</h1>\\n")
 
 def make_source(folder: Path) -> Path:
     """A local git repository with the holding build."""
-    folder.mkdir(parents=True)
-    (folder / "build.py").write_text(BUILD_SCRIPT)
-    (folder / "hold").touch()
-    subprocess.run(["git", "init", "--quiet", "-b", "main", str(folder)], check=True)
-    subprocess.run([*_git(folder), "add", "."], check=True)
-    subprocess.run([*_git(folder), "commit", "--quiet", "-m", "holding build"], check=True)
-    return folder
+    return git_repository(folder, {"build.py": BUILD_SCRIPT, "hold": ""}, "holding build")
 
 
 def release(source: Path) -> None:
     """Commit `hold` away: the next attempt's checkout builds at once."""
-    subprocess.run([*_git(source), "rm", "--quiet", "hold"], check=True)
-    subprocess.run([*_git(source), "commit", "--quiet", "-m", "release"], check=True)
-
-
-def _git(folder: Path) -> list[str]:
-    return ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "-C", str(folder)]
+    subprocess.run([*git(source), "rm", "--quiet", "hold"], check=True)
+    subprocess.run([*git(source), "commit", "--quiet", "-m", "release"], check=True)
 
 
 def build_pid(token: str) -> int | None:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, Context, Outcome
+from bench.common import ROOT, Context, Outcome, git_repository
 
 STEPS = ("checkout", "build", "package", "submit")
 MODES = ("sandboxed", "unsandboxed")
@@ -75,17 +75,6 @@ def run(context: Context) -> Outcome:
     )
 
 
-def _site(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "index.html").write_text("<h1>{{ title }}</h1>\n")
-    (folder / "build.py").write_text(BUILD_SCRIPT)
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "-C", str(folder)]
-    subprocess.run(["git", "init", "--quiet", "-b", "main", str(folder)], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "--quiet", "-m", "one page"], check=True)
-    return folder
-
-
 def measure(rounds: int, workdir: Path) -> dict[str, dict[str, list[float]]]:
     """Per mode and step, the milliseconds of each round (Django must be set up)."""
     # Imported here: this module is also the runner's, which never sets Django up.
@@ -96,7 +85,8 @@ def measure(rounds: int, workdir: Path) -> dict[str, dict[str, list[float]]]:
     from publishing.pipeline.submit import submit
     from publishing.pipeline.workspace import workspace
 
-    source = _site(workdir / "source")
+    files = {"index.html": "<h1>{{ title }}</h1>\n", "build.py": BUILD_SCRIPT}
+    source = git_repository(workdir / "source", files, "one page")
     store = workdir / "store"
     policies = {"sandboxed": SandboxPolicy(mode="required"), "unsandboxed": SandboxPolicy(mode="off")}
     limits = BuildLimits.from_settings()

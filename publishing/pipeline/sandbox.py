@@ -46,7 +46,6 @@ SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOSTNAME = "publisher-build"
 # Where a build with `public` network finds the build proxy's socket (its relay connects to it).
 PROXY_SOCKET = "/run/publisher/proxy.sock"
-MODES = ("required", "auto", "off")
 # The top-level entries that are links into /usr on a merged-/usr system, or folders of their own.
 SYSTEM_ROOTS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # What of the host's /etc a build sees: name resolution, TLS trust, the dynamic linker's cache,
