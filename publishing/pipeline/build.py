@@ -48,6 +48,7 @@ from publishing.pipeline.sandbox import (
     bwrap_argv,
     identity_files,
     lease_uid,
+    processes_by_uid,
 )
 from publishing.pipeline.sandbox import (
     environment as sandbox_environment,
@@ -234,25 +235,7 @@ def build_environment(workdir: Path) -> dict[str, str]:
 
 def count_tasks(uid: int) -> int:
     """Tasks (processes and threads) of real uid `uid` that /proc shows: what RLIMIT_NPROC counts."""
-    total = 0
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/status", "rb") as fh:
-                    status = fh.read()
-            except OSError:
-                continue  # gone meanwhile
-            real_uid = threads = -1
-            for line in status.splitlines():
-                if line.startswith(b"Uid:"):
-                    real_uid = int(line.split()[1])
-                elif line.startswith(b"Threads:"):
-                    threads = int(line.split()[1])
-            if real_uid == uid and threads > 0:
-                total += threads
-    return total
+    return sum(threads for _, threads in processes_by_uid().get(uid, ()) if threads > 0)
 
 
 def _resolve_user(user: str) -> _Identity | None:

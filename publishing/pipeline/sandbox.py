@@ -299,35 +299,42 @@ def _has_account(uid: int) -> bool:
     return True
 
 
-def _uid_of(pid: int | str) -> int | None:
+def _status(pid: int | str) -> tuple[int, int] | None:
+    """(real uid, threads) of process `pid` from /proc; None once it is gone."""
+    real_uid = threads = -1
     try:
         with open(f"/proc/{pid}/status", "rb") as fh:
-            return next(int(line.split()[1]) for line in fh if line.startswith(b"Uid:"))
-    except (OSError, StopIteration, ValueError):
-        return None  # gone meanwhile
+            for line in fh:
+                if line.startswith(b"Uid:"):
+                    real_uid = int(line.split()[1])
+                elif line.startswith(b"Threads:"):
+                    threads = int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return (real_uid, threads) if real_uid >= 0 else None
 
 
-def _processes_by_uid() -> dict[int, list[int]]:
-    """Real uid -> pids, as /proc shows them now."""
-    found: dict[int, list[int]] = {}
+def processes_by_uid() -> dict[int, list[tuple[int, int]]]:
+    """Real uid -> (pid, threads) of each process /proc shows now (the one scan of /proc for uids)."""
+    found: dict[int, list[tuple[int, int]]] = {}
     with os.scandir("/proc") as entries:
         for entry in entries:
-            if entry.name.isdigit() and (uid := _uid_of(entry.name)) is not None:
-                found.setdefault(uid, []).append(int(entry.name))
+            if entry.name.isdigit() and (status := _status(entry.name)) is not None:
+                found.setdefault(status[0], []).append((int(entry.name), status[1]))
     return found
 
 
-def _kill(pids: list[int], uid: int) -> int:
-    """SIGKILL each of `pids` that still runs as `uid`; how many were."""
+def _kill(processes: list[tuple[int, int]], uid: int) -> int:
+    """SIGKILL each of `processes` (pid, threads) that still runs as `uid`; how many were."""
     killed = 0
-    for pid in pids:
+    for pid, _ in processes:
         # Through a pidfd checked after it is open: a pid reused meanwhile is never signalled.
         try:
             fd = os.pidfd_open(pid)
         except OSError:
             continue  # gone
         try:
-            if _uid_of(pid) == uid:
+            if (status := _status(pid)) is not None and status[0] == uid:
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
                 killed += 1
         except ProcessLookupError:
@@ -355,7 +362,7 @@ def lease_uid(uids: range, folder: Path = UID_LOCK_DIR) -> Iterator[int]:
         if fd is None:
             continue
         try:
-            if left := _kill(_processes_by_uid().get(uid, []), uid):
+            if left := _kill(processes_by_uid().get(uid, []), uid):
                 logger.warning("Killed %d process(es) left running by an earlier build as uid %d", left, uid)
             yield uid
         finally:
@@ -372,15 +379,17 @@ def sweep_uids(uids: range, folder: Path = UID_LOCK_DIR) -> int:
     if not folder.is_dir():
         return 0
     running = {
-        uid: pids for uid, pids in _processes_by_uid().items() if uid in uids and not _has_account(uid)
+        uid: processes
+        for uid, processes in processes_by_uid().items()
+        if uid in uids and not _has_account(uid)
     }
     killed = 0
-    for uid, pids in running.items():
+    for uid, processes in running.items():
         fd = try_lock(folder / str(uid), folder=False)
         if fd is None:
             continue  # a build holds it: its processes are alive by right
         try:
-            killed += _kill(pids, uid)
+            killed += _kill(processes, uid)
         finally:
             os.close(fd)
     return killed
