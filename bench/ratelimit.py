@@ -87,7 +87,9 @@ class InstantPipeline:
         return Artifact(path=source, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
     def submit(self, job: Job, artifact: Artifact) -> Submission:
-        return Submission(uri=f"memory://{job.project_slug}/{job.publishing_id}", ref=job.publishing_id)
+        return Submission(
+            uri=f"memory://{job.origin.project_slug}/{job.publishing_id}", ref=job.publishing_id
+        )
 
 
 def backlog(count: int) -> None:

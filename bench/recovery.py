@@ -165,6 +165,7 @@ class Recovery:
                     PUBLISHING_ALLOW_LOCAL_SOURCES="true",
                     PUBLISHING_ALLOW_PRIVATE_TARGETS="true",
                     PUBLISHING_ALLOW_USER_BUILD_COMMANDS="true",
+                    PUBLISHING_FILE_STORE_ROOTS=str(self.store),
                     PUBLISHING_RATE_LIMIT="0",
                     **self.plan.env,
                 )
@@ -269,7 +270,7 @@ class Recovery:
         seen_again_at = time.time()
         done = self.wait_until(publishing_id, "published", lambda b: b["status"] == "published", timeout=60)
         first, second, *more = done["attempt_history"]
-        artifacts = sorted(path.name for path in self.store.glob("*/*.tar.gz"))
+        artifacts = sorted(path.name for path in self.store.glob("*/*/*.tar.gz"))
         survivor = host_of(again["worker"])
         checks = {
             "another host took over": survivor != victim,

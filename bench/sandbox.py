@@ -78,6 +78,7 @@ def run(context: Context) -> Outcome:
 def measure(rounds: int, workdir: Path) -> dict[str, dict[str, list[float]]]:
     """Per mode and step, the milliseconds of each round (Django must be set up)."""
     # Imported here: this module is also the runner's, which never sets Django up.
+    from publishing.pipeline.base import Origin
     from publishing.pipeline.build import BuildLimits, run_build
     from publishing.pipeline.checkout import checkout
     from publishing.pipeline.package import package
@@ -120,9 +121,10 @@ def measure(rounds: int, workdir: Path) -> dict[str, dict[str, list[float]]]:
                     artifact,
                     target_url=f"file://{store}",
                     publishing_id=f"{mode}-{number}",
-                    project_slug="one-page",
+                    origin=Origin(owner_id="1", project_id="one-page", project_slug="one-page"),
                     timeout=60,
                     allow_private=True,
+                    store_roots=[str(store)],
                 )
                 times.append(time.perf_counter())
             for step, (start, end) in zip(STEPS, itertools.pairwise(times), strict=True):

@@ -320,6 +320,7 @@ class Run:
                 PUBLISHING_ALLOW_LOCAL_SOURCES="true",
                 PUBLISHING_ALLOW_PRIVATE_TARGETS="true",
                 PUBLISHING_ALLOW_USER_BUILD_COMMANDS="true",
+                PUBLISHING_FILE_STORE_ROOTS=str(self.tmp / "var" / "store"),
             )
         else:
             env["DJANGO_SETTINGS_MODULE"] = "publisher_project.settings.local"

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from publisher_project.middleware import DATABASE_UNAVAILABLE_ERRORS, database_unavailable
-from publishing.exceptions import BrokerUnavailable, NotFound, PublishingConflict, PublishingError
+from publishing.exceptions import BrokerUnavailable, Forbidden, NotFound, PublishingConflict, PublishingError
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ def _domain_error(exc: PublishingError) -> Response:
         return Response({"code": "CONFLICT", "detail": exc.detail, **exc.extra()}, status=409)
     if isinstance(exc, NotFound):
         return Response({"code": "NOT_FOUND", "detail": exc.detail}, status=404)
+    if isinstance(exc, Forbidden):
+        return Response({"code": exc.code, "detail": exc.detail}, status=status.HTTP_403_FORBIDDEN)
     return Response({"code": exc.code, "detail": exc.detail}, status=status.HTTP_400_BAD_REQUEST)
 
 

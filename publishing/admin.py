@@ -23,7 +23,8 @@ from django.utils.safestring import SafeString
 
 from publishing import selectors, services
 from publishing.exceptions import BrokerUnavailable, PublishingConflict, PublishingError
-from publishing.models import Attempt, Project, Publishing, WebhookDelivery
+from publishing.models import CREDENTIAL_URL_FIELDS, Attempt, Project, Publishing, WebhookDelivery
+from publishing.pipeline.network import redacted_url, restore_credentials
 
 RECENT_FAILURES = 20
 Status = Publishing.Status
@@ -116,8 +117,21 @@ class ProjectAdminForm(forms.ModelForm[Project]):
             "webhook_url", "webhook_secret",
         ]  # fmt: skip
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Shown as in the API, `https://***@host/...`; saved back as shown, the secret stays.
+        for field in CREDENTIAL_URL_FIELDS:
+            if stored := getattr(self.instance, field, ""):
+                self.initial[field] = redacted_url(stored)
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        for field in CREDENTIAL_URL_FIELDS:
+            if cleaned.get(field):
+                try:
+                    cleaned[field] = restore_credentials(cleaned[field], getattr(self.instance, field))
+                except ValueError as exc:
+                    self.add_error(field, str(exc))
         if not cleaned.get("webhook_url"):
             cleaned["webhook_secret"] = ""
         elif not cleaned.get("webhook_secret"):
@@ -134,9 +148,10 @@ class ProjectAdminForm(forms.ModelForm[Project]):
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin[Project]):
     form = ProjectAdminForm
-    list_display = ["name", "slug", "owner", "repository_url", "ref", "target_url", "updated_at"]
+    list_display = ["name", "slug", "owner", "repository", "ref", "target", "updated_at"]
     list_filter = ["owner"]
-    search_fields = ["name", "slug", "repository_url", "owner__username"]
+    # Not the URLs: a search by their text would tell the credentials in them a letter at a time.
+    search_fields = ["name", "slug", "owner__username"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["id", "created_at", "updated_at"]
     actions = ["publish_now"]
@@ -147,6 +162,14 @@ class ProjectAdmin(admin.ModelAdmin[Project]):
         form = super().get_form(request, obj, change=change, **kwargs)
         form.request = request  # type: ignore[attr-defined]
         return form
+
+    @admin.display(description="repository", ordering="repository_url")
+    def repository(self, project: Project) -> str:
+        return redacted_url(project.repository_url)
+
+    @admin.display(description="target", ordering="target_url")
+    def target(self, project: Project) -> str:
+        return redacted_url(project.target_url)
 
     def has_publish_permission(self, request: HttpRequest) -> bool:
         """Publishing records a publishing: the model's add permission, though the admin has no add form."""

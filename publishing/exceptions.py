@@ -25,6 +25,12 @@ class NotFound(PublishingError):
     code = "NOT_FOUND"
 
 
+class Forbidden(PublishingError):
+    """The caller sees the object but lacks the right to do this to it."""
+
+    code = "PERMISSION_DENIED"
+
+
 class PublishingConflict(PublishingError):
     """Another publishing of the same project is still active."""
 

@@ -15,6 +15,10 @@ from django.utils import timezone
 from publishing.exceptions import InvalidTransition
 from publishing.signals import publishing_finished
 
+# A project's URLs a user may write credentials into (`https://user:token@host/...`): kept, and
+# never shown back (the API and the admin show `***`).
+CREDENTIAL_URL_FIELDS = ("repository_url", "target_url", "webhook_url")
+
 
 class Project(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -56,6 +60,9 @@ class Project(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["owner", "slug"], name="project_unique_slug_per_owner"),
         ]
+        # A build command runs on the workers: setting one is a right of its own, apart from
+        # changing a project (publishing.authorization).
+        permissions = [("set_build_command", "Can set build commands")]
 
     def __str__(self) -> str:
         return self.name
@@ -152,6 +159,13 @@ class Publishing(models.Model):
         null=True,
         related_name="publishings",
     )
+    # The project's settings this publishing runs with, copied when it is initiated: a change to
+    # the project afterwards never reaches a queued, running or retried publishing.
+    repository_url = models.CharField(max_length=500, blank=True, default="")
+    ref = models.CharField(max_length=255, blank=True, default="")
+    build_command = models.TextField(blank=True, default="")
+    artifact_path = models.CharField(max_length=500, blank=True, default="")
+    target_url = models.CharField(max_length=500, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     progress = models.PositiveSmallIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0, help_text="Pipeline runs started.")
@@ -229,6 +243,15 @@ class Publishing(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL_STATUSES
+
+    def take_settings_of(self, project: Project) -> None:
+        """Copy the project's settings that decide what runs and where it goes (not saved)."""
+        for field in SNAPSHOT_FIELDS:
+            setattr(self, field, getattr(project, field))
+
+
+# What a publishing copies from its project when it is initiated.
+SNAPSHOT_FIELDS = ("repository_url", "ref", "build_command", "artifact_path", "target_url")
 
 
 class Attempt(models.Model):

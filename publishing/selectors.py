@@ -6,28 +6,22 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser, User
 from django.db import Error as DatabaseError
 from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 
 from publishing import broker, presence
+from publishing.authorization import AnyUser, sees_all_projects, sees_all_publishings
 from publishing.exceptions import BrokerUnavailable
 from publishing.models import Project, Publishing
 from publishing.models import PublishingQuerySet as PublishingQuerySet
 from publishing.rate_limit import publishing_limiter
 
-AnyUser = User | AnonymousUser
-
-
-def _is_staff(user: AnyUser) -> bool:
-    return bool(getattr(user, "is_staff", False))
-
 
 def projects_visible_to(user: AnyUser) -> QuerySet[Project]:
-    """The caller's projects; staff see all."""
+    """The caller's projects; everyone's with the view_project permission."""
     projects = Project.objects.select_related("owner")
-    return projects if _is_staff(user) else projects.filter(owner_id=user.pk)
+    return projects if sees_all_projects(user) else projects.filter(owner_id=user.pk)
 
 
 def projects_owned_by(user: AnyUser) -> QuerySet[Project]:
@@ -36,9 +30,9 @@ def projects_owned_by(user: AnyUser) -> QuerySet[Project]:
 
 
 def publishings_visible_to(user: AnyUser) -> PublishingQuerySet:
-    """The caller's publishings (requested by them or of their projects); staff see all."""
+    """The caller's publishings (requested by them or of their projects); all with view_publishing."""
     publishings = Publishing.objects.select_related("project", "requested_by")
-    if _is_staff(user):
+    if sees_all_publishings(user):
         return publishings
     return publishings.filter(requested_by_id=user.pk) | publishings.filter(project__owner_id=user.pk)
 

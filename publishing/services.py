@@ -24,9 +24,11 @@ from django.utils import timezone
 from django.utils.text import slugify
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from publishing import broker, metrics, presence, webhooks
+from publishing import authorization, broker, metrics, presence, webhooks
+from publishing.authorization import AnyUser
 from publishing.exceptions import (
     BrokerUnavailable,
+    Forbidden,
     InvalidTransition,
     JobError,
     NotFound,
@@ -37,14 +39,14 @@ from publishing.exceptions import (
 )
 from publishing.log_context import job_context
 from publishing.models import Attempt, Project, Publishing
-from publishing.pipeline import Job, get_pipeline, sandbox
+from publishing.pipeline import Job, Origin, get_pipeline, sandbox
 from publishing.pipeline.checkout import validate_ref, validate_source_url
 from publishing.pipeline.network import redact_credentials
 from publishing.pipeline.package import EXCLUDED_NAMES
 from publishing.pipeline.submit import validate_target_url
 from publishing.pipeline.workspace import sweep as pipeline_workspace_sweep
 from publishing.pipeline.workspace import workspace as pipeline_workspace
-from publishing.selectors import AnyUser, project_for
+from publishing.selectors import project_for
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +66,7 @@ WEBHOOK_SECRET_MIN_LENGTH = 16
 
 def project_validate(*, user: AnyUser, data: dict[str, Any], instance: Project | None = None) -> None:
     """Raise ValidationError (per field) for project settings this user may not use."""
-    errors: dict[str, str] = {}
-    build_command = data.get("build_command")
-    changes_command = build_command is not None and build_command != (
-        instance.build_command if instance else ""
-    )
-    if (
-        changes_command
-        and not settings.PUBLISHING_ALLOW_USER_BUILD_COMMANDS
-        and not getattr(user, "is_staff", False)
-    ):
-        errors["build_command"] = "Only staff may set a build command."
+    errors = _build_command_errors(user, data, instance)
     if "repository_url" in data:
         try:
             validate_source_url(
@@ -86,7 +78,11 @@ def project_validate(*, user: AnyUser, data: dict[str, Any], instance: Project |
             errors["repository_url"] = exc.detail
     if "target_url" in data:
         try:
-            validate_target_url(data["target_url"], allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS)
+            validate_target_url(
+                data["target_url"],
+                allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
+                store_roots=settings.PUBLISHING_FILE_STORE_ROOTS,
+            )
         except JobError as exc:
             errors["target_url"] = exc.detail
     if "ref" in data:
@@ -102,6 +98,36 @@ def project_validate(*, user: AnyUser, data: dict[str, Any], instance: Project |
     errors.update(_webhook_errors(data, instance))
     if errors:
         raise ValidationError(errors)
+
+
+# What decides the code a build command runs: changing either lets other code run under an approved command.
+CODE_FIELDS = ("repository_url", "ref")
+
+
+def _build_command_errors(user: AnyUser, data: dict[str, Any], instance: Project | None) -> dict[str, str]:
+    """A build command runs on the workers: setting one, or changing the code it runs, is a right.
+
+    Without it (`publishing.set_build_command`), an owner may clear the command, and may change
+    the repository or ref only by clearing it in the same request: an approved command is bound
+    to the code it was approved for.
+    """
+    if authorization.may_set_build_command(user):
+        return {}
+    current = instance.build_command if instance else ""
+    command = data.get("build_command", current)
+    if command and command != current:
+        return {"build_command": "Setting a build command needs the permission to set build commands."}
+    if not (command and instance):
+        return {}
+    return {
+        field: (
+            f"This project's build command was approved for its repository and ref; changing the "
+            f"{field} needs the permission to set build commands. To change it yourself, send "
+            '"build_command": "" with it: the project then publishes its files without a build.'
+        )
+        for field in CODE_FIELDS
+        if field in data and data[field] != getattr(instance, field)
+    }
 
 
 def _webhook_errors(data: dict[str, Any], instance: Project | None) -> dict[str, str]:
@@ -137,6 +163,10 @@ def project_create(*, owner: User, **data: Any) -> Project:
 
 
 def project_update(*, project: Project, by: AnyUser, **data: Any) -> Project:
+    if not authorization.may_change_project(by, project):
+        raise Forbidden(
+            "You may see this project but not change it: that needs the change_project permission."
+        )
     project_validate(user=by, data=data, instance=project)
     for key, value in data.items():
         if key in PROJECT_FIELDS:
@@ -155,8 +185,12 @@ def project_update(*, project: Project, by: AnyUser, **data: Any) -> Project:
     return project
 
 
-def project_delete(*, project: Project) -> None:
+def project_delete(*, project: Project, by: AnyUser) -> None:
     """Delete a project; refused while one of its publishings is active. Publishings are kept."""
+    if not authorization.may_delete_project(by, project):
+        raise Forbidden(
+            "You may see this project but not delete it: that needs the delete_project permission."
+        )
     active = project.publishings.active().first()
     if active is not None:
         raise PublishingConflict("The project has an active publishing.", active_id=active.pk)
@@ -185,6 +219,10 @@ def publishing_initiate(
     project = project_for(user, project_id)
     if project is None:
         raise NotFound("Project not found.")
+    if not authorization.may_publish(user, project):
+        raise Forbidden(
+            "You may see this project but not publish it: that needs the add_publishing permission."
+        )
     broker.ensure_available()
     publishing, message = _insert_queued(user, project, idempotency_key)
     if message is None:
@@ -226,12 +264,14 @@ def _insert_queued(
     for _ in range(2):
         try:
             with transaction.atomic():
-                created = Publishing.objects.create(
+                created = Publishing(
                     project=project,
                     requested_by=user,
                     status=Status.PENDING,
                     idempotency_key=idempotency_key or None,
                 )
+                created.take_settings_of(project)
+                created.save(force_insert=True)
                 message = _queue(created, sources=(Status.PENDING,))
             _without_attempts(created)
             return created, message
@@ -356,12 +396,21 @@ def _send(publishing: Publishing, message: dramatiq.Message[Any]) -> None:
 # --- Cancel, retry --------------------------------------------------------------------------
 
 
+def _check_may_act_on(publishing: Publishing, by: User) -> None:
+    if not authorization.may_act_on(by, publishing):
+        raise Forbidden(
+            "You may see this publishing but not cancel or retry it: "
+            "that needs the change_publishing permission."
+        )
+
+
 def publishing_cancel(*, publishing: Publishing, by: User) -> Publishing:
     """Cancel a publishing before it submits; a running build is aborted. 409 once submitting or finished.
 
     Once the artifact is on its way to the target, cancelling could only lie:
     the submission completes, and the publishing with it.
     """
+    _check_may_act_on(publishing, by)
     try:
         Publishing.objects.transition(
             publishing.pk,
@@ -398,7 +447,11 @@ def _abort(message_id: str) -> None:
 
 
 def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
-    """Queue a failed or cancelled publishing again. 409 otherwise or while another one is active."""
+    """Queue a failed or cancelled publishing again, with the settings it was initiated with.
+
+    409 unless failed or cancelled, or while another one of its project is active.
+    """
+    _check_may_act_on(publishing, by)
     previous_status = publishing.status
     previous: dict[str, Any] = {
         "error_code": publishing.error_code,
@@ -726,28 +779,31 @@ def _run_attempt(publishing: Publishing, log: _AttemptLog) -> None:
         raise PermanentJobError("The project was deleted.", code="PROJECT_DELETED")
     pipeline = get_pipeline()
     with pipeline_workspace() as workspace:
+        # The settings of the publishing, copied from the project when it was initiated.
         job = Job(
             publishing_id=str(publishing.pk),
-            project_slug=project.slug,
-            repository_url=project.repository_url,
-            ref=project.ref,
-            build_command=project.build_command,
-            artifact_path=project.artifact_path,
-            target_url=project.target_url,
+            origin=Origin(
+                owner_id=str(project.owner_id), project_id=str(project.pk), project_slug=project.slug
+            ),
+            repository_url=publishing.repository_url,
+            ref=publishing.ref,
+            build_command=publishing.build_command,
+            artifact_path=publishing.artifact_path,
+            target_url=publishing.target_url,
             workspace=workspace,
             log=log.append,
         )
         try:
             log.step(
-                f"attempt {attempt}: checkout {redact_credentials(project.repository_url)}@{project.ref}",
+                f"attempt {attempt}: checkout {redact_credentials(job.repository_url)}@{job.ref}",
                 progress=10,
             )
             with metrics.step("checkout"):
                 source = pipeline.checkout(job)
-            log.step("build" if project.build_command.strip() else "build: no build command", progress=30)
+            log.step("build" if job.build_command.strip() else "build: no build command", progress=30)
             with metrics.step("build"):
                 pipeline.build(job, source)
-            log.step(f"package {project.artifact_path}", progress=60)
+            log.step(f"package {job.artifact_path}", progress=60)
             with metrics.step("package"):
                 artifact = pipeline.package(job, source)
             log.append(f"artifact sha256={artifact.sha256} size={artifact.size}\n")
@@ -999,7 +1055,7 @@ def _dead_build(publishing_id: uuid.UUID | None, *, by: User, report: DeadLetter
         return True
     try:
         publishing_retry(publishing=publishing, by=by)
-    except PublishingConflict as exc:
+    except (PublishingConflict, Forbidden) as exc:
         report.left += 1
         report.note(f"Publishing {publishing.pk} not retried: {exc.detail}")
         return False

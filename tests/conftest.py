@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from publishing import broker as publishing_broker
 from publishing.pipeline.build import count_tasks
-from tests.factories import ProjectFactory, UserFactory
+from tests.factories import OPERATOR_PERMISSIONS, ProjectFactory, UserFactory, grant
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +47,20 @@ def other_user(db):
 
 @pytest.fixture
 def staff(db):
+    """Staff with no permission: may open the admin, and holds no right over others' objects."""
     return UserFactory.create(username="root", is_staff=True)
+
+
+@pytest.fixture
+def viewer(db):
+    """Staff who may view every project and publishing, and change none."""
+    return grant(UserFactory.create(username="viewer", is_staff=True), "view_project", "view_publishing")
+
+
+@pytest.fixture
+def operator(db):
+    """Staff with every permission over projects and publishings."""
+    return grant(UserFactory.create(username="operator", is_staff=True), *OPERATOR_PERMISSIONS)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import factory
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
 from publishing.models import Project, Publishing
@@ -19,6 +19,21 @@ class UserFactory(factory.django.DjangoModelFactory[User]):
     username = factory.Sequence(lambda n: f"user{n}")
     password = factory.django.Password("pw")
     is_staff = False
+
+
+def grant(user: User, *codenames: str) -> User:
+    """`user`, with these permissions of the publishing app."""
+    granted = Permission.objects.filter(content_type__app_label="publishing", codename__in=codenames)
+    assert granted.count() == len(codenames), codenames
+    user.user_permissions.add(*granted)
+    return user
+
+
+# Every permission of the publishing app's projects and publishings: what an operator holds.
+OPERATOR_PERMISSIONS = [
+    "view_project", "change_project", "delete_project", "set_build_command",
+    "view_publishing", "add_publishing", "change_publishing",
+]  # fmt: skip
 
 
 class ProjectFactory(factory.django.DjangoModelFactory[Project]):
@@ -42,6 +57,12 @@ class PublishingFactory(factory.django.DjangoModelFactory[Publishing]):
     project = factory.SubFactory(ProjectFactory)
     requested_by = factory.LazyAttribute(lambda o: o.project.owner)
     status = Publishing.Status.PENDING
+    # The project's settings as initiating copies them.
+    repository_url = factory.LazyAttribute(lambda o: o.project.repository_url if o.project else "")
+    ref = factory.LazyAttribute(lambda o: o.project.ref if o.project else "")
+    build_command = factory.LazyAttribute(lambda o: o.project.build_command if o.project else "")
+    artifact_path = factory.LazyAttribute(lambda o: o.project.artifact_path if o.project else "")
+    target_url = factory.LazyAttribute(lambda o: o.project.target_url if o.project else "")
 
     class Params:
         queued = factory.Trait(status=Publishing.Status.QUEUED, queued_at=factory.LazyFunction(timezone.now))

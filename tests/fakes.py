@@ -79,15 +79,19 @@ class ScriptedPipeline:
     submit_outcomes: ClassVar[deque[BaseException | None]] = deque()
     submitted: ClassVar[list[str]] = []
     runs: ClassVar[int] = 0
+    # The job of every run, as the runner handed it over.
+    jobs: ClassVar[list[Job]] = []
 
     @classmethod
     def reset(cls, *outcomes: BaseException | None) -> None:
         cls.submit_outcomes = deque(outcomes)
         cls.submitted = []
         cls.runs = 0
+        cls.jobs = []
 
     def checkout(self, job: Job) -> Path:
         type(self).runs += 1
+        type(self).jobs.append(job)
         source = job.workspace / "source"
         source.mkdir()
         (source / "index.html").write_text(f"<p>{job.publishing_id}</p>")
@@ -108,4 +112,6 @@ class ScriptedPipeline:
         if outcome is not None:
             raise outcome
         type(self).submitted.append(job.publishing_id)
-        return Submission(uri=f"memory://{job.project_slug}/{job.publishing_id}", ref=job.publishing_id)
+        return Submission(
+            uri=f"memory://{job.origin.project_slug}/{job.publishing_id}", ref=job.publishing_id
+        )

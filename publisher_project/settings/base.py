@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from pathlib import Path
@@ -183,6 +184,16 @@ PUBLISHING_ALLOW_LOCAL_SOURCES: bool = env.bool("PUBLISHING_ALLOW_LOCAL_SOURCES"
 PUBLISHING_ALLOW_PRIVATE_TARGETS: bool = env.bool("PUBLISHING_ALLOW_PRIVATE_TARGETS", default=False)
 PUBLISHING_ALLOW_USER_BUILD_COMMANDS: bool = env.bool("PUBLISHING_ALLOW_USER_BUILD_COMMANDS", default=False)
 
+# The folders file:// targets may lie under, absolute, comma-separated; none (the default) allows
+# no file:// target. The worker writes there with its own rights, which reach much further than
+# any user's: every other folder stays out of a target's reach.
+PUBLISHING_FILE_STORE_ROOTS: list[str] = [
+    os.path.normpath(root) for root in env.list("PUBLISHING_FILE_STORE_ROOTS", default=[]) if root.strip()
+]
+if not all(os.path.isabs(root) for root in PUBLISHING_FILE_STORE_ROOTS):
+    raise ImproperlyConfigured(
+        f"PUBLISHING_FILE_STORE_ROOTS={PUBLISHING_FILE_STORE_ROOTS!r}: each folder must be an absolute path"
+    )
 # A file:// store's folders and files are the worker's user's only (0700/0600); with a group name
 # or gid here they are also readable by that group (0750/0640), e.g. a web server that serves them.
 PUBLISHING_STORE_GROUP: str = env.str("PUBLISHING_STORE_GROUP", default="")

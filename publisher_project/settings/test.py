@@ -1,9 +1,17 @@
 """Unit tests: the in-memory stub broker, fast hashing, short backoffs."""
 
 import os
+import tempfile
 
 from .base import *  # noqa: F403
-from .base import DATABASES, DRAMATIQ_BROKER, PUBLISHING_BUILD_SANDBOX, PUBLISHING_BUILD_USER, VAR_DIR
+from .base import (
+    DATABASES,
+    DRAMATIQ_BROKER,
+    PUBLISHING_BUILD_SANDBOX,
+    PUBLISHING_BUILD_USER,
+    PUBLISHING_FILE_STORE_ROOTS,
+    VAR_DIR,
+)
 
 SECRET_KEY = "test-only-not-secret"  # noqa: S105
 DEBUG = False
@@ -20,6 +28,8 @@ PUBLISHING_WEBHOOK_MAX_BACKOFF_MS = 50
 PUBLISHING_ALLOW_LOCAL_SOURCES = True
 PUBLISHING_ALLOW_PRIVATE_TARGETS = True
 PUBLISHING_ALLOW_USER_BUILD_COMMANDS = False
+# Tests keep their stores in their temporary folders.
+PUBLISHING_FILE_STORE_ROOTS = PUBLISHING_FILE_STORE_ROOTS or [str(VAR_DIR / "store"), tempfile.gettempdir()]
 # As on a developer's machine: sandboxed where bwrap is installed (CI installs it).
 PUBLISHING_BUILD_SANDBOX = PUBLISHING_BUILD_SANDBOX or "auto"
 # CI machines run as root; tests of the build user set it themselves.

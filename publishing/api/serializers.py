@@ -3,19 +3,16 @@ from __future__ import annotations
 import copy
 import uuid
 from typing import Any, ClassVar, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from django.db import models
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from publishing.models import Attempt, Project, Publishing
-from publishing.pipeline.network import redact_credentials
+from publishing.models import CREDENTIAL_URL_FIELDS, Attempt, Project, Publishing
+from publishing.pipeline.network import redact_credentials, redacted_url, restore_credentials
 from publishing.selectors import projects_owned_by
 
-# URLs a user may write credentials into (`https://user:token@host/...`): kept, never shown back.
-CREDENTIAL_URL_FIELDS = ("repository_url", "target_url", "webhook_url")
 # Text a job writes, which may quote such a URL.
 JOB_TEXT_FIELDS = ("error_message", "artifact_uri", "log", "log_excerpt")
 
@@ -26,20 +23,6 @@ def redacted(data: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
         if isinstance(data.get(field), str):
             data[field] = redact_credentials(data[field])
     return data
-
-
-def redacted_url(url: str) -> str:
-    """`url` with its user-info shown as `***`, up to the last `@` of the authority as URL parsers read it.
-
-    Stricter than `redact_credentials` for one whole URL: a password with a raw `@` is hidden whole.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return redact_credentials(url)
-    if "@" not in parts.netloc:
-        return redact_credentials(url)
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 class StrictCharField(serializers.CharField):
@@ -115,13 +98,15 @@ class ProjectSerializer(serializers.HyperlinkedModelSerializer[Project]):
         return data
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # A client that sends back a URL as it read it (`https://***@host/...`) keeps the stored
-        # credentials rather than overwriting them with the stars.
+        # A client that sends back a URL as it read it (`https://***@host/...`), or edited but for
+        # the stars, keeps the stored credentials rather than overwriting them with the stars.
         if self.instance is not None:
             for field in CREDENTIAL_URL_FIELDS:
-                stored = getattr(self.instance, field)
-                if field in attrs and attrs[field] != stored and attrs[field] == redacted_url(stored):
-                    attrs[field] = stored
+                if field in attrs:
+                    try:
+                        attrs[field] = restore_credentials(attrs[field], getattr(self.instance, field))
+                    except ValueError as exc:
+                        raise serializers.ValidationError({field: str(exc)}) from exc
         return attrs
 
 

@@ -182,7 +182,7 @@ class ProjectViewSet(viewsets.ModelViewSet[Project]):
         )
 
     def perform_destroy(self, instance: Project) -> None:
-        services.project_delete(project=instance)
+        services.project_delete(project=instance, by=self.request.user)
 
 
 class PublishingFilter(django_filters.FilterSet):  # type: ignore[misc]

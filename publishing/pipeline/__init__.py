@@ -13,13 +13,13 @@ from pathlib import Path
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from publishing.pipeline.base import Artifact, Job, Pipeline, Submission
+from publishing.pipeline.base import Artifact, Job, Origin, Pipeline, Submission
 from publishing.pipeline.build import run_build
 from publishing.pipeline.checkout import checkout
 from publishing.pipeline.package import package
 from publishing.pipeline.submit import submit
 
-__all__ = ["Artifact", "DefaultPipeline", "Job", "Pipeline", "Submission", "get_pipeline"]
+__all__ = ["Artifact", "DefaultPipeline", "Job", "Origin", "Pipeline", "Submission", "get_pipeline"]
 
 
 class DefaultPipeline:
@@ -53,9 +53,10 @@ class DefaultPipeline:
             artifact,
             target_url=job.target_url,
             publishing_id=job.publishing_id,
-            project_slug=job.project_slug,
+            origin=job.origin,
             timeout=settings.PUBLISHING_SUBMIT_TIMEOUT,
             allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
+            store_roots=settings.PUBLISHING_FILE_STORE_ROOTS,
             store_group=settings.PUBLISHING_STORE_GROUP,
         )
 

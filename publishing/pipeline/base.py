@@ -9,11 +9,21 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Whose artifact a run makes: its project and that project's owner (a user id)."""
+
+    owner_id: str
+    project_id: str
+    project_slug: str
+
+
+@dataclass(frozen=True)
 class Job:
     """What a pipeline run needs, copied from the records when the attempt starts."""
 
     publishing_id: str
-    project_slug: str
+    # The file store keeps each owner's artifacts apart.
+    origin: Origin
     repository_url: str
     ref: str
     build_command: str

@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -23,7 +23,7 @@ from typing import IO, Any
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from publishing.exceptions import PermanentJobError, TransientJobError
-from publishing.pipeline.base import Artifact, Submission
+from publishing.pipeline.base import Artifact, Origin, Submission
 from publishing.pipeline.network import answer_error, check_host, post, redact_credentials, split_url
 
 logger = logging.getLogger(__name__)
@@ -53,12 +53,29 @@ def _file_target_dir(parts: SplitResult) -> Path:
     return Path(path)
 
 
-def validate_target_url(url: str, *, allow_private: bool) -> None:
-    """Check a target URL's syntax and policy without touching the network; raise PermanentJobError."""
+def _check_store_root(directory: Path, roots: Sequence[str]) -> None:
+    """A file:// target must lie under one of `roots` (PUBLISHING_FILE_STORE_ROOTS): the worker
+    writes there with its own rights, which reach much further than any user's."""
+    if not roots:
+        raise PermanentJobError(
+            "file:// targets are not allowed here (PUBLISHING_FILE_STORE_ROOTS names no folder)",
+            code="TARGET_NOT_ALLOWED",
+        )
+    if not any(directory.is_relative_to(root) for root in roots):
+        raise PermanentJobError(
+            f"a file:// target must lie under {' or '.join(roots)}", code="TARGET_NOT_ALLOWED"
+        )
+
+
+def validate_target_url(url: str, *, allow_private: bool, store_roots: Sequence[str]) -> None:
+    """Check a target URL's syntax and policy without touching the network; raise PermanentJobError.
+
+    `store_roots` are the folders file:// targets may lie under (none: no file:// targets).
+    """
     parts = split_url(url, what="target URL", code="TARGET_INVALID")
     scheme = parts.scheme.lower()
     if scheme == "file":
-        _file_target_dir(parts)
+        _check_store_root(_file_target_dir(parts), store_roots)
         return
     if scheme in ("http", "https"):
         if not parts.hostname:
@@ -73,24 +90,25 @@ def submit(
     *,
     target_url: str,
     publishing_id: str,
-    project_slug: str,
+    origin: Origin,
     timeout: int,
     allow_private: bool,
+    store_roots: Sequence[str],
     store_group: str = "",
 ) -> Submission:
     """Deliver `artifact` to `target_url`; raise TransientJobError (retry) or PermanentJobError on failure.
 
-    A file:// store's folders and files are the worker's user's only, or also readable by the
-    group `store_group` when set.
+    A file:// target must lie under one of `store_roots`. Its folders and files are the
+    worker's user's only, or also readable by the group `store_group` when set.
     """
-    validate_target_url(target_url, allow_private=allow_private)
+    validate_target_url(target_url, allow_private=allow_private, store_roots=store_roots)
     parts = urlsplit(target_url)
     if parts.scheme.lower() == "file":
         return _submit_to_directory(
             artifact,
             _file_target_dir(parts),
             publishing_id=publishing_id,
-            project_slug=project_slug,
+            origin=origin,
             access=_StoreAccess.of(store_group),
         )
     check_host(parts.hostname or "", allow_private=allow_private, code="TARGET_NOT_ALLOWED", resolve=True)
@@ -179,10 +197,16 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def _submit_to_directory(
-    artifact: Artifact, base: Path, *, publishing_id: str, project_slug: str, access: _StoreAccess
+    artifact: Artifact, base: Path, *, publishing_id: str, origin: Origin, access: _StoreAccess
 ) -> Submission:
-    """Write `<base>/<project>/<id>.tar.gz` and then `<id>.json` atomically; skip an identical archive."""
-    project_dir = base / _path_component(project_slug, "project slug")
+    """Write `<base>/<owner id>/<project slug>/<id>.tar.gz`, then `<id>.json`, atomically; skip an
+    identical archive.
+
+    The owner's folder comes first: slugs are unique per owner only, and two owners' projects
+    must never share a folder, whatever they are called.
+    """
+    owner_dir = base / _path_component(origin.owner_id, "owner id")
+    project_dir = owner_dir / _path_component(origin.project_slug, "project slug")
     file_name = f"{_path_component(publishing_id, 'publishing id')}.tar.gz"
     final = project_dir / file_name
     manifest_path = project_dir / f"{publishing_id}.json"
@@ -202,7 +226,9 @@ def _submit_to_directory(
         if existing is None or existing.get("sha256") != artifact.sha256:
             manifest = {
                 "publishing_id": publishing_id,
-                "project": project_slug,
+                "project": origin.project_slug,
+                "project_id": origin.project_id,
+                "owner_id": origin.owner_id,
                 "sha256": artifact.sha256,
                 "size": artifact.size,
                 "file": file_name,

@@ -49,6 +49,8 @@ class Stack:
             "BROKER_NAMESPACE": namespace,
             "VAR_DIR": str(workdir / "var"),
             "PUBLISHING_WORKSPACE_DIR": str(self.workspaces),
+            # Tests keep their file:// stores in their temporary folders.
+            "PUBLISHING_FILE_STORE_ROOTS": tempfile.gettempdir(),
             "PUBLISHING_MIN_BACKOFF_MS": "200",
             "PUBLISHING_MAX_BACKOFF_MS": "1000",
             "PUBLISHING_BROKER_COOLDOWN": "1",

@@ -38,11 +38,11 @@ def test_initiate_is_published_by_a_real_worker_into_a_file_store(
     assert done["status"] == "published", done
     assert done["attempts"] == 1
     assert done["progress"] == 100
-    artifact = store / project.slug / f"{publishing['id']}.tar.gz"
+    artifact = store / str(project.owner_id) / project.slug / f"{publishing['id']}.tar.gz"
     assert hashlib.sha256(artifact.read_bytes()).hexdigest() == done["artifact_sha256"]
     manifest = json.loads((store / project.slug / f"{publishing['id']}.json").read_text())
     assert manifest["sha256"] == done["artifact_sha256"]
-    assert sorted(p.name for p in (store / project.slug).iterdir()) == sorted(
+    assert sorted(p.name for p in (store / str(project.owner_id) / project.slug).iterdir()) == sorted(
         [artifact.name, f"{publishing['id']}.json"]
     )
     assert "build done" in done["log"]
@@ -153,5 +153,5 @@ def test_concurrent_initiates_while_workers_write_never_fail(
     # Then every publishing was published once, and the database never said it was locked
     for publishing_id in accepted:
         assert stack.wait_for(api, publishing_id)["status"] == "published"
-    assert len(list(store.glob("*/*.tar.gz"))) == 12
+    assert len(list(store.glob("*/*/*.tar.gz"))) == 12
     assert "database is locked" not in stack.logs("worker", tail=None) + stack.logs("web", tail=None)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def artifacts(store: Path) -> list[Path]:
-    return sorted(store.glob("*/*.tar.gz"))
+    return sorted(store.glob("*/*/*.tar.gz"))
 
 
 def process_alive(pid: int) -> bool:

@@ -33,7 +33,7 @@ def test_initiate_is_published_through_rabbitmq(
     # Then a worker publishes it through RabbitMQ
     done = stack.wait_for(api, response.json()["id"])
     assert done["status"] == "published", done
-    assert (store / project.slug / f"{done['id']}.tar.gz").exists()
+    assert (store / str(project.owner_id) / project.slug / f"{done['id']}.tar.gz").exists()
     health = api.get(f"{stack.base_url}/api/v1/health").json()
     assert health == {"status": "ok", "database": "ok", "broker": "ok"}
 

@@ -177,10 +177,13 @@ def test_list_with_a_bad_filter_answers_400(api) -> None:
     assert_error(api.get("/api/v1/publishing/", {"project": "nope"}), 400, "VALIDATION_ERROR")
 
 
-def test_staff_see_every_publishing(client_for, staff, user, other_user) -> None:
+def test_the_view_permission_sees_every_publishing_and_staff_alone_sees_its_own(
+    client_for, staff, viewer, user, other_user
+) -> None:
     PublishingFactory.create(project=ProjectFactory.create(owner=user))
     PublishingFactory.create(project=ProjectFactory.create(owner=other_user))
-    assert client_for(staff).get("/api/v1/publishing/").json()["count"] == 2
+    assert client_for(viewer).get("/api/v1/publishing/").json()["count"] == 2
+    assert client_for(staff).get("/api/v1/publishing/").json()["count"] == 0
 
 
 def test_detail_shows_the_log_and_links_the_project(api, user) -> None:

@@ -29,7 +29,7 @@ from tests.factories import ProjectFactory, PublishingFactory
 
 pytestmark = pytest.mark.django_db
 
-ACTORS = ("anonymous", "owner", "other", "staff")
+ACTORS = ("anonymous", "owner", "other", "staff", "viewer", "operator")
 ERROR_CODES = {
     401: "NOT_AUTHENTICATED",
     403: "PERMISSION_DENIED",
@@ -48,33 +48,35 @@ CHANGE = {"ref": "release"}
 PUBLISH = {"project_id": "{project}"}
 
 # `{project}`: alice's project, with `{failed}`, a failed publishing; `{queued}`: a queued publishing
-# of another project of hers. The owner is alice, "other" is bob, "staff" is root (not alice).
+# of another project of hers. The owner is alice, "other" is bob. The rest are staff (they may open
+# the admin), which alone grants nothing in the API: "staff" has no permission, "viewer" may view
+# projects and publishings, "operator" holds every permission of both models and set_build_command.
 # fmt: off
-MATRIX: list[tuple[str, dict[str, str] | None, int, int, int, int]] = [
-    # request                                    body          anonymous owner other staff
-    ("GET /api/v1/",                             None,         200,      200,  200,  200),
-    ("POST /api/v1/auth/token/",                 LOGIN,        200,      200,  200,  200),
-    ("GET /api/v1/projects/",                    None,         401,      200,  200,  200),
-    ("POST /api/v1/projects/",                   NEW_PROJECT,  401,      201,  201,  201),
-    ("OPTIONS /api/v1/projects/{project}/",      None,         401,      200,  200,  200),
-    ("GET /api/v1/projects/{project}/",          None,         401,      200,  404,  200),
-    ("PATCH /api/v1/projects/{project}/",        CHANGE,       401,      200,  404,  200),
-    ("PUT /api/v1/projects/{project}/",          NEW_PROJECT,  401,      405,  405,  405),
-    ("DELETE /api/v1/projects/{project}/",       None,         401,      204,  404,  204),
-    ("GET /api/v1/publishing/",                  None,         401,      200,  200,  200),
-    ("GET /api/v1/publishing/{failed}",          None,         401,      200,  404,  200),
-    ("DELETE /api/v1/publishing/{failed}",       None,         401,      405,  405,  405),
-    ("POST /api/v1/publishing/initiate",         PUBLISH,      401,      202,  404,  202),
-    ("POST /api/v1/publishing/{queued}/cancel",  None,         401,      200,  404,  200),
-    ("POST /api/v1/publishing/{failed}/retry",   None,         401,      202,  404,  202),
-    ("GET /api/v1/health",                       None,         200,      200,  200,  200),
-    ("GET /api/v1/nothing-here",                 None,         404,      404,  404,  404),
-    ("GET /api/schema/",                         None,         200,      200,  200,  200),
-    ("GET /api/docs/",                           None,         200,      200,  200,  200),
-    ("GET /api-auth/login/",                     None,         200,      200,  200,  200),
-    ("GET /admin/",                              None,         302,      302,  302,  200),
+MATRIX: list[tuple[str, dict[str, str] | None, int, int, int, int, int, int]] = [
+    # request                                    body          anonymous owner other staff viewer operator
+    ("GET /api/v1/",                             None,         200,      200,  200,  200,  200,   200),
+    ("POST /api/v1/auth/token/",                 LOGIN,        200,      200,  200,  200,  200,   200),
+    ("GET /api/v1/projects/",                    None,         401,      200,  200,  200,  200,   200),
+    ("POST /api/v1/projects/",                   NEW_PROJECT,  401,      201,  201,  201,  201,   201),
+    ("OPTIONS /api/v1/projects/{project}/",      None,         401,      200,  200,  200,  200,   200),
+    ("GET /api/v1/projects/{project}/",          None,         401,      200,  404,  404,  200,   200),
+    ("PATCH /api/v1/projects/{project}/",        CHANGE,       401,      200,  404,  404,  403,   200),
+    ("PUT /api/v1/projects/{project}/",          NEW_PROJECT,  401,      405,  405,  405,  405,   405),
+    ("DELETE /api/v1/projects/{project}/",       None,         401,      204,  404,  404,  403,   204),
+    ("GET /api/v1/publishing/",                  None,         401,      200,  200,  200,  200,   200),
+    ("GET /api/v1/publishing/{failed}",          None,         401,      200,  404,  404,  200,   200),
+    ("DELETE /api/v1/publishing/{failed}",       None,         401,      405,  405,  405,  405,   405),
+    ("POST /api/v1/publishing/initiate",         PUBLISH,      401,      202,  404,  404,  403,   202),
+    ("POST /api/v1/publishing/{queued}/cancel",  None,         401,      200,  404,  404,  403,   200),
+    ("POST /api/v1/publishing/{failed}/retry",   None,         401,      202,  404,  404,  403,   202),
+    ("GET /api/v1/health",                       None,         200,      200,  200,  200,  200,   200),
+    ("GET /api/v1/nothing-here",                 None,         404,      404,  404,  404,  404,   404),
+    ("GET /api/schema/",                         None,         200,      200,  200,  200,  200,   200),
+    ("GET /api/docs/",                           None,         200,      200,  200,  200,  200,   200),
+    ("GET /api-auth/login/",                     None,         200,      200,  200,  200,  200,   200),
+    ("GET /admin/",                              None,         302,      302,  302,  200,  200,   200),
     # With METRICS_TOKEN set only its bearer may scrape: no user's session or token opens it.
-    ("GET /metrics",                             None,         401,      401,  401,  401),
+    ("GET /metrics",                             None,         401,      401,  401,  401,  401,   401),
 ]
 # fmt: on
 
@@ -104,11 +106,21 @@ class World:
 
 
 @pytest.fixture
-def world(user, other_user, staff, project, stub_broker) -> World:
+def world(user, other_user, staff, viewer, operator, project, stub_broker) -> World:
     failed = PublishingFactory.create(project=project, failed=True)
     queued = PublishingFactory.create(project=ProjectFactory.create(owner=user), queued=True)
     return World(
-        {"anonymous": None, "owner": user, "other": other_user, "staff": staff}, project, failed, queued
+        {
+            "anonymous": None,
+            "owner": user,
+            "other": other_user,
+            "staff": staff,
+            "viewer": viewer,
+            "operator": operator,
+        },
+        project,
+        failed,
+        queued,
     )
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from publishing.exceptions import PermanentJobError
 from publishing.hygiene import private_state
-from publishing.pipeline.base import Artifact
+from publishing.pipeline.base import Artifact, Origin
 from publishing.pipeline.submit import submit
 
 PR_GET_DUMPABLE = 3
@@ -54,9 +54,10 @@ def _store(tmp_path: Path, store: Path, *, group: str) -> Path:
         Artifact(path=artifact, sha256=hashlib.sha256(b"archive").hexdigest(), size=7),
         target_url=f"file://{store}",
         publishing_id="p-1",
-        project_slug="site",
+        origin=Origin(owner_id="7", project_id="p", project_slug="site"),
         timeout=5,
         allow_private=True,
+        store_roots=[str(store)],
         store_group=group,
     )
     return Path(submission.uri.removeprefix("file://"))
@@ -75,7 +76,7 @@ def test_the_file_store_is_its_owners_or_one_groups_only(tmp_path, group: str):
         os.umask(old)
 
     # Then its folder and files are closed to others (and open to the group when one is named)
-    folder = tmp_path / "store" / "site"
+    folder = tmp_path / "store" / "7" / "site"
     modes = [_mode(folder), _mode(archive), _mode(folder / "p-1.json")]
     assert modes == ([0o700, 0o600, 0o600] if not group else [0o750, 0o640, 0o640])
     if group:
@@ -194,7 +195,8 @@ def test_store_folders_it_creates_above_the_project_let_the_group_through(tmp_pa
     if os.geteuid() != 0:
         pytest.skip("giving a folder to group 0 needs root")
     _store(tmp_path, tmp_path / "new" / "store", group="0")
-    assert [_mode(tmp_path / p) for p in ("new", "new/store", "new/store/site")] == [0o750, 0o750, 0o750]
+    folders = ("new", "new/store", "new/store/7", "new/store/7/site")
+    assert [_mode(tmp_path / p) for p in folders] == [0o750] * 4
 
 
 def test_dramatiqs_reload_execs_the_worker_master_again(monkeypatch):

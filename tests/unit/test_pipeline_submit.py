@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from publishing.exceptions import PermanentJobError, TransientJobError
-from publishing.pipeline.base import Artifact
+from publishing.pipeline.base import Artifact, Origin
 from publishing.pipeline.submit import submit, validate_target_url
 from tests.fakes import http_server, rebinding_resolver, resolver
 
@@ -26,6 +26,7 @@ from tests.fakes import http_server, rebinding_resolver, resolver
 submit_module = importlib.import_module("publishing.pipeline.submit")
 
 PUBLISHING_ID = "3f0c6f7e-9a1b-4c2d-8e5f-0a1b2c3d4e5f"
+ORIGIN = Origin(owner_id="42", project_id="9b2f4c1e-0d3a-4e5f-8a7b-6c5d4e3f2a1b", project_slug="my-site")
 
 
 @pytest.fixture(autouse=True)
@@ -49,9 +50,10 @@ def _submit(artifact: Artifact, target_url: str, **overrides: Any) -> Any:
     options: dict[str, Any] = {
         "target_url": target_url,
         "publishing_id": PUBLISHING_ID,
-        "project_slug": "my-site",
+        "origin": ORIGIN,
         "timeout": 5,
         "allow_private": True,
+        "store_roots": ["/"],
         **overrides,
     }
     return submit(artifact, **options)
@@ -68,15 +70,17 @@ def test_submit_to_a_directory_writes_the_archive_and_then_its_manifest(artifact
     submission = _submit(artifact, store.as_uri())
 
     # Then the archive and manifest sit under the project, with no temporary files left
-    final = store / "my-site" / f"{PUBLISHING_ID}.tar.gz"
+    final = store / "42" / "my-site" / f"{PUBLISHING_ID}.tar.gz"
     assert final.read_bytes() == artifact.path.read_bytes()
-    assert sorted(p.name for p in (store / "my-site").iterdir()) == [
+    assert sorted(p.name for p in (store / "42" / "my-site").iterdir()) == [
         f"{PUBLISHING_ID}.json",
         f"{PUBLISHING_ID}.tar.gz",
     ]
-    manifest = json.loads((store / "my-site" / f"{PUBLISHING_ID}.json").read_text())
+    manifest = json.loads((store / "42" / "my-site" / f"{PUBLISHING_ID}.json").read_text())
     assert manifest["publishing_id"] == PUBLISHING_ID
     assert manifest["project"] == "my-site"
+    assert manifest["project_id"] == ORIGIN.project_id
+    assert manifest["owner_id"] == ORIGIN.owner_id
     assert manifest["sha256"] == artifact.sha256
     assert manifest["size"] == artifact.size
     assert manifest["file"] == f"{PUBLISHING_ID}.tar.gz"
@@ -90,8 +94,8 @@ def test_resubmitting_the_same_archive_rewrites_nothing(artifact, tmp_path, monk
     # Given an archive already submitted
     store = tmp_path / "store"
     first = _submit(artifact, store.as_uri())
-    final = store / "my-site" / f"{PUBLISHING_ID}.tar.gz"
-    manifest = store / "my-site" / f"{PUBLISHING_ID}.json"
+    final = store / "42" / "my-site" / f"{PUBLISHING_ID}.tar.gz"
+    manifest = store / "42" / "my-site" / f"{PUBLISHING_ID}.json"
     before = (final.stat().st_ino, manifest.stat().st_ino, manifest.read_text())
     monkeypatch.setattr(submit_module.shutil, "copyfileobj", _fail_if_called)
 
@@ -113,9 +117,9 @@ def test_resubmitting_different_content_replaces_archive_and_manifest(artifact, 
     _submit(other, store.as_uri())
 
     # Then
-    final = store / "my-site" / f"{PUBLISHING_ID}.tar.gz"
+    final = store / "42" / "my-site" / f"{PUBLISHING_ID}.tar.gz"
     assert final.read_bytes() == b"other content"
-    manifest = json.loads((store / "my-site" / f"{PUBLISHING_ID}.json").read_text())
+    manifest = json.loads((store / "42" / "my-site" / f"{PUBLISHING_ID}.json").read_text())
     assert manifest["sha256"] == other.sha256
 
 
@@ -135,7 +139,7 @@ def test_submit_to_a_directory_reports_a_full_disk_as_transient_and_leaves_no_te
 
     # Then
     assert excinfo.value.code == "TARGET_UNAVAILABLE"
-    assert list((store / "my-site").iterdir()) == []
+    assert list((store / "42" / "my-site").iterdir()) == []
 
 
 def test_submit_to_a_path_that_is_not_a_directory_is_rejected_permanently(artifact, tmp_path):
@@ -153,7 +157,7 @@ def test_submit_to_a_path_that_is_not_a_directory_is_rejected_permanently(artifa
 def test_submit_to_a_directory_refuses_unsafe_path_components(artifact, tmp_path, slug):
     # When / Then
     with pytest.raises(PermanentJobError) as excinfo:
-        _submit(artifact, (tmp_path / "store").as_uri(), project_slug=slug)
+        _submit(artifact, (tmp_path / "store").as_uri(), origin=Origin("42", "p", slug))
     assert excinfo.value.code == "TARGET_INVALID"
 
 
@@ -175,7 +179,7 @@ def test_submit_to_a_directory_refuses_unsafe_path_components(artifact, tmp_path
 def test_validate_target_url_refuses_malformed_urls(url):
     # When / Then
     with pytest.raises(PermanentJobError) as excinfo:
-        validate_target_url(url, allow_private=True)
+        validate_target_url(url, allow_private=True, store_roots=["/"])
     assert excinfo.value.code == "TARGET_INVALID"
 
 
@@ -186,10 +190,10 @@ def test_validate_target_url_refuses_malformed_urls(url):
 def test_validate_target_url_refuses_private_hosts_unless_allowed(url):
     # When / Then refused by default
     with pytest.raises(PermanentJobError) as excinfo:
-        validate_target_url(url, allow_private=False)
+        validate_target_url(url, allow_private=False, store_roots=[])
     assert excinfo.value.code == "TARGET_NOT_ALLOWED"
     # And accepted when private targets are allowed
-    validate_target_url(url, allow_private=True)
+    validate_target_url(url, allow_private=True, store_roots=[])
 
 
 @pytest.mark.parametrize(
@@ -200,7 +204,53 @@ def test_validate_target_url_accepts_file_and_public_http_urls(url, monkeypatch)
     monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
 
     # When / Then no error is raised
-    validate_target_url(url, allow_private=False)
+    validate_target_url(url, allow_private=False, store_roots=["/srv"])
+
+
+@pytest.mark.parametrize(
+    ("url", "roots"),
+    [
+        ("file:///srv/store", []),
+        ("file:///etc/cron.d", ["/srv/store"]),
+        ("file:///srv/store-evil", ["/srv/store"]),
+        ("file:///srv", ["/srv/store"]),
+        ("file:///root/.ssh", ["/srv/store", "/var/lib/publisher"]),
+    ],
+)
+def test_validate_target_url_refuses_file_targets_outside_the_store_roots(url, roots):
+    # When / Then a folder outside every root, or any folder with no roots, is refused
+    with pytest.raises(PermanentJobError) as excinfo:
+        validate_target_url(url, allow_private=True, store_roots=roots)
+    assert excinfo.value.code == "TARGET_NOT_ALLOWED"
+
+
+def test_submit_refuses_a_file_target_outside_the_store_roots_and_writes_nothing(artifact, tmp_path):
+    # Given a target outside the only store root (saved before the roots changed)
+    outside = tmp_path / "private"
+    outside.mkdir(mode=0o700)
+
+    # When the worker submits to it
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, outside.as_uri(), store_roots=[str(tmp_path / "store")])
+
+    # Then it is refused at run time too, and nothing was written there
+    assert excinfo.value.code == "TARGET_NOT_ALLOWED"
+    assert list(outside.iterdir()) == []
+
+
+def test_two_owners_projects_of_the_same_slug_never_share_a_folder(artifact, tmp_path):
+    # Given two owners, each with a project called "site", publishing to the same store
+    store = tmp_path / "store"
+    alice = _submit(artifact, store.as_uri(), publishing_id="p-a", origin=Origin("1", "proj-a", "site"))
+    bob = _submit(artifact, store.as_uri(), publishing_id="p-b", origin=Origin("2", "proj-b", "site"))
+
+    # Then each owner's artifact and manifest are in a folder of that owner
+    assert alice.uri == (store / "1" / "site" / "p-a.tar.gz").as_uri()
+    assert bob.uri == (store / "2" / "site" / "p-b.tar.gz").as_uri()
+    assert sorted(p.name for p in (store / "1" / "site").iterdir()) == ["p-a.json", "p-a.tar.gz"]
+    # And each manifest names its project and owner
+    manifest = json.loads((store / "2" / "site" / "p-b.json").read_text())
+    assert (manifest["project_id"], manifest["owner_id"], manifest["project"]) == ("proj-b", "2", "site")
 
 
 # --- http(s):// --------------------------------------------------------------

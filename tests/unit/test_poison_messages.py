@@ -261,7 +261,7 @@ def test_message_problem_names_what_is_wrong_in_a_short_line() -> None:
     assert message_problem(build_and_submit.fn, (UNKNOWN_ID, UNKNOWN_ID, "None"), {}) is None
 
 
-def test_requeueing_dead_letters_never_sends_a_poison_message_again(stub_broker, worker, staff) -> None:
+def test_requeueing_dead_letters_never_sends_a_poison_message_again(stub_broker, worker, operator) -> None:
     # Given poison messages dead-lettered by the worker: one for a failed publishing (with an extra
     # argument), one for no publishing, one wrong-typed, one for no delivery...
     failed = PublishingFactory.create(failed=True)
@@ -279,8 +279,8 @@ def test_requeueing_dead_letters_never_sends_a_poison_message_again(stub_broker,
     drain(stub_broker, worker)
     assert len(stub_broker.dead_letters) == 5
 
-    # When staff requeue the dead letters
-    report = services.dead_letters_requeue(by=staff)
+    # When an operator requeues the dead letters
+    report = services.dead_letters_requeue(by=operator)
     drain(stub_broker, worker)
 
     # Then the failed publishing is retried with a new message built from its row, and runs;

@@ -308,16 +308,16 @@ def test_the_stored_job_log_holds_no_credentials(seen, receiver, stub_broker, wo
     assert all(REPOSITORY_PASSWORD not in attempt.log_excerpt for attempt in publishing.attempt_history.all())
 
 
-def test_a_staff_member_sees_the_same_stars(staff, receiver) -> None:
+def test_a_staff_member_sees_the_same_stars(viewer, receiver) -> None:
     # Given alice's project with credentials in its URLs
     project = ProjectFactory.create(
         repository_url=with_password(receiver.base_url, "deploy", REPOSITORY_PASSWORD, "/site.git"),
         webhook_secret=WEBHOOK_SECRET,
     )
     client = APIClient()
-    client.force_authenticate(staff)
+    client.force_authenticate(viewer)
 
-    # When staff read it
+    # When staff who may view every project read it
     answers = [client.get(f"/api/v1/projects/{project.pk}/"), client.get("/api/v1/projects/")]
 
     # Then they see where it points, not its password or its secret

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from publishing import broker, services
-from publishing.exceptions import BrokerUnavailable, NotFound, PublishingConflict
+from publishing.exceptions import BrokerUnavailable, Forbidden, NotFound, PublishingConflict
 from publishing.models import Publishing
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 
@@ -102,9 +102,17 @@ def test_initiate_for_another_users_project_is_not_found(stub_broker, other_user
 
 
 @pytest.mark.django_db
-def test_initiate_for_another_users_project_is_allowed_for_staff(stub_broker, staff, other_user) -> None:
+def test_initiate_for_another_users_project_needs_the_view_and_add_permissions(
+    stub_broker, staff, viewer, operator, other_user
+) -> None:
     theirs = ProjectFactory.create(owner=other_user)
-    assert services.publishing_initiate(user=staff, project_id=theirs.pk).requested_by == staff
+    # Staff alone do not see it; seeing it is not publishing it
+    with pytest.raises(NotFound):
+        services.publishing_initiate(user=staff, project_id=theirs.pk)
+    with pytest.raises(Forbidden):
+        services.publishing_initiate(user=viewer, project_id=theirs.pk)
+    assert not Publishing.objects.exists()
+    assert services.publishing_initiate(user=operator, project_id=theirs.pk).requested_by == operator
 
 
 @pytest.mark.django_db(transaction=True)
@@ -196,7 +204,9 @@ def test_after_the_cooldown_initiate_pings_the_broker_before_writing(
 
 
 @pytest.mark.django_db
-def test_project_build_command_is_staff_only_by_default(user, staff, settings) -> None:
+def test_setting_a_build_command_needs_its_permission_not_the_staff_flag(
+    user, staff, operator, settings
+) -> None:
     settings.PUBLISHING_ALLOW_USER_BUILD_COMMANDS = False
     data = {
         "name": "Site",
@@ -204,10 +214,11 @@ def test_project_build_command_is_staff_only_by_default(user, staff, settings) -
         "target_url": "https://store.example.com/x",
         "build_command": "make",
     }
-    with pytest.raises(ValidationError) as raised:
-        services.project_create(owner=user, **data)
-    assert "build_command" in raised.value.message_dict
-    assert services.project_create(owner=staff, **data).build_command == "make"
+    for refused in (user, staff):
+        with pytest.raises(ValidationError) as raised:
+            services.project_create(owner=refused, **data)
+        assert "build_command" in raised.value.message_dict
+    assert services.project_create(owner=operator, **data).build_command == "make"
 
 
 @pytest.mark.django_db
@@ -225,13 +236,13 @@ def test_project_with_local_source_or_private_target_is_refused_unless_allowed(u
 def test_project_delete_is_refused_while_a_publishing_is_active(project) -> None:
     PublishingFactory.create(project=project, building=True)
     with pytest.raises(PublishingConflict):
-        services.project_delete(project=project)
+        services.project_delete(project=project, by=project.owner)
 
 
 @pytest.mark.django_db
 def test_project_delete_keeps_its_publishings(project) -> None:
     done = PublishingFactory.create(project=project, published=True)
-    services.project_delete(project=project)
+    services.project_delete(project=project, by=project.owner)
     done.refresh_from_db()
     assert done.project is None
 
