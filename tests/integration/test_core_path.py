@@ -40,7 +40,7 @@ def test_initiate_is_published_by_a_real_worker_into_a_file_store(
     assert done["progress"] == 100
     artifact = store / str(project.owner_id) / project.slug / f"{publishing['id']}.tar.gz"
     assert hashlib.sha256(artifact.read_bytes()).hexdigest() == done["artifact_sha256"]
-    manifest = json.loads((store / project.slug / f"{publishing['id']}.json").read_text())
+    manifest = json.loads((artifact.parent / f"{publishing['id']}.json").read_text())
     assert manifest["sha256"] == done["artifact_sha256"]
     assert sorted(p.name for p in (store / str(project.owner_id) / project.slug).iterdir()) == sorted(
         [artifact.name, f"{publishing['id']}.json"]
