@@ -310,6 +310,10 @@ class PublishingAdmin(admin.ModelAdmin[Publishing]):
                 ]
             },
         ),
+        (
+            "Runs with (the project's settings when it was initiated)",
+            {"fields": ["source", "ref", "build_command", "artifact_path", "target"]},
+        ),
         ("Artifact", {"fields": ["artifact_sha256", "artifact_size", "artifact_uri", "submission_ref"]}),
         (
             "Timing",
@@ -336,6 +340,8 @@ class PublishingAdmin(admin.ModelAdmin[Publishing]):
         "live_progress",
         "duration",
         "live_log",
+        "source",
+        "target",
     ]
 
     class Media:
@@ -359,6 +365,14 @@ class PublishingAdmin(admin.ModelAdmin[Publishing]):
     @admin.display(description="id", ordering="id")
     def short_id(self, publishing: Publishing) -> SafeString:
         return _short_id(publishing.pk)
+
+    @admin.display(description="repository")
+    def source(self, publishing: Publishing) -> str:
+        return redacted_url(publishing.repository_url)
+
+    @admin.display(description="target")
+    def target(self, publishing: Publishing) -> str:
+        return redacted_url(publishing.target_url)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, publishing: Publishing) -> SafeString:

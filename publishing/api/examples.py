@@ -59,6 +59,9 @@ QUEUED: dict[str, Any] = {
     "not_before": None,
     "started_at": None,
     "finished_at": None,
+    "project_settings": {
+        key: PROJECT[key] for key in ("repository_url", "ref", "build_command", "artifact_path", "target_url")
+    },
     "log": "",
     "attempt_history": [],
 }
@@ -166,7 +169,7 @@ PROJECT_DELETE = [
 PUBLISHING_LIST = [
     OpenApiExample(
         "Newest first",
-        value=_without(PUBLISHED, "log", "attempt_history"),
+        value=_without(PUBLISHED, "project_settings", "log", "attempt_history"),
         response_only=True,
     )
 ]

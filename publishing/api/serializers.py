@@ -9,7 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from publishing.models import CREDENTIAL_URL_FIELDS, Attempt, Project, Publishing
+from publishing.models import CREDENTIAL_URL_FIELDS, SNAPSHOT_FIELDS, Attempt, Project, Publishing
 from publishing.pipeline.network import redact_credentials, redacted_url, restore_credentials
 from publishing.selectors import projects_owned_by
 
@@ -155,6 +155,22 @@ class AttemptSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Attempt]):
         return redacted(super().to_representation(instance), JOB_TEXT_FIELDS)
 
 
+class PublishingSettingsSerializer(serializers.ModelSerializer[Publishing]):
+    """The project's settings a publishing runs with, copied when it was initiated."""
+
+    class Meta:
+        model = Publishing
+        fields = list(SNAPSHOT_FIELDS)
+        read_only_fields = fields
+
+    def to_representation(self, instance: Publishing) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        for field in CREDENTIAL_URL_FIELDS:
+            if data.get(field):
+                data[field] = redacted_url(data[field])
+        return data
+
+
 class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializer[Publishing]):
     url = serializers.HyperlinkedIdentityField(view_name="publishing-detail")
     project: serializers.HyperlinkedRelatedField[Project] = serializers.HyperlinkedRelatedField(
@@ -195,11 +211,18 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
             "not_before",
             "started_at",
             "finished_at",
+            "project_settings",
             "log",
             "attempt_history",
         ]
         read_only_fields = fields
 
+    project_settings = PublishingSettingsSerializer(
+        source="*",
+        read_only=True,
+        help_text="What it builds and where it submits: the project's settings when it was initiated "
+        "(a later change to the project applies to the next publishing). Credentials in URLs show as `***`.",
+    )
     attempt_history = AttemptSerializer(many=True, read_only=True, help_text="Every run, oldest first.")
 
     def to_representation(self, instance: Publishing) -> dict[str, Any]:
@@ -207,11 +230,13 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
 
 
 class PublishingListSerializer(PublishingSerializer):
-    """The list leaves the log and the attempts out: they can be large."""
+    """The list leaves the settings, the log and the attempts out: they can be large."""
 
     class Meta(PublishingSerializer.Meta):
         fields = [
-            field for field in PublishingSerializer.Meta.fields if field not in ("log", "attempt_history")
+            field
+            for field in PublishingSerializer.Meta.fields
+            if field not in ("project_settings", "log", "attempt_history")
         ]
         read_only_fields = fields
 

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from publishing import services
 from publishing.exceptions import PermanentJobError
 from publishing.models import Project, Publishing
-from tests.factories import ProjectFactory, UserFactory, grant
+from tests.factories import ProjectFactory, PublishingFactory, UserFactory, grant
 from tests.fakes import ScriptedPipeline
 from tests.unit.test_tasks import drain
 
@@ -249,12 +249,27 @@ def _settings_of(job: Any) -> dict[str, str]:
 
 
 @pytest.mark.django_db
-def test_a_publishing_records_the_settings_it_was_initiated_with(stub_broker, user) -> None:
-    project = ProjectFactory.create(owner=user, **APPROVED)
+def test_a_publishing_shows_the_settings_it_was_initiated_with(stub_broker, user) -> None:
+    # Given a publishing of a project whose repository URL carries a token
+    project = ProjectFactory.create(
+        owner=user, **{**APPROVED, "repository_url": f"https://bot:{TOKEN}@git.example.com/acme/site.git"}
+    )
     publishing = services.publishing_initiate(user=user, project_id=project.pk)
-    Project.objects.filter(pk=project.pk).update(ref="other")
+
+    # When the project changes afterwards
+    Project.objects.filter(pk=project.pk).update(ref="other", build_command="")
+
+    # Then the publishing's page says what it runs with, the token hidden
+    shown = client_as(user).get(f"/api/v1/publishing/{publishing.pk}").json()["project_settings"]
+    assert shown == {
+        "repository_url": "https://***@git.example.com/acme/site.git",
+        "ref": "main",
+        "build_command": "sh build.sh",
+        "artifact_path": project.artifact_path,
+        "target_url": project.target_url,
+    }
     stored = Publishing.objects.get(pk=publishing.pk)
-    assert (stored.repository_url, stored.ref, stored.build_command) == tuple(APPROVED.values())
+    assert stored.repository_url == f"https://bot:{TOKEN}@git.example.com/acme/site.git"
 
 
 # --- The admin never shows credentials inside URLs ------------------------------------------
@@ -292,7 +307,12 @@ def _form(project: Project, **fields: Any) -> dict[str, Any]:
 
 @pytest.mark.django_db
 def test_the_admin_pages_show_urls_with_their_credentials_redacted(admin_client_, credentialed) -> None:
-    for page in ("/admin/publishing/project/", f"/admin/publishing/project/{credentialed.pk}/change/"):
+    publishing = PublishingFactory.create(project=credentialed, failed=True)
+    for page in (
+        "/admin/publishing/project/",
+        f"/admin/publishing/project/{credentialed.pk}/change/",
+        f"/admin/publishing/publishing/{publishing.pk}/change/",
+    ):
         html = admin_client_.get(page).content.decode()
         assert "git.example.com/acme/site.git" in html
         assert TOKEN not in html, page
