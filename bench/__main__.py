@@ -36,7 +36,9 @@ from bench.report import write as write_report
 from publishing.redis_server import RedisServer
 
 # In the order they run: the quick ones first, so a broken setup shows early.
-BENCHMARKS = ("pickup", "sandbox", "overhead", "scaling", "api", "degraded", "recovery", "ratelimit")
+BENCHMARKS = (
+    "pickup", "sandbox", "overhead", "scaling", "api", "degraded", "recovery", "ratelimit", "fairness",
+)  # fmt: skip
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
 
 

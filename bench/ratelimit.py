@@ -153,8 +153,8 @@ class Grants:
         return sorted(ms * 1000 for ms in self.seen.values())
 
     def by_message(self) -> dict[str, int]:
-        """message id -> its grant, in µs (members are `<message id>:<ms>`)."""
-        return {member.decode().rsplit(":", 1)[0]: ms * 1000 for member, ms in self.seen.items()}
+        """message id -> its grant, in µs (members are `<owner>:<message id>:<ms>`)."""
+        return {member.decode().split(":")[-2]: ms * 1000 for member, ms in self.seen.items()}
 
 
 def attempt_starts_us(database_url: str) -> dict[str, int]:

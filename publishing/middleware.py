@@ -52,6 +52,15 @@ def _publishing_id(message: MessageProxy) -> str | None:
     return str(value) if value else None
 
 
+def _owner(message: MessageProxy) -> str:
+    """Whose share of the rate limit a start counts against: the project's owner (the `owner_id` option
+    services put on the message), or the requester for messages sent before that option existed."""
+    kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
+    options = message.options if isinstance(message.options, dict) else {}
+    value = options.get("owner_id") or kwargs.get("user_id")
+    return str(value) if value else "unknown"
+
+
 @dataclass(frozen=True)
 class StrFormat:
     """`Annotated` metadata of an actor's `str` parameter: which values MessageValidation lets through."""
@@ -247,7 +256,9 @@ class RateLimit(Middleware):
     middleware counts as a failure (dramatiq #257, #32). Here the check runs
     before the actor: a message over the limit is put back with a delay (same
     message id, retry count untouched), the publishing's `not_before` says
-    when, and the message in hand is skipped. No worker thread waits.
+    when, and the message in hand is skipped. No worker thread waits. With
+    PUBLISHING_RATE_LIMIT_FAIR a free slot goes to the waiting project owner
+    with the fewest starts in the window (publishing.rate_limit).
     """
 
     # Spreads deferred messages so they do not all wake for the same slot.
@@ -258,6 +269,8 @@ class RateLimit(Middleware):
     def __init__(self) -> None:
         self.rate = parse_rate(settings.PUBLISHING_RATE_LIMIT)
         self._limiter: WindowLimiter | None = None
+        # Messages this middleware skips (deferred); any other skip is a message that is not coming back.
+        self._deferring: set[str] = set()
 
     def _get_limiter(self) -> WindowLimiter | None:
         if self.rate is None or uses_stub_broker():
@@ -270,14 +283,17 @@ class RateLimit(Middleware):
         limiter = self._get_limiter()
         if limiter is None or not _is_ours(message):
             return
+        jitter = random.randint(0, self.JITTER_MS)  # noqa: S311 - spreading, not security
+        for_another_owner = False
         try:
-            wait_ms = limiter.acquire(message.message_id)
+            verdict = limiter.acquire(message.message_id, owner=_owner(message), jitter_ms=jitter)
         except BROKER_ERRORS as exc:
             logger.warning("rate limiter unavailable (%s); deferring message %s", exc, message.message_id)
-            wait_ms = self.UNAVAILABLE_DELAY_MS
-        if wait_ms <= 0:
-            return
-        delay = wait_ms + random.randint(0, self.JITTER_MS)  # noqa: S311 - spreading, not security
+            delay = self.UNAVAILABLE_DELAY_MS + jitter
+        else:
+            if verdict.taken:
+                return
+            delay, for_another_owner = verdict.wait_ms, verdict.for_another_owner
         self._put_back(broker, message, delay)
         metrics.rate_limit_deferred(delay / 1000)
         try:
@@ -287,12 +303,27 @@ class RateLimit(Middleware):
         except Exception:
             logger.warning("could not record not_before for message %s", message.message_id, exc_info=True)
         logger.info(
-            "rate limit %s reached: publishing %s deferred by %.1fs (no retry used)",
+            "rate limit %s reached: publishing %s deferred by %.1fs (no retry used)%s",
             self.rate,
             _publishing_id(message),
             delay / 1000,
+            "; a free slot is kept for an owner with fewer starts" if for_another_owner else "",
         )
+        self._deferring.add(message.message_id)
         raise SkipMessage()
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        if message.message_id in self._deferring:
+            self._deferring.discard(message.message_id)
+            return
+        limiter = self._get_limiter()
+        if limiter is None or not limiter.fair or not _is_ours(message) or message.failed:
+            return  # an invalid message (failed) never reached the window
+        # Skipped by another middleware (cancelled): a slot kept for it would idle until its wait expires.
+        try:
+            limiter.withdraw(message.message_id, owner=_owner(message))
+        except BROKER_ERRORS as exc:
+            logger.warning("could not withdraw message %s from the rate limit (%s)", message.message_id, exc)
 
     def _put_back(self, broker: dramatiq.Broker, message: MessageProxy, delay: int) -> None:
         """Enqueue the same message again, delayed; never run it over the limit, never drop it."""

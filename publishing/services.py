@@ -355,6 +355,9 @@ def _queue(
             "project_id": str(publishing.project_id),
             "user_id": str(publishing.requested_by_id),
         },
+        # An option, not an argument: whose share of the rate limit its start counts against, for
+        # middleware.RateLimit; workers of any version take the message.
+        owner_id=str(publishing.project.owner_id if publishing.project else publishing.requested_by_id),
         **options,
     )
     guard = Q(pk=publishing.pk, status__in=sources)

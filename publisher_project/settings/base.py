@@ -162,6 +162,9 @@ PUBLISHING_MAX_BACKOFF_MS: int = env.int("PUBLISHING_MAX_BACKOFF_MS", default=30
 PUBLISHING_TIME_LIMIT_MS: int = env.int("PUBLISHING_TIME_LIMIT_MS", default=30 * 60_000)
 # N job starts per rolling D seconds across all workers ("5/60s"); "0" is off.
 PUBLISHING_RATE_LIMIT: str = env.str("PUBLISHING_RATE_LIMIT", default="5/60s")
+# While the limit is reached, a free slot goes to the waiting project owner with the fewest starts in
+# the window; off, to whichever deferred message asks first.
+PUBLISHING_RATE_LIMIT_FAIR: bool = env.bool("PUBLISHING_RATE_LIMIT_FAIR", default=True)
 # Cancellations must outlive any queue wait, backoff or rate-limit delay.
 PUBLISHING_ABORT_TTL_MS: int = env.int("PUBLISHING_ABORT_TTL_MS", default=24 * 3600 * 1000)
 # A running attempt refreshes its lease every LEASE_TIMEOUT/6 s; one silent

@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
+from rest_framework.authtoken.models import Token
 
-from publishing.models import Publishing
+from publishing.models import Attempt, Publishing
+from tests.factories import ProjectFactory, UserFactory
 from tests.integration.beacon import BuildBeacon
 
 pytestmark = pytest.mark.integration
@@ -92,6 +94,59 @@ def test_rate_limit_spreads_starts_across_two_worker_processes_without_using_ret
     assert " ERROR " not in logs
     assert "[ERROR]" not in logs
     assert "rate limit 5/20s reached" in logs
+
+
+def test_one_owners_backlog_does_not_hold_up_another_owners_publishing(
+    make_broker_stack, make_project, owner_token, git_source: Path, tmp_path: Path
+) -> None:
+    # Given alice with 10 projects, bob with one, and one worker under a limit of 2 starts per 6 s
+    store = tmp_path / "store"
+    alice_projects = [make_project(f"file://{store}", slug=f"a-{n}", name=f"A {n}") for n in range(10)]
+    alice, alice_token = owner_token
+    bob = UserFactory.create(username="bob")
+    bob_project = ProjectFactory.create(
+        owner=bob,
+        repository_url=str(git_source),
+        artifact_path="dist",
+        target_url=f"file://{store}",
+        build_command="python3 build.py",
+    )
+    stack = make_broker_stack(PUBLISHING_RATE_LIMIT="2/6s")
+    alice_api = stack.serve(alice_token, worker=False)
+    bob_api = stack.api(Token.objects.create(user=bob).key)
+    stack.start_worker(threads=4)
+    # And alice's window: one start, then 1.5 s later the rest of her backlog (a second start, 8 waiting),
+    # so that her starts leave the window one at a time
+    first = stack.initiate(alice_api, alice_projects[0].pk).json()["id"]
+    stack.wait_until(alice_api, first, lambda body: body["started_at"] is not None)
+    time.sleep(1.5)
+    backlog = [stack.initiate(alice_api, project.pk).json()["id"] for project in alice_projects[1:]]
+    deadline = time.monotonic() + 30
+    while Attempt.objects.filter(publishing__project__owner=alice).count() < 2 or not any(
+        stack.get(alice_api, pid)["not_before"] for pid in backlog
+    ):
+        assert time.monotonic() < deadline, stack.all_logs()
+        time.sleep(0.1)
+
+    # When bob publishes while the window is full
+    mine = stack.initiate(bob_api, bob_project.pk).json()["id"]
+
+    # Then his publishing takes the first slot that frees: no start of alice's comes before it
+    done = stack.wait_for(bob_api, mine, timeout=60)
+    assert done["status"] == "published", done
+    queued_at = Publishing.objects.get(pk=mine).queued_at
+    assert queued_at is not None
+    started_at = datetime.fromisoformat(done["started_at"])
+    alice_starts = sorted(
+        Attempt.objects.filter(publishing__project__owner=alice).values_list("started_at", flat=True)
+    )
+    before_bob = [s for s in alice_starts if queued_at < s < started_at]
+    assert before_bob == [], (queued_at, started_at, alice_starts)
+    # And bob did wait for that slot: the window was full when he asked
+    assert started_at - queued_at > timedelta(seconds=1), (queued_at, started_at, alice_starts)
+    logs = stack.logs("worker", tail=None)
+    assert "Traceback" not in logs
+    print(f"\nfairness: bob waited {(started_at - queued_at).total_seconds():.1f}s")  # noqa: T201
 
 
 def test_cancel_stops_a_running_build_and_the_worker_goes_on(

@@ -21,22 +21,22 @@ def test_the_window_admits_n_starts_then_says_when_the_next_slot_frees(redis_url
     limiter = WindowLimiter(redis_client(redis_url, socket_timeout=2), f"{namespace}:starts", Rate(3, 1_000))
 
     # When 4 starts are asked for at once
-    waits = [limiter.acquire(f"m{n}") for n in range(4)]
+    verdicts = [limiter.acquire(f"m{n}", owner="alice") for n in range(4)]
 
     # Then 3 are taken and the 4th is told to wait under a second
-    assert waits[:3] == [0, 0, 0]
-    assert 0 < waits[3] <= 1_001
+    assert [v.taken for v in verdicts] == [True, True, True, False]
+    assert 0 < verdicts[3].wait_ms <= 1_001
     # And once that wait is over, a slot is free again
-    time.sleep(waits[3] / 1000 + 0.01)
-    assert limiter.acquire("m4") == 0
+    time.sleep(verdicts[3].wait_ms / 1000 + 0.01)
+    assert limiter.acquire("m3", owner="alice").taken
 
 
 def test_two_limiters_on_one_key_share_the_window(redis_url, namespace) -> None:
     a = WindowLimiter(redis_client(redis_url, socket_timeout=2), f"{namespace}:starts", Rate(2, 10_000))
     b = WindowLimiter(redis_client(redis_url, socket_timeout=2), f"{namespace}:starts", Rate(2, 10_000))
-    assert [a.acquire("1"), b.acquire("2")] == [0, 0]
-    assert a.acquire("3") > 0
-    assert b.acquire("4") > 0
+    assert [a.acquire("1", owner="alice").taken, b.acquire("2", owner="bob").taken] == [True, True]
+    assert a.acquire("3", owner="alice").wait_ms > 0
+    assert b.acquire("4", owner="bob").wait_ms > 0
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import pytest
 import redis
 from django.utils import timezone
 from django_dramatiq.models import Task
+from dramatiq.broker import MessageProxy
 
-from publishing import services
+from publishing import middleware, services
 from publishing.models import Publishing
 from publishing.rate_limit import Rate, parse_rate
 from tests.factories import ProjectFactory, PublishingFactory
@@ -323,6 +324,39 @@ def test_rate_limit_setting_is_parsed(text: str, rate: Rate | None) -> None:
 def test_a_malformed_rate_limit_is_a_clear_error(text: str) -> None:
     with pytest.raises(ValueError, match="PUBLISHING_RATE_LIMIT"):
         parse_rate(text)
+
+
+def test_a_message_names_the_projects_owner_for_the_rate_limit(stub_broker, user, staff) -> None:
+    # Given alice's project
+    project = ProjectFactory.create(owner=user)
+
+    # When staff publishes it for her
+    publishing = services.publishing_initiate(user=staff, project_id=project.pk)
+
+    # Then the message counts against alice's share of the rate limit, and still names its requester
+    (message,) = messages(stub_broker)
+    assert message.message_id == publishing.message_id
+    assert message.options["owner_id"] == str(user.pk)
+    assert message.kwargs["user_id"] == str(staff.pk)
+
+
+@pytest.mark.parametrize(
+    ("options", "kwargs", "owner"),
+    [
+        ({"owner_id": "7"}, {"user_id": "3"}, "7"),
+        ({}, {"user_id": "3"}, "3"),  # sent before messages named the owner
+        ({}, {}, "unknown"),
+    ],
+)
+def test_the_rate_limit_falls_back_to_the_requester_for_older_messages(
+    options: dict[str, str], kwargs: dict[str, str], owner: str
+) -> None:
+    message = MessageProxy(
+        dramatiq.Message(
+            queue_name=QUEUE, actor_name="build_and_submit", args=(), kwargs=kwargs, options=options
+        )
+    )
+    assert middleware._owner(message) == owner
 
 
 def test_the_reconcile_command_runs_it_once(stub_broker) -> None:
