@@ -326,18 +326,18 @@ def test_a_malformed_rate_limit_is_a_clear_error(text: str) -> None:
         parse_rate(text)
 
 
-def test_a_message_names_the_projects_owner_for_the_rate_limit(stub_broker, user, staff) -> None:
+def test_a_message_names_the_projects_owner_for_the_rate_limit(stub_broker, user, operator) -> None:
     # Given alice's project
     project = ProjectFactory.create(owner=user)
 
-    # When staff publishes it for her
-    publishing = services.publishing_initiate(user=staff, project_id=project.pk)
+    # When an operator publishes it for her
+    publishing = services.publishing_initiate(user=operator, project_id=project.pk)
 
     # Then the message counts against alice's share of the rate limit, and still names its requester
     (message,) = messages(stub_broker)
     assert message.message_id == publishing.message_id
     assert message.options["owner_id"] == str(user.pk)
-    assert message.kwargs["user_id"] == str(staff.pk)
+    assert message.kwargs["user_id"] == str(operator.pk)
 
 
 @pytest.mark.parametrize(
