@@ -35,6 +35,20 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> Non
     assert "SECRET_KEY must be set in production" in result.stderr
 
 
+def test_manage_py_without_settings_runs_production_and_says_what_to_do_instead_of_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # When a developer runs a bare `manage.py check`: no DJANGO_SETTINGS_MODULE, no SECRET_KEY
+    result = run_manage(tmp_path, "check")
+
+    # Then it runs the production settings, which stop the start, saying how to pick the local
+    # settings for development or what production needs, without a traceback
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "SECRET_KEY must be set in production" in result.stderr
+    assert "DJANGO_SETTINGS_MODULE=publisher_project.settings.local" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_production_passes_check_deploy_with_its_required_environment(tmp_path: Path) -> None:
     result = run_manage(
         tmp_path,

@@ -28,7 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=2)
 
     def handle(self, *args: Any, port: int, processes: int, threads: int, **options: Any) -> None:
-        env = dict(os.environ)
+        # The children run the settings this command runs, also when they came from `--settings`.
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE}
         embedded: RedisServer | None = None
         if broker_kind(settings.BROKER_URL) == "redis" and not _answers(settings.BROKER_URL):
             embedded = RedisServer(Path(settings.VAR_DIR) / "redis").start()
