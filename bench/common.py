@@ -320,6 +320,23 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def bootstrap_demo(env: dict[str, str], *args: str) -> tuple[str, str]:
+    """The demo user (staff) with its API token, and the demo project, in `env`'s database: (token,
+    project id).
+
+    bootstrap_demo refuses the production settings (its superuser's password is published), so a
+    benchmark's throwaway database gets it under the local ones, which read the same DATABASE_URL and
+    VAR_DIR.
+    """
+    local = {**env, "DJANGO_SETTINGS_MODULE": "publisher_project.settings.local"}
+    out = manage(local, "bootstrap_demo", *args)
+    token = re.search(r"token:\s+(\S+)", out)
+    project = re.search(r"project:\s+(\S+)", out)
+    if not token or not project:
+        raise RuntimeError(f"cannot read bootstrap_demo's output:\n{out}")
+    return token.group(1), project.group(1)
+
+
 def gunicorn_argv(port: int, *, workers: int, threads: int) -> list[str]:
     """Publisher's web tier as docker/bin/web runs it, on 127.0.0.1:`port`."""
     return [

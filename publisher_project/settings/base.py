@@ -21,6 +21,10 @@ env = environ.Env()
 
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 
+# True in production.py, and so in every settings module built on it: the commands for a developer's
+# machine (bootstrap_demo with its demo/publish-me superuser, runlocal) refuse to run there.
+PRODUCTION = False
+
 SECRET_KEY: str = env.str("SECRET_KEY", default="")
 DEBUG: bool = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])

@@ -14,6 +14,7 @@ if PUBLISHING_BUILD_SANDBOX not in ("", "required"):
         "(required)."
     )
 
+PRODUCTION = True
 DEBUG = False
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

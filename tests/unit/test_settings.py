@@ -13,6 +13,13 @@ from publisher_project.settings import base
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# What production settings need to start (with run_manage's own VAR_DIR and stub broker).
+PRODUCTION_ENV = {
+    "DJANGO_SETTINGS_MODULE": "publisher_project.settings.production",
+    "SECRET_KEY": "x9!" * 20 + "a-long-random-production-secret",
+}
+
+
 def run_manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DJANGO_SETTINGS_MODULE"}}
     return subprocess.run(
