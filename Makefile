@@ -90,7 +90,7 @@ docker-check: install  ## Validate docker/ offline: compose file (docker-compose
 		echo "docker-check: NOTICE: neither docker-compose nor docker compose found; docker/compose.yml NOT checked"; compose=(); \
 	fi; \
 	if [ $${#compose[@]} -gt 0 ]; then \
-		SECRET_KEY=docker-check-not-a-secret "$${compose[@]}" -f docker/compose.yml config -q; \
+		SECRET_KEY=docker-check-not-a-secret METRICS_TOKEN=docker-check-not-a-secret "$${compose[@]}" -f docker/compose.yml config -q; \
 		echo "docker-check: docker/compose.yml is valid ($${compose[*]} config)"; \
 	fi
 	@scripts=$$(grep -l '^#!/usr/bin/env bash' docker/bin/*); \

@@ -50,7 +50,8 @@ def _hint(module: str, *, chosen: bool) -> str:
         f"({which}.)\n"
         f"  On a development machine: export DJANGO_SETTINGS_MODULE={LOCAL}\n"
         "    (`make run`, `make migrate` and `make demo` do it for you).\n"
-        "  In production: set SECRET_KEY and the rest of the production environment (README, Configuration)."
+        "  In production: set SECRET_KEY, METRICS_TOKEN and the rest of the production environment\n"
+        "    (README.md, Configuration)."
     )
 
 

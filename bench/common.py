@@ -348,12 +348,14 @@ def gunicorn_argv(port: int, *, workers: int, threads: int) -> list[str]:
 
 def publisher_env(**variables: str) -> dict[str, str]:
     """This process's environment without any of Publisher's own variables, the initiate throttle off,
-    builds as the worker's user, plus `variables`."""
+    builds as the worker's user, a metrics token, plus `variables`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(PUBLISHER_VARIABLES)}
     # The API's per-user throttle off: one bench user sends thousands of initiates a minute.
     env["PUBLISHING_INITIATE_RATE"] = "0"
     # The benchmarks' builds are their own scripts: as the worker's user, root included.
     env["PUBLISHING_BUILD_USER"] = "worker"
+    # Production settings refuse to start without one; nothing here scrapes the web tier's /metrics.
+    env["METRICS_TOKEN"] = secrets.token_urlsafe(32)
     env.update(variables)
     return env
 

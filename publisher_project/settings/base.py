@@ -269,8 +269,11 @@ PUBLISHING_WORKER_NAME: str = env.str("PUBLISHING_WORKER_NAME", default=socket.g
 WORKER_METRICS_PORT: int = env.int("WORKER_METRICS_PORT", default=9191)
 # 0.0.0.0 in a container, so that Prometheus can reach it.
 WORKER_METRICS_HOST: str = env.str("WORKER_METRICS_HOST", default="127.0.0.1")
-# When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`.
+# When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`. Production refuses to start
+# without one unless METRICS_ALLOW_ANONYMOUS says that anyone who reaches /metrics may scrape it (a
+# private network, or a proxy that keeps /metrics off the public route).
 METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOW_ANONYMOUS: bool = env.bool("METRICS_ALLOW_ANONYMOUS", default=False)
 
 DRAMATIQ_BROKER: dict[str, Any] = {
     # A factory rather than a class: it picks Redis, RabbitMQ or the stub

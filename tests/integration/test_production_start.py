@@ -26,6 +26,7 @@ def test_a_worker_started_as_the_deployment_guide_says_runs_the_production_setti
     env = {
         "PATH": os.environ["PATH"],
         "SECRET_KEY": "a-production-secret-" * 3,
+        "METRICS_TOKEN": "a-scrape-token-of-prometheus",
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "BROKER_NAMESPACE": namespace,

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION_ENV = {
     "DJANGO_SETTINGS_MODULE": "publisher_project.settings.production",
     "SECRET_KEY": "x9!" * 20 + "a-long-random-production-secret",
+    "METRICS_TOKEN": "a-scrape-token-of-prometheus",
 }
 
 
@@ -63,12 +64,35 @@ def test_production_passes_check_deploy_with_its_required_environment(tmp_path: 
         "--deploy",
         "--fail-level",
         "WARNING",
-        DJANGO_SETTINGS_MODULE="publisher_project.settings.production",
-        SECRET_KEY="x9!" * 20 + "a-long-random-production-secret",
+        **PRODUCTION_ENV,
         ALLOWED_HOSTS="publisher.example.com",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("metrics", "starts"),
+    [
+        ({}, False),
+        ({"METRICS_TOKEN": ""}, False),
+        ({"METRICS_ALLOW_ANONYMOUS": "false"}, False),
+        ({"METRICS_TOKEN": "a-scrape-token-of-prometheus"}, True),
+        ({"METRICS_ALLOW_ANONYMOUS": "true"}, True),
+    ],
+)
+def test_production_wants_a_metrics_token_unless_anonymous_scrapes_are_chosen(
+    tmp_path: Path, metrics: dict[str, str], starts: bool
+) -> None:
+    # When production settings load without a metrics token, with one, or with anonymous scrapes chosen
+    env = {key: value for key, value in PRODUCTION_ENV.items() if not key.startswith("METRICS_")}
+    result = run_manage(tmp_path, "check", **env, **metrics)
+
+    # Then only a token or the explicit choice starts; otherwise the start stops naming both settings
+    assert (result.returncode == 0) is starts, result.stdout + result.stderr
+    if not starts:
+        assert "METRICS_TOKEN must be set in production" in result.stderr
+        assert "METRICS_ALLOW_ANONYMOUS=true" in result.stderr
 
 
 def test_the_job_defaults_are_the_specs() -> None:
