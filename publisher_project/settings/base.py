@@ -314,13 +314,27 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 
 # --- API --------------------------------------------------------------------
 
+
+def _rate(name: str, default: str) -> str:
+    """A throttle's rate in DRF's notation ("60/min"); "0" or "" is off."""
+    rate: str = env.str(name, default=default).strip()
+    if not re.fullmatch(r"0?|[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", rate):
+        raise ImproperlyConfigured(f"{name}={rate!r}: expected N/s, N/min, N/hour, N/day or 0.")
+    return rate
+
+
 # initiate and retry calls per user ("60/min", "1000/day"), counted across every web process; "0" or
 # "" turns the throttle off. Beyond it: 429 THROTTLED with Retry-After.
-PUBLISHING_INITIATE_RATE: str = env.str("PUBLISHING_INITIATE_RATE", default="60/min").strip()
-if not re.fullmatch(r"0?|[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", PUBLISHING_INITIATE_RATE):
-    raise ImproperlyConfigured(
-        f"PUBLISHING_INITIATE_RATE={PUBLISHING_INITIATE_RATE!r}: expected N/s, N/min, N/hour, N/day or 0."
-    )
+PUBLISHING_INITIATE_RATE: str = _rate("PUBLISHING_INITIATE_RATE", "60/min")
+# Failed logins (token endpoint, admin and browsable API login pages) per username and per client
+# address, in clock-aligned periods, counted across every web process. Beyond either: 429 with
+# Retry-After until the period ends, for every attempt of that username or address, right password
+# or not. A successful login spends nothing.
+LOGIN_FAILURES_PER_USERNAME: str = _rate("LOGIN_FAILURES_PER_USERNAME", "10/hour")
+LOGIN_FAILURES_PER_ADDRESS: str = _rate("LOGIN_FAILURES_PER_ADDRESS", "50/hour")
+# Reverse proxies in front of the web tier that append to X-Forwarded-For: the client address is the
+# one the outermost of them saw. 0 (the default) believes no header: REMOTE_ADDR is the client.
+NUM_PROXIES: int = env.int("NUM_PROXIES", default=0)
 
 # The throttle's counters must be shared by every gunicorn worker and web host: Redis. A request
 # never waits on a sick Redis (one short timeout, no retries; the throttle then lets requests
@@ -361,6 +375,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "publisher_project.exception_handler.api_exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # DRF's default (None) takes X-Forwarded-For as it comes: any client could pick its own address.
+    "NUM_PROXIES": NUM_PROXIES,
 }
 
 SPECTACULAR_SETTINGS = {

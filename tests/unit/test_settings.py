@@ -160,6 +160,20 @@ def test_an_initiate_rate_that_does_not_parse_stops_the_start(
         assert "PUBLISHING_INITIATE_RATE" in result.stderr
 
 
+@pytest.mark.parametrize("name", ["LOGIN_FAILURES_PER_USERNAME", "LOGIN_FAILURES_PER_ADDRESS"])
+def test_a_login_rate_that_does_not_parse_stops_the_start(tmp_path: Path, name: str) -> None:
+    local = {"DJANGO_SETTINGS_MODULE": "publisher_project.settings.local"}
+    result = run_manage(tmp_path, "check", **local, **{name: "lots"})
+    assert result.returncode != 0
+    assert f"{name}='lots'" in result.stderr
+
+
+def test_failed_logins_are_throttled_in_redis_by_default() -> None:
+    assert (base.LOGIN_FAILURES_PER_USERNAME, base.LOGIN_FAILURES_PER_ADDRESS) == ("10/hour", "50/hour")
+    # No X-Forwarded-For is believed unless the operator says how many proxies append to it
+    assert base.REST_FRAMEWORK["NUM_PROXIES"] == 0
+
+
 @pytest.mark.parametrize(("value", "starts"), [("0", True), ("65536", True), ("-1", False)])
 def test_a_negative_build_limit_stops_the_start(tmp_path: Path, value: str, starts: bool) -> None:
     # When the settings load with this output limit
