@@ -8,6 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MANAGE := $(BIN)/python manage.py
+# manage.py alone runs the production settings: the targets for a developer's machine say `local`
+# (`env`, so that `exec $(LOCAL_MANAGE)` works too).
+LOCAL_MANAGE := env DJANGO_SETTINGS_MODULE=publisher_project.settings.local $(MANAGE)
 # pytest workers for `make test` (pytest-xdist); 0 runs in one process. Three on two cores:
 # the integration tests mostly wait on their processes.
 PYTEST_WORKERS ?= 3
@@ -28,13 +31,13 @@ install: $(STAMP)  ## Create .venv and install the pinned dependencies
 
 migrate: install  ## Apply migrations to the local database (var/)
 	@mkdir -p var
-	$(MANAGE) migrate --no-input
+	$(LOCAL_MANAGE) migrate --no-input
 
 demo: migrate  ## Create the demo user and project
-	$(MANAGE) bootstrap_demo --port $${PORT:-8000}
+	$(LOCAL_MANAGE) bootstrap_demo --port $${PORT:-8000}
 
 run: demo  ## Web server, worker and (if needed) an embedded Redis on 127.0.0.1:$${PORT:-8000}
-	exec $(MANAGE) runlocal
+	exec $(LOCAL_MANAGE) runlocal
 
 lint: install  ## ruff lint and format check
 	$(BIN)/ruff check .
@@ -87,7 +90,7 @@ docker-check: install  ## Validate docker/ offline: compose file (docker-compose
 		echo "docker-check: NOTICE: neither docker-compose nor docker compose found; docker/compose.yml NOT checked"; compose=(); \
 	fi; \
 	if [ $${#compose[@]} -gt 0 ]; then \
-		SECRET_KEY=docker-check-not-a-secret "$${compose[@]}" -f docker/compose.yml config -q; \
+		SECRET_KEY=docker-check-not-a-secret METRICS_TOKEN=docker-check-not-a-secret "$${compose[@]}" -f docker/compose.yml config -q; \
 		echo "docker-check: docker/compose.yml is valid ($${compose[*]} config)"; \
 	fi
 	@scripts=$$(grep -l '^#!/usr/bin/env bash' docker/bin/*); \

@@ -28,7 +28,6 @@ import contextlib
 import http.client
 import json
 import os
-import re
 import resource
 import secrets
 import statistics
@@ -47,6 +46,7 @@ from bench.common import (
     Outcome,
     Processes,
     Target,
+    bootstrap_demo,
     delete_keys,
     group_cpu_seconds,
     gunicorn_argv,
@@ -112,7 +112,7 @@ def publisher_site(context: Context, *, name: str, redis_url: str, projects: int
         )
         try:
             manage(env, "migrate", "--no-input")
-            token, demo = bootstrap(env)
+            token, demo = bootstrap_demo(env)
             project_ids = copy_project(database_url, demo, projects)
             port = free_port()
             web = processes.start("web", gunicorn_argv(port, workers=WEB_WORKERS, threads=WEB_THREADS), env)
@@ -124,16 +124,6 @@ def publisher_site(context: Context, *, name: str, redis_url: str, projects: int
                 client = redis.Redis.from_url(redis_url, socket_timeout=5)
                 delete_keys(client, f"{namespace}:*", f"{namespace}-abort*")
                 client.close()
-
-
-def bootstrap(env: dict[str, str]) -> tuple[str, str]:
-    """The demo user (staff) with its API token, and the demo project: (token, project id)."""
-    out = manage(env, "bootstrap_demo")
-    token = re.search(r"token:\s+(\S+)", out)
-    project = re.search(r"project:\s+(\S+)", out)
-    if not token or not project:
-        raise RuntimeError(f"cannot read bootstrap_demo's output:\n{out}")
-    return token.group(1), project.group(1)
 
 
 def copy_project(database_url: str, project_id: str, count: int) -> list[str]:

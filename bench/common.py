@@ -320,6 +320,23 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+def bootstrap_demo(env: dict[str, str], *args: str) -> tuple[str, str]:
+    """The demo user (staff) with its API token, and the demo project, in `env`'s database: (token,
+    project id).
+
+    bootstrap_demo refuses the production settings (its superuser's password is published), so a
+    benchmark's throwaway database gets it under the local ones, which read the same DATABASE_URL and
+    VAR_DIR.
+    """
+    local = {**env, "DJANGO_SETTINGS_MODULE": "publisher_project.settings.local"}
+    out = manage(local, "bootstrap_demo", *args)
+    token = re.search(r"token:\s+(\S+)", out)
+    project = re.search(r"project:\s+(\S+)", out)
+    if not token or not project:
+        raise RuntimeError(f"cannot read bootstrap_demo's output:\n{out}")
+    return token.group(1), project.group(1)
+
+
 def gunicorn_argv(port: int, *, workers: int, threads: int) -> list[str]:
     """Publisher's web tier as docker/bin/web runs it, on 127.0.0.1:`port`."""
     return [
@@ -331,12 +348,14 @@ def gunicorn_argv(port: int, *, workers: int, threads: int) -> list[str]:
 
 def publisher_env(**variables: str) -> dict[str, str]:
     """This process's environment without any of Publisher's own variables, the initiate throttle off,
-    builds as the worker's user, plus `variables`."""
+    builds as the worker's user, a metrics token, plus `variables`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(PUBLISHER_VARIABLES)}
     # The API's per-user throttle off: one bench user sends thousands of initiates a minute.
     env["PUBLISHING_INITIATE_RATE"] = "0"
     # The benchmarks' builds are their own scripts: as the worker's user, root included.
     env["PUBLISHING_BUILD_USER"] = "worker"
+    # Production settings refuse to start without one; nothing here scrapes the web tier's /metrics.
+    env["METRICS_TOKEN"] = secrets.token_urlsafe(32)
     env.update(variables)
     return env
 

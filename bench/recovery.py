@@ -36,7 +36,6 @@ import contextlib
 import dataclasses
 import os
 import random
-import re
 import secrets
 import statistics
 import subprocess
@@ -51,7 +50,7 @@ from typing import Any
 import psycopg
 import requests
 
-from bench.common import Context, Deployment, Outcome, Target, git, git_repository
+from bench.common import Context, Deployment, Outcome, Target, bootstrap_demo, git, git_repository
 
 HOSTS = ("host-a", "host-b")
 # The product's defaults (publisher_project/settings/base.py), said here for the report.
@@ -177,16 +176,11 @@ class Recovery:
             # part of a renewal period later.
             stagger = time.monotonic() + random.uniform(0, self.plan.lease_s / 6)  # noqa: S311
             self.start_host(HOSTS[0])
-            out = self.site.manage("bootstrap_demo")
+            token, self.project_id = bootstrap_demo(self.site.env)
             self._sleep(stagger - time.monotonic())
             self.start_host(HOSTS[1])
-            token = re.search(r"token:\s+(\S+)", out)
-            project = re.search(r"project:\s+(\S+)", out)
-            if not token or not project:
-                raise RuntimeError(f"cannot read bootstrap_demo's output:\n{out}")
             self.base_url = self.site.start_web(workers=1, threads=2)
-            self.api.headers["Authorization"] = f"Token {token.group(1)}"
-            self.project_id = project.group(1)
+            self.api.headers["Authorization"] = f"Token {token}"
             self.source = make_source(self.context.workdir / "source")
             changes = {
                 "repository_url": str(self.source),

@@ -1,10 +1,16 @@
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from publishing.api.throttling import login_throttled
 from publishing.views import metrics_view
 
 urlpatterns = [
+    # The two login pages, throttled, ahead of the includes that also name them (their names still
+    # reverse to these paths).
+    path("admin/login/", login_throttled(admin.site.login)),
+    path("api-auth/login/", login_throttled(LoginView.as_view(template_name="rest_framework/login.html"))),
     path("admin/", admin.site.urls),
     path("api/v1/", include("publishing.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

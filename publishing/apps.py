@@ -10,8 +10,10 @@ class PublishingConfig(AppConfig):
 
     def ready(self) -> None:
         from django.conf import settings
+        from django.contrib.auth.signals import user_logged_in
 
         from publishing import hygiene, webhooks
+        from publishing.api import throttling
         from publishing.signals import publishing_finished
 
         # Every process of the service (web workers, Dramatiq workers, commands): nothing it holds
@@ -22,3 +24,5 @@ class PublishingConfig(AppConfig):
         hygiene.private_state(settings.VAR_DIR, [Path(database["NAME"])] if sqlite else [])
 
         publishing_finished.connect(webhooks.on_publishing_finished, dispatch_uid="publishing.webhooks")
+        # A login page's successful login gives back what its attempt spent of the login budgets.
+        user_logged_in.connect(throttling.on_user_logged_in, dispatch_uid="publishing.login-throttle")

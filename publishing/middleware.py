@@ -401,6 +401,11 @@ class Lifecycle(Middleware):
         from publishing import services
         from publishing.pipeline import sandbox
 
+        # Which settings a worker runs is the first thing to know when it misbehaves: local settings
+        # allow private targets and DEBUG.
+        logger.info(
+            "Worker settings: %s (DEBUG %s)", settings.SETTINGS_MODULE, "on" if settings.DEBUG else "off"
+        )
         level, line = sandbox.describe(sandbox.SandboxPolicy.from_settings())
         logger.log(level, "%s", line)
         # What the builds of a worker that died before this one started left behind.

@@ -22,6 +22,10 @@ env = environ.Env()
 
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 
+# True in production.py, and so in every settings module built on it: the commands for a developer's
+# machine (bootstrap_demo with its demo/publish-me superuser, runlocal) refuse to run there.
+PRODUCTION = False
+
 SECRET_KEY: str = env.str("SECRET_KEY", default="")
 DEBUG: bool = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
@@ -279,8 +283,11 @@ PUBLISHING_WORKER_NAME: str = env.str("PUBLISHING_WORKER_NAME", default=socket.g
 WORKER_METRICS_PORT: int = env.int("WORKER_METRICS_PORT", default=9191)
 # 0.0.0.0 in a container, so that Prometheus can reach it.
 WORKER_METRICS_HOST: str = env.str("WORKER_METRICS_HOST", default="127.0.0.1")
-# When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`.
+# When set, GET /metrics wants `Authorization: Bearer <METRICS_TOKEN>`. Production refuses to start
+# without one unless METRICS_ALLOW_ANONYMOUS says that anyone who reaches /metrics may scrape it (a
+# private network, or a proxy that keeps /metrics off the public route).
 METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOW_ANONYMOUS: bool = env.bool("METRICS_ALLOW_ANONYMOUS", default=False)
 
 DRAMATIQ_BROKER: dict[str, Any] = {
     # A factory rather than a class: it picks Redis, RabbitMQ or the stub
@@ -321,13 +328,27 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 
 # --- API --------------------------------------------------------------------
 
+
+def _rate(name: str, default: str) -> str:
+    """A throttle's rate in DRF's notation ("60/min"); "0" or "" is off."""
+    rate: str = env.str(name, default=default).strip()
+    if not re.fullmatch(r"0?|[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", rate):
+        raise ImproperlyConfigured(f"{name}={rate!r}: expected N/s, N/min, N/hour, N/day or 0.")
+    return rate
+
+
 # initiate and retry calls per user ("60/min", "1000/day"), counted across every web process; "0" or
 # "" turns the throttle off. Beyond it: 429 THROTTLED with Retry-After.
-PUBLISHING_INITIATE_RATE: str = env.str("PUBLISHING_INITIATE_RATE", default="60/min").strip()
-if not re.fullmatch(r"0?|[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", PUBLISHING_INITIATE_RATE):
-    raise ImproperlyConfigured(
-        f"PUBLISHING_INITIATE_RATE={PUBLISHING_INITIATE_RATE!r}: expected N/s, N/min, N/hour, N/day or 0."
-    )
+PUBLISHING_INITIATE_RATE: str = _rate("PUBLISHING_INITIATE_RATE", "60/min")
+# Failed logins (token endpoint, admin and browsable API login pages) per username and per client
+# address, in clock-aligned periods, counted across every web process. Beyond either: 429 with
+# Retry-After until the period ends, for every attempt of that username or address, right password
+# or not. A successful login spends nothing.
+LOGIN_FAILURES_PER_USERNAME: str = _rate("LOGIN_FAILURES_PER_USERNAME", "10/hour")
+LOGIN_FAILURES_PER_ADDRESS: str = _rate("LOGIN_FAILURES_PER_ADDRESS", "50/hour")
+# Reverse proxies in front of the web tier that append to X-Forwarded-For: the client address is the
+# one the outermost of them saw. 0 (the default) believes no header: REMOTE_ADDR is the client.
+NUM_PROXIES: int = env.int("NUM_PROXIES", default=0)
 
 # The throttle's counters must be shared by every gunicorn worker and web host: Redis. A request
 # never waits on a sick Redis (one short timeout, no retries; the throttle then lets requests
@@ -368,6 +389,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "publisher_project.exception_handler.api_exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # DRF's default (None) takes X-Forwarded-For as it comes: any client could pick its own address.
+    "NUM_PROXIES": NUM_PROXIES,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -3,10 +3,22 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import PUBLISHING_BUILD_SANDBOX, SECRET_KEY, SECURE_SSL_REDIRECT_IN_PRODUCTION
+from .base import (
+    METRICS_ALLOW_ANONYMOUS,
+    METRICS_TOKEN,
+    PUBLISHING_BUILD_SANDBOX,
+    SECRET_KEY,
+    SECURE_SSL_REDIRECT_IN_PRODUCTION,
+)
 
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set in production.")
+if not METRICS_TOKEN and not METRICS_ALLOW_ANONYMOUS:
+    # /metrics shows the queue, the workers and the publishings' counts: by default only to a bearer.
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN must be set in production (Prometheus sends it as `Authorization: Bearer ...`), "
+        "or METRICS_ALLOW_ANONYMOUS=true where only trusted clients reach /metrics."
+    )
 if PUBLISHING_BUILD_SANDBOX not in ("", "required"):
     # Users' build commands are untrusted code: outside the sandbox they read the database.
     raise ImproperlyConfigured(
@@ -14,6 +26,7 @@ if PUBLISHING_BUILD_SANDBOX not in ("", "required"):
         "(required)."
     )
 
+PRODUCTION = True
 DEBUG = False
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

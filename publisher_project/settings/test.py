@@ -42,6 +42,9 @@ CACHES = {
     "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"},
 }
 PUBLISHING_INITIATE_RATE = "0"
+# The login throttle likewise: the suite logs in as the same few users many times.
+LOGIN_FAILURES_PER_USERNAME = "0"
+LOGIN_FAILURES_PER_ADDRESS = "0"
 
 # A file, not memory: integration tests share the test database with the web
 # and worker processes they start. One per test run, so two runs in one

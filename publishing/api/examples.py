@@ -224,4 +224,9 @@ TOKEN = [
         "A token", value={"token": "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"}, response_only=True
     ),
     invalid("non_field_errors", "Unable to log in with provided credentials."),
+    error(
+        "THROTTLED",
+        "Too many failed logins for this username or from this address. Expected available in 42 seconds.",
+        status=429,
+    ),
 ]

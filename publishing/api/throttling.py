@@ -1,24 +1,33 @@
-"""Per-user throttling of the API calls that queue a build: initiate and retry.
+"""Throttling: per user of the API calls that queue a build (initiate and retry), and of failed logins
+per username and per client address (the token endpoint, the admin's and the browsable API's login).
 
 The counters live in the `throttle` cache (Redis in production), so every gunicorn worker
-process and every web host counts against the same budget. The throttle protects the queue;
-it must never be the reason a request hangs or fails: while its cache is unreachable it lets
-requests through (fails open) and skips the cache for a short cool-down.
+process and every web host counts against the same budget. A throttle must never be the reason a
+request hangs or fails: while its cache is unreachable it skips the cache for a short cool-down.
+The initiate throttle then lets requests through (fails open); the login throttle counts in the
+process's own memory instead, so that a password guesser still meets a limit (each process's).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import html
 import json
 import logging
 import math
 import threading
 import time
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import caches
+from django.core.cache import BaseCache, caches
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from rest_framework.request import Request
-from rest_framework.throttling import UserRateThrottle
+from rest_framework.throttling import BaseThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from publishing.pipeline.network import redact_credentials
@@ -57,10 +66,15 @@ class CacheBreaker:
     """Whether the throttle's cache may be called now; logs its outages, sparingly. Per process."""
 
     def __init__(
-        self, *, cooldown: float = CACHE_COOLDOWN, warning_interval: float = WARNING_INTERVAL
+        self,
+        *,
+        cooldown: float = CACHE_COOLDOWN,
+        warning_interval: float = WARNING_INTERVAL,
+        consequence: str = "initiate and retry are not throttled",
     ) -> None:
         self.cooldown = cooldown
         self.warning_interval = warning_interval
+        self.consequence = consequence
         self._lock = threading.Lock()
         self.reset()
 
@@ -82,9 +96,10 @@ class CacheBreaker:
             if warn:
                 self._last_warning = now
         (logger.warning if warn else logger.debug)(
-            "throttle cache unavailable (%s: %s); initiate and retry are not throttled for %.0f s",
+            "throttle cache unavailable (%s: %s); %s for %.0f s",
             type(exc).__name__,
             redact_credentials(str(exc)),
+            self.consequence,
             self.cooldown,
         )
 
@@ -133,3 +148,158 @@ class PublishingStartThrottle(UserRateThrottle):
             return True
         breaker.succeeded()
         return allowed
+
+
+# --- Failed logins --------------------------------------------------------------------------------
+
+login_breaker = CacheBreaker(consequence="this process counts failed logins on its own")
+# Per-process memory, for while the shared cache is away.
+LOCAL_CACHE_ALIAS = "default"
+PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+TOO_MANY_LOGINS = "Too many failed logins for this username or from this address."
+# Where a login page's attempt waits for the `user_logged_in` signal.
+REQUEST_ATTRIBUTE = "_publishing_login_attempt"
+
+
+@dataclass
+class LoginAttempt:
+    """A login attempt, counted as failed until `login_succeeded` gives it back."""
+
+    keys: list[tuple[str, str]] = field(default_factory=list)  # (cache alias, key) of each counter
+    wait: float | None = None  # seconds until the throttled client may try again; None: allowed
+
+
+def _clock() -> float:
+    return time.time()
+
+
+def _parse_rate(rate: str) -> tuple[int, int] | None:
+    """`10/hour` -> (10, 3600); None for `0` or empty (off). The settings have checked the notation."""
+    rate = rate.strip()
+    if rate in ("", "0"):
+        return None
+    count, period = rate.split("/")
+    return int(count), PERIODS[period[0]]
+
+
+def _login_budgets(request: HttpRequest | Request, username: str | None) -> list[tuple[str, str, int, int]]:
+    """(scope, what is counted, limit, period in seconds) of each budget this attempt draws on."""
+    budgets = []
+    address_rate = _parse_rate(settings.LOGIN_FAILURES_PER_ADDRESS)
+    if address_rate:
+        # DRF's reading of the client address: X-Forwarded-For only as far as NUM_PROXIES trusts it.
+        address = str(BaseThrottle().get_ident(request))  # type: ignore[arg-type]
+        budgets.append(("address", address, *address_rate))
+    username_rate = _parse_rate(settings.LOGIN_FAILURES_PER_USERNAME)
+    if username_rate and username:
+        # Read as the login form and DRF's serializer read it (NFKC, stripped), and without case: no
+        # spelling that logs the same account in gets a budget of its own.
+        normalized = unicodedata.normalize("NFKC", username).strip().casefold()
+        budgets.append(("username", normalized, *username_rate))
+    return budgets
+
+
+def _count(cache: BaseCache, key: str, period: int) -> int:
+    cache.add(key, 0, timeout=period + 1)
+    try:
+        return int(cache.incr(key))
+    except ValueError:  # expired in between
+        cache.set(key, 1, timeout=period + 1)
+        return 1
+
+
+def login_attempt(request: HttpRequest | Request, username: Any) -> LoginAttempt:
+    """Count a login attempt against its username's and its client address's budgets of failed logins.
+
+    Counted before the password is checked, so that concurrent guesses cannot all pass one check;
+    `wait` is set when a budget is spent, and the caller then refuses without checking the password.
+    Never raises for the cache: while the shared one fails, this process counts on its own.
+    """
+    attempt = LoginAttempt()
+    now = _clock()
+    named = username if isinstance(username, str) else None
+    for scope, value, limit, period in _login_budgets(request, named):
+        window = int(now // period)
+        # Hashed: a key never holds what a client sent, however long or odd.
+        digest = hashlib.sha256(value.encode()).hexdigest()[:32]
+        key = f"login:{scope}:{digest}:{period}:{window}"
+        alias = LOCAL_CACHE_ALIAS if login_breaker.is_open() else CACHE_ALIAS
+        try:
+            count = _count(caches[alias], key, period)
+        except Exception as exc:
+            # Any backend's error (Redis, memcached, a database): a login never fails for it.
+            login_breaker.failed(exc)
+            alias = LOCAL_CACHE_ALIAS
+            count = _count(caches[alias], key, period)
+        else:
+            if alias == CACHE_ALIAS:
+                login_breaker.succeeded()
+        attempt.keys.append((alias, key))
+        if count > limit:
+            attempt.wait = max(attempt.wait or 0.0, (window + 1) * period - now)
+            if count == limit + 1:
+                logger.warning(
+                    "login throttled: %d failed logins for %s %r within %d s; refused for %.0f s",
+                    limit,
+                    scope,
+                    value,
+                    period,
+                    attempt.wait,
+                )
+    return attempt
+
+
+def login_succeeded(attempt: LoginAttempt) -> None:
+    """Give a successful login's count back: only failed logins spend the budgets."""
+    for alias, key in attempt.keys:
+        try:
+            caches[alias].decr(key)
+        except ValueError:  # expired meanwhile: nothing to give back
+            continue
+        except Exception as exc:
+            # The shared cache went away since the attempt was counted: the count merely stays.
+            login_breaker.failed(exc)
+
+
+def on_user_logged_in(sender: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+    """`user_logged_in` receiver: a login page's successful attempt gives its count back."""
+    attempt = getattr(request, REQUEST_ATTRIBUTE, None)
+    if isinstance(attempt, LoginAttempt):
+        login_succeeded(attempt)
+
+
+def login_throttled(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """A Django login page whose POSTs answer 429 with Retry-After once a budget of failed logins is
+    spent."""
+
+    @functools.wraps(view)
+    def throttled_view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.method != "POST":
+            return view(request, *args, **kwargs)
+        attempt = login_attempt(request, request.POST.get("username"))
+        if attempt.wait is not None:
+            return too_many_logins_page(attempt.wait)
+        setattr(request, REQUEST_ATTRIBUTE, attempt)
+        return view(request, *args, **kwargs)
+
+    return throttled_view
+
+
+def retry_after(wait: float) -> int:
+    """Whole seconds for Retry-After, at least 1."""
+    return max(math.ceil(wait), 1)
+
+
+def too_many_logins_page(wait: float) -> HttpResponse:
+    """The login pages' 429: a plain page (they are HTML), saying when to come back."""
+    body = (
+        "<!doctype html><title>Too many failed logins</title>"
+        f"<h1>Too many failed logins</h1><p>{html.escape(TOO_MANY_LOGINS)} "
+        f"Try again in {retry_after(wait)} s.</p>"
+    )
+    return HttpResponse(body, status=429, headers={"Retry-After": str(retry_after(wait))})
+
+
+def login_username(data: Any) -> Any:
+    """The username a token request's body names, whatever the body holds."""
+    return data.get("username") if isinstance(data, Mapping) else None

@@ -29,7 +29,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from publishing import broker, services
-from publishing.api import examples
+from publishing.api import examples, throttling
 from publishing.api.parsers import JSONParser as BoundedJSONParser
 from publishing.api.serializers import (
     EmptySerializer,
@@ -396,8 +396,22 @@ class TokenView(ObtainAuthToken):
         tags=["auth"],
         summary="Get an API token",
         request=TokenRequestSerializer,
-        responses={200: TokenSerializer, 400: ERRORS[400]},
+        parameters=[RETRY_AFTER],
+        responses={
+            200: TokenSerializer,
+            400: ERRORS[400],
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="THROTTLED: over LOGIN_FAILURES_PER_USERNAME or LOGIN_FAILURES_PER_ADDRESS "
+                "(failed logins); refused until the period ends, right password or not",
+            ),
+        },
         examples=examples.TOKEN,
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().post(request, *args, **kwargs)
+        attempt = throttling.login_attempt(request, throttling.login_username(request.data))
+        if attempt.wait is not None:
+            raise exceptions.Throttled(wait=attempt.wait, detail=throttling.TOO_MANY_LOGINS)
+        response = super().post(request, *args, **kwargs)
+        throttling.login_succeeded(attempt)
+        return response

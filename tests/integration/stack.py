@@ -56,8 +56,10 @@ class Stack:
             "PUBLISHING_BROKER_COOLDOWN": "1",
             # Off unless a test is about it: the default 5/60s would pace every test.
             "PUBLISHING_RATE_LIMIT": "0",
-            # The API's per-user throttle on initiate, likewise.
+            # The API's per-user throttle on initiate, likewise, and the login throttle.
             "PUBLISHING_INITIATE_RATE": "0",
+            "LOGIN_FAILURES_PER_USERNAME": "0",
+            "LOGIN_FAILURES_PER_ADDRESS": "0",
             # Off unless a test scrapes it: workers would fight over port 9191.
             "WORKER_METRICS_PORT": "0",
             "PYTHONUNBUFFERED": "1",

@@ -1,4 +1,5 @@
-"""The initiate throttle on a real Redis: one budget for every web process, stored as data, not pickles."""
+"""The initiate and login throttles on a real Redis: one budget for every web process, stored as data,
+not pickles."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rest_framework.test import APIClient
 
 from publisher_project.settings import base
 from publishing.api import throttling
-from tests.factories import ProjectFactory
+from tests.factories import ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +55,35 @@ def test_the_budget_is_kept_in_redis_as_json(
     history = json.loads(client.get(key) or b"")
     assert len(history) == 2
     assert all(isinstance(moment, float) for moment in history)
+
+
+def test_failed_logins_are_counted_in_redis_for_every_web_process(
+    db, redis_throttle, redis_url, namespace, monkeypatch
+) -> None:
+    # Given 2 failed logins an hour per username, at a moment well inside the hour, and alice
+    redis_throttle.LOGIN_FAILURES_PER_USERNAME = "2/hour"
+    redis_throttle.LOGIN_FAILURES_PER_ADDRESS = "0"
+    throttling.login_breaker.reset()
+    monkeypatch.setattr(throttling, "_clock", lambda: 1_800_000_100.0)
+    alice = UserFactory.create(username="alice")
+    alice.set_password("right-password")
+    alice.save()
+
+    # When two "web processes" (clients from two addresses, one Redis) each fail once for alice
+    def token(address: str, password: str) -> int:
+        client = APIClient(REMOTE_ADDR=address)
+        body = {"username": "alice", "password": password}
+        return client.post("/api/v1/auth/token/", body, format="json").status_code
+
+    failures = [token("203.0.113.1", "guess"), token("203.0.113.2", "guess")]
+
+    # Then a third, with her password, is throttled: the count is shared
+    assert failures == [400, 400]
+    assert token("203.0.113.3", "right-password") == 429
+    # And Redis holds a plain counter (never the username) that expires with the hour
+    client = redis.Redis.from_url(redis_url)
+    (key,) = client.keys(f"{namespace}:*login:username:*")
+    assert b"alice" not in key
+    assert client.get(key) == b"3"
+    assert 0 < client.ttl(key) <= 3601
+    assert throttling.login_breaker.failures == 0

@@ -1,8 +1,11 @@
-"""The operators' commands: `publish` (with --wait) and `publishing_status`."""
+"""The operators' commands: `publish` (with --wait) and `publishing_status`; the developers' ones refuse
+production."""
 
 from __future__ import annotations
 
+import sqlite3
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -11,6 +14,7 @@ from publishing.exceptions import PermanentJobError
 from publishing.models import Publishing
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
+from tests.unit.test_settings import PRODUCTION_ENV, run_manage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,3 +118,31 @@ def test_publishing_status_shows_counts_and_the_latest_failures(stub_broker) -> 
     assert "TARGET_REJECTED: HTTP 400" in output
     # The stub broker has no queue to read: said, not failed
     assert "(not readable)" in output
+
+
+def test_bootstrap_demo_refuses_under_production_settings(tmp_path: Path) -> None:
+    # Given a migrated database under the production settings
+    env = {**PRODUCTION_ENV, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    migrated = run_manage(tmp_path, "migrate", "--no-input", **env)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+
+    # When someone runs the demo bootstrap there
+    result = run_manage(tmp_path, "bootstrap_demo", **env)
+
+    # Then it refuses, saying why and what to run instead, and no demo/publish-me superuser exists
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "CommandError: bootstrap_demo is for a development machine" in result.stderr
+    assert "DJANGO_SETTINGS_MODULE=publisher_project.settings.local" in result.stderr
+    assert "Traceback" not in result.stderr
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM auth_user").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("command", ["bootstrap_demo", "runlocal"])
+def test_the_development_commands_refuse_any_settings_built_on_production(settings, command: str) -> None:
+    # Given settings derived from the production ones (bench.settings is)
+    settings.PRODUCTION = True
+
+    # When / Then
+    with pytest.raises(CommandError, match=f"{command} is for a development machine"):
+        run(command)

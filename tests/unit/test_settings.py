@@ -13,6 +13,14 @@ from publisher_project.settings import base
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# What production settings need to start (with run_manage's own VAR_DIR and stub broker).
+PRODUCTION_ENV = {
+    "DJANGO_SETTINGS_MODULE": "publisher_project.settings.production",
+    "SECRET_KEY": "x9!" * 20 + "a-long-random-production-secret",
+    "METRICS_TOKEN": "a-scrape-token-of-prometheus",
+}
+
+
 def run_manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DJANGO_SETTINGS_MODULE"}}
     return subprocess.run(
@@ -35,6 +43,20 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> Non
     assert "SECRET_KEY must be set in production" in result.stderr
 
 
+def test_manage_py_without_settings_runs_production_and_says_what_to_do_instead_of_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # When a developer runs a bare `manage.py check`: no DJANGO_SETTINGS_MODULE, no SECRET_KEY
+    result = run_manage(tmp_path, "check")
+
+    # Then it runs the production settings, which stop the start, saying how to pick the local
+    # settings for development or what production needs, without a traceback
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "SECRET_KEY must be set in production" in result.stderr
+    assert "DJANGO_SETTINGS_MODULE=publisher_project.settings.local" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_production_passes_check_deploy_with_its_required_environment(tmp_path: Path) -> None:
     result = run_manage(
         tmp_path,
@@ -42,12 +64,35 @@ def test_production_passes_check_deploy_with_its_required_environment(tmp_path: 
         "--deploy",
         "--fail-level",
         "WARNING",
-        DJANGO_SETTINGS_MODULE="publisher_project.settings.production",
-        SECRET_KEY="x9!" * 20 + "a-long-random-production-secret",
+        **PRODUCTION_ENV,
         ALLOWED_HOSTS="publisher.example.com",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("metrics", "starts"),
+    [
+        ({}, False),
+        ({"METRICS_TOKEN": ""}, False),
+        ({"METRICS_ALLOW_ANONYMOUS": "false"}, False),
+        ({"METRICS_TOKEN": "a-scrape-token-of-prometheus"}, True),
+        ({"METRICS_ALLOW_ANONYMOUS": "true"}, True),
+    ],
+)
+def test_production_wants_a_metrics_token_unless_anonymous_scrapes_are_chosen(
+    tmp_path: Path, metrics: dict[str, str], starts: bool
+) -> None:
+    # When production settings load without a metrics token, with one, or with anonymous scrapes chosen
+    env = {key: value for key, value in PRODUCTION_ENV.items() if not key.startswith("METRICS_")}
+    result = run_manage(tmp_path, "check", **env, **metrics)
+
+    # Then only a token or the explicit choice starts; otherwise the start stops naming both settings
+    assert (result.returncode == 0) is starts, result.stdout + result.stderr
+    if not starts:
+        assert "METRICS_TOKEN must be set in production" in result.stderr
+        assert "METRICS_ALLOW_ANONYMOUS=true" in result.stderr
 
 
 def test_the_job_defaults_are_the_specs() -> None:
@@ -113,6 +158,20 @@ def test_an_initiate_rate_that_does_not_parse_stops_the_start(
     assert (result.returncode == 0) is starts, result.stdout + result.stderr
     if not starts:
         assert "PUBLISHING_INITIATE_RATE" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["LOGIN_FAILURES_PER_USERNAME", "LOGIN_FAILURES_PER_ADDRESS"])
+def test_a_login_rate_that_does_not_parse_stops_the_start(tmp_path: Path, name: str) -> None:
+    local = {"DJANGO_SETTINGS_MODULE": "publisher_project.settings.local"}
+    result = run_manage(tmp_path, "check", **local, **{name: "lots"})
+    assert result.returncode != 0
+    assert f"{name}='lots'" in result.stderr
+
+
+def test_failed_logins_are_throttled_in_redis_by_default() -> None:
+    assert (base.LOGIN_FAILURES_PER_USERNAME, base.LOGIN_FAILURES_PER_ADDRESS) == ("10/hour", "50/hour")
+    # No X-Forwarded-For is believed unless the operator says how many proxies append to it
+    assert base.REST_FRAMEWORK["NUM_PROXIES"] == 0
 
 
 @pytest.mark.parametrize(("value", "starts"), [("0", True), ("65536", True), ("-1", False)])

@@ -1,4 +1,4 @@
-"""Create a demo user, a demo git repository and a project that publishes it (local use)."""
+"""Create a demo user, a demo git repository and a project that publishes it (local use only)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from rest_framework.authtoken.models import Token
 
+from publishing.management.development import refuse_in_production
 from publishing.models import Project
 
 DEMO_USERNAME = "demo"
@@ -35,6 +36,8 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000, help="Port shown in the login hint.")
 
     def handle(self, *args: Any, port: int, **options: Any) -> None:
+        # A superuser with a published password: never on a production database.
+        refuse_in_production("bootstrap_demo")
         var = Path(settings.VAR_DIR)
         source = var / "demo-source"
         store = var / "store"

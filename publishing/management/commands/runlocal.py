@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from publishing.broker import broker_kind, redact_url, redis_client
+from publishing.management.development import refuse_in_production
 from publishing.redis_server import RedisServer
 
 
@@ -28,6 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=2)
 
     def handle(self, *args: Any, port: int, processes: int, threads: int, **options: Any) -> None:
+        refuse_in_production("runlocal")
+        # DJANGO_SETTINGS_MODULE is in it (manage.py sets it, from `--settings` too): the children run
+        # the settings this command runs.
         env = dict(os.environ)
         embedded: RedisServer | None = None
         if broker_kind(settings.BROKER_URL) == "redis" and not _answers(settings.BROKER_URL):
