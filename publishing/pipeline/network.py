@@ -16,12 +16,13 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO, TypeAlias
+from typing import IO, Any, TypeAlias
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import requests
 from requests_hardened import Config, HTTPSession
-from requests_hardened.ip_filter import InvalidIPAddress
+from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES, InvalidIPAddress
+from requests_hardened.ip_filter_adapter import IPFilterAdapter
 
 from publishing.exceptions import JobError, PermanentJobError, TransientJobError
 
@@ -95,7 +96,11 @@ def is_public_address(address: IPAddress) -> bool:
         if address.ipv4_mapped is not None:
             address = address.ipv4_mapped
     return not (
-        address.is_loopback
+        # requests-hardened's list of ranges Python's flags miss (6to4 relays, NAT64, ORCHIDv2, ...).
+        any(address in network for network in EXTRA_BLOCKED_NET_RANGES if network.version == address.version)
+        or address.is_loopback
+        # Deprecated, and still routed inside some networks (fec0::/10).
+        or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local)
         or address.is_private
         or address.is_link_local
         or address.is_reserved
@@ -211,6 +216,25 @@ class _GuardedSession(HTTPSession):  # type: ignore[misc]  # requests-hardened h
         return target
 
 
+class _PolicyAdapter(IPFilterAdapter):  # type: ignore[misc]  # requests-hardened has no annotations
+    """requests-hardened's resolve-once-and-pin, then this module's address policy on the pinned
+    address: the same rule as every other check here (`is_public_address`), where the socket opens."""
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        check_pinned(request.url or "", ipaddress.ip_address(str(host_params["host"]).strip("[]")))
+        return host_params, pool_kwargs
+
+
+def check_pinned(url: str, address: IPAddress) -> None:
+    """Raise AddressNotAllowed when the address a connection is about to open is not public."""
+    if not is_public_address(address):
+        logger.warning("Refused the non-public address %s for %s", address, redact_credentials(url))
+        raise AddressNotAllowed(address)
+
+
 def outbound_session(*, allow_private: bool) -> requests.Session:
     """A session for requests to user-supplied URLs (the store, webhook receivers).
 
@@ -226,6 +250,9 @@ def outbound_session(*, allow_private: bool) -> requests.Session:
         default_timeout=None,
     )
     session: requests.Session = _GuardedSession(config)
+    if not allow_private:
+        for prefix, https in (("http://", False), ("https://", True)):
+            session.mount(prefix, _PolicyAdapter(is_https_proto=https, allow_loopback=False))
     session.max_redirects = MAX_REDIRECTS
     session.trust_env = False
     return session

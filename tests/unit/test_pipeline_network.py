@@ -167,5 +167,18 @@ def test_ipv6_addresses_that_carry_a_non_public_ipv4_one_are_not_public(address)
         check_host(f"[{address}]", allow_private=False, code="SOURCE_NOT_ALLOWED", resolve=False)
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "fec0::1",  # IPv6 site-local (deprecated, still routed inside some networks)
+        "::1.2.3.4",  # IPv4-compatible IPv6 (deprecated)
+        "192.88.99.1",  # the 6to4 relay anycast
+        "5f00::1",  # IPv6 segment routing
+    ],
+)
+def test_the_deprecated_and_special_ranges_python_calls_global_are_not_public(address):
+    assert not is_public_address(ipaddress.ip_address(address))
+
+
 def test_an_ordinary_public_ipv6_address_stays_public():
     assert is_public_address(ipaddress.ip_address("2606:4700:4700::1111"))

@@ -14,10 +14,12 @@ from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline import network
 from publishing.pipeline.base import Artifact, Origin
 from publishing.pipeline.submit import submit, validate_target_url
 from tests.fakes import http_server, rebinding_resolver, resolver
@@ -440,6 +442,21 @@ def test_submit_refuses_a_name_that_resolves_to_loopback_by_the_time_it_connects
     assert store.requests == []
 
 
+@pytest.mark.parametrize("address", ["::1.2.3.4", "fec0::1", "192.88.99.1"])
+def test_submit_refuses_at_connect_time_what_the_address_policy_refuses(artifact, monkeypatch, address):
+    # Given a name that resolves to a public address when checked, then to an address that the
+    # service's policy refuses (and requests-hardened's own filter lets through, or refuses alone)
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_resolver("93.184.216.34", address))
+
+    # When
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, "http://store.example.com/upload", allow_private=False)
+
+    # Then the connection is refused for its address, before any packet leaves
+    assert excinfo.value.code == "TARGET_NOT_ALLOWED"
+    assert "non-public address" in excinfo.value.detail
+
+
 @pytest.fixture
 def trusted_store_name(monkeypatch):
     """`store.example.com` is let through to the local server, as a public store would be; any other
@@ -458,7 +475,14 @@ def trusted_store_name(monkeypatch):
     def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> list[Any]:
         return (public if host == "store.example.com" else real_getaddrinfo)(host, *args, **kwargs)
 
+    real_check = network.check_pinned
+
+    def check_pinned(url: str, address: Any) -> None:
+        if urlsplit(url).hostname != "store.example.com":
+            real_check(url, address)
+
     monkeypatch.setattr(adapter_module, "filter_host", filter_host)
+    monkeypatch.setattr(network, "check_pinned", check_pinned)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
