@@ -127,7 +127,7 @@ def api_root(request: Request, format: str | None = None) -> Response:
 @extend_schema_view(
     list=extend_schema(
         summary="List your projects",
-        description="Your projects, by name (staff: everyone's).",
+        description="Your projects, by name (everyone's with the view_project permission).",
         responses={200: ProjectSerializer, **READ_ERRORS},
         examples=examples.PROJECT_LIST,
     ),
@@ -146,8 +146,11 @@ def api_root(request: Request, format: str | None = None) -> Response:
     ),
     partial_update=extend_schema(
         summary="Change a project",
-        description="Only the fields sent change. Publishings already queued keep the settings they "
-        "were queued with.",
+        description="Only the fields sent change. Publishings already initiated keep the settings they "
+        "were initiated with. Setting a build command needs the set_build_command permission; without "
+        'it, the repository or ref of a project that has one change only with `"build_command": ""` '
+        "in the same request (the command is bound to the code it was approved for). 403 for a project "
+        "you may see but not change.",
         parameters=[PROJECT_ID],
         responses={200: ProjectSerializer, **WRITE_ERRORS},
         examples=examples.PROJECT_UPDATE,
@@ -165,7 +168,8 @@ def api_root(request: Request, format: str | None = None) -> Response:
     ),
 )
 class ProjectViewSet(viewsets.ModelViewSet[Project]):
-    """Your projects (staff: all). A project says what to build and where to submit it."""
+    """Your projects (everyone's with the view_project permission). A project says what to build and
+    where to submit it."""
 
     serializer_class = ProjectSerializer
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
@@ -198,7 +202,8 @@ class PublishingFilter(django_filters.FilterSet):  # type: ignore[misc]
 @extend_schema_view(
     list=extend_schema(
         summary="List publishings",
-        description="Yours and those of your projects (staff: all), newest first; filter by `status` "
+        description="Yours and those of your projects (everyone's with the view_publishing permission), "
+        "newest first; filter by `status` "
         "and `project`. The log and the attempts are in the detail.",
         # Stated by hand: an empty filter means "all" (what the browsable API's filter form sends).
         parameters=[
@@ -228,7 +233,8 @@ class PublishingFilter(django_filters.FilterSet):  # type: ignore[misc]
 class PublishingViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Publishing]
 ):
-    """Publishings you requested or of your projects (staff: all), newest first."""
+    """Publishings you requested or of your projects (everyone's with the view_publishing permission),
+    newest first."""
 
     filterset_class = PublishingFilter
 
