@@ -870,6 +870,10 @@ def _record_failure(publishing: Publishing, log: _AttemptLog, error: JobError, *
             target,
             attempt=attempt,
             message_id=log.message_id,
+            # Only while this attempt still runs it: a cancel keeps the attempt and message, and
+            # cancelled -> queued is a retry's move, so without this a failure recorded as the owner
+            # cancels would queue the publishing again and run it (test_runner_failures).
+            only_from=(Status.BUILDING, Status.SUBMITTING),
             error_code=error.code,
             error_message=message,
         )
