@@ -501,6 +501,18 @@ def publishing_defer(*, publishing_id: str | None, delay_ms: int) -> None:
         )
 
 
+def publishing_message_lost(*, publishing_id: str | None, message_id: str) -> None:
+    """Record that a queued publishing's message is gone, so that the next reconciliation sends a new one.
+
+    Only while that message is still the publishing's: a stale one changes nothing. The old message,
+    should it turn up after all, is then fenced out: it no longer names its publishing.
+    """
+    if publishing_id:
+        Publishing.objects.filter(pk=publishing_id, status=Status.QUEUED, message_id=message_id).update(
+            message_id="", updated_at=timezone.now()
+        )
+
+
 def publishing_heartbeat(*, running: list[tuple[str, str]]) -> None:
     """Renew the leases of the publishings running here, given as (publishing id, message id) pairs.
 
