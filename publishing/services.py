@@ -706,6 +706,9 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
                 publishing.pk,
                 Status.QUEUED,
                 attempt=publishing.attempts,
+                # Still as read above: a cancel meanwhile keeps the attempt number, and cancelled ->
+                # queued is a retry's move, which would run a cancelled publishing (test_runner_failures).
+                only_from=(Status.BUILDING, Status.SUBMITTING),
                 error_message="Previous attempt lost.",
             )
         except InvalidTransition:

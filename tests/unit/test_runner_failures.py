@@ -8,6 +8,7 @@ interleaved at the worst moment with events, never sleeps.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,8 @@ from publishing import broker, metrics, services
 from publishing.exceptions import JobError, PermanentJobError, TransientJobError
 from publishing.models import Attempt, Publishing
 from publishing.pipeline.base import Job
-from tests.factories import ProjectFactory, UserFactory
+from publishing.tasks import build_and_submit
+from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -326,3 +328,48 @@ def test_a_failure_recorded_as_the_publishing_is_requeued_leaves_the_new_run_alo
     assert (publishing.status, publishing.attempts, publishing.error_code) == ("published", 2, "")
     assert history(publishing) == [(1, "lost", ""), (2, "published", "")]
     assert ScriptedPipeline.submitted == [str(publishing.pk)]
+
+
+# --- a redelivered message resuming a publishing as it is cancelled ------------------------------------
+
+
+class _CancelsWhenResuming(logging.Filter):
+    """Cancels the publishing at the moment the runner says it resumes it after a lost attempt."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg.startswith("publishing %s was %s when its message came back") and isinstance(
+            record.args, tuple
+        ):
+            cancel(str(record.args[0]))
+        return True
+
+
+def test_a_redelivered_message_does_not_revive_a_publishing_cancelled_as_it_resumes(
+    drain, monkeypatch
+) -> None:
+    # Given a publishing whose worker died mid-build (no lease), its message coming back just as the
+    # owner cancels it, the abort signal lost
+    lose_the_abort_signal(monkeypatch)
+    publishing = PublishingFactory.create(building=True, attempts=1)
+    Attempt.objects.create(publishing=publishing, number=1, message_id="dead")
+    message = build_and_submit.message_with_options(
+        kwargs={"publishing_id": str(publishing.pk), "project_id": "p", "user_id": "u"}
+    )
+    Publishing.objects.filter(pk=publishing.pk).update(message_id=message.message_id)
+    runner_log = logging.getLogger("publishing.services")
+    cancels = _CancelsWhenResuming()
+    runner_log.addFilter(cancels)
+
+    # When the message is processed
+    try:
+        build_and_submit.broker.enqueue(message)
+        drain()
+    finally:
+        runner_log.removeFilter(cancels)
+
+    # Then the cancel stands: nothing ran, and the attempt of the dead worker is closed as cancelled
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.error_code, publishing.attempts) == ("cancelled", "CANCELLED", 1)
+    assert history(publishing) == [(1, "cancelled", "")]
+    assert ScriptedPipeline.runs == 0
+    assert ScriptedPipeline.submitted == []
