@@ -294,11 +294,20 @@ class RateLimit(Middleware):
             if verdict.taken:
                 return
             delay, for_another_owner = verdict.wait_ms, verdict.for_another_owner
-        self._put_back(broker, message, delay)
+        # Imported here: this module stays light to import (see above).
+        from publishing import services
+
+        try:
+            self._put_back(broker, message, delay)
+        except RateLimitDeferralFailed:
+            # Raised on, it went to Retries, whose enqueue fails the same way: the worker then acks
+            # the message and nothing holds it any more, while its publishing stays queued for it (on
+            # RabbitMQ and the stub broker for good: the reconciler cannot see which messages exist).
+            # Told that its message is gone, the reconciler sends a new one at its next pass.
+            self._release(message)
+            raise SkipMessage() from None
         metrics.rate_limit_deferred(delay / 1000)
         try:
-            from publishing import services
-
             services.publishing_defer(publishing_id=_publishing_id(message), delay_ms=delay)
         except Exception:
             logger.warning("could not record not_before for message %s", message.message_id, exc_info=True)
@@ -325,6 +334,24 @@ class RateLimit(Middleware):
         except BROKER_ERRORS as exc:
             logger.warning("could not withdraw message %s from the rate limit (%s)", message.message_id, exc)
 
+    @staticmethod
+    def _release(message: MessageProxy) -> None:
+        """Hand a message that could not be put back over to the reconciler; else RateLimitDeferralFailed."""
+        from publishing import services
+
+        publishing_id = _publishing_id(message)
+        try:
+            services.publishing_message_lost(publishing_id=publishing_id, message_id=message.message_id)
+        except Exception as exc:
+            # The database is away too: Retries is the last resort (a retry used, if its enqueue works).
+            logger.warning("could not hand message %s over to the reconciler (%s)", message.message_id, exc)
+            raise RateLimitDeferralFailed(f"message {message.message_id} could not be deferred") from exc
+        logger.warning(
+            "message %s could not be deferred; publishing %s waits for the reconciler to send a new one",
+            message.message_id,
+            publishing_id,
+        )
+
     def _put_back(self, broker: dramatiq.Broker, message: MessageProxy, delay: int) -> None:
         """Enqueue the same message again, delayed; never run it over the limit, never drop it."""
         for attempt in range(3):
@@ -334,8 +361,6 @@ class RateLimit(Middleware):
             except Exception as exc:
                 logger.warning("could not defer message %s (%s); trying again", message.message_id, exc)
                 time.sleep(attempt + 1)
-        # Fails the message (a MiddlewareError stops Dramatiq's hook chain):
-        # Retries takes it from there, and the reconciler if that fails too.
         raise RateLimitDeferralFailed(f"message {message.message_id} could not be deferred")
 
 

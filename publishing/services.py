@@ -501,6 +501,18 @@ def publishing_defer(*, publishing_id: str | None, delay_ms: int) -> None:
         )
 
 
+def publishing_message_lost(*, publishing_id: str | None, message_id: str) -> None:
+    """Record that a queued publishing's message is gone, so that the next reconciliation sends a new one.
+
+    Only while that message is still the publishing's: a stale one changes nothing. The old message,
+    should it turn up after all, is then fenced out: it no longer names its publishing.
+    """
+    if publishing_id:
+        Publishing.objects.filter(pk=publishing_id, status=Status.QUEUED, message_id=message_id).update(
+            message_id="", updated_at=timezone.now()
+        )
+
+
 def publishing_heartbeat(*, running: list[tuple[str, str]]) -> None:
     """Renew the leases of the publishings running here, given as (publishing id, message id) pairs.
 
@@ -694,6 +706,9 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
                 publishing.pk,
                 Status.QUEUED,
                 attempt=publishing.attempts,
+                # Still as read above: a cancel meanwhile keeps the attempt number, and cancelled ->
+                # queued is a retry's move, which would run a cancelled publishing (test_runner_failures).
+                only_from=(Status.BUILDING, Status.SUBMITTING),
                 error_message="Previous attempt lost.",
             )
         except InvalidTransition:
@@ -870,6 +885,10 @@ def _record_failure(publishing: Publishing, log: _AttemptLog, error: JobError, *
             target,
             attempt=attempt,
             message_id=log.message_id,
+            # Only while this attempt still runs it: a cancel keeps the attempt and message, and
+            # cancelled -> queued is a retry's move, so without this a failure recorded as the owner
+            # cancels would queue the publishing again and run it (test_runner_failures).
+            only_from=(Status.BUILDING, Status.SUBMITTING),
             error_code=error.code,
             error_message=message,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dramatiq
 import pytest
@@ -20,3 +20,14 @@ def worker(stub_broker: StubBroker, settings) -> Iterator[dramatiq.Worker]:
     worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def drain(stub_broker: StubBroker, worker: dramatiq.Worker) -> Callable[[], None]:
+    """Run every message of the builds queue (retries and requeues included) to the end, then return."""
+
+    def run() -> None:
+        stub_broker.join("publishing-builds", fail_fast=False)
+        worker.join()
+
+    return run
