@@ -12,6 +12,7 @@ from rest_framework.serializers import ListSerializer
 
 from publishing.api.serializers import PublishingSerializer
 from publishing.models import Attempt, Project, Publishing
+from tests.contract import assert_conforms
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -191,6 +192,23 @@ def test_detail_shows_the_log_and_links_the_project(api, user) -> None:
     assert body["id"] == str(publishing.pk)
     assert body["log"] == "hello"
     assert body["project"].endswith(f"/api/v1/projects/{publishing.project_id}/")
+
+
+def test_a_publishing_whose_project_was_deleted_has_a_null_project_as_the_schema_says(api, user) -> None:
+    # Given a finished publishing whose project was then deleted (publishings outlive their project)
+    project = ProjectFactory.create(owner=user)
+    publishing = PublishingFactory.create(project=project, published=True)
+    project.delete()
+
+    # When it is listed and shown
+    listed = api.get("/api/v1/publishing/")
+    shown = api.get(f"/api/v1/publishing/{publishing.pk}")
+
+    # Then both say it has no project, and the schema allows exactly that
+    assert listed.json()["results"][0]["project"] is None
+    assert shown.json()["project"] is None
+    assert_conforms(listed, "GET", "/api/v1/publishing/")
+    assert_conforms(shown, "GET", "/api/v1/publishing/{id}")
 
 
 def test_detail_of_another_users_publishing_answers_404(api, other_user) -> None:
