@@ -12,7 +12,7 @@ from rest_framework.serializers import ListSerializer
 
 from publishing.api.serializers import PublishingSerializer
 from publishing.models import Attempt, Project, Publishing
-from tests.contract import assert_conforms
+from tests.contract import assert_conforms, parameter_schema, query_value_valid
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -209,6 +209,35 @@ def test_a_publishing_whose_project_was_deleted_has_a_null_project_as_the_schema
     assert shown.json()["project"] is None
     assert_conforms(listed, "GET", "/api/v1/publishing/")
     assert_conforms(shown, "GET", "/api/v1/publishing/{id}")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/publishing/", "/api/v1/projects/"])
+def test_the_schema_allows_exactly_the_page_values_the_lists_take(api, user, path) -> None:
+    # Given two pages of each list
+    for _ in range(21):
+        PublishingFactory.create(project=ProjectFactory.create(owner=user))
+    page = parameter_schema("GET", path, "page")
+
+    for value, status in [
+        ("", 200),  # the first page, as with no `page` at all
+        ("1", 200),
+        ("2", 200),
+        ("last", 200),
+        ("0", 404),
+        ("-1", 404),
+        ("1.0", 404),
+        (" 1", 404),
+        ("abc", 404),
+    ]:
+        # When a page is asked for
+        response = api.get(path, {"page": value})
+
+        # Then the server takes it exactly when the schema does; any other is 404 Invalid page
+        assert response.status_code == status, (value, response.content)
+        assert query_value_valid(value, page) == (status == 200), (value, page)
+        if status == 404:
+            assert response.json() == {"code": "NOT_FOUND", "detail": "Invalid page."}
+    assert api.get(path, {"page": ""}).json()["results"] == api.get(path).json()["results"]
 
 
 def test_detail_of_another_users_publishing_answers_404(api, other_user) -> None:
