@@ -346,7 +346,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
         "publishing.api.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "publishing.api.parsers.MultiPartParser",
     ],
     "DEFAULT_PAGINATION_CLASS": "publishing.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,

@@ -20,7 +20,7 @@ from drf_spectacular.utils import (
 from rest_framework import exceptions, mixins, permissions, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
@@ -31,6 +31,7 @@ from rest_framework.views import APIView
 from publishing import broker, services
 from publishing.api import examples
 from publishing.api.parsers import JSONParser as BoundedJSONParser
+from publishing.api.parsers import MultiPartParser as BoundedMultiPartParser
 from publishing.api.serializers import (
     EmptySerializer,
     ErrorSerializer,
@@ -146,8 +147,9 @@ def api_root(request: Request, format: str | None = None) -> Response:
     ),
     partial_update=extend_schema(
         summary="Change a project",
-        description="Only the fields sent change. Publishings already queued keep the settings they "
-        "were queued with.",
+        description="Only the fields sent change; no fields (an empty body or form) change nothing. "
+        "A multipart body that is no form (no named part) is 400 VALIDATION_ERROR. Publishings already "
+        "queued keep the settings they were queued with.",
         parameters=[PROJECT_ID],
         responses={200: ProjectSerializer, **WRITE_ERRORS},
         examples=examples.PROJECT_UPDATE,
@@ -389,8 +391,8 @@ class TokenView(ObtainAuthToken):
 
     # The credentials are in the body: a stale token or session must not stand in the way of a new token.
     authentication_classes: list[type[Any]] = []
-    # ObtainAuthToken names DRF's own parsers; these are the API's (bounded JSON).
-    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
+    # ObtainAuthToken names DRF's own parsers; these are the API's (bounded JSON, strict multipart).
+    parser_classes = [BoundedJSONParser, FormParser, BoundedMultiPartParser]
 
     @extend_schema(
         tags=["auth"],

@@ -312,6 +312,42 @@ def test_patch_and_delete_own_project(api, user) -> None:
     assert api.delete(f"/api/v1/projects/{project.pk}/").status_code == 204
 
 
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param(b"", 200, id="no-body"),
+        # What requests and urllib3 send for an empty form: the closing delimiter alone
+        pytest.param(b"--b--\r\n", 200, id="empty-form"),
+        pytest.param(
+            b'--b\r\nContent-Disposition: form-data; name="ref"\r\n\r\nrelease\r\n--b--\r\n',
+            200,
+            id="a-field",
+        ),
+        # A JSON `false` wrapped in a boundary, as schemathesis sent it: no part, no field
+        pytest.param(b"--b\r\nFalse--b--\r\n", 400, id="not-a-form"),
+        pytest.param(b"--b\r\n\r\nrelease\r\n--b--\r\n", 400, id="a-part-without-a-name"),
+        pytest.param(b"garbage", 400, id="no-delimiter"),
+    ],
+)
+def test_a_multipart_patch_changes_nothing_when_empty_and_is_refused_when_it_is_no_form(
+    api, user, body, status
+) -> None:
+    # Given a project
+    project = ProjectFactory.create(owner=user, ref="main")
+    url = f"/api/v1/projects/{project.pk}/"
+
+    # When it is patched with a multipart body
+    response = api.generic("PATCH", url, body, content_type="multipart/form-data; boundary=b")
+
+    # Then an empty one changes nothing, one that is no form at all is a 400, and the schema says so
+    assert response.status_code == status, response.content
+    if status == 400:
+        assert_error(response, 400, "VALIDATION_ERROR")
+    assert_conforms(response, "PATCH", "/api/v1/projects/{id}/")
+    project.refresh_from_db()
+    assert project.ref == ("release" if b"release" in body and status == 200 else "main")
+
+
 def test_delete_project_with_an_active_publishing_answers_409(api, user) -> None:
     project = ProjectFactory.create(owner=user)
     PublishingFactory.create(project=project, queued=True)
