@@ -65,6 +65,12 @@ WRITE_ERRORS = {
     **ERRORS,
     403: OpenApiResponse(ErrorSerializer, description="PERMISSION_DENIED: a session without its CSRF token"),
 }
+# Operations that read a body: one in a media type they do not parse (JSON, form, multipart) is refused.
+UNSUPPORTED_MEDIA_TYPE = {
+    415: OpenApiResponse(
+        ErrorSerializer, description="UNSUPPORTED_MEDIA_TYPE: a body that is not JSON, a form or multipart"
+    ),
+}
 THROTTLED = {
     429: OpenApiResponse(
         ErrorSerializer,
@@ -136,7 +142,7 @@ def api_root(request: Request, format: str | None = None) -> Response:
         summary="Create a project",
         description="Where the source is, how to build it, where to submit the artifact, and optionally "
         "a webhook that hears of every terminal status. The slug defaults to the name, slugified.",
-        responses={201: ProjectSerializer, **WRITE_ERRORS},
+        responses={201: ProjectSerializer, **WRITE_ERRORS, **UNSUPPORTED_MEDIA_TYPE},
         examples=examples.PROJECT_CREATE,
     ),
     retrieve=extend_schema(
@@ -151,7 +157,7 @@ def api_root(request: Request, format: str | None = None) -> Response:
         "A multipart body that is no form (no named part) is 400 VALIDATION_ERROR. Publishings already "
         "queued keep the settings they were queued with.",
         parameters=[PROJECT_ID],
-        responses={200: ProjectSerializer, **WRITE_ERRORS},
+        responses={200: ProjectSerializer, **WRITE_ERRORS, **UNSUPPORTED_MEDIA_TYPE},
         examples=examples.PROJECT_UPDATE,
     ),
     destroy=extend_schema(
@@ -315,6 +321,7 @@ class PublishingViewSet(
             409: OpenApiResponse(
                 ErrorSerializer, description="CONFLICT: the project has an active publishing"
             ),
+            **UNSUPPORTED_MEDIA_TYPE,
             **THROTTLED,
             **UNAVAILABLE,
         },
@@ -398,7 +405,7 @@ class TokenView(ObtainAuthToken):
         tags=["auth"],
         summary="Get an API token",
         request=TokenRequestSerializer,
-        responses={200: TokenSerializer, 400: ERRORS[400]},
+        responses={200: TokenSerializer, 400: ERRORS[400], **UNSUPPORTED_MEDIA_TYPE},
         examples=examples.TOKEN,
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:

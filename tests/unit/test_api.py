@@ -348,6 +348,27 @@ def test_a_multipart_patch_changes_nothing_when_empty_and_is_refused_when_it_is_
     assert project.ref == ("release" if b"release" in body and status == 200 else "main")
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/projects/"),
+        ("PATCH", "/api/v1/projects/{id}/"),
+        ("POST", "/api/v1/publishing/initiate"),
+        ("POST", "/api/v1/auth/token/"),
+    ],
+)
+def test_a_body_of_a_media_type_the_api_does_not_read_is_a_documented_415(api, user, method, path) -> None:
+    # Given an operation that reads a body, and a body in a media type it does not parse
+    project = ProjectFactory.create(owner=user)
+
+    # When it is sent
+    response = api.generic(method, path.format(id=project.pk), b"ref=release", content_type="text/plain")
+
+    # Then the answer is 415 UNSUPPORTED_MEDIA_TYPE in the envelope, as the schema documents
+    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert_conforms(response, method, path)
+
+
 def test_delete_project_with_an_active_publishing_answers_409(api, user) -> None:
     project = ProjectFactory.create(owner=user)
     PublishingFactory.create(project=project, queued=True)
