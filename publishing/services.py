@@ -669,16 +669,19 @@ def job_records_prune() -> tuple[int, int]:
 def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_retries: int) -> None:
     """Run one attempt of the pipeline for a publishing. Safe to run more than once for the same id.
 
-    A finished or superseded publishing is logged and skipped. Raises
+    A finished, superseded or missing publishing is logged and skipped. Raises
     TransientJobError when the attempt should be retried and PermanentJobError
     when the publishing failed for good; either way the record says so first.
-    A missing one raises PermanentJobError PUBLISHING_NOT_FOUND: nothing can
-    ever run its message, which belongs in the dead letters, not acked away.
     """
     publishing = Publishing.objects.select_related("project").filter(pk=publishing_id).first()
     if publishing is None:
-        logger.error("publishing %s not found; message dead-lettered", publishing_id)
-        raise PermanentJobError(f"Publishing {publishing_id} does not exist.", code="PUBLISHING_NOT_FOUND")
+        # A ghost: initiate deletes a publishing whose send failed (its only delete), but a send
+        # that timed out may have reached the broker all the same. The caller got a 503 and no
+        # one waits for it; a dead letter or an ERROR would only page someone for nothing.
+        logger.info(
+            "message %s for publishing %s, which no longer exists: dropped", message_id, publishing_id
+        )
+        return
     if publishing.is_terminal:
         logger.info("publishing %s already %s; message skipped", publishing_id, publishing.status)
         return

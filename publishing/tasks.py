@@ -41,8 +41,8 @@ def build_and_submit(publishing_id: UuidStr, project_id: LogIdStr, user_id: LogI
 
     Only `publishing_id` is looked up. The other two label the log lines, and
     are not UUIDs for every message: user ids are integers, and either one is
-    "None" once the project or the user was deleted. A missing publishing
-    raises PUBLISHING_NOT_FOUND (in `throws`): dead-lettered, never retried.
+    "None" once the project or the user was deleted. A message for a
+    publishing that no longer exists is acked and dropped with one INFO line.
     """
     message_id, retries = _current_message()
     with job_context(

@@ -173,8 +173,9 @@ class PublishingSettingsSerializer(serializers.ModelSerializer[Publishing]):
 
 class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializer[Publishing]):
     url = serializers.HyperlinkedIdentityField(view_name="publishing-detail")
+    # Null once the project is deleted: publishings outlive their project (SET_NULL).
     project: serializers.HyperlinkedRelatedField[Project] = serializers.HyperlinkedRelatedField(
-        view_name="project-detail", read_only=True
+        view_name="project-detail", read_only=True, allow_null=True
     )
     project_id = serializers.UUIDField(read_only=True, allow_null=True)
     requested_by = serializers.CharField(source="requested_by.get_username", read_only=True, default=None)

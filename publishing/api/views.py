@@ -20,7 +20,7 @@ from drf_spectacular.utils import (
 from rest_framework import exceptions, mixins, permissions, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
@@ -31,6 +31,7 @@ from rest_framework.views import APIView
 from publishing import broker, services
 from publishing.api import examples, throttling
 from publishing.api.parsers import JSONParser as BoundedJSONParser
+from publishing.api.parsers import MultiPartParser as BoundedMultiPartParser
 from publishing.api.serializers import (
     EmptySerializer,
     ErrorSerializer,
@@ -63,6 +64,12 @@ READ_ERRORS = {code: ERRORS[code] for code in (401, 404)}
 WRITE_ERRORS = {
     **ERRORS,
     403: OpenApiResponse(ErrorSerializer, description="PERMISSION_DENIED: a session without its CSRF token"),
+}
+# Operations that read a body: one in a media type they do not parse (JSON, form, multipart) is refused.
+UNSUPPORTED_MEDIA_TYPE = {
+    415: OpenApiResponse(
+        ErrorSerializer, description="UNSUPPORTED_MEDIA_TYPE: a body that is not JSON, a form or multipart"
+    ),
 }
 THROTTLED = {
     429: OpenApiResponse(
@@ -135,7 +142,7 @@ def api_root(request: Request, format: str | None = None) -> Response:
         summary="Create a project",
         description="Where the source is, how to build it, where to submit the artifact, and optionally "
         "a webhook that hears of every terminal status. The slug defaults to the name, slugified.",
-        responses={201: ProjectSerializer, **WRITE_ERRORS},
+        responses={201: ProjectSerializer, **WRITE_ERRORS, **UNSUPPORTED_MEDIA_TYPE},
         examples=examples.PROJECT_CREATE,
     ),
     retrieve=extend_schema(
@@ -146,13 +153,14 @@ def api_root(request: Request, format: str | None = None) -> Response:
     ),
     partial_update=extend_schema(
         summary="Change a project",
-        description="Only the fields sent change. Publishings already initiated keep the settings they "
-        "were initiated with. Setting a build command needs the set_build_command permission; without "
-        'it, the repository or ref of a project that has one change only with `"build_command": ""` '
-        "in the same request (the command is bound to the code it was approved for). 403 for a project "
-        "you may see but not change.",
+        description="Only the fields sent change; no fields (an empty body or form) change nothing. "
+        "A multipart body that is no form (no named part) is 400 VALIDATION_ERROR. Publishings already "
+        "initiated keep the settings they were initiated with. Setting a build command needs the "
+        "set_build_command permission; without it, the repository or ref of a project that has one "
+        'change only with `"build_command": ""` in the same request (the command is bound to the code '
+        "it was approved for). 403 for a project you may see but not change.",
         parameters=[PROJECT_ID],
-        responses={200: ProjectSerializer, **WRITE_ERRORS},
+        responses={200: ProjectSerializer, **WRITE_ERRORS, **UNSUPPORTED_MEDIA_TYPE},
         examples=examples.PROJECT_UPDATE,
     ),
     destroy=extend_schema(
@@ -319,6 +327,7 @@ class PublishingViewSet(
             409: OpenApiResponse(
                 ErrorSerializer, description="CONFLICT: the project has an active publishing"
             ),
+            **UNSUPPORTED_MEDIA_TYPE,
             **THROTTLED,
             **UNAVAILABLE,
         },
@@ -395,8 +404,8 @@ class TokenView(ObtainAuthToken):
 
     # The credentials are in the body: a stale token or session must not stand in the way of a new token.
     authentication_classes: list[type[Any]] = []
-    # ObtainAuthToken names DRF's own parsers; these are the API's (bounded JSON).
-    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
+    # ObtainAuthToken names DRF's own parsers; these are the API's (bounded JSON, strict multipart).
+    parser_classes = [BoundedJSONParser, FormParser, BoundedMultiPartParser]
 
     @extend_schema(
         tags=["auth"],
@@ -406,6 +415,7 @@ class TokenView(ObtainAuthToken):
         responses={
             200: TokenSerializer,
             400: ERRORS[400],
+            **UNSUPPORTED_MEDIA_TYPE,
             429: OpenApiResponse(
                 ErrorSerializer,
                 description="THROTTLED: over LOGIN_FAILURES_PER_USERNAME or LOGIN_FAILURES_PER_ADDRESS "

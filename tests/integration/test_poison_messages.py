@@ -1,5 +1,8 @@
 """Poison messages on a real broker and a real worker: dead-lettered, logged, and the queue keeps moving.
 
+A well-formed message for a publishing that no longer exists (a ghost of an initiate whose send timed
+out) is no poison: it is acked and dropped with one INFO line.
+
 On Redis, then on RabbitMQ: the messages go straight onto the queues the
 worker consumes, as another producer (or a bug of ours) could put them.
 """
@@ -19,6 +22,8 @@ import pytest
 import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from publishing.models import Publishing
+from publishing.redis_server import RedisServer
 from publishing.redis_wakeup import WakingRedisBroker
 from tests.integration.stack import Stack
 
@@ -121,14 +126,15 @@ def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(
         "kwargs not a mapping": target.send(build, [str(uuid.uuid4())]),
         "bad delivery id": target.send("deliver_webhook", {"delivery_id": 7}, queue_name=target.webhooks),
     }
-    unknown_publishing = str(uuid.uuid4())
     unknown_delivery = str(uuid.uuid4())
     not_found = {
-        "unknown publishing": target.send(build, ids(publishing_id=unknown_publishing)),
         "unknown delivery": target.send(
             "deliver_webhook", {"delivery_id": unknown_delivery}, queue_name=target.webhooks
         ),
     }
+    # No poison: a well-formed message for a publishing that no longer exists is dropped quietly
+    unknown_publishing = str(uuid.uuid4())
+    ghost = target.send(build, ids(publishing_id=unknown_publishing))
     unknown_actor = target.send("no_such_actor", ids())
     response = stack.initiate(api, project.pk)
     assert response.status_code == 202, response.text
@@ -158,12 +164,15 @@ def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(
     for name, message_id in invalid.items():
         lines = [line for line in errors if f"invalid message {message_id}" in line]
         assert len(lines) == 1, (name, lines)
-    for name, missing_id in (("publishing", unknown_publishing), ("webhook delivery", unknown_delivery)):
-        lines = [line for line in errors if f"{name} {missing_id} not found; message dead-lettered" in line]
-        assert len(lines) == 1, (name, lines)
+    not_found_line = f"webhook delivery {unknown_delivery} not found; message dead-lettered"
+    assert len([line for line in errors if not_found_line in line]) == 1, errors
     assert sum("undefined actor 'no_such_actor'" in line for line in errors) == 1
     assert len(errors) == len(poison), "\n".join(errors)
-    assert not any(f"Retrying message '{message_id}'" in log for message_id in poison.values())
+    assert not any(f"Retrying message '{message_id}'" in log for message_id in [*poison.values(), ghost])
+
+    # And the message for no publishing left one INFO line and no dead letter
+    assert ghost not in dead
+    assert f"message {ghost} for publishing {unknown_publishing}, which no longer exists: dropped" in log
     assert "Consumer encountered" not in log
     assert "Logging error" not in log
 
@@ -194,3 +203,59 @@ def test_an_undecodable_body_is_dead_lettered_without_holding_up_the_messages_fe
     log = stack.logs("worker", tail=None)
     assert "undecodable message garbage-1 on publishing-builds dead-lettered without running" in log
     assert "Consumer encountered" not in log
+
+
+def test_a_ghost_message_of_an_initiate_that_timed_out_is_dropped_quietly(
+    private_redis: RedisServer, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given a web server on a Redis of the test's own, with two projects, one of them queued
+    store = tmp_path / "store"
+    queued_project, ghost_project = make_project(f"file://{store}"), make_project(f"file://{store}")
+    _, token = owner_token
+    stack = make_stack(private_redis.url, PUBLISHING_BROKER_SOCKET_TIMEOUT="1")
+    api = stack.serve(token, worker=False)
+    queued = stack.initiate(api, queued_project.pk)
+    assert queued.status_code == 202, queued.text
+
+    # When Redis hangs during an initiate: the send times out, initiate answers 503 and deletes the
+    # row, but Redis takes the message when it wakes up (a ghost)
+    private_redis.pause()
+    try:
+        refused = stack.initiate(api, ghost_project.pk)
+    finally:
+        private_redis.resume()
+    assert refused.status_code == 503, refused.text
+    assert not Publishing.objects.filter(project=ghost_project).exists()
+    client = redis.Redis.from_url(private_redis.url, socket_timeout=5)
+    deadline = time.monotonic() + 10
+    while True:
+        bodies = cast("list[bytes]", client.hvals(f"{stack.env['BROKER_NAMESPACE']}:{BUILDS}.msgs"))
+        if len(bodies) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    messages = [dramatiq.Message.decode(body) for body in bodies]
+    (ghost,) = [m for m in messages if m.kwargs["publishing_id"] != queued.json()["id"]]
+    ghost_id = ghost.kwargs["publishing_id"]
+
+    # And a worker starts
+    stack.start_worker()
+
+    # Then the queued publishing is published, and the ghost is dropped with one INFO line naming it
+    done = stack.wait_for(api, queued.json()["id"])
+    assert done["status"] == "published", done
+    line = f"message {ghost.message_id} for publishing {ghost_id}, which no longer exists: dropped"
+    deadline = time.monotonic() + 30
+    while line not in stack.logs("worker", tail=None) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = stack.logs("worker", tail=None)
+    (dropped,) = [entry for entry in log.splitlines() if line in entry]
+    assert " INFO " in dropped
+    # And nothing else: no ERROR at all, no WARNING about it, no retry, no dead letter, nothing queued
+    # (another test's sandbox may leave build processes for this worker's start-up sweep: a WARNING)
+    assert not [entry for entry in log.splitlines() if " ERROR " in entry], log
+    assert not [e for e in log.splitlines() if " WARNING " in e and (ghost.message_id in e or ghost_id in e)]
+    assert f"Retrying message '{ghost.message_id}'" not in log
+    namespace = stack.env["BROKER_NAMESPACE"]
+    assert client.hlen(f"{namespace}:{BUILDS}.XQ.msgs") == 0
+    assert client.hlen(f"{namespace}:{BUILDS}.msgs") == 0
+    assert Publishing.objects.count() == 1

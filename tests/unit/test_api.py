@@ -12,6 +12,7 @@ from rest_framework.serializers import ListSerializer
 
 from publishing.api.serializers import PublishingSerializer
 from publishing.models import Attempt, Project, Publishing
+from tests.contract import assert_conforms, parameter_schema, query_value_valid
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -196,6 +197,52 @@ def test_detail_shows_the_log_and_links_the_project(api, user) -> None:
     assert body["project"].endswith(f"/api/v1/projects/{publishing.project_id}/")
 
 
+def test_a_publishing_whose_project_was_deleted_has_a_null_project_as_the_schema_says(api, user) -> None:
+    # Given a finished publishing whose project was then deleted (publishings outlive their project)
+    project = ProjectFactory.create(owner=user)
+    publishing = PublishingFactory.create(project=project, published=True)
+    project.delete()
+
+    # When it is listed and shown
+    listed = api.get("/api/v1/publishing/")
+    shown = api.get(f"/api/v1/publishing/{publishing.pk}")
+
+    # Then both say it has no project, and the schema allows exactly that
+    assert listed.json()["results"][0]["project"] is None
+    assert shown.json()["project"] is None
+    assert_conforms(listed, "GET", "/api/v1/publishing/")
+    assert_conforms(shown, "GET", "/api/v1/publishing/{id}")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/publishing/", "/api/v1/projects/"])
+def test_the_schema_allows_exactly_the_page_values_the_lists_take(api, user, path) -> None:
+    # Given two pages of each list
+    for _ in range(21):
+        PublishingFactory.create(project=ProjectFactory.create(owner=user))
+    page = parameter_schema("GET", path, "page")
+
+    for value, status in [
+        ("", 200),  # the first page, as with no `page` at all
+        ("1", 200),
+        ("2", 200),
+        ("last", 200),
+        ("0", 404),
+        ("-1", 404),
+        ("1.0", 404),
+        (" 1", 404),
+        ("abc", 404),
+    ]:
+        # When a page is asked for
+        response = api.get(path, {"page": value})
+
+        # Then the server takes it exactly when the schema does; any other is 404 Invalid page
+        assert response.status_code == status, (value, response.content)
+        assert query_value_valid(value, page) == (status == 200), (value, page)
+        if status == 404:
+            assert response.json() == {"code": "NOT_FOUND", "detail": "Invalid page."}
+    assert api.get(path, {"page": ""}).json()["results"] == api.get(path).json()["results"]
+
+
 def test_detail_of_another_users_publishing_answers_404(api, other_user) -> None:
     theirs = PublishingFactory.create(project=ProjectFactory.create(owner=other_user))
     assert_error(api.get(f"/api/v1/publishing/{theirs.pk}"), 404, "NOT_FOUND")
@@ -266,6 +313,63 @@ def test_patch_and_delete_own_project(api, user) -> None:
     assert response.status_code == 200
     assert response.json()["ref"] == "release"
     assert api.delete(f"/api/v1/projects/{project.pk}/").status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param(b"", 200, id="no-body"),
+        # What requests and urllib3 send for an empty form: the closing delimiter alone
+        pytest.param(b"--b--\r\n", 200, id="empty-form"),
+        pytest.param(
+            b'--b\r\nContent-Disposition: form-data; name="ref"\r\n\r\nrelease\r\n--b--\r\n',
+            200,
+            id="a-field",
+        ),
+        # A JSON `false` wrapped in a boundary, as schemathesis sent it: no part, no field
+        pytest.param(b"--b\r\nFalse--b--\r\n", 400, id="not-a-form"),
+        pytest.param(b"--b\r\n\r\nrelease\r\n--b--\r\n", 400, id="a-part-without-a-name"),
+        pytest.param(b"garbage", 400, id="no-delimiter"),
+    ],
+)
+def test_a_multipart_patch_changes_nothing_when_empty_and_is_refused_when_it_is_no_form(
+    api, user, body, status
+) -> None:
+    # Given a project
+    project = ProjectFactory.create(owner=user, ref="main")
+    url = f"/api/v1/projects/{project.pk}/"
+
+    # When it is patched with a multipart body
+    response = api.generic("PATCH", url, body, content_type="multipart/form-data; boundary=b")
+
+    # Then an empty one changes nothing, one that is no form at all is a 400, and the schema says so
+    assert response.status_code == status, response.content
+    if status == 400:
+        assert_error(response, 400, "VALIDATION_ERROR")
+    assert_conforms(response, "PATCH", "/api/v1/projects/{id}/")
+    project.refresh_from_db()
+    assert project.ref == ("release" if b"release" in body and status == 200 else "main")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/projects/"),
+        ("PATCH", "/api/v1/projects/{id}/"),
+        ("POST", "/api/v1/publishing/initiate"),
+        ("POST", "/api/v1/auth/token/"),
+    ],
+)
+def test_a_body_of_a_media_type_the_api_does_not_read_is_a_documented_415(api, user, method, path) -> None:
+    # Given an operation that reads a body, and a body in a media type it does not parse
+    project = ProjectFactory.create(owner=user)
+
+    # When it is sent
+    response = api.generic(method, path.format(id=project.pk), b"ref=release", content_type="text/plain")
+
+    # Then the answer is 415 UNSUPPORTED_MEDIA_TYPE in the envelope, as the schema documents
+    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert_conforms(response, method, path)
 
 
 def test_delete_project_with_an_active_publishing_answers_409(api, user) -> None:

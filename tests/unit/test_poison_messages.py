@@ -1,9 +1,11 @@
-"""Poison messages: each is dead-lettered at once with one ERROR line; the worker goes on with the next."""
+"""Poison messages: each is dead-lettered at once with one ERROR line; the worker goes on with the next.
+
+A well-formed message for a publishing that no longer exists is no poison: it is dropped quietly.
+"""
 
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 import dramatiq
@@ -11,7 +13,6 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from publishing import services
-from publishing.exceptions import PermanentJobError
 from publishing.middleware import message_problem
 from publishing.models import Project, Publishing
 from publishing.tasks import build_and_submit, deliver_webhook
@@ -129,29 +130,37 @@ def test_a_message_its_actor_cannot_take_is_dead_lettered_at_once(
     assert_worker_goes_on(stub_broker, worker)
 
 
-def test_a_message_for_an_unknown_publishing_is_dead_lettered_with_its_code(
+def test_a_message_for_a_publishing_that_no_longer_exists_is_dropped_quietly(
     stub_broker, worker, caplog
 ) -> None:
     caplog.set_level(logging.INFO)
-    # Given a well-formed message for a publishing id that no row has
-    build_and_submit.send(publishing_id=str(uuid.uuid4()), project_id=str(uuid.uuid4()), user_id="1")
+    # Given a ghost message: initiate sent it, the send timed out (a hung Redis) and initiate deleted
+    # the row, but the message had reached the broker all the same
+    user = UserFactory.create()
+    project = ProjectFactory.create(owner=user)
+    publishing = PublishingFactory.create(project=project, queued=True)
+    publishing_id = str(publishing.pk)
+    message = build_and_submit.message(publishing_id, str(project.pk), str(user.pk))
+    publishing.delete()
 
     # When the worker gets it
+    stub_broker.enqueue(message)
     drain(stub_broker, worker)
 
-    # Then it ran once, as an expected failure (no retries), and was dead-lettered with one ERROR line
-    (dead,) = stub_broker.dead_letters
-    assert "retries" not in dead.options
-    assert any("expected exception PermanentJobError" in record.getMessage() for record in caplog.records)
-    (line,) = errors(caplog)
-    assert "not found; message dead-lettered" in line
+    # Then it is acked and dropped: no dead letter, no retry, no ERROR or WARNING line, nothing run;
+    # one INFO line names the message and the publishing
+    assert not stub_broker.dead_letters
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    (line,) = [r.getMessage() for r in caplog.records if "no longer exists" in r.getMessage()]
+    assert message.message_id in line
+    assert publishing_id in line
+    assert ScriptedPipeline.runs == 0
     assert_worker_goes_on(stub_broker, worker)
 
 
-def test_running_an_unknown_publishing_raises_publishing_not_found() -> None:
-    with pytest.raises(PermanentJobError) as raised:
-        services.publishing_run(publishing_id=UNKNOWN_ID, message_id="m-1", retries=0, max_retries=3)
-    assert raised.value.code == "PUBLISHING_NOT_FOUND"
+def test_running_a_publishing_that_no_longer_exists_does_nothing() -> None:
+    services.publishing_run(publishing_id=UNKNOWN_ID, message_id="m-1", retries=0, max_retries=3)
+    assert not Publishing.objects.exists()
 
 
 def test_a_message_for_a_publishing_of_a_deleted_project_fails_it_and_is_dead_lettered(
@@ -263,11 +272,11 @@ def test_message_problem_names_what_is_wrong_in_a_short_line() -> None:
 
 def test_requeueing_dead_letters_never_sends_a_poison_message_again(stub_broker, worker, operator) -> None:
     # Given poison messages dead-lettered by the worker: one for a failed publishing (with an extra
-    # argument), one for no publishing, one wrong-typed, one for no delivery...
+    # argument), one for no publishing (with a wrong-typed argument), one for no delivery...
     failed = PublishingFactory.create(failed=True)
     send_raw(stub_broker, kwargs=build_kwargs(publishing_id=str(failed.pk), priority="high"))
-    for kwargs in (build_kwargs(), build_kwargs(publishing_id=42)):
-        send_raw(stub_broker, kwargs=kwargs)
+    send_raw(stub_broker, kwargs=build_kwargs(user_id=1))
+    send_raw(stub_broker, kwargs=build_kwargs(publishing_id=42))
     send_raw(
         stub_broker,
         kwargs={"delivery_id": UNKNOWN_ID},
