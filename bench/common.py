@@ -337,6 +337,24 @@ def bootstrap_demo(env: dict[str, str], *args: str) -> tuple[str, str]:
     return token.group(1), project.group(1)
 
 
+def rate_limited_projects(owner: Any, count: int, *, prefix: str) -> list[Any]:
+    """`count` projects of `owner` (a Django user) that no pipeline step will ever reach: for the
+    benchmarks that stop at the rate limit. Call it where Django is set up."""
+    from publishing.models import Project
+
+    return Project.objects.bulk_create(
+        Project(
+            owner=owner,
+            name=f"{prefix.title()} {n}",
+            slug=f"{prefix}-{n}",
+            repository_url="https://example.invalid/site.git",
+            artifact_path="dist",
+            target_url="https://example.invalid/store",
+        )
+        for n in range(count)
+    )
+
+
 def gunicorn_argv(port: int, *, workers: int, threads: int) -> list[str]:
     """Publisher's web tier as docker/bin/web runs it, on 127.0.0.1:`port`."""
     return [

@@ -36,7 +36,7 @@ from typing import Any
 
 import redis
 
-from bench.common import ROOT, Context, Deployment, Outcome, Target, ratio
+from bench.common import ROOT, Context, Deployment, Outcome, Target, rate_limited_projects, ratio
 from bench.ratelimit import Grants
 
 
@@ -68,7 +68,7 @@ def play_round(tag: str, limit: int, window_s: float, backlog: int) -> dict[str,
     from django.contrib.auth import get_user_model
 
     from publishing import services
-    from publishing.models import Project, Publishing
+    from publishing.models import Publishing
     from publishing.rate_limit import publishing_limiter
 
     limiter = publishing_limiter(redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10))
@@ -85,20 +85,8 @@ def play_round(tag: str, limit: int, window_s: float, backlog: int) -> dict[str,
     alice = users.create(username=f"alice-{tag}")
     bob = users.create(username=f"bob-{tag}")
 
-    def projects(owner: Any, count: int) -> list[Project]:
-        return Project.objects.bulk_create(
-            Project(
-                owner=owner,
-                name=f"Fair {n}",
-                slug=f"fair-{n}",
-                repository_url="https://example.invalid/site.git",
-                artifact_path="dist",
-                target_url="https://example.invalid/store",
-            )
-            for n in range(count)
-        )
-
-    mine, (his,) = projects(alice, backlog), projects(bob, 1)
+    mine = rate_limited_projects(alice, backlog, prefix="fair")
+    (his,) = rate_limited_projects(bob, 1, prefix="fair")
     until(lambda: limiter.usage() == 0, "an empty window", window_s * 3)
     spacing = window_s / limit
     for n in range(limit):

@@ -42,7 +42,16 @@ from typing import Any, cast
 import psycopg
 import redis
 
-from bench.common import ROOT, Context, Deployment, Outcome, Target, group_cpu_seconds, percentile
+from bench.common import (
+    ROOT,
+    Context,
+    Deployment,
+    Outcome,
+    Target,
+    group_cpu_seconds,
+    percentile,
+    rate_limited_projects,
+)
 from publishing.pipeline.base import Artifact, Job, Submission
 
 
@@ -100,21 +109,9 @@ def backlog(count: int) -> None:
     from django.contrib.auth import get_user_model
 
     from publishing import services
-    from publishing.models import Project
 
     user = get_user_model().objects.create(username="ratelimit", is_staff=True)
-    projects = Project.objects.bulk_create(
-        Project(
-            owner=user,
-            name=f"Rate {n}",
-            slug=f"rate-{n}",
-            repository_url="https://example.invalid/site.git",
-            artifact_path="dist",
-            target_url="https://example.invalid/store",
-        )
-        for n in range(count)
-    )
-    for project in projects:
+    for project in rate_limited_projects(user, count, prefix="rate"):
         services.publishing_initiate(user=user, project_id=project.pk)
 
 

@@ -145,8 +145,20 @@ class ProjectAdminForm(forms.ModelForm[Project]):
         return cleaned
 
 
+class _RedactedURLs:
+    """The repository and target columns of a project or publishing, credentials shown as `***`."""
+
+    @admin.display(description="repository", ordering="repository_url")
+    def repository(self, obj: Project | Publishing) -> str:
+        return redacted_url(obj.repository_url)
+
+    @admin.display(description="target", ordering="target_url")
+    def target(self, obj: Project | Publishing) -> str:
+        return redacted_url(obj.target_url)
+
+
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin[Project]):
+class ProjectAdmin(_RedactedURLs, admin.ModelAdmin[Project]):
     form = ProjectAdminForm
     list_display = ["name", "slug", "owner", "repository", "ref", "target", "updated_at"]
     list_filter = ["owner"]
@@ -162,14 +174,6 @@ class ProjectAdmin(admin.ModelAdmin[Project]):
         form = super().get_form(request, obj, change=change, **kwargs)
         form.request = request  # type: ignore[attr-defined]
         return form
-
-    @admin.display(description="repository", ordering="repository_url")
-    def repository(self, project: Project) -> str:
-        return redacted_url(project.repository_url)
-
-    @admin.display(description="target", ordering="target_url")
-    def target(self, project: Project) -> str:
-        return redacted_url(project.target_url)
 
     def has_publish_permission(self, request: HttpRequest) -> bool:
         """Publishing records a publishing: the model's add permission, though the admin has no add form."""
@@ -270,7 +274,7 @@ class WebhookDeliveryInline(_RecordInline):
 
 
 @admin.register(Publishing)
-class PublishingAdmin(admin.ModelAdmin[Publishing]):
+class PublishingAdmin(_RedactedURLs, admin.ModelAdmin[Publishing]):
     list_display = [
         "short_id",
         "status_badge",
@@ -312,7 +316,7 @@ class PublishingAdmin(admin.ModelAdmin[Publishing]):
         ),
         (
             "Runs with (the project's settings when it was initiated)",
-            {"fields": ["source", "ref", "build_command", "artifact_path", "target"]},
+            {"fields": ["repository", "ref", "build_command", "artifact_path", "target"]},
         ),
         ("Artifact", {"fields": ["artifact_sha256", "artifact_size", "artifact_uri", "submission_ref"]}),
         (
@@ -340,7 +344,7 @@ class PublishingAdmin(admin.ModelAdmin[Publishing]):
         "live_progress",
         "duration",
         "live_log",
-        "source",
+        "repository",
         "target",
     ]
 
@@ -365,14 +369,6 @@ class PublishingAdmin(admin.ModelAdmin[Publishing]):
     @admin.display(description="id", ordering="id")
     def short_id(self, publishing: Publishing) -> SafeString:
         return _short_id(publishing.pk)
-
-    @admin.display(description="repository")
-    def source(self, publishing: Publishing) -> str:
-        return redacted_url(publishing.repository_url)
-
-    @admin.display(description="target")
-    def target(self, publishing: Publishing) -> str:
-        return redacted_url(publishing.target_url)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, publishing: Publishing) -> SafeString:

@@ -25,6 +25,14 @@ def redacted(data: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     return data
 
 
+def urls_redacted(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with the credentials of each URL a user may write them into shown as `***`."""
+    for field in CREDENTIAL_URL_FIELDS:
+        if data.get(field):
+            data[field] = redacted_url(data[field])
+    return data
+
+
 class StrictCharField(serializers.CharField):
     """Takes only strings: DRF's CharField also turns numbers into text, which `type: string` forbids."""
 
@@ -91,11 +99,7 @@ class ProjectSerializer(serializers.HyperlinkedModelSerializer[Project]):
         return bool(project.webhook_secret)
 
     def to_representation(self, instance: Project) -> dict[str, Any]:
-        data: dict[str, Any] = super().to_representation(instance)
-        for field in CREDENTIAL_URL_FIELDS:
-            if data.get(field):
-                data[field] = redacted_url(data[field])
-        return data
+        return urls_redacted(super().to_representation(instance))
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # A client that sends back a URL as it read it (`https://***@host/...`), or edited but for
@@ -164,11 +168,7 @@ class PublishingSettingsSerializer(serializers.ModelSerializer[Publishing]):
         read_only_fields = fields
 
     def to_representation(self, instance: Publishing) -> dict[str, Any]:
-        data: dict[str, Any] = super().to_representation(instance)
-        for field in CREDENTIAL_URL_FIELDS:
-            if data.get(field):
-                data[field] = redacted_url(data[field])
-        return data
+        return urls_redacted(super().to_representation(instance))
 
 
 class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializer[Publishing]):
