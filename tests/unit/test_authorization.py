@@ -338,8 +338,8 @@ def test_the_budget_is_per_user_and_reads_are_never_throttled(
     api, user, other_user, client_for, throttled, stub_broker
 ) -> None:
     # Given alice over her budget
-    for project in ProjectFactory.create_batch(3, owner=user):
-        initiate(api, project)
+    answers = [initiate(api, project).status_code for project in ProjectFactory.create_batch(3, owner=user)]
+    assert answers == [202, 202, 429]
 
     # Then she may still read, and bob may still initiate
     assert api.get("/api/v1/publishing/").status_code == 200

@@ -68,7 +68,10 @@ def test_cancel_still_works_when_the_abort_signal_cannot_be_sent(api, user, monk
     # Given a Redis that is away for the abort signal
     import dramatiq_abort
 
-    def refuse(*args, **kwargs):
+    aborted: list[str] = []
+
+    def refuse(message_id: str, *args, **kwargs):
+        aborted.append(message_id)
         raise redis.exceptions.ConnectionError("refused")
 
     monkeypatch.setattr(dramatiq_abort, "abort", refuse)
@@ -80,6 +83,8 @@ def test_cancel_still_works_when_the_abort_signal_cannot_be_sent(api, user, monk
     assert api.post(f"/api/v1/publishing/{publishing.pk}/cancel").status_code == 200
     publishing.refresh_from_db()
     assert publishing.status == "cancelled"
+    # And the abort of its message was attempted (and refused), not skipped
+    assert aborted == ["m"]
 
 
 # --- retry ------------------------------------------------------------------------------------------
@@ -244,17 +249,38 @@ def test_reconcile_twice_at_once_requeues_once(stub_broker) -> None:
     assert len(messages(stub_broker)) == 1
 
 
-def test_requeue_fences_out_the_attempt_that_was_running() -> None:
-    # Given attempt 1 was requeued (its worker looked dead)
-    publishing = PublishingFactory.create(building=True, attempts=1)
-    assert services.publishing_requeue(publishing_id=str(publishing.pk), reason="test", retries=0)
-
-    # When that straggling attempt tries to move on to submitting
-    # Then it is refused: it no longer owns the publishing
+@pytest.mark.parametrize(
+    ("attempt", "owns_message"),
+    [
+        pytest.param(1, False, id="the-stale-run-itself"),
+        pytest.param(1, True, id="an-attempt-no-longer-current"),
+        pytest.param(2, False, id="a-message-no-longer-current"),
+    ],
+)
+def test_requeue_fences_out_the_attempt_that_was_running(
+    stub_broker, attempt: int, owns_message: bool
+) -> None:
+    # Given attempt 1 (message m1) was requeued with a new message, and attempt 2 has claimed the
+    # publishing with it: building again, so the state machine alone would let building -> submitting by
     from publishing.exceptions import InvalidTransition
 
+    publishing = PublishingFactory.create(building=True, attempts=1, message_id="m1")
+    assert services.publishing_requeue(publishing_id=str(publishing.pk), reason="test", retries=0)
+    publishing.refresh_from_db()
+    current = publishing.message_id
+    assert current not in ("", "m1")
+    Publishing.objects.transition(publishing.pk, "building", attempt=1, message_id=current, attempts=2)
+
+    # When a run whose attempt or message is no longer the publishing's tries to move on to submitting
+    # Then the fence refuses it, and the publishing stays with attempt 2
     with pytest.raises(InvalidTransition):
-        Publishing.objects.transition(publishing.pk, "submitting", attempt=1)
+        Publishing.objects.transition(
+            publishing.pk, "submitting", attempt=attempt, message_id=current if owns_message else "m1"
+        )
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.attempts, publishing.message_id) == ("building", 2, current)
+    # And the run that owns it may
+    Publishing.objects.transition(publishing.pk, "submitting", attempt=2, message_id=current)
 
 
 # --- retention ---------------------------------------------------------------------------------------

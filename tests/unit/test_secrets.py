@@ -289,6 +289,10 @@ def test_a_job_logs_and_shows_no_secret_whatever_its_outcome(
     assert not secrets_in(caplog.text, token), [r.getMessage() for r in caplog.records]
     for answer in seen.answers:
         assert not secrets_in(answer, token), answer
+    # (the webhook receiver was called whatever the outcome, and the store whenever the job got that far)
+    paths = [request.split()[1] for request in receiver.received]
+    assert "/hook" in paths, paths
+    assert ("/upload" in paths) == bool(store_statuses), paths
     for request in receiver.received:
         assert not secrets_in(request, token), request
     # And the job's own log, as the API shows it, still says where it checked out from
