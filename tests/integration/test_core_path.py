@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from django_dramatiq.models import Task
 
 from tests.fakes import start_http_server, stop_http_server
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +49,11 @@ def test_initiate_is_published_by_a_real_worker_into_a_file_store(
     # And the workspace was removed
     assert not any(stack.workspaces.iterdir())
     # And its job record (the admin's Tasks) says done: written behind by the worker, a batch later
-    deadline = time.monotonic() + 10
-    while (
-        time.monotonic() < deadline and not Task.tasks.filter(pk=done["message_id"], status="done").exists()
-    ):
-        time.sleep(0.1)
-    task = Task.tasks.get(pk=done["message_id"])
+    task = wait_until(
+        lambda: Task.tasks.filter(pk=done["message_id"], status="done").first(),
+        30,
+        lambda: f"job record {list(Task.tasks.filter(pk=done['message_id']).values('status'))}",
+    )
     assert (task.status, task.actor_name, task.queue_name) == (
         "done",
         "build_and_submit",

@@ -31,6 +31,7 @@ from publishing.models import WebhookDelivery
 from tests.factories import ProjectFactory, PublishingFactory
 from tests.fakes import start_http_server, stop_http_server
 from tests.integration.stack import Stack
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -67,13 +68,15 @@ class HookReceiver:
     def wait_for(
         self, count: int, stack: Stack, *, timeout: float = 30
     ) -> list[tuple[dict[str, str], bytes]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def arrived() -> list[tuple[dict[str, str], bytes]] | None:
             with self._lock:
-                if len(self.received) >= count:
-                    return list(self.received)
-            time.sleep(0.05)
-        raise AssertionError(f"{len(self.received)} of {count} deliveries arrived\n{stack.all_logs()}")
+                return list(self.received) if len(self.received) >= count else None
+
+        return wait_until(
+            arrived,
+            timeout,
+            lambda: f"{len(self.received)} of {count} deliveries arrived\n{stack.all_logs()}",
+        )
 
     def close(self) -> None:
         stop_http_server(self.server)
@@ -93,13 +96,11 @@ def signature_ok(headers: dict[str, str], body: bytes) -> bool:
 
 
 def wait_for_rows(predicate: Callable[[], bool], stack: Stack, *, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(
-        f"deliveries never got there: {list(WebhookDelivery.objects.values())}\n{stack.all_logs()}"
+    wait_until(
+        predicate,
+        timeout,
+        lambda: f"deliveries never got there: {list(WebhookDelivery.objects.values())}\n{stack.all_logs()}",
+        interval=0.1,
     )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -224,7 +225,10 @@ def test_the_changelist_shows_durations_finished_and_running(admin_client_: Clie
     html = admin_client_.get(CHANGELIST).content.decode()
 
     assert "1 min 05 s" in html
-    assert "3 min 00 s so far" in html or "3 min 01 s so far" in html
+    # (the running one's duration is counted when the page renders: a slow machine adds seconds)
+    running = re.search(r"3 min (\d\d) s so far", html)
+    assert running is not None, html
+    assert int(running.group(1)) < 30
 
 
 def test_the_changelist_filters_and_searches(admin_client_: Client) -> None:
