@@ -257,23 +257,25 @@ OUTAGE_TRACEBACK = re.compile(
 
 
 def tracebacks_in(text: str) -> list[str]:
-    """The final exception line of each log record that carries a traceback (chained ones count once)."""
+    """The final exception line of each log record that carries a traceback (chained ones count once).
+
+    An exception line is the first unindented one after a traceback's frames; the lines after it (a
+    multi-line message, PostgreSQL's DETAIL) belong to it.
+    """
     found: list[str] = []
-    in_traceback = False
+    in_traceback = after_frame = False
     last = ""
     for line in [*text.splitlines(), "1970-01-01 00:00 (end)"]:
         if LOG_RECORD.match(line):
             if in_traceback:
                 found.append(last or "(cut off)")
-            in_traceback, last = False, ""
+            in_traceback, after_frame, last = False, False, ""
         elif line.startswith("Traceback (most recent call last):"):
-            in_traceback = True
-        elif (
-            in_traceback
-            and line
-            and not line.startswith((" ", "\t", "The above exception", "During handling"))
-        ):
-            last = line
+            in_traceback, after_frame = True, False
+        elif in_traceback and line.startswith((" ", "\t")):
+            after_frame = True
+        elif in_traceback and line and after_frame:
+            last, after_frame = line, False
     return found
 
 
