@@ -21,8 +21,7 @@ from tests.browser.conftest import (
     with_password,
 )
 from tests.factories import UserFactory
-from tests.integration.beacon import BuildBeacon
-from tests.integration.test_lifecycle import process_alive
+from tests.integration.beacon import BuildBeacon, process_alive
 from tests.support.polling import wait_while
 
 require_playwright()

@@ -7,6 +7,7 @@ namespace's; the host's /proc still lists its processes with their command lines
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from pathlib import Path
 
@@ -49,3 +50,12 @@ class BuildBeacon:
         )
         self._seen.update(fresh)
         return fresh[0]
+
+
+def process_alive(pid: int) -> bool:
+    """True while a process `pid` exists (a zombie included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -27,6 +27,11 @@ SHORT_SOCKET_TIMEOUT = 2.0
 COVERAGE_SHUTDOWN_S = 6.0
 
 
+def artifacts(store: Path) -> list[Path]:
+    """The archives a file:// store holds (`<owner>/<project>/<publishing>.tar.gz`)."""
+    return sorted(store.glob("*/*/*.tar.gz"))
+
+
 class Stack:
     """Web and worker processes sharing the test database and one Redis."""
 

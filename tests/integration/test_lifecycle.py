@@ -5,7 +5,6 @@ The broker-independent ones run on Redis and again on RabbitMQ (`make_broker_sta
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from datetime import datetime, timedelta
@@ -17,22 +16,11 @@ from rest_framework.authtoken.models import Token
 
 from publishing.models import Attempt, Publishing
 from tests.factories import ProjectFactory, UserFactory
-from tests.integration.beacon import BuildBeacon
+from tests.integration.beacon import BuildBeacon, process_alive
+from tests.integration.stack import artifacts
 from tests.support.polling import wait_until, wait_while
 
 pytestmark = pytest.mark.integration
-
-
-def artifacts(store: Path) -> list[Path]:
-    return sorted(store.glob("*/*/*.tar.gz"))
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture

@@ -16,13 +16,10 @@ from publishing import middleware, services
 from publishing.models import Publishing
 from publishing.rate_limit import Rate, parse_rate
 from tests.factories import ProjectFactory, PublishingFactory
+from tests.support.stub_broker import broker_refuses, queued_messages
 
 pytestmark = pytest.mark.django_db
 QUEUE = "publishing-builds"
-
-
-def messages(stub_broker) -> list[dramatiq.Message[None]]:
-    return [dramatiq.Message.decode(raw) for raw in stub_broker.queues[QUEUE].queue]
 
 
 # --- cancel ------------------------------------------------------------------------------------
@@ -107,7 +104,7 @@ def test_retry_of_a_failed_or_cancelled_publishing_queues_it_again(api, user, st
     assert body["error_code"] == ""
     assert body["finished_at"] is None
     assert response["Location"] == body["url"]
-    (message,) = messages(stub_broker)
+    (message,) = queued_messages(stub_broker)
     assert message.message_id == body["message_id"] != "old"
     assert message.kwargs["publishing_id"] == str(publishing.pk)
 
@@ -140,10 +137,7 @@ def test_retry_with_the_broker_down_answers_503_and_restores_the_failure(
         failed=True, project=ProjectFactory.create(owner=user), error_code="BUILD_FAILED"
     )
 
-    def refuse(message, *, delay=None):
-        raise redis.exceptions.ConnectionError("refused")
-
-    monkeypatch.setattr(stub_broker, "enqueue", refuse)
+    broker_refuses(monkeypatch, stub_broker)
 
     # When it is retried
     response = api.post(f"/api/v1/publishing/{publishing.pk}/retry")
@@ -203,7 +197,7 @@ def test_reconcile_sends_a_queued_publishing_whose_enqueue_failed(stub_broker) -
 
     # Then it has a message again
     publishing.refresh_from_db()
-    assert [m.message_id for m in messages(stub_broker)] == [publishing.message_id]
+    assert [m.message_id for m in queued_messages(stub_broker)] == [publishing.message_id]
 
 
 def test_reconcile_requeues_a_publishing_whose_worker_died(stub_broker, settings) -> None:
@@ -221,7 +215,7 @@ def test_reconcile_requeues_a_publishing_whose_worker_died(stub_broker, settings
     lost.refresh_from_db()
     assert lost.status == "queued"
     assert "stopped answering" in lost.error_message
-    (message,) = messages(stub_broker)
+    (message,) = queued_messages(stub_broker)
     assert message.message_id == lost.message_id != "old"
     assert message.options["retries"] == 1
     # And the live one is left alone
@@ -238,7 +232,7 @@ def test_reconcile_queues_a_pending_publishing_left_by_a_crash(stub_broker, sett
     old.refresh_from_db()
     fresh.refresh_from_db()
     assert (old.status, fresh.status) == ("queued", "pending")
-    assert [m.message_id for m in messages(stub_broker)] == [old.message_id]
+    assert [m.message_id for m in queued_messages(stub_broker)] == [old.message_id]
 
 
 def test_reconcile_twice_at_once_requeues_once(stub_broker) -> None:
@@ -246,7 +240,7 @@ def test_reconcile_twice_at_once_requeues_once(stub_broker) -> None:
     PublishingFactory.create(building=True, heartbeat_at=stale)
     assert services.publishing_reconcile().requeued_lost == 1
     assert services.publishing_reconcile().requeued_lost == 0
-    assert len(messages(stub_broker)) == 1
+    assert len(queued_messages(stub_broker)) == 1
 
 
 @pytest.mark.parametrize(
@@ -360,7 +354,7 @@ def test_a_message_names_the_projects_owner_for_the_rate_limit(stub_broker, user
     publishing = services.publishing_initiate(user=operator, project_id=project.pk)
 
     # Then the message counts against alice's share of the rate limit, and still names its requester
-    (message,) = messages(stub_broker)
+    (message,) = queued_messages(stub_broker)
     assert message.message_id == publishing.message_id
     assert message.options["owner_id"] == str(user.pk)
     assert message.kwargs["user_id"] == str(operator.pk)

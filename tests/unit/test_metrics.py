@@ -14,7 +14,7 @@ from publishing import metrics
 from publishing.exceptions import PermanentJobError, TransientJobError
 from tests.factories import PublishingFactory
 from tests.fakes import ScriptedPipeline
-from tests.unit.test_tasks import drain, initiate
+from tests.support.stub_broker import drain, initiate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
