@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import fcntl
-import os
 import pwd
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ from rest_framework.test import APIClient
 from publishing import broker as publishing_broker
 from publishing.pipeline.build import count_tasks
 from tests.factories import OPERATOR_PERMISSIONS, ProjectFactory, UserFactory, grant
+from tests.support.prerequisites import missing, require_root
 
 
 @pytest.fixture(autouse=True)
@@ -111,6 +111,13 @@ def _wait_for_no_tasks(uid: int, within: float = 15.0) -> None:
 def sandbox_required() -> None:
     """bwrap, for a test of the build sandbox: a failure in CI (which installs it), else a skip."""
     if shutil.which("bwrap") is None:
-        if os.environ.get("CI"):
-            pytest.fail("bwrap is missing: .ci/run installs bubblewrap")
-        pytest.skip("the build sandbox needs bwrap (apt-get install bubblewrap)")
+        missing(
+            "bwrap: the build sandbox needs it (apt-get install bubblewrap)", ci_hint=".ci/run installs it"
+        )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.needs_root(reason)`: root, or a failure in CI (which runs as root), else a skip."""
+    marker = item.get_closest_marker("needs_root")
+    if marker is not None:
+        require_root(*marker.args)

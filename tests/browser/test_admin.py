@@ -7,7 +7,6 @@ Takes the README's screenshots, docs/admin-changelist.png and docs/admin-queue-o
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,8 @@ from tests.browser.conftest import (
     with_password,
 )
 from tests.factories import UserFactory
-from tests.integration.beacon import BuildBeacon
-from tests.integration.test_lifecycle import process_alive
+from tests.integration.beacon import BuildBeacon, process_alive
+from tests.support.polling import wait_while
 
 require_playwright()
 from playwright.sync_api import Locator, Page, expect  # noqa: E402
@@ -115,9 +114,6 @@ def test_staff_cancels_a_running_publishing_from_the_admin_changelist(
     # And the database and the API agree, and the others are untouched
     assert Publishing.objects.get(pk=running).status == Publishing.Status.CANCELLED
     assert stack.get(api, running)["status"] == "cancelled"
-    deadline = time.monotonic() + 5
-    while process_alive(build_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not process_alive(build_pid), "the build survived its cancellation"
+    wait_while(lambda: process_alive(build_pid), 15, "the build survived its cancellation")
     statuses = sorted(Publishing.objects.values_list("status", flat=True))
     assert statuses == ["cancelled", "failed", "published", "published"]

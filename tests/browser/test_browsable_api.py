@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from publishing.models import Publishing
 from tests.browser.conftest import PASSWORD, artifact, require_playwright, with_password
+from tests.support.polling import wait_until
 
 require_playwright()
 from playwright.sync_api import Page, expect  # noqa: E402
@@ -81,12 +82,16 @@ def test_user_initiates_from_the_browsable_api_form_and_follows_the_link(
     assert Publishing.objects.get(pk=publishing_id).project_id == project.pk
 
     # And reloading it, they see the worker publish it
-    deadline = time.monotonic() + 60
-    while shown["status"] != "published" and time.monotonic() < deadline:
-        page.wait_for_timeout(300)
+    def reloaded_until_published() -> dict[str, Any] | None:
+        nonlocal shown
         page.reload()
         shown = response_body(page)
-    assert shown["status"] == "published", shown
+        return shown if shown["status"] == "published" else None
+
+    if shown["status"] != "published":
+        shown = wait_until(
+            reloaded_until_published, 60, lambda: f"never shown published: {shown}", interval=0.3
+        )
     assert shown["progress"] == 100
     # With its one attempt, and links to what can be done with it
     attempts = shown["attempt_history"]

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -125,6 +126,8 @@ class Fault:
     wants_health: bool = False
     health_back_after: float | None = None
     recovered_after: float | None = None
+    # Why the fault could not be injected: a round whose faults did not strike proves nothing.
+    injection_error: str = ""
 
 
 @dataclass
@@ -184,11 +187,25 @@ class RoundResult:
     # POSTs the target answered from its idempotency record (a submission sent again, accepted once).
     target_replays: int = 0
     workdir: str = ""
-    log_tracebacks: int = 0
+    # "<log file>: <exception line>" for every traceback in the processes' logs that the faults do not
+    # explain (OUTAGE_TRACEBACK): a crash.
+    log_tracebacks: list[str] = field(default_factory=list)
+
+    @property
+    def failed_injections(self) -> list[Fault]:
+        return [f for f in self.faults if f.injection_error]
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.stuck or self.violations or self.web_errors)
+        return not (
+            self.lost
+            or self.duplicated
+            or self.stuck
+            or self.violations
+            or self.web_errors
+            or self.failed_injections
+            or self.log_tracebacks
+        )
 
     def recovery(self, kind: str) -> list[float]:
         return [f.recovered_after for f in self.faults if f.kind == kind and f.recovered_after is not None]
@@ -211,6 +228,8 @@ class RoundResult:
                 f"recovered after {seconds(fault.recovered_after)}"
                 + (f" (health back after {seconds(fault.health_back_after)})" if fault.wants_health else "")
             )
+        lines += [f"  INJECTION FAILED {f.kind}: {f.injection_error}" for f in self.failed_injections]
+        lines += [f"  TRACEBACK {item}" for item in self.log_tracebacks[:30]]
         lines += [f"  LOST {item}" for item in self.lost]
         lines += [f"  DUPLICATED {item}" for item in self.duplicated]
         lines += [f"  STUCK {item}" for item in self.stuck]
@@ -222,6 +241,47 @@ class RoundResult:
 
 def seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f}s"
+
+
+# Where a log record starts: `2026-01-01 12:00:00,000 LEVEL ...` (ours) or `[2026-01-01 ...` (gunicorn).
+LOG_RECORD = re.compile(r"^\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d")
+# The final exceptions of tracebacks that the faults themselves cause, logged where the code meets them
+# (a heartbeat or sweep that finds the database or Redis gone, and tries again; a retried attempt).
+# Any other traceback is a crash the round should not have had.
+OUTAGE_TRACEBACK = re.compile(
+    r"^(psycopg\.(OperationalError|errors\.\w+)|django\.db\.utils\.(OperationalError|InterfaceError)"
+    r"|redis\.exceptions\.(ConnectionError|TimeoutError|BusyLoadingError)"
+    r"|(ConnectionRefusedError|ConnectionResetError|BrokenPipeError)"
+    r"|publishing\.exceptions\.TransientJobError):"
+)
+
+
+def tracebacks_in(text: str) -> list[str]:
+    """The final exception line of each log record that carries a traceback (chained ones count once).
+
+    An exception line is the first unindented one after a traceback's frames; the lines after it (a
+    multi-line message, PostgreSQL's DETAIL) belong to it.
+    """
+    found: list[str] = []
+    in_traceback = after_frame = False
+    last = ""
+    for line in [*text.splitlines(), "1970-01-01 00:00 (end)"]:
+        if LOG_RECORD.match(line):
+            if in_traceback:
+                found.append(last or "(cut off)")
+            in_traceback, after_frame, last = False, False, ""
+        elif line.startswith("Traceback (most recent call last):"):
+            in_traceback, after_frame = True, False
+        elif in_traceback and line.startswith((" ", "\t")):
+            after_frame = True
+        elif in_traceback and line and after_frame:
+            last, after_frame = line, False
+    return found
+
+
+def unexpected_tracebacks(text: str) -> list[str]:
+    """Tracebacks in a log that no fault of the round explains."""
+    return [line for line in tracebacks_in(text) if not OUTAGE_TRACEBACK.match(line)]
 
 
 def make_git_source(path: Path) -> str:
@@ -433,7 +493,9 @@ class ChaosRound:
         with self._lock:
             ids = set(self._accepted.values())
             snapshot = dict(self._snapshot)
-            faults_pending = any(f.recovered_after is None for f in self.result.faults)
+            faults_pending = any(
+                f.recovered_after is None and not f.injection_error for f in self.result.faults
+            )
         return all(snapshot.get(i, ("", 0))[0] in TERMINAL for i in ids) and not faults_pending
 
     # --- the client -----------------------------------------------------------------------
@@ -567,8 +629,12 @@ class ChaosRound:
             try:
                 getattr(self, f"_{kind}")(fault)
             except Exception as exc:
+                # Counted as a failure of the round (RoundResult.ok), never as a recovery.
                 fault.detail += f" (injection failed: {exc})"
-                fault.recovered_after = 0.0
+                fault.injection_error = f"{type(exc).__name__}: {exc}"
+                with self._lock:
+                    if not any(f is fault for f in self.result.faults):
+                        self.result.faults.append(fault)
             time.sleep(self.rng.uniform(*self.config.fault_gap_s))
 
     def _record(self, fault: Fault) -> None:
@@ -703,9 +769,11 @@ class ChaosRound:
         while any(self.stack.workspaces.iterdir()) and time.monotonic() < deadline:
             time.sleep(0.2)
         result.violations += [f"workspace left: {path.name}" for path in self.stack.workspaces.iterdir()]
-        result.log_tracebacks = sum(
-            path.read_text(errors="replace").count("Traceback") for path in self.workdir.glob("*.log")
-        )
+        result.log_tracebacks = [
+            f"{path.name}: {line}"
+            for path in sorted(self.workdir.glob("*.log"))
+            for line in unexpected_tracebacks(path.read_text(errors="replace"))
+        ]
 
 
 def run_round(config: RoundConfig, *, keep: bool = False) -> RoundResult:

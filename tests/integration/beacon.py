@@ -7,9 +7,11 @@ namespace's; the host's /proc still lists its processes with their command lines
 from __future__ import annotations
 
 import contextlib
-import time
+import os
 import uuid
 from pathlib import Path
+
+from tests.support.polling import wait_until
 
 
 def processes_with(token: str, *, but: tuple[str, ...] = ("bwrap",)) -> list[int]:
@@ -41,11 +43,19 @@ class BuildBeacon:
 
     def wait(self, timeout: float = 30) -> int:
         """The host pid of a build that started since the last call."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            fresh = [pid for pid in processes_with(self.token) if pid not in self._seen]
-            if fresh:
-                self._seen.update(fresh)
-                return fresh[0]
-            time.sleep(0.05)
-        raise AssertionError(f"no build with {self.token} started within {timeout} s")
+        fresh = wait_until(
+            lambda: [pid for pid in processes_with(self.token) if pid not in self._seen],
+            timeout,
+            f"no build with {self.token} started",
+        )
+        self._seen.update(fresh)
+        return fresh[0]
+
+
+def process_alive(pid: int) -> bool:
+    """True while a process `pid` exists (a zombie included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

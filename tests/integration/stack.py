@@ -16,9 +16,20 @@ from typing import Any
 import requests
 
 from publishing.redis_server import free_port
+from tests.support.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# PUBLISHING_BROKER_SOCKET_TIMEOUT in the tests of a broker that is down or hangs: a request that
+# touched the broker then took at least this long.
+SHORT_SOCKET_TIMEOUT = 2.0
+# How long a stack's processes get to exit (and save their coverage data) when the suite measures coverage.
+COVERAGE_SHUTDOWN_S = 6.0
+
+
+def artifacts(store: Path) -> list[Path]:
+    """The archives a file:// store holds (`<owner>/<project>/<publishing>.tar.gz`)."""
+    return sorted(store.glob("*/*/*.tar.gz"))
 
 
 class Stack:
@@ -89,15 +100,16 @@ class Stack:
             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", "4",
             "--graceful-timeout", "5",
         ])  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             try:
                 requests.get(f"{self.base_url}/api/v1/health", timeout=2)
-                return
             except requests.RequestException:
                 self._check_alive("web")
-                time.sleep(0.1)
-        raise RuntimeError(f"web did not start:\n{self.logs('web')}")
+                return False
+            return True
+
+        wait_until(answers, 60, lambda: f"web did not start:\n{self.logs('web')}", interval=0.1)
 
     def start_worker(self, *, processes: int = 1, threads: int = 2, name: str = "worker", **env: str) -> None:
         """Start `manage.py rundramatiq` (its shutdown timeout from the settings, as in production)."""
@@ -126,14 +138,19 @@ class Stack:
         self, session: requests.Session, publishing_id: str, predicate: Any, *, timeout: float = 60
     ) -> dict[str, Any]:
         """Poll the publishing until `predicate(body)` holds."""
-        deadline = time.monotonic() + timeout
         body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+
+        def reached() -> dict[str, Any] | None:
+            nonlocal body
             body = self.get(session, publishing_id)
-            if predicate(body):
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"publishing {publishing_id} never got there: {body}\n{self.all_logs()}")
+            return body if predicate(body) else None
+
+        return wait_until(
+            reached,
+            timeout,
+            lambda: f"publishing {publishing_id} never got there: {body}\n{self.all_logs()}",
+            interval=0.1,
+        )
 
     def all_logs(self) -> str:
         return "\n".join(f"--- {name} ---\n{self.logs(name)}" for name in self.processes)
@@ -153,6 +170,10 @@ class Stack:
         # what the processes leave behind (Redis keys, RabbitMQ queues, rows)
         # goes with the test's namespace, queues and database. Tests of
         # shutdown send their own signals.
+        if os.environ.get("COVERAGE_PROCESS_CONFIG"):
+            # Under coverage (`make test`), a SIGTERM first: a process saves its measurements as it
+            # exits, and a SIGKILLed one loses them. Whatever is still running after a moment is killed.
+            self._terminate(within=COVERAGE_SHUTDOWN_S)
         for process in self.processes.values():
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -160,6 +181,16 @@ class Stack:
         for process in self.processes.values():
             process.wait()
         shutil.rmtree(self.workspaces, ignore_errors=True)
+
+    def _terminate(self, *, within: float) -> None:
+        running = [process for process in self.processes.values() if process.poll() is None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + within
+        for process in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(deadline - time.monotonic(), 0.01))
 
     def api(self, token: str) -> requests.Session:
         session = requests.Session()
@@ -176,6 +207,28 @@ class Stack:
     def initiate(self, session: requests.Session, project_id: object) -> requests.Response:
         return session.post(
             f"{self.base_url}/api/v1/publishing/initiate", json={"project_id": str(project_id)}, timeout=30
+        )
+
+    def timed_initiate(
+        self, session: requests.Session, project_id: object
+    ) -> tuple[requests.Response, float]:
+        """`initiate`, and how long its answer took."""
+        started = time.monotonic()
+        response = self.initiate(session, project_id)
+        return response, time.monotonic() - started
+
+    def initiate_until_accepted(
+        self, session: requests.Session, project_id: object, *, timeout: float = 30
+    ) -> requests.Response:
+        """Initiate until the answer is 202 (the broker back, its circuit closed again)."""
+        last: list[requests.Response] = []
+
+        def accepted() -> requests.Response | None:
+            last[:] = [self.initiate(session, project_id)]
+            return last[0] if last[0].status_code == 202 else None
+
+        return wait_until(
+            accepted, timeout, lambda: f"never accepted: {last[0].text if last else ''}", interval=0.3
         )
 
     def wait_for(

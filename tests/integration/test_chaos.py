@@ -52,10 +52,13 @@ def test_every_publishing_ends_once_through_worker_kills_and_redis_and_postgres_
     # Then every fault was injected and recovered from
     print(f"\n{result.summary()}\nchaos short round: {time.monotonic() - started:.0f}s")  # noqa: T201
     assert sorted(f.kind for f in result.faults) == sorted(FAULT_KINDS), result.summary()
+    assert result.failed_injections == [], result.summary()
     assert all(f.recovered_after is not None for f in result.faults), result.summary()
     # And nothing was lost, done twice or left hanging, and the web tier answered only as documented
     assert (result.lost, result.duplicated, result.stuck) == ([], [], []), result.summary()
     assert result.violations == [], result.summary()
     assert result.web_errors == [], result.summary()
+    # And no process logged a traceback but those of the outages themselves: faults meet retries, not crashes
+    assert result.log_tracebacks == [], result.summary()
     assert result.initiated == config.publishings
     assert result.statuses["published"] + result.statuses["failed"] == config.publishings

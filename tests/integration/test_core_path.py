@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from django_dramatiq.models import Task
 
-from tests.fakes import start_http_server, stop_http_server
+from tests.support.http import Answer, Request, ScriptedReceiver
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +48,11 @@ def test_initiate_is_published_by_a_real_worker_into_a_file_store(
     # And the workspace was removed
     assert not any(stack.workspaces.iterdir())
     # And its job record (the admin's Tasks) says done: written behind by the worker, a batch later
-    deadline = time.monotonic() + 10
-    while (
-        time.monotonic() < deadline and not Task.tasks.filter(pk=done["message_id"], status="done").exists()
-    ):
-        time.sleep(0.1)
-    task = Task.tasks.get(pk=done["message_id"])
+    task = wait_until(
+        lambda: Task.tasks.filter(pk=done["message_id"], status="done").first(),
+        30,
+        lambda: f"job record {list(Task.tasks.filter(pk=done['message_id']).values('status'))}",
+    )
     assert (task.status, task.actor_name, task.queue_name) == (
         "done",
         "build_and_submit",
@@ -62,41 +60,19 @@ def test_initiate_is_published_by_a_real_worker_into_a_file_store(
     )
 
 
-class FlakyTarget:
-    """An HTTP store that answers a scripted list of statuses, recording what it got."""
+class FlakyTarget(ScriptedReceiver):
+    """An HTTP store answering scripted statuses (then 201) with a submission id, recording what it got."""
 
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = list(statuses)
-        self.requests: list[dict[str, str]] = []
-        target = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                target.requests.append({**dict(self.headers), "sha256": hashlib.sha256(body).hexdigest()})
-                status = target.statuses.pop(0) if target.statuses else 201
-                payload = json.dumps({"id": f"sub-{len(target.requests)}"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server, base_url = start_http_server(Handler)
-        self.url = f"{base_url}/upload"
-
-    def close(self) -> None:
-        stop_http_server(self.server)
+    def answer(self, request: Request) -> Answer:
+        status = self.next_status()
+        payload = json.dumps({"id": f"sub-{len(self.requests)}"}).encode()
+        return Answer(status, payload, {"Content-Type": "application/json"})
 
 
 @pytest.fixture
 def flaky_target() -> Iterator[FlakyTarget]:
-    target = FlakyTarget([503, 503, 201])
-    yield target
-    target.close()
+    with FlakyTarget(path="/upload", statuses=[503, 503, 201], status=201) as target:
+        yield target
 
 
 def test_a_flaky_http_target_is_retried_until_published(
@@ -117,9 +93,9 @@ def test_a_flaky_http_target_is_retried_until_published(
     assert done["status"] == "published", done
     assert done["attempts"] == 3
     assert done["submission_ref"] == "sub-3"
-    assert [r["Idempotency-Key"] for r in flaky_target.requests] == [done["id"]] * 3
-    assert {r["X-Checksum-SHA256"] for r in flaky_target.requests} == {done["artifact_sha256"]}
-    assert {r["sha256"] for r in flaky_target.requests} == {done["artifact_sha256"]}
+    assert [r.headers["Idempotency-Key"] for r in flaky_target.requests] == [done["id"]] * 3
+    assert {r.headers["X-Checksum-SHA256"] for r in flaky_target.requests} == {done["artifact_sha256"]}
+    assert {hashlib.sha256(r.body).hexdigest() for r in flaky_target.requests} == {done["artifact_sha256"]}
     # And the retries are in the worker's log with the ids
     worker_log = stack.logs("worker", tail=None)
     assert worker_log.count("will retry") == 2

@@ -5,7 +5,6 @@ The broker-independent ones run on Redis and again on RabbitMQ (`make_broker_sta
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from datetime import datetime, timedelta
@@ -17,21 +16,11 @@ from rest_framework.authtoken.models import Token
 
 from publishing.models import Attempt, Publishing
 from tests.factories import ProjectFactory, UserFactory
-from tests.integration.beacon import BuildBeacon
+from tests.integration.beacon import BuildBeacon, process_alive
+from tests.integration.stack import artifacts
+from tests.support.polling import wait_until, wait_while
 
 pytestmark = pytest.mark.integration
-
-
-def artifacts(store: Path) -> list[Path]:
-    return sorted(store.glob("*/*/*.tar.gz"))
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -121,12 +110,15 @@ def test_one_owners_backlog_does_not_hold_up_another_owners_publishing(
     stack.wait_until(alice_api, first, lambda body: body["started_at"] is not None)
     time.sleep(1.5)
     backlog = [stack.initiate(alice_api, project.pk).json()["id"] for project in alice_projects[1:]]
-    deadline = time.monotonic() + 30
-    while Attempt.objects.filter(publishing__project__owner=alice).count() < 2 or not any(
-        stack.get(alice_api, pid)["not_before"] for pid in backlog
-    ):
-        assert time.monotonic() < deadline, stack.all_logs()
-        time.sleep(0.1)
+    wait_until(
+        lambda: (
+            Attempt.objects.filter(publishing__project__owner=alice).count() >= 2
+            and any(stack.get(alice_api, pid)["not_before"] for pid in backlog)
+        ),
+        30,
+        stack.all_logs,
+        interval=0.1,
+    )
 
     # When bob publishes while the window is full
     mine = stack.initiate(bob_api, bob_project.pk).json()["id"]
@@ -169,10 +161,7 @@ def test_cancel_stops_a_running_build_and_the_worker_goes_on(
     # Then it is cancelled at once, and the build process is gone within a few seconds
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
-    deadline = time.monotonic() + 5
-    while process_alive(build_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not process_alive(build_pid), "the build survived its cancellation"
+    wait_while(lambda: process_alive(build_pid), 15, "the build survived its cancellation")
 
     # And the same (single-threaded) worker goes on serving other jobs
     other = stack.initiate(api, quick.pk).json()
@@ -321,10 +310,11 @@ def test_a_message_prefetched_by_a_killed_worker_is_run_by_the_next_one(
     prefetched = stack.initiate(api, waiting.pk).json()
     client = redis.Redis.from_url(redis_url)
     queue = f"{namespace}:publishing-builds"
-    deadline = time.monotonic() + 10
-    while client.llen(queue) or client.hlen(f"{queue}.msgs") < 2:
-        assert time.monotonic() < deadline, "the worker never prefetched the second message"
-        time.sleep(0.05)
+    wait_until(
+        lambda: not client.llen(queue) and client.hlen(f"{queue}.msgs") >= 2,
+        30,
+        "the worker never prefetched the second message",
+    )
 
     # When the worker dies with it, and another starts
     stack.signal("worker", signal.SIGKILL, group=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from publishing.redis_server import free_port
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -18,15 +18,14 @@ def scrape(
     url: str, *, timeout: float = 30, **kwargs
 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Samples by (name, sorted labels), from the first answer within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def answer() -> requests.Response | None:
         try:
-            response = requests.get(url, timeout=5, **kwargs)
-            break
+            return requests.get(url, timeout=5, **kwargs)
         except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            return None
+
+    response = wait_until(answer, timeout, f"{url} never answered", interval=0.2)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("text/plain")
     return {
@@ -54,12 +53,16 @@ def test_worker_and_web_metrics_describe_a_publishing(
     # Then the worker's metrics count it: Dramatiq's own, and the pipeline's steps and outcome
     # (counted a moment after the status is written: wait for them)
     labels = (("actor_name", "build_and_submit"), ("queue_name", "publishing-builds"))
-    deadline = time.monotonic() + 30
-    while True:
-        worker = scrape(f"http://127.0.0.1:{port}/metrics")
-        if ("dramatiq_messages_total", labels) in worker or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    worker = wait_until(
+        lambda: (
+            (samples := scrape(f"http://127.0.0.1:{port}/metrics"))
+            and ("dramatiq_messages_total", labels) in samples
+            and samples
+        ),
+        30,
+        "the worker's metrics never counted the message",
+        interval=0.2,
+    )
     assert worker[("dramatiq_messages_total", labels)] == 1
     assert worker[("publisher_attempts_total", (("outcome", "published"),))] == 1
     for step in ("checkout", "build", "package", "submit"):

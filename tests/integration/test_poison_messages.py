@@ -9,7 +9,6 @@ worker consumes, as another producer (or a bug of ours) could put them.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from publishing.models import Publishing
 from publishing.redis_server import RedisServer
 from publishing.redis_wakeup import WakingRedisBroker
 from tests.integration.stack import Stack
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -146,15 +146,19 @@ def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(
     # And every poison message is dead-lettered (none retried), with the worker still alive
     poison = {**invalid, **not_found, "unknown actor": unknown_actor}
     webhook_messages = {invalid["bad delivery id"], not_found["unknown delivery"]}
-    deadline = time.monotonic() + 30
-    dead: set[str] = set()
-    while time.monotonic() < deadline:
-        dead = target.dead_letter_ids(target.builds) | target.dead_letter_ids(target.webhooks)
-        if set(poison.values()) <= dead:
-            break
-        time.sleep(0.2)
-    missing = {name for name, message_id in poison.items() if message_id not in dead}
-    assert not missing, f"not dead-lettered: {missing}\n{stack.all_logs()}"
+
+    def dead_letters() -> set[str]:
+        return target.dead_letter_ids(target.builds) | target.dead_letter_ids(target.webhooks)
+
+    wait_until(
+        lambda: set(poison.values()) <= dead_letters(),
+        30,
+        lambda: (
+            f"not dead-lettered: {set(poison) - {n for n, m in poison.items() if m in dead_letters()}}\n"
+            f"{stack.all_logs()}"
+        ),
+        interval=0.2,
+    )
     assert target.dead_letter_ids(target.webhooks) == webhook_messages
     assert stack.processes["worker"].poll() is None, stack.all_logs()
 

@@ -8,10 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +49,12 @@ def test_a_worker_started_as_the_deployment_guide_says_runs_the_production_setti
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 60
-        while SETTINGS_LINE not in log.read_text(errors="replace") and worker.poll() is None:
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.1)
+        wait_until(
+            lambda: SETTINGS_LINE in log.read_text(errors="replace") or worker.poll() is not None,
+            60,
+            lambda: log.read_text(errors="replace"),
+            interval=0.1,
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)

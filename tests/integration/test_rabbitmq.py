@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from publishing.models import Publishing
+from tests.integration.stack import SHORT_SOCKET_TIMEOUT as SOCKET_TIMEOUT
 from tests.integration.tcp_proxy import TcpProxy
-from tests.integration.test_degraded_mode import SOCKET_TIMEOUT, initiate, initiate_until_accepted
 
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq]
 
@@ -67,13 +67,13 @@ def test_rabbitmq_down_answers_503_fast_and_recovers_without_restart(
 
     # Then initiate answers 503 SERVICE_UNAVAILABLE, quickly, and leaves no row behind
     for _ in range(5):
-        response, elapsed = initiate(stack, api, str(project.pk))
+        response, elapsed = stack.timed_initiate(api, project.pk)
         assert response.status_code == 503, response.text
         assert response.json() == {
             "code": "SERVICE_UNAVAILABLE",
             "detail": "Background job service unavailable",
         }
-        assert elapsed < 5, elapsed  # functional: never the 30 s of a hang
+        assert elapsed < 15, elapsed  # functional: never the 30 s of a hang
     assert not Publishing.objects.filter(project=project).exists()
     health = requests.get(f"{stack.base_url}/api/v1/health", timeout=10)
     assert (health.status_code, health.json()["broker"]) == (503, "unavailable")
@@ -83,7 +83,7 @@ def test_rabbitmq_down_answers_503_fast_and_recovers_without_restart(
     stack.start_worker()
 
     # Then initiate succeeds again and the worker publishes it
-    response = initiate_until_accepted(stack, api, str(project.pk))
+    response = stack.initiate_until_accepted(api, project.pk)
     assert response.status_code == 202, response.text
     assert stack.wait_for(api, response.json()["id"])["status"] == "published"
 
@@ -98,26 +98,27 @@ def test_a_hung_rabbitmq_answers_503_without_every_request_waiting(
         proxied(rabbitmq_url, rabbitmq_proxy),
         PUBLISHING_QUEUE=queue_name,
         PUBLISHING_BROKER_SOCKET_TIMEOUT=str(SOCKET_TIMEOUT),
-        PUBLISHING_BROKER_COOLDOWN="5",
+        # Long enough that the ten requests below all fall in one open spell, however slow the machine
+        PUBLISHING_BROKER_COOLDOWN="10",
     )
     api = stack.serve(token, worker=False)
-    assert initiate(stack, api, str(project.pk))[0].status_code == 202
+    assert stack.timed_initiate(api, project.pk)[0].status_code == 202
     Publishing.objects.all().delete()
 
     # When RabbitMQ hangs: connections stay open, nothing answers
     rabbitmq_proxy.pause()
 
     # Then every initiate answers 503, and most without touching RabbitMQ (the circuit is open)
-    results = [initiate(stack, api, str(project.pk)) for _ in range(10)]
+    results = [stack.timed_initiate(api, project.pk) for _ in range(10)]
     assert [r.status_code for r, _ in results] == [503] * 10, stack.logs("web")
     # Functional bounds, not speed: the first gives up at its publish deadline
     # (4 x the socket timeout), not after pika's ~20 s heartbeat failure...
-    assert results[0][1] < SOCKET_TIMEOUT * 4 + 5, results
-    # ...and the next ones are refused by the open circuit
-    assert sum(elapsed for _, elapsed in results[1:]) < SOCKET_TIMEOUT * 5, results
+    assert results[0][1] < SOCKET_TIMEOUT * 4 + 8, results
+    # ...and the next ones are refused by the open circuit: none waited out the socket timeout
+    assert max(elapsed for _, elapsed in results[1:]) < SOCKET_TIMEOUT, results
     assert not Publishing.objects.exclude(status__in=["published", "failed", "cancelled"]).exists()
 
     # When it answers again, requests succeed without a restart
     rabbitmq_proxy.resume()
-    response = initiate_until_accepted(stack, api, str(project.pk), timeout=40)
+    response = stack.initiate_until_accepted(api, project.pk, timeout=40)
     assert response.status_code == 202, response.text

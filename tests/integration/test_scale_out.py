@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.beacon import BuildBeacon
-from tests.integration.test_lifecycle import artifacts
+from tests.integration.stack import artifacts
 
 pytestmark = pytest.mark.integration
 

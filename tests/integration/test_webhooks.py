@@ -9,13 +9,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import dramatiq
 import pika
@@ -29,8 +26,9 @@ from publishing import broker as publishing_broker
 from publishing import webhooks
 from publishing.models import WebhookDelivery
 from tests.factories import ProjectFactory, PublishingFactory
-from tests.fakes import start_http_server, stop_http_server
 from tests.integration.stack import Stack
+from tests.support.http import ScriptedReceiver
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,51 +37,11 @@ SECRET = "integration-signing-key"
 FAST_RETRIES = {"PUBLISHING_WEBHOOK_MIN_BACKOFF_MS": "100", "PUBLISHING_WEBHOOK_MAX_BACKOFF_MS": "500"}
 
 
-class HookReceiver:
-    """A webhook receiver on loopback answering scripted statuses (then 200), recording what it got."""
-
-    def __init__(self, statuses: list[int] | None = None) -> None:
-        self.statuses = list(statuses or [])
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver._lock:
-                    receiver.received.append((dict(self.headers.items()), body))
-                    status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server, base_url = start_http_server(Handler)
-        self.url = f"{base_url}/hooks"
-
-    def wait_for(
-        self, count: int, stack: Stack, *, timeout: float = 30
-    ) -> list[tuple[dict[str, str], bytes]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.received) >= count:
-                    return list(self.received)
-            time.sleep(0.05)
-        raise AssertionError(f"{len(self.received)} of {count} deliveries arrived\n{stack.all_logs()}")
-
-    def close(self) -> None:
-        stop_http_server(self.server)
-
-
 @pytest.fixture
-def receiver() -> Iterator[HookReceiver]:
-    hook = HookReceiver()
-    yield hook
-    hook.close()
+def receiver() -> Iterator[ScriptedReceiver]:
+    """A webhook receiver on loopback answering 200, recording what it got."""
+    with ScriptedReceiver(path="/hooks") as hook:
+        yield hook
 
 
 def signature_ok(headers: dict[str, str], body: bytes) -> bool:
@@ -93,13 +51,11 @@ def signature_ok(headers: dict[str, str], body: bytes) -> bool:
 
 
 def wait_for_rows(predicate: Callable[[], bool], stack: Stack, *, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(
-        f"deliveries never got there: {list(WebhookDelivery.objects.values())}\n{stack.all_logs()}"
+    wait_until(
+        predicate,
+        timeout,
+        lambda: f"deliveries never got there: {list(WebhookDelivery.objects.values())}\n{stack.all_logs()}",
+        interval=0.1,
     )
 
 
@@ -129,8 +85,8 @@ def test_each_terminal_status_reaches_the_receiver_once_signed(
         assert stack.wait_for(api, publishing_id)["status"] == status
 
     # Then the receiver got one delivery per terminal status, each signed with the project's secret
-    received = receiver.wait_for(3, stack)
-    by_event = {headers["X-Publisher-Event"]: (headers, body) for headers, body in received}
+    received = receiver.wait_for(3, context=stack.all_logs)
+    by_event = {r.headers["X-Publisher-Event"]: (r.headers, r.body) for r in received}
     assert sorted(by_event) == ["publishing.cancelled", "publishing.failed", "publishing.published"]
     for status, publishing_id in ids.items():
         headers, body = by_event[f"publishing.{status}"]
@@ -146,7 +102,7 @@ def test_each_terminal_status_reaches_the_receiver_once_signed(
     wait_for_rows(lambda: WebhookDelivery.objects.filter(state="delivered").count() == 3, stack)
     assert set(WebhookDelivery.objects.values_list("attempts", "response_status")) == {(1, 200)}
     time.sleep(1)
-    assert len(receiver.received) == 3
+    assert len(receiver.received()) == 3
 
 
 @pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
@@ -180,8 +136,7 @@ def test_a_receiver_answering_500_is_retried_until_delivered(
     broker_stack, make_project, owner_token, tmp_path: Path
 ) -> None:
     # Given a receiver that answers 500 once, then 200
-    hook = HookReceiver([500])
-    try:
+    with ScriptedReceiver(path="/hooks", statuses=[500]) as hook:
         project = make_project(f"file://{tmp_path / 'store'}", webhook_url=hook.url, webhook_secret=SECRET)
         _, token = owner_token
         stack = broker_stack(**FAST_RETRIES)
@@ -192,16 +147,14 @@ def test_a_receiver_answering_500_is_retried_until_delivered(
         assert done["status"] == "published", done
 
         # Then the delivery was POSTed again after the 500, the same signed bytes each time
-        (first, second) = hook.wait_for(2, stack)[:2]
-        assert first == second
-        assert signature_ok(*first)
+        (first, second) = hook.wait_for(2, context=stack.all_logs)[:2]
+        assert (first.headers, first.body) == (second.headers, second.body)
+        assert signature_ok(first.headers, first.body)
         wait_for_rows(lambda: WebhookDelivery.objects.filter(state="delivered").exists(), stack)
         delivery = WebhookDelivery.objects.get()
         assert (delivery.attempts, delivery.response_status, delivery.last_error) == (2, 200, "")
-        assert delivery.body.encode() == first[1]
+        assert delivery.body.encode() == first.body
         assert "will retry" in stack.logs("worker", tail=None)
-    finally:
-        hook.close()
 
 
 @pytest.mark.django_db

@@ -14,6 +14,7 @@ from publishing.api.serializers import PublishingSerializer
 from publishing.models import Attempt, Project, Publishing
 from tests.contract import assert_conforms, parameter_schema, query_value_valid
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
+from tests.support.stub_broker import broker_refuses
 
 pytestmark = pytest.mark.django_db
 
@@ -140,10 +141,7 @@ def test_initiate_with_a_bad_token_answers_401(client_for, project) -> None:
 def test_initiate_with_the_broker_down_answers_503_and_keeps_nothing(
     api, project, stub_broker, monkeypatch
 ) -> None:
-    def refuse(message, *, delay=None):
-        raise redis.exceptions.ConnectionError("Connection refused")
-
-    monkeypatch.setattr(stub_broker, "enqueue", refuse)
+    broker_refuses(monkeypatch, stub_broker)
     response = api.post(INITIATE, {"project_id": str(project.pk)}, format="json")
     assert_error(response, 503, "SERVICE_UNAVAILABLE")
     assert response.json()["detail"] == "Background job service unavailable"

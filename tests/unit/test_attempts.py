@@ -14,7 +14,7 @@ from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import Attempt, Publishing
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
-from tests.unit.test_tasks import drain, initiate, send_for
+from tests.support.stub_broker import drain, initiate, send_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -18,7 +18,6 @@ import pytest
 import redis
 from django.contrib.auth.models import User
 from django.core.cache import caches
-from django.core.cache.backends.base import BaseCache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -26,17 +25,11 @@ from publisher_project.settings import base
 from publishing.api import throttling
 from publishing.models import Project, Publishing
 from tests.factories import ProjectFactory, PublishingFactory
+from tests.support.api import ERROR_CODES, BrokenCache, assert_error
 
 pytestmark = pytest.mark.django_db
 
 ACTORS = ("anonymous", "owner", "other", "staff", "viewer", "operator")
-ERROR_CODES = {
-    401: "NOT_AUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    429: "THROTTLED",
-}
 
 LOGIN = {"username": "alice", "password": "pw"}
 NEW_PROJECT = {
@@ -131,14 +124,6 @@ def signed_in(user: User | None, **client_options: Any) -> APIClient:
         client.force_login(user)
         client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
-
-
-def assert_error(response: Any, status: int) -> None:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) >= {"code", "detail"}, body
-    assert body["code"] == ERROR_CODES[status]
-    assert body["detail"]
 
 
 # --- The matrix ----------------------------------------------------------------------------
@@ -338,8 +323,8 @@ def test_the_budget_is_per_user_and_reads_are_never_throttled(
     api, user, other_user, client_for, throttled, stub_broker
 ) -> None:
     # Given alice over her budget
-    for project in ProjectFactory.create_batch(3, owner=user):
-        initiate(api, project)
+    answers = [initiate(api, project).status_code for project in ProjectFactory.create_batch(3, owner=user)]
+    assert answers == [202, 202, 429]
 
     # Then she may still read, and bob may still initiate
     assert api.get("/api/v1/publishing/").status_code == 200
@@ -353,24 +338,9 @@ def test_a_rate_of_0_or_empty_turns_the_throttle_off(api, user, throttled, stub_
     assert answers == [202] * 5
 
 
-class BrokenCache(BaseCache):
-    """A cache whose server is gone: every call raises, as Django's RedisCache does then."""
-
-    calls = 0
-
-    def __init__(self, location: str, params: dict[str, Any]) -> None:
-        super().__init__(params)
-
-    def _fail(self, *args: Any, **kwargs: Any) -> Any:
-        type(self).calls += 1
-        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-
-    get = set = add = delete = clear = get_many = set_many = _fail
-
-
 @pytest.fixture
 def broken_cache(throttled: Any) -> Iterator[None]:
-    throttled.CACHES = {**throttled.CACHES, "throttle": {"BACKEND": f"{__name__}.BrokenCache"}}
+    throttled.CACHES = {**throttled.CACHES, "throttle": {"BACKEND": f"{BrokenCache.__module__}.BrokenCache"}}
     BrokenCache.calls = 0
     yield
     throttling.breaker.reset()

@@ -14,7 +14,7 @@ from publishing.exceptions import PermanentJobError
 from publishing.models import Publishing
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
-from tests.unit.test_settings import PRODUCTION_ENV, run_manage
+from tests.support.manage import PRODUCTION_ENV, run_manage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

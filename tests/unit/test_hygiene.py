@@ -9,7 +9,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ from publishing.exceptions import PermanentJobError
 from publishing.hygiene import private_state
 from publishing.pipeline.base import Artifact, Origin
 from publishing.pipeline.submit import submit
+from tests.support.polling import wait_until
+from tests.support.prerequisites import require_root
 
 PR_GET_DUMPABLE = 3
 REPORT_DUMPABLE = f"import ctypes; print(ctypes.CDLL(None).prctl({PR_GET_DUMPABLE}, 0, 0, 0, 0))"
@@ -65,8 +66,8 @@ def _store(tmp_path: Path, store: Path, *, group: str) -> Path:
 
 @pytest.mark.parametrize("group", ["", "0"], ids=["owner only", "with a group"])
 def test_the_file_store_is_its_owners_or_one_groups_only(tmp_path, group: str):
-    if group and os.geteuid() != 0:
-        pytest.skip("giving a file to group 0 needs root")
+    if group:
+        require_root("giving a file to group 0 needs root")
     # Given a store, as a worker with umask 022 would otherwise leave it readable by all
     old = os.umask(0o022)
     try:
@@ -149,11 +150,13 @@ def test_the_dramatiq_master_is_non_dumpable_and_so_are_its_workers_and_forks(tm
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (
-            list(reports.glob("fork-*")) and len(list(reports.glob("imported-*"))) >= 2
-        ):
-            time.sleep(0.05)
+        wait_until(
+            lambda: list(reports.glob("fork-*")) and len(list(reports.glob("imported-*"))) >= 2,
+            30,
+            lambda: (
+                f"the worker and its fork never both reported: {sorted(p.name for p in reports.iterdir())}"
+            ),
+        )
     finally:
         master.send_signal(signal.SIGTERM)
         master.wait(30)
@@ -192,8 +195,7 @@ def test_rundramatiq_execs_dramatiq_through_the_worker_master(monkeypatch, setti
 
 
 def test_store_folders_it_creates_above_the_project_let_the_group_through(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("giving a folder to group 0 needs root")
+    require_root("giving a folder to group 0 needs root")
     _store(tmp_path, tmp_path / "new" / "store", group="0")
     folders = ("new", "new/store", "new/store/7", "new/store/7/site")
     assert [_mode(tmp_path / p) for p in folders] == [0o750] * 4

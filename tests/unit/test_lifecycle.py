@@ -16,13 +16,10 @@ from publishing import middleware, services
 from publishing.models import Publishing
 from publishing.rate_limit import Rate, parse_rate
 from tests.factories import ProjectFactory, PublishingFactory
+from tests.support.stub_broker import broker_refuses, queued_messages
 
 pytestmark = pytest.mark.django_db
 QUEUE = "publishing-builds"
-
-
-def messages(stub_broker) -> list[dramatiq.Message[None]]:
-    return [dramatiq.Message.decode(raw) for raw in stub_broker.queues[QUEUE].queue]
 
 
 # --- cancel ------------------------------------------------------------------------------------
@@ -68,7 +65,10 @@ def test_cancel_still_works_when_the_abort_signal_cannot_be_sent(api, user, monk
     # Given a Redis that is away for the abort signal
     import dramatiq_abort
 
-    def refuse(*args, **kwargs):
+    aborted: list[str] = []
+
+    def refuse(message_id: str, *args, **kwargs):
+        aborted.append(message_id)
         raise redis.exceptions.ConnectionError("refused")
 
     monkeypatch.setattr(dramatiq_abort, "abort", refuse)
@@ -80,6 +80,8 @@ def test_cancel_still_works_when_the_abort_signal_cannot_be_sent(api, user, monk
     assert api.post(f"/api/v1/publishing/{publishing.pk}/cancel").status_code == 200
     publishing.refresh_from_db()
     assert publishing.status == "cancelled"
+    # And the abort of its message was attempted (and refused), not skipped
+    assert aborted == ["m"]
 
 
 # --- retry ------------------------------------------------------------------------------------------
@@ -102,7 +104,7 @@ def test_retry_of_a_failed_or_cancelled_publishing_queues_it_again(api, user, st
     assert body["error_code"] == ""
     assert body["finished_at"] is None
     assert response["Location"] == body["url"]
-    (message,) = messages(stub_broker)
+    (message,) = queued_messages(stub_broker)
     assert message.message_id == body["message_id"] != "old"
     assert message.kwargs["publishing_id"] == str(publishing.pk)
 
@@ -135,10 +137,7 @@ def test_retry_with_the_broker_down_answers_503_and_restores_the_failure(
         failed=True, project=ProjectFactory.create(owner=user), error_code="BUILD_FAILED"
     )
 
-    def refuse(message, *, delay=None):
-        raise redis.exceptions.ConnectionError("refused")
-
-    monkeypatch.setattr(stub_broker, "enqueue", refuse)
+    broker_refuses(monkeypatch, stub_broker)
 
     # When it is retried
     response = api.post(f"/api/v1/publishing/{publishing.pk}/retry")
@@ -198,7 +197,7 @@ def test_reconcile_sends_a_queued_publishing_whose_enqueue_failed(stub_broker) -
 
     # Then it has a message again
     publishing.refresh_from_db()
-    assert [m.message_id for m in messages(stub_broker)] == [publishing.message_id]
+    assert [m.message_id for m in queued_messages(stub_broker)] == [publishing.message_id]
 
 
 def test_reconcile_requeues_a_publishing_whose_worker_died(stub_broker, settings) -> None:
@@ -216,7 +215,7 @@ def test_reconcile_requeues_a_publishing_whose_worker_died(stub_broker, settings
     lost.refresh_from_db()
     assert lost.status == "queued"
     assert "stopped answering" in lost.error_message
-    (message,) = messages(stub_broker)
+    (message,) = queued_messages(stub_broker)
     assert message.message_id == lost.message_id != "old"
     assert message.options["retries"] == 1
     # And the live one is left alone
@@ -233,7 +232,7 @@ def test_reconcile_queues_a_pending_publishing_left_by_a_crash(stub_broker, sett
     old.refresh_from_db()
     fresh.refresh_from_db()
     assert (old.status, fresh.status) == ("queued", "pending")
-    assert [m.message_id for m in messages(stub_broker)] == [old.message_id]
+    assert [m.message_id for m in queued_messages(stub_broker)] == [old.message_id]
 
 
 def test_reconcile_twice_at_once_requeues_once(stub_broker) -> None:
@@ -241,20 +240,41 @@ def test_reconcile_twice_at_once_requeues_once(stub_broker) -> None:
     PublishingFactory.create(building=True, heartbeat_at=stale)
     assert services.publishing_reconcile().requeued_lost == 1
     assert services.publishing_reconcile().requeued_lost == 0
-    assert len(messages(stub_broker)) == 1
+    assert len(queued_messages(stub_broker)) == 1
 
 
-def test_requeue_fences_out_the_attempt_that_was_running() -> None:
-    # Given attempt 1 was requeued (its worker looked dead)
-    publishing = PublishingFactory.create(building=True, attempts=1)
-    assert services.publishing_requeue(publishing_id=str(publishing.pk), reason="test", retries=0)
-
-    # When that straggling attempt tries to move on to submitting
-    # Then it is refused: it no longer owns the publishing
+@pytest.mark.parametrize(
+    ("attempt", "owns_message"),
+    [
+        pytest.param(1, False, id="the-stale-run-itself"),
+        pytest.param(1, True, id="an-attempt-no-longer-current"),
+        pytest.param(2, False, id="a-message-no-longer-current"),
+    ],
+)
+def test_requeue_fences_out_the_attempt_that_was_running(
+    stub_broker, attempt: int, owns_message: bool
+) -> None:
+    # Given attempt 1 (message m1) was requeued with a new message, and attempt 2 has claimed the
+    # publishing with it: building again, so the state machine alone would let building -> submitting by
     from publishing.exceptions import InvalidTransition
 
+    publishing = PublishingFactory.create(building=True, attempts=1, message_id="m1")
+    assert services.publishing_requeue(publishing_id=str(publishing.pk), reason="test", retries=0)
+    publishing.refresh_from_db()
+    current = publishing.message_id
+    assert current not in ("", "m1")
+    Publishing.objects.transition(publishing.pk, "building", attempt=1, message_id=current, attempts=2)
+
+    # When a run whose attempt or message is no longer the publishing's tries to move on to submitting
+    # Then the fence refuses it, and the publishing stays with attempt 2
     with pytest.raises(InvalidTransition):
-        Publishing.objects.transition(publishing.pk, "submitting", attempt=1)
+        Publishing.objects.transition(
+            publishing.pk, "submitting", attempt=attempt, message_id=current if owns_message else "m1"
+        )
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.attempts, publishing.message_id) == ("building", 2, current)
+    # And the run that owns it may
+    Publishing.objects.transition(publishing.pk, "submitting", attempt=2, message_id=current)
 
 
 # --- retention ---------------------------------------------------------------------------------------
@@ -334,7 +354,7 @@ def test_a_message_names_the_projects_owner_for_the_rate_limit(stub_broker, user
     publishing = services.publishing_initiate(user=operator, project_id=project.pk)
 
     # Then the message counts against alice's share of the rate limit, and still names its requester
-    (message,) = messages(stub_broker)
+    (message,) = queued_messages(stub_broker)
     assert message.message_id == publishing.message_id
     assert message.options["owner_id"] == str(user.pk)
     assert message.kwargs["user_id"] == str(operator.pk)

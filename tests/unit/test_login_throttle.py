@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from publisher_project.settings import base
 from publishing.api import throttling
 from tests.factories import UserFactory
-from tests.unit.test_authorization import BrokenCache, assert_error
+from tests.support.api import BrokenCache, assert_error
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from publishing import metrics
 from publishing.exceptions import PermanentJobError, TransientJobError
 from tests.factories import PublishingFactory
 from tests.fakes import ScriptedPipeline
-from tests.unit.test_tasks import drain, initiate
+from tests.support.stub_broker import drain, initiate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,14 +51,25 @@ def test_attempt_outcomes_and_step_timings_are_counted(stub_broker, worker, regi
     assert sample(registry, "publisher_pipeline_step_seconds_count", step="submit", outcome="error") == 2
 
 
-def test_nothing_is_recorded_where_no_worker_booted(stub_broker, worker) -> None:
-    # Given no metrics installed (the web tier, or a worker without metrics)
+def test_nothing_is_recorded_where_no_worker_booted(stub_broker, worker, registry) -> None:
+    # Given metrics that were installed once, then taken away (the web tier, or a worker without metrics)
     metrics.install(None)
-    # Then jobs run as usual
+
+    # When a job runs, through every step
     publishing = initiate()
     drain(stub_broker, worker)
+
+    # Then it ran as usual
     publishing.refresh_from_db()
     assert publishing.status == "published"
+    # And nothing was recorded: no attempt counted, no step timed
+    recorded = [
+        sample
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name.endswith(("_total", "_count")) and sample.value
+    ]
+    assert recorded == []
 
 
 def test_dramatiqs_hooks_are_quiet_in_a_process_that_never_booted(stub_broker) -> None:

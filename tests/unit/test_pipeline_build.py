@@ -35,6 +35,7 @@ from publishing.pipeline.build import (
     run_build,
 )
 from publishing.pipeline.workspace import workspace
+from tests.support.polling import wait_until, wait_while
 
 NOBODY = pwd.getpwnam("nobody")
 # Tiny limits: each runaway build below ends within a few seconds.
@@ -46,7 +47,7 @@ TINY = BuildLimits(
     output_bytes=64 * 1024,
 )
 PR_SET_DUMPABLE = 4
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to a build user needs root")
+needs_root = pytest.mark.needs_root("switching to a build user needs root")
 
 
 @pytest.fixture
@@ -89,40 +90,34 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _wait_gone(pids: list[int], within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not any(_alive(pid) for pid in pids):
-            return True
-        time.sleep(0.05)
-    return False
+def _wait_gone(pids: list[int], within: float = 15.0) -> bool:
+    wait_while(lambda: [pid for pid in pids if _alive(pid)], within, lambda: f"still alive: {pids}")
+    return True
 
 
-def _uid_gone(uid: int, within: float = 5.0) -> bool:
-    """True once no process (but zombies) of real uid `uid` runs: a sandboxed build's pids are its own."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        alive = []
-        for entry in Path("/proc").iterdir():
-            with contextlib.suppress(OSError):
-                status = (entry / "status").read_text() if entry.name.isdigit() else ""
-                if f"\nUid:\t{uid}\t" in status and "State:\tZ" not in status:
-                    alive.append(entry.name)
-        if not alive:
-            return True
-        time.sleep(0.05)
-    return False
+def _processes_of(uid: int) -> list[str]:
+    """The processes (but zombies) of real uid `uid`: a sandboxed build's pids are its own."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            status = (entry / "status").read_text() if entry.name.isdigit() else ""
+            if f"\nUid:\t{uid}\t" in status and "State:\tZ" not in status:
+                alive.append(entry.name)
+    return alive
 
 
-def _wait_for_file(path: Path, lines: int, within: float = 10.0) -> list[int]:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if path.exists():
-            found = [int(line) for line in path.read_text().split()]
-            if len(found) >= lines:
-                return found
-        time.sleep(0.05)
-    raise AssertionError(f"{path} did not get {lines} pids")
+def _uid_gone(uid: int, within: float = 15.0) -> bool:
+    """True once no process (but zombies) of real uid `uid` runs; AssertionError naming them if some do."""
+    wait_while(lambda: _processes_of(uid), within, lambda: f"uid {uid} still runs {_processes_of(uid)}")
+    return True
+
+
+def _wait_for_file(path: Path, lines: int, within: float = 15.0) -> list[int]:
+    def found() -> list[int]:
+        numbers = [int(line) for line in path.read_text().split()] if path.exists() else []
+        return numbers if len(numbers) >= lines else []
+
+    return wait_until(found, within, f"{path} did not get {lines} pids")
 
 
 def test_run_build_streams_stdout_and_stderr_to_on_output_in_the_calling_thread(source):
@@ -179,7 +174,7 @@ def test_run_build_timeout_kills_the_whole_process_group(source):
     # Then the step fails in time, with the output so far, and nothing it started survives
     assert excinfo.value.code == "BUILD_TIMEOUT"
     assert excinfo.value.detail == "build exceeded 1 s"
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # not the 60 s of the grandchild holding the pipe
     assert "started" in output.text
     [uid] = _wait_for_file(source / "uid", 1)
     assert uid != 0
@@ -195,8 +190,8 @@ def test_run_build_kills_background_processes_left_by_a_successful_command(sourc
     # When
     _run(command, source)
 
-    # Then the step returns at once and the straggler is gone, though it left the session
-    assert time.monotonic() - started < 10
+    # Then the step returns without waiting for the straggler (60 s), gone though it left the session
+    assert time.monotonic() - started < 30
     assert _uid_gone(_wait_for_file(source / "uid", 1)[0])
 
 
@@ -370,7 +365,7 @@ def test_run_build_kills_the_build_when_on_output_raises(source):
             output_limit=1024,
             on_output=on_output,
         )
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # not the build's 60 s
     assert _uid_gone(_wait_for_file(source / "uid", 1)[0])
 
 
@@ -420,15 +415,12 @@ def _failure(command: str, cwd: Path, limits: BuildLimits, output: Output | None
 
 def test_run_build_stops_an_endless_loop_at_the_cpu_limit(source):
     # Given a build that spins forever
-    started = time.monotonic()
-
     # When
-    error = _failure(_python("while True: pass"), source, TINY, timeout=20)
+    error = _failure(_python("while True: pass"), source, TINY, timeout=60)
 
-    # Then SIGXCPU ended it after about a second of CPU time, long before the wall-clock timeout
+    # Then SIGXCPU ended it after about a second of CPU time, not the wall-clock timeout (BUILD_TIMEOUT)
     assert error.code == "BUILD_CPU_LIMIT"
     assert "SIGXCPU" in error.detail
-    assert time.monotonic() - started < 15
 
 
 def test_run_build_reports_a_memory_hog_as_the_memory_limit(source):
@@ -465,16 +457,14 @@ def test_run_build_stops_a_file_at_the_file_size_limit(source, command):
 def test_run_build_stops_a_build_that_writes_too_much_output(source):
     # Given a build writing without end, far more than its 64 KiB of output
     output = Output()
-    started = time.monotonic()
 
     # When
     error = _failure(
         _python("import os\nwhile True: os.write(1, b'x' * 65536)"), source, TINY, output, output_limit=1000
     )
 
-    # Then it was stopped at once, and the log got only its cap
+    # Then it was stopped by its output (not at the timeout, BUILD_TIMEOUT), and the log got only its cap
     assert error.code == "BUILD_OUTPUT_LIMIT"
-    assert time.monotonic() - started < 10
     assert output.text == "x" * 1000 + TRUNCATION_MARKER
 
 
@@ -595,15 +585,13 @@ def test_run_build_refuses_a_build_user_that_cannot_run_python(reachable, monkey
 
 @needs_root
 def test_run_build_stops_a_fork_bomb_at_the_process_limit(reachable):
-    # Given a fork bomb run as nobody, with 20 tasks of allowance and a 5 s timeout
-    started = time.monotonic()
-
+    # Given a fork bomb run as nobody, with 20 tasks of allowance and a 30 s timeout
     # When
-    error = _failure(shlex.join(["python3", "-c", FORK_BOMB]), reachable, AS_NOBODY, timeout=5)
+    error = _failure(shlex.join(["python3", "-c", FORK_BOMB]), reachable, AS_NOBODY, timeout=30)
 
-    # Then it was found at its limit and stopped before the timeout, and none of its processes survive
+    # Then it was found at its limit and stopped (not at the timeout, BUILD_TIMEOUT), and none of its
+    # processes survive
     assert error.code == "BUILD_PROCESS_LIMIT"
-    assert time.monotonic() - started < 5
     pids = [int(line) for line in (reachable / "pids").read_text().split()]
     assert 0 < len(pids) <= AS_NOBODY.processes
     assert _wait_gone(pids)
@@ -771,9 +759,7 @@ def test_count_tasks_counts_the_processes_and_threads_of_a_uid():
     process = subprocess.Popen(["python3", "-c", script], user=uid, group=uid, extra_groups=[], cwd="/")
     try:
         # When / Then
-        deadline = time.monotonic() + 5
-        while count_tasks(uid) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: count_tasks(uid) >= 4, 15, lambda: f"{count_tasks(uid)} tasks")
         assert count_tasks(uid) == 4
     finally:
         process.kill()

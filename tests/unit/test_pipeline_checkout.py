@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import importlib
+import select
 import socket
 import subprocess
 import threading
@@ -19,6 +20,7 @@ import pytest
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.checkout import checkout, validate_ref, validate_source_url
 from tests.fakes import http_server, resolver
+from tests.support.polling import wait_until
 
 # The package re-exports the step function under the module's name, hiding the module itself.
 checkout_module = importlib.import_module("publishing.pipeline.checkout")
@@ -60,12 +62,25 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A local TCP port that accepts connections and never answers."""
+def silent_server() -> Iterator[socket.socket]:
+    """A listening socket on a local port: connections are made (queued) and never answered."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
-        yield sock.getsockname()[1]
+        yield sock
+
+
+@pytest.fixture
+def silent_port(silent_server: socket.socket) -> int:
+    """A local TCP port that accepts connections and never answers."""
+    port: int = silent_server.getsockname()[1]
+    return port
+
+
+def connected_to(server: socket.socket) -> bool:
+    """True once a client's connection waits on `server`."""
+    readable, _, _ = select.select([server], [], [], 0)
+    return bool(readable)
 
 
 def _checkout(url: str, ref: str, dest: Path, **overrides: Any) -> Path:
@@ -288,7 +303,7 @@ def test_checkout_times_out_against_a_silent_server_and_cleans_up(tmp_path, sile
     assert not dest.exists()
 
 
-def test_checkout_stops_promptly_on_an_asynchronous_exception(tmp_path, silent_port):
+def test_checkout_stops_promptly_on_an_asynchronous_exception(tmp_path, silent_server, silent_port):
     # Given a clone hanging on a silent server in a worker thread
     class Cancelled(Exception):
         pass
@@ -304,7 +319,7 @@ def test_checkout_stops_promptly_on_an_asynchronous_exception(tmp_path, silent_p
 
     thread = threading.Thread(target=target)
     thread.start()
-    time.sleep(0.5)
+    wait_until(lambda: connected_to(silent_server), 30, "git never connected to the server")
 
     # When the thread is cancelled the way Dramatiq aborts and times out actors
     assert thread.ident is not None

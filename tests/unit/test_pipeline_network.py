@@ -41,8 +41,10 @@ def test_check_host_refuses_local_names_and_non_public_literals_without_resolvin
 
 def test_check_host_accepts_a_public_literal_address_without_resolving(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
-    check_host("93.184.216.34", allow_private=False, code="SOME_CODE")
-    check_host("[2606:2800:220:1::1]", allow_private=False, code="SOME_CODE")
+    assert check_host("93.184.216.34", allow_private=False, code="SOME_CODE") == ("93.184.216.34",)
+    assert check_host("[2606:2800:220:1::1]", allow_private=False, code="SOME_CODE") == (
+        "2606:2800:220:1::1",
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,19 +73,24 @@ def test_check_host_refuses_a_name_resolving_to_a_non_public_address(monkeypatch
 
 
 def test_check_host_accepts_a_name_resolving_to_public_addresses(monkeypatch):
-    # Given a name with only public addresses
-    monkeypatch.setattr(socket, "getaddrinfo", resolver("93.184.216.34", "2606:2800:220:1::1"))
+    # Given a name with only public addresses, one of them listed twice
+    monkeypatch.setattr(
+        socket, "getaddrinfo", resolver("93.184.216.34", "2606:2800:220:1::1", "93.184.216.34")
+    )
 
-    # When / Then no error is raised
-    check_host("example.com", allow_private=False, code="TARGET_NOT_ALLOWED")
+    # When it is checked
+    accepted = check_host("example.com", allow_private=False, code="TARGET_NOT_ALLOWED")
+
+    # Then no error is raised, and the addresses to connect to are exactly those, once each
+    assert accepted == ("93.184.216.34", "2606:2800:220:1::1")
 
 
 def test_check_host_does_not_resolve_when_resolve_is_false(monkeypatch):
     # Given a resolver that must not be consulted
     monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
 
-    # When / Then a plain name passes
-    check_host("example.com", allow_private=False, code="X", resolve=False)
+    # When / Then a plain name passes, with no address judged
+    assert check_host("example.com", allow_private=False, code="X", resolve=False) == ()
 
 
 def test_check_host_reports_an_unresolvable_name_as_transient(monkeypatch):
@@ -104,8 +111,8 @@ def test_check_host_allows_everything_when_private_hosts_are_allowed(monkeypatch
     # Given a resolver that must not be consulted
     monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
 
-    # When / Then no error is raised
-    check_host(host, allow_private=True, code="X")
+    # When / Then no error is raised, and no address was judged
+    assert check_host(host, allow_private=True, code="X") == ()
 
 
 def test_redact_credentials_hides_user_info_of_every_url():

@@ -192,7 +192,7 @@ def test_package_refuses_a_symlink_that_points_out_of_the_artifact(tmp_path, lin
     assert not list((tmp_path / "out").iterdir())
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="files of two owners need root")
+@pytest.mark.needs_root("files of two owners need root")
 def test_package_refuses_a_hard_link_to_a_file_from_outside_the_build(tmp_path):
     # Given a checkout owned by the build user, with a hard link to a root-owned file from elsewhere
     nobody = pwd.getpwnam("nobody")

@@ -7,11 +7,8 @@ import hashlib
 import importlib
 import json
 import socket
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +19,8 @@ from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline import network
 from publishing.pipeline.base import Artifact, Origin
 from publishing.pipeline.submit import submit, validate_target_url
-from tests.fakes import http_server, rebinding_resolver, resolver
+from tests.fakes import rebinding_resolver, resolver
+from tests.support.http import Answer, Request, ScriptedReceiver
 
 # The package re-exports the step function under the module's name, hiding the module itself.
 submit_module = importlib.import_module("publishing.pipeline.submit")
@@ -258,48 +256,10 @@ def test_two_owners_projects_of_the_same_slug_never_share_a_folder(artifact, tmp
 # --- http(s):// --------------------------------------------------------------
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class FakeStore:
-    """What the local server answers, and what it received."""
-
-    url: str
-    status: int = 201
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    delay: float = 0.0
-    requests: list[Recorded] = field(default_factory=list)
-
-
 @pytest.fixture
-def store() -> Iterator[FakeStore]:
-    fake = FakeStore(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            body = self.rfile.read(length)
-            fake.requests.append(Recorded("POST", self.path, dict(self.headers.items()), body))
-            time.sleep(fake.delay)
-            self.send_response(fake.status)
-            for name, value in fake.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(fake.body)))
-            self.end_headers()
-            self.wfile.write(fake.body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    with http_server(Handler) as base_url:
-        fake.url = f"{base_url}/upload"
+def store() -> Iterator[ScriptedReceiver]:
+    """A store on loopback answering `status` (201) with `body` and `headers`; what it received."""
+    with ScriptedReceiver(path="/upload", status=201) as fake:
         yield fake
 
 
@@ -486,29 +446,18 @@ def trusted_store_name(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
+class RedirectingStore(ScriptedReceiver):
+    """POST /upload answers `status` with `headers` (its Location); a POST elsewhere stores the archive."""
+
+    def answer(self, request: Request) -> Answer:
+        if request.path == "/upload":
+            return Answer(self.status, b"", self.headers)
+        return Answer(201)
+
+
 @pytest.fixture
-def redirecting_store() -> Iterator[FakeStore]:
-    """POST /upload answers `status` with `Location` from `headers`; POST /final stores the archive."""
-    fake = FakeStore(url="", status=307)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            fake.requests.append(Recorded("POST", self.path, dict(self.headers.items()), body))
-            if self.path == "/upload":
-                self.send_response(fake.status)
-                for name, value in fake.headers.items():
-                    self.send_header(name, value)
-            else:
-                self.send_response(201)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    with http_server(Handler) as base_url:
-        fake.url = base_url
+def redirecting_store() -> Iterator[RedirectingStore]:
+    with RedirectingStore(path="", status=307) as fake:
         yield fake
 
 

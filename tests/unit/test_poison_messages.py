@@ -18,6 +18,7 @@ from publishing.models import Project, Publishing
 from publishing.tasks import build_and_submit, deliver_webhook
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
+from tests.support.stub_broker import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,12 +54,6 @@ def send_raw(
 def build_kwargs(**changes: Any) -> dict[str, Any]:
     """Valid arguments of `build_and_submit` for a publishing that does not exist, with `changes`."""
     return {"publishing_id": UNKNOWN_ID, "project_id": UNKNOWN_ID, "user_id": "1", **changes}
-
-
-def drain(stub_broker: StubBroker, worker: dramatiq.Worker) -> None:
-    for queue in (build_and_submit.queue_name, deliver_webhook.queue_name):
-        stub_broker.join(queue, fail_fast=False)
-    worker.join()
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:

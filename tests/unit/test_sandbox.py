@@ -18,8 +18,9 @@ from django.core.exceptions import ImproperlyConfigured
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline import workspace as workspaces
 from publishing.pipeline.sandbox import SandboxPolicy, describe, lease_uid, parse_uid_range, sweep_uids
+from tests.support.prerequisites import require_root
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running a process as another uid needs root")
+needs_root = pytest.mark.needs_root("running a process as another uid needs root")
 # Far from the default range and from accounts: these tests' own uids.
 FREE = range(3_900_000_000, 3_900_000_003)
 
@@ -84,8 +85,7 @@ def test_the_lock_folder_is_closed_to_others_and_must_be_the_workers(tmp_path):
     assert stat.S_IMODE(ours.stat().st_mode) == 0o700
 
     # And a folder of another user is refused: it could hand two builds one uid
-    if os.geteuid() != 0:
-        return
+    require_root("chown to another user needs root")
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     os.chown(theirs, 65534, 65534)
@@ -171,7 +171,8 @@ def test_a_workspace_folder_owned_by_someone_else_is_refused(settings, tmp_path)
     # Given a workspace root another user made first (as anyone can in a shared /tmp)
     root = tmp_path / "theirs"
     root.mkdir()
-    os.chown(root, 65534, 65534) if os.geteuid() == 0 else pytest.skip("chown to another user needs root")
+    require_root("chown to another user needs root")
+    os.chown(root, 65534, 65534)
     settings.PUBLISHING_WORKSPACE_DIR = str(root)
 
     # When / Then no attempt gets a workspace there

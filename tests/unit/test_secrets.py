@@ -10,24 +10,21 @@ against servers on loopback: published, rejected, retried until failed, and fail
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import dramatiq
 import pytest
 from django.conf import settings as django_settings
-from dramatiq.brokers.stub import StubBroker
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from publishing.models import Project, Publishing
 from publishing.pipeline import DefaultPipeline, Job
 from tests.factories import ProjectFactory, UserFactory
-from tests.fakes import http_server
+from tests.support.http import Answer, Request, ScriptedReceiver
+from tests.support.stub_broker import drain
 
 REPOSITORY_PASSWORD = "repo-pass-5d1f0a"
 TARGET_PASSWORD = "store-pass-9c2e44"
@@ -46,47 +43,21 @@ class LocalSourcePipeline(DefaultPipeline):
         return source
 
 
-@dataclass
-class Receiver:
-    """A git host, a store and a webhook receiver on loopback; what they were sent, and how to answer."""
+class Receivers(ScriptedReceiver):
+    """A git host refusing every clone, a store at /upload answering `statuses` in turn (then 201), and
+    a webhook receiver, on one loopback port (`base_url`)."""
 
-    base_url: str = ""
-    store_statuses: list[int] = field(default_factory=list)
-    received: list[str] = field(default_factory=list)
-
-
-class ReceiverHandler(BaseHTTPRequestHandler):
-    receiver: ClassVar[Receiver]
-    lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def do_GET(self) -> None:
-        # The git host refuses every clone.
-        self._answer(403, b"no access")
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        with self.lock:
-            self.receiver.received.append(f"{self.requestline}\n{self.headers}\n{body.decode('latin-1')}")
-            statuses = self.receiver.store_statuses
-            status = statuses.pop(0) if self.path.startswith("/upload") and statuses else 201
-        self._answer(status, b'{"uri": "https://store.example.com/a.tar.gz"}' if status < 300 else b"no")
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def answer(self, request: Request) -> Answer:
+        if request.method == "GET":
+            return Answer(403, b"no access")
+        status = self.next_status() if request.path.startswith("/upload") else 201
+        return Answer(status, b'{"uri": "https://store.example.com/a.tar.gz"}' if status < 300 else b"no")
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    ReceiverHandler.receiver = Receiver()
-    with http_server(ReceiverHandler) as base_url:
-        ReceiverHandler.receiver.base_url = base_url
-        yield ReceiverHandler.receiver
+def receiver() -> Iterator[Receivers]:
+    with Receivers(path="") as receivers:
+        yield receivers
 
 
 def with_password(base_url: str, user: str, password: str, path: str) -> str:
@@ -138,7 +109,7 @@ def secrets_in(text: str, token: str) -> list[str]:
     return [name for name, secret in named.items() if secret in text]
 
 
-def create_project(seen: Seen, receiver: Receiver) -> dict[str, Any]:
+def create_project(seen: Seen, receiver: Receivers) -> dict[str, Any]:
     response = seen.call(
         "post",
         "/api/v1/projects/",
@@ -153,12 +124,6 @@ def create_project(seen: Seen, receiver: Receiver) -> dict[str, Any]:
     assert response.status_code == 201, response.content
     body: dict[str, Any] = response.json()
     return body
-
-
-def drain(stub_broker: StubBroker, worker: dramatiq.Worker) -> None:
-    for queue in (django_settings.PUBLISHING_QUEUE, django_settings.PUBLISHING_WEBHOOK_QUEUE):
-        stub_broker.join(queue, fail_fast=False)
-    worker.join()
 
 
 # --- What the API shows --------------------------------------------------------------------------------
@@ -270,7 +235,7 @@ def test_a_job_logs_and_shows_no_secret_whatever_its_outcome(
 ) -> None:
     # Given a project with every kind of secret, and a store that answers as the scenario says
     settings.PUBLISHING_PIPELINE = f"{pipeline.__module__}.{pipeline.__qualname__}"
-    receiver.store_statuses = list(store_statuses)
+    receiver.statuses = list(store_statuses)
     caplog.set_level(logging.DEBUG)
     created = create_project(seen, receiver)
 
@@ -289,8 +254,12 @@ def test_a_job_logs_and_shows_no_secret_whatever_its_outcome(
     assert not secrets_in(caplog.text, token), [r.getMessage() for r in caplog.records]
     for answer in seen.answers:
         assert not secrets_in(answer, token), answer
-    for request in receiver.received:
-        assert not secrets_in(request, token), request
+    # (the webhook receiver was called whatever the outcome, and the store whenever the job got that far)
+    paths = [request.path for request in receiver.received()]
+    assert "/hook" in paths, paths
+    assert ("/upload" in paths) == bool(store_statuses), paths
+    for request in receiver.received():
+        assert not secrets_in(request.raw, token), request.raw
     # And the job's own log, as the API shows it, still says where it checked out from
     assert f"checkout http://***@127.0.0.1:{receiver.base_url.rsplit(':', 1)[1]}/site.git" in detail["log"]
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import threading
 import uuid
 
-import dramatiq
 import pytest
 import redis
 from django.core.exceptions import ValidationError
@@ -13,12 +12,9 @@ from publishing import broker, services
 from publishing.exceptions import BrokerUnavailable, Forbidden, NotFound, PublishingConflict
 from publishing.models import Publishing
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
+from tests.support.stub_broker import broker_refuses, queued_messages
 
 QUEUE = "publishing-builds"
-
-
-def queued_messages(stub_broker):
-    return list(stub_broker.queues[QUEUE].queue)
 
 
 @pytest.mark.django_db
@@ -29,8 +25,7 @@ def test_initiate_records_a_queued_publishing_and_sends_its_ids(stub_broker, pro
     # Then the record is queued, and one message names it
     assert publishing.status == Publishing.Status.QUEUED
     assert publishing.queued_at is not None
-    (raw,) = queued_messages(stub_broker)
-    message = dramatiq.Message.decode(raw)
+    (message,) = queued_messages(stub_broker)
     assert message.message_id == publishing.message_id
     assert message.kwargs == {
         "publishing_id": str(publishing.pk),
@@ -150,13 +145,7 @@ def test_broker_down_leaves_nothing_behind_and_then_fails_fast(
     stub_broker, project, user, monkeypatch
 ) -> None:
     # Given a broker that refuses connections
-    calls = []
-
-    def refuse(message, *, delay=None):
-        calls.append(message)
-        raise redis.exceptions.ConnectionError("Connection refused")
-
-    monkeypatch.setattr(stub_broker, "enqueue", refuse)
+    calls = broker_refuses(monkeypatch, stub_broker)
 
     # When a publishing is initiated
     with pytest.raises(BrokerUnavailable):

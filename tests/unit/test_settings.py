@@ -1,37 +1,14 @@
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
 from publisher_project.settings import base
+from tests.support.manage import PRODUCTION_ENV, run_manage
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-# What production settings need to start (with run_manage's own VAR_DIR and stub broker).
-PRODUCTION_ENV = {
-    "DJANGO_SETTINGS_MODULE": "publisher_project.settings.production",
-    "SECRET_KEY": "x9!" * 20 + "a-long-random-production-secret",
-    "METRICS_TOKEN": "a-scrape-token-of-prometheus",
-}
-
-
-def run_manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DJANGO_SETTINGS_MODULE"}}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**clean, "VAR_DIR": str(tmp_path), "BROKER_URL": "stub://", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ from dramatiq.broker import MessageProxy
 
 from publishing import task_rows
 from publishing.task_rows import TaskRows
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -260,7 +260,9 @@ def test_the_writer_thread_writes_batches_on_its_own(recorder) -> None:
         rows.after_process_message(BROKER, proxy, result=None)
 
     # Then its thread writes them without being asked
-    deadline = time.monotonic() + 10
-    while Task.tasks.filter(status="done").count() < len(proxies) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(
+        lambda: Task.tasks.filter(status="done").count() >= len(proxies),
+        30,
+        lambda: f"{Task.tasks.filter(status='done').count()} of {len(proxies)} rows written",
+    )
     assert Task.tasks.filter(status="done").count() == len(proxies)

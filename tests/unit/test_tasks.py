@@ -3,10 +3,8 @@ from __future__ import annotations
 import logging
 import os
 
-import dramatiq
 import pytest
 from django.utils import timezone
-from dramatiq.brokers.stub import StubBroker
 
 from publishing import services
 from publishing.exceptions import PermanentJobError, TransientJobError
@@ -14,28 +12,9 @@ from publishing.models import Publishing
 from publishing.tasks import build_and_submit
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
+from tests.support.stub_broker import drain, initiate, send_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def initiate() -> Publishing:
-    user = UserFactory.create()
-    project = ProjectFactory.create(owner=user)
-    return services.publishing_initiate(user=user, project_id=project.pk)
-
-
-def send_for(publishing: Publishing) -> None:
-    """Send a message for a publishing prepared by the test (as a redelivery would)."""
-    message = build_and_submit.message_with_options(
-        kwargs={"publishing_id": str(publishing.pk), "project_id": "p", "user_id": "u"}
-    )
-    Publishing.objects.filter(pk=publishing.pk).update(message_id=message.message_id)
-    build_and_submit.broker.enqueue(message)
-
-
-def drain(stub_broker: StubBroker, worker: dramatiq.Worker) -> None:
-    stub_broker.join("publishing-builds", fail_fast=False)
-    worker.join()
 
 
 def test_a_valid_job_ends_published_with_its_artifact(stub_broker, worker, settings) -> None:

@@ -19,7 +19,7 @@ from publishing.exceptions import PermanentJobError
 from publishing.models import Project, Publishing
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory, grant
 from tests.fakes import ScriptedPipeline
-from tests.unit.test_tasks import drain
+from tests.support.stub_broker import drain
 
 APPROVED = {
     "repository_url": "https://git.example.com/acme/site.git",

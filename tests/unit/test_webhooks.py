@@ -9,20 +9,14 @@ import hashlib
 import hmac
 import json
 import socket
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-import dramatiq
 import pytest
-import redis
 from django.db import transaction
 from django.utils import timezone
-from dramatiq.brokers.stub import StubBroker
 
 from publishing import broker as publishing_broker
 from publishing import services, webhooks
@@ -34,7 +28,9 @@ from publishing.exceptions import (
 )
 from publishing.models import Publishing, WebhookDelivery
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
-from tests.fakes import http_server, rebinding_resolver
+from tests.fakes import rebinding_resolver
+from tests.support.http import Request, ScriptedReceiver
+from tests.support.stub_broker import broker_refuses, drain, queued_messages
 
 SECRET = "s3cret-signing-key"
 WEBHOOK_QUEUE = "publishing-builds-webhooks"
@@ -47,46 +43,10 @@ def _no_proxies(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on loopback: answers `statuses` in turn (then 200), records what it got."""
-
-    url: str = ""
-    statuses: list[int] = field(default_factory=list)
-    delay: float = 0.0
-    headers: dict[str, str] = field(default_factory=dict)
-    requests: list[Received] = field(default_factory=list)
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    fake = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            fake.requests.append(Received(dict(self.headers.items()), body))
-            time.sleep(fake.delay)
-            status = fake.statuses.pop(0) if fake.statuses else 200
-            answer = b"receiver says no" if status >= 300 else b""
-            self.send_response(status)
-            for name, value in fake.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    with http_server(Handler) as base_url:
-        fake.url = f"{base_url}/hooks/publisher"
+def receiver() -> Iterator[ScriptedReceiver]:
+    """A webhook receiver on loopback: answers `statuses` in turn (then 200), records what it got."""
+    with ScriptedReceiver(path="/hooks/publisher", error_body=b"receiver says no") as fake:
         yield fake
 
 
@@ -130,18 +90,7 @@ def run(
     )
 
 
-def queued_messages(stub_broker: StubBroker, queue: str = WEBHOOK_QUEUE) -> list[dramatiq.Message[Any]]:
-    return [dramatiq.Message.decode(data) for data in stub_broker.queues[queue].queue]
-
-
-def broker_refuses(monkeypatch: pytest.MonkeyPatch, stub_broker: StubBroker) -> None:
-    def refuse(message: Any, *, delay: int | None = None) -> Any:
-        raise redis.exceptions.ConnectionError("Connection refused")
-
-    monkeypatch.setattr(stub_broker, "enqueue", refuse)
-
-
-def verify(received: Received, secret: str) -> bool:
+def verify(received: Request, secret: str) -> bool:
     """What a receiver does: recompute the signature over the raw body and compare in constant time."""
     expected = "sha256=" + hmac.new(secret.encode(), received.body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, received.headers.get("X-Publisher-Signature", ""))
@@ -163,7 +112,7 @@ def test_a_terminal_status_records_one_delivery_and_sends_it_after_commit(
 
         # Then one pending delivery is recorded with the transition, but nothing is sent before commit
         delivery = WebhookDelivery.objects.get()
-        assert queued_messages(stub_broker) == []
+        assert queued_messages(stub_broker, WEBHOOK_QUEUE) == []
 
     for callback in callbacks:
         callback()
@@ -174,7 +123,7 @@ def test_a_terminal_status_records_one_delivery_and_sends_it_after_commit(
     )
     assert delivery.url == "https://hooks.example.com/publisher"
     # And after commit exactly its message is in the webhooks queue, not behind the builds
-    (message,) = queued_messages(stub_broker)
+    (message,) = queued_messages(stub_broker, WEBHOOK_QUEUE)
     assert message.actor_name == "deliver_webhook"
     assert message.kwargs == {"delivery_id": str(delivery.pk)}
     assert message.message_id == delivery.message_id
@@ -188,7 +137,7 @@ def test_no_webhook_url_records_nothing(db, stub_broker, django_capture_on_commi
         finish(publishing, "failed")
 
     assert not WebhookDelivery.objects.exists()
-    assert queued_messages(stub_broker) == []
+    assert queued_messages(stub_broker, WEBHOOK_QUEUE) == []
 
 
 def test_a_rolled_back_transition_records_and_sends_nothing(
@@ -208,7 +157,7 @@ def test_a_rolled_back_transition_records_and_sends_nothing(
 
     # Then there is neither a delivery nor a message
     assert not WebhookDelivery.objects.exists()
-    assert queued_messages(stub_broker) == []
+    assert queued_messages(stub_broker, WEBHOOK_QUEUE) == []
     assert Publishing.objects.get().status == "queued"
 
 
@@ -273,7 +222,7 @@ def test_a_broker_outage_never_fails_the_transition_and_the_reconciler_sends_it_
 
     # Then the delivery has a message in the queue
     delivery.refresh_from_db()
-    (message,) = queued_messages(stub_broker)
+    (message,) = queued_messages(stub_broker, WEBHOOK_QUEUE)
     assert message.message_id == delivery.message_id != ""
 
 
@@ -513,12 +462,6 @@ def test_validate_webhook_url_accepts_public_urls_without_resolving(monkeypatch)
 # --- Through a worker -------------------------------------------------------------------------
 
 
-def drain(stub_broker: StubBroker, worker: dramatiq.Worker) -> None:
-    stub_broker.join("publishing-builds", fail_fast=False)
-    stub_broker.join(WEBHOOK_QUEUE, fail_fast=False)
-    worker.join()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_published_publishing_is_delivered_once_by_the_worker(stub_broker, worker, receiver) -> None:
     # Given a project with a webhook
@@ -609,7 +552,7 @@ def test_reconcile_sends_again_only_pending_deliveries_whose_message_is_gone(
     assert webhooks.deliveries_reconcile() == 1
 
     # Then only the old pending one whose message is gone got a new message
-    (message,) = queued_messages(stub_broker)
+    (message,) = queued_messages(stub_broker, WEBHOOK_QUEUE)
     assert WebhookDelivery.objects.get(pk=lost.pk).message_id == message.message_id
     assert message.kwargs == {"delivery_id": str(lost.pk)}
     for untouched, message_id in ((waiting, "live"), (young, "also-lost"), (delivered, "gone")):
@@ -623,7 +566,7 @@ def test_reconcile_leaves_stale_deliveries_alone_when_the_broker_cannot_be_inspe
     # The stub (like RabbitMQ) cannot list its messages: a delivery may be waiting for its retry.
     aged(recorded(PublishingFactory.create(failed=True, project=hooked_project()), "https://h.example.com/"))
     assert webhooks.deliveries_reconcile() == 0
-    assert queued_messages(stub_broker) == []
+    assert queued_messages(stub_broker, WEBHOOK_QUEUE) == []
 
 
 def test_reconcile_keeps_a_delivery_without_message_while_the_broker_is_down(
@@ -674,7 +617,7 @@ def test_resend_puts_a_failed_delivery_back_with_a_new_message_to_the_current_ur
     resent = webhooks.delivery_resend(delivery=delivery)
 
     # Then it is pending with a new message in the queue, its history kept
-    (message,) = queued_messages(stub_broker)
+    (message,) = queued_messages(stub_broker, WEBHOOK_QUEUE)
     assert (resent.state, resent.message_id, resent.url) == (
         "pending",
         message.message_id,
@@ -697,7 +640,7 @@ def test_resend_refuses_a_delivered_delivery(db, stub_broker) -> None:
     with pytest.raises(PublishingConflict):
         webhooks.delivery_resend(delivery=delivery)
 
-    assert queued_messages(stub_broker) == []
+    assert queued_messages(stub_broker, WEBHOOK_QUEUE) == []
 
 
 def test_resend_refuses_when_the_project_has_no_webhook_any_more(db, stub_broker) -> None:

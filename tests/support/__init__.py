@@ -1,0 +1,1 @@
+"""Helpers shared by the test packages: one home each, imported by tests and never by the product."""
