@@ -175,7 +175,7 @@ def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(
     assert not any(f"Retrying message '{message_id}'" in log for message_id in [*poison.values(), ghost])
 
     # And the message for no publishing left one INFO line and no dead letter
-    assert ghost not in dead
+    assert ghost not in dead_letters()
     assert f"message {ghost} for publishing {unknown_publishing}, which no longer exists: dropped" in log
     assert "Consumer encountered" not in log
     assert "Logging error" not in log
@@ -231,12 +231,12 @@ def test_a_ghost_message_of_an_initiate_that_timed_out_is_dropped_quietly(
     assert refused.status_code == 503, refused.text
     assert not Publishing.objects.filter(project=ghost_project).exists()
     client = redis.Redis.from_url(private_redis.url, socket_timeout=5)
-    deadline = time.monotonic() + 10
-    while True:
+
+    def both_messages() -> list[bytes] | None:
         bodies = cast("list[bytes]", client.hvals(f"{stack.env['BROKER_NAMESPACE']}:{BUILDS}.msgs"))
-        if len(bodies) == 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        return bodies if len(bodies) == 2 else None
+
+    bodies = wait_until(both_messages, 10, "the ghost message never reached Redis", interval=0.1)
     messages = [dramatiq.Message.decode(body) for body in bodies]
     (ghost,) = [m for m in messages if m.kwargs["publishing_id"] != queued.json()["id"]]
     ghost_id = ghost.kwargs["publishing_id"]
@@ -248,9 +248,7 @@ def test_a_ghost_message_of_an_initiate_that_timed_out_is_dropped_quietly(
     done = stack.wait_for(api, queued.json()["id"])
     assert done["status"] == "published", done
     line = f"message {ghost.message_id} for publishing {ghost_id}, which no longer exists: dropped"
-    deadline = time.monotonic() + 30
-    while line not in stack.logs("worker", tail=None) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: line in stack.logs("worker", tail=None), 30, lambda: stack.all_logs(), interval=0.2)
     log = stack.logs("worker", tail=None)
     (dropped,) = [entry for entry in log.splitlines() if line in entry]
     assert " INFO " in dropped

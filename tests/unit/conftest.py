@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 import dramatiq
@@ -9,6 +10,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from tests.fakes import ScriptedPipeline
+from tests.support.stub_broker import drain as run_to_the_end
 
 
 @pytest.fixture
@@ -24,10 +26,5 @@ def worker(stub_broker: StubBroker, settings) -> Iterator[dramatiq.Worker]:
 
 @pytest.fixture
 def drain(stub_broker: StubBroker, worker: dramatiq.Worker) -> Callable[[], None]:
-    """Run every message of the builds queue (retries and requeues included) to the end, then return."""
-
-    def run() -> None:
-        stub_broker.join("publishing-builds", fail_fast=False)
-        worker.join()
-
-    return run
+    """`tests.support.stub_broker.drain` on this test's broker and worker, called with no arguments."""
+    return functools.partial(run_to_the_end, stub_broker, worker)
