@@ -372,17 +372,23 @@ def test_reconcile_while_the_broker_is_down_leaves_every_row_for_the_next_pass(
         assert row.message_id in {m.message_id for m in queued_messages(stub_broker)}
 
 
-def test_a_half_open_breaker_lets_exactly_one_probe_through() -> None:
-    # Given a breaker that saw the broker fail, whose cool-down has passed
+def _refused() -> None:
+    raise redis.exceptions.ConnectionError("refused")
+
+
+def _half_open_breaker() -> tuple[CircuitBreaker, list[float]]:
+    """A breaker that saw the broker fail and whose cool-down has passed; its clock, to move on."""
     now = [100.0]
     breaker = CircuitBreaker(cooldown=2.0, clock=lambda: now[0])
-
-    def refused() -> None:
-        raise redis.exceptions.ConnectionError("refused")
-
     with pytest.raises(BrokerUnavailable):
-        breaker.call(refused)
+        breaker.call(_refused)
     now[0] += 2.1
+    return breaker, now
+
+
+def test_a_half_open_breaker_lets_exactly_one_probe_through() -> None:
+    # Given a breaker that saw the broker fail, whose cool-down has passed
+    breaker, _ = _half_open_breaker()
 
     # When one caller probes (slowly) and others call meanwhile
     probing, release = threading.Event(), threading.Event()
@@ -420,17 +426,9 @@ def test_a_half_open_breaker_lets_exactly_one_probe_through() -> None:
 
 
 def test_a_failed_probe_lets_the_next_one_through_only_after_another_cooldown() -> None:
-    now = [100.0]
-    breaker = CircuitBreaker(cooldown=2.0, clock=lambda: now[0])
-
-    def refused() -> None:
-        raise redis.exceptions.ConnectionError("refused")
-
+    breaker, now = _half_open_breaker()
     with pytest.raises(BrokerUnavailable):
-        breaker.call(refused)
-    now[0] += 2.1
-    with pytest.raises(BrokerUnavailable):
-        breaker.call(refused)  # the probe, failing
+        breaker.call(_refused)  # the probe, failing
     calls: list[int] = []
     with pytest.raises(BrokerUnavailable):
         breaker.call(lambda: calls.append(1))
