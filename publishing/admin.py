@@ -22,6 +22,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from publishing import selectors, services
+from publishing.durations import human_duration
 from publishing.exceptions import BrokerUnavailable, PublishingConflict, PublishingError
 from publishing.models import CREDENTIAL_URL_FIELDS, Attempt, Project, Publishing, WebhookDelivery
 from publishing.pipeline.network import redacted_url, restore_credentials
@@ -67,18 +68,6 @@ def _progress(percent: int) -> SafeString:
         percent,
         percent,
     )
-
-
-def human_duration(seconds: float) -> str:
-    """`42 s`, `3 min 05 s`, `2 h 03 min`."""
-    seconds = max(int(seconds), 0)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def _span(start: datetime | None, end: datetime | None, *, running: bool) -> str:

@@ -30,6 +30,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
+from publishing.durations import human_duration
 from publishing.pipeline.network import redact_credentials
 
 logger = logging.getLogger(__name__)
@@ -278,7 +279,7 @@ def login_throttled(view: Callable[..., HttpResponseBase]) -> Callable[..., Http
             return view(request, *args, **kwargs)
         attempt = login_attempt(request, request.POST.get("username"))
         if attempt.wait is not None:
-            return too_many_logins_page(attempt.wait)
+            return too_many_logins_page(attempt.wait, login_page=request.get_full_path())
         setattr(request, REQUEST_ATTRIBUTE, attempt)
         return view(request, *args, **kwargs)
 
@@ -290,12 +291,14 @@ def retry_after(wait: float) -> int:
     return max(math.ceil(wait), 1)
 
 
-def too_many_logins_page(wait: float) -> HttpResponse:
-    """The login pages' 429: a plain page (they are HTML), saying when to come back."""
+def too_many_logins_page(wait: float, *, login_page: str) -> HttpResponse:
+    """The login pages' 429: a plain page (they are HTML), saying when to come back and what else to do."""
     body = (
         "<!doctype html><title>Too many failed logins</title>"
         f"<h1>Too many failed logins</h1><p>{html.escape(TOO_MANY_LOGINS)} "
-        f"Try again in {retry_after(wait)} s.</p>"
+        f"Try again in {human_duration(retry_after(wait))}.</p>"
+        "<p>If you have forgotten your password, ask an administrator to set a new one. "
+        f'<a href="{html.escape(login_page)}">Back to the login page</a></p>'
     )
     return HttpResponse(body, status=429, headers={"Retry-After": str(retry_after(wait))})
 

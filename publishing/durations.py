@@ -1,0 +1,15 @@
+"""Durations as people read them, for the pages (the admin, the login pages' refusals)."""
+
+from __future__ import annotations
+
+
+def human_duration(seconds: float) -> str:
+    """`42 s`, `3 min 05 s`, `2 h 03 min`."""
+    seconds = max(int(seconds), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
