@@ -53,3 +53,36 @@ class JobContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.job_context = _render(record)
         return True
+
+
+def outage_errors() -> tuple[type[BaseException], ...]:
+    """What a connection to the database or the broker raises while that service is away or restarts."""
+    # Imported here: logging is configured while Django loads, before the broker may be imported.
+    from django.db.utils import InterfaceError, OperationalError
+
+    from publishing.broker import BROKER_ERRORS
+    from publishing.exceptions import BrokerUnavailable
+
+    return (*BROKER_ERRORS, BrokerUnavailable, OperationalError, InterfaceError)
+
+
+# Loggers of libraries that log a whole traceback when Redis or the database is briefly away (the
+# abort watcher's loop, Dramatiq's consumer): an outage is expected to pass, and a page of frames for
+# each second of it buries what else happened. Our own code logs outages in one line where it meets them.
+_LIBRARY_LOGGERS = ("dramatiq_abort", "dramatiq")
+
+
+class OutageTracebackFilter(logging.Filter):
+    """Turns a library's traceback of a connection error into one line: `<message>: <type>: <error>`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not record.name.startswith(_LIBRARY_LOGGERS):
+            return True
+        if isinstance(exc, outage_errors()):
+            record.msg = f"{record.getMessage()}: {type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

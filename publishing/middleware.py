@@ -34,7 +34,7 @@ from dramatiq_abort.backends import RedisBackend, StubBackend
 
 from publishing import metrics, presence
 from publishing.broker import BROKER_ERRORS, uses_stub_broker, web_redis, worker_redis
-from publishing.log_context import job_context
+from publishing.log_context import job_context, outage_errors
 from publishing.rate_limit import WindowLimiter, parse_rate, publishing_limiter
 
 logger = logging.getLogger(__name__)
@@ -309,8 +309,15 @@ class RateLimit(Middleware):
         metrics.rate_limit_deferred(delay / 1000)
         try:
             services.publishing_defer(publishing_id=_publishing_id(message), delay_ms=delay)
-        except Exception:
-            logger.warning("could not record not_before for message %s", message.message_id, exc_info=True)
+        except Exception as exc:
+            # The deferral itself holds (the message is back with its delay); only the page's "not
+            # before" is missing, until the message runs.
+            logger.warning(
+                "could not record not_before for message %s: %s: %s",
+                message.message_id,
+                type(exc).__name__,
+                exc,
+            )
         logger.info(
             "rate limit %s reached: publishing %s deferred by %.1fs (no retry used)%s",
             self.rate,
@@ -498,10 +505,14 @@ class Lifecycle(Middleware):
     def _guarded(work: Callable[[], object]) -> None:
         from django.db import close_old_connections
 
+        name = getattr(work, "__qualname__", repr(work))
         try:
             work()
+        except outage_errors() as exc:
+            # Expected while PostgreSQL or the broker restarts: one line each pass, not a traceback.
+            logger.warning("lifecycle task %s: %s (%s); trying again", name, type(exc).__name__, exc)
         except Exception:
-            logger.exception("lifecycle task failed; trying again")
+            logger.exception("lifecycle task %s failed; trying again", name)
         finally:
             # As after a job: kept for the next pass (DATABASE_CONN_MAX_AGE) unless too old or broken.
             close_old_connections()

@@ -911,6 +911,15 @@ def _record_failure(publishing: Publishing, log: _AttemptLog, error: JobError, *
             error_message=error.detail,
             log=log,
         )
+    except (db_utils.OperationalError, db_utils.InterfaceError) as exc:
+        # The database is away: the publishing keeps its running status until the retried message (or,
+        # past its lease, the reconciler) takes it up again.
+        logger.warning(
+            "publishing %s: could not record the failure of attempt %d, the database is unavailable (%s)",
+            publishing.pk,
+            attempt,
+            exc,
+        )
     except db_utils.Error:
         logger.exception("publishing %s: could not record the failure of attempt %d", publishing.pk, attempt)
 

@@ -175,9 +175,9 @@ class TaskRows(Middleware):
                 return True
             try:
                 self._write_each_that_can_be(rows)
-            except UNAVAILABLE:
+            except UNAVAILABLE as exc:
                 if not self._failing:  # once an outage, not at every batch
-                    logger.warning("task rows: %d not written yet; retrying", len(rows), exc_info=True)
+                    logger.warning("task rows: %d not written yet (%s); retrying", len(rows), exc)
                 self._failing = True
                 self._keep(rows)
                 return False

@@ -6,6 +6,7 @@ import logging
 
 import dramatiq
 from django.conf import settings
+from django.db import utils as db_utils
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.shutdown import Shutdown
 from dramatiq.middleware.time_limit import TimeLimitExceeded
@@ -59,6 +60,15 @@ def build_and_submit(publishing_id: UuidStr, project_id: LogIdStr, user_id: LogI
                 retries=retries,
                 max_retries=build_and_submit.options["max_retries"],
             )
+        except TransientJobError as exc:
+            # Already recorded and logged with its reason by the runner: Retry is retried the same way,
+            # without a traceback at ERROR for an outage that is expected to pass.
+            raise dramatiq.Retry(exc.detail) from exc
+        except (db_utils.OperationalError, db_utils.InterfaceError) as exc:
+            # The database went away before the attempt began (an attempt's own outage is a
+            # TransientJobError above): nothing was written, the message comes back later.
+            logger.warning("publishing %s: database unavailable (%s); will retry", publishing_id, exc)
+            raise dramatiq.Retry(str(exc)) from exc
         except Abort:
             # Cancelled: the publishing says so already; nothing to retry.
             logger.info("publishing %s aborted by its cancellation", publishing_id)

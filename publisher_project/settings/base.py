@@ -411,7 +411,10 @@ LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"job_context": {"()": "publishing.log_context.JobContextFilter"}},
+    "filters": {
+        "job_context": {"()": "publishing.log_context.JobContextFilter"},
+        "outage_traceback": {"()": "publishing.log_context.OutageTracebackFilter"},
+    },
     "formatters": {
         "plain": {
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s%(job_context)s",
@@ -421,7 +424,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["job_context"],
+            "filters": ["outage_traceback", "job_context"],
         },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},

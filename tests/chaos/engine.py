@@ -187,8 +187,9 @@ class RoundResult:
     # POSTs the target answered from its idempotency record (a submission sent again, accepted once).
     target_replays: int = 0
     workdir: str = ""
-    # "<log file>: <exception line>" for every traceback in the processes' logs that the faults do not
-    # explain (OUTAGE_TRACEBACK): a crash.
+    # "<log file>: <exception line>" for every traceback in the processes' logs. An outage is logged in
+    # one line where the code meets it (and library tracebacks of one are folded the same way, by
+    # publishing.log_context.OutageTracebackFilter): a traceback is a crash, whatever the faults.
     log_tracebacks: list[str] = field(default_factory=list)
 
     @property
@@ -245,15 +246,6 @@ def seconds(value: float | None) -> str:
 
 # Where a log record starts: `2026-01-01 12:00:00,000 LEVEL ...` (ours) or `[2026-01-01 ...` (gunicorn).
 LOG_RECORD = re.compile(r"^\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d")
-# The final exceptions of tracebacks that the faults themselves cause, logged where the code meets them
-# (a heartbeat or sweep that finds the database or Redis gone, and tries again; a retried attempt).
-# Any other traceback is a crash the round should not have had.
-OUTAGE_TRACEBACK = re.compile(
-    r"^(psycopg\.(OperationalError|errors\.\w+)|django\.db\.utils\.(OperationalError|InterfaceError)"
-    r"|redis\.exceptions\.(ConnectionError|TimeoutError|BusyLoadingError)"
-    r"|(ConnectionRefusedError|ConnectionResetError|BrokenPipeError)"
-    r"|publishing\.exceptions\.TransientJobError):"
-)
 
 
 def tracebacks_in(text: str) -> list[str]:
@@ -277,11 +269,6 @@ def tracebacks_in(text: str) -> list[str]:
         elif in_traceback and line and after_frame:
             last, after_frame = line, False
     return found
-
-
-def unexpected_tracebacks(text: str) -> list[str]:
-    """Tracebacks in a log that no fault of the round explains."""
-    return [line for line in tracebacks_in(text) if not OUTAGE_TRACEBACK.match(line)]
 
 
 def make_git_source(path: Path) -> str:
@@ -772,7 +759,7 @@ class ChaosRound:
         result.log_tracebacks = [
             f"{path.name}: {line}"
             for path in sorted(self.workdir.glob("*.log"))
-            for line in unexpected_tracebacks(path.read_text(errors="replace"))
+            for line in tracebacks_in(path.read_text(errors="replace"))
         ]
 
 

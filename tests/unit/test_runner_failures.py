@@ -41,6 +41,11 @@ def queued(owner: User | None = None) -> Publishing:
     return services.publishing_initiate(user=owner, project_id=ProjectFactory.create(owner=owner).pk)
 
 
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The records logged with a traceback: an outage must not produce one (it is expected to pass)."""
+    return [f"{r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records if r.exc_info]
+
+
 def history(publishing: Publishing) -> list[tuple[int, str, str]]:
     return [(a.number, a.outcome, a.error_code) for a in Attempt.objects.filter(publishing=publishing)]
 
@@ -224,7 +229,7 @@ def test_an_attempt_requeued_between_steps_never_submits_beside_the_new_run(
     [OperationalError("server closed the connection unexpectedly"), InterfaceError("connection closed")],
 )
 def test_a_database_lost_mid_attempt_is_retried_as_database_unavailable(
-    drain, monkeypatch, error: Exception
+    drain, monkeypatch, caplog, error: Exception
 ) -> None:
     # Given a database that drops the connection once, when attempt 1 records its build step
     flush = services._AttemptLog.flush
@@ -239,7 +244,8 @@ def test_a_database_lost_mid_attempt_is_retried_as_database_unavailable(
     publishing = queued()
 
     # When the worker runs it
-    drain()
+    with caplog.at_level(logging.INFO):
+        drain()
 
     # Then attempt 1 is recorded as a transient DATABASE_UNAVAILABLE, and the retry published it once
     publishing.refresh_from_db()
@@ -247,6 +253,80 @@ def test_a_database_lost_mid_attempt_is_retried_as_database_unavailable(
     assert history(publishing) == [(1, "retrying", "DATABASE_UNAVAILABLE"), (2, "published", "")]
     first = Attempt.objects.get(publishing=publishing, number=1)
     assert first.error_message.startswith("Database unavailable")
+    assert ScriptedPipeline.submitted == [str(publishing.pk)]
+    # An outage is expected to pass: the retry is logged in one line, without a traceback
+    assert [r.levelname for r in caplog.records if "will retry" in r.getMessage()] == ["WARNING"]
+    assert tracebacks(caplog) == []
+
+
+def test_a_database_away_when_the_message_arrives_is_retried_in_one_line_without_using_an_attempt(
+    drain, monkeypatch, caplog
+) -> None:
+    # Given a database that refuses the worker's first look at the publishing
+    run = services.publishing_run
+    failures = [OperationalError("connection refused")]
+
+    def away_once(**kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        run(**kwargs)
+
+    monkeypatch.setattr(services, "publishing_run", away_once)
+    publishing = queued()
+
+    # When the worker runs it
+    with caplog.at_level(logging.INFO):
+        drain()
+
+    # Then the message came back and its one attempt published it
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.attempts) == ("published", 1)
+    assert ScriptedPipeline.submitted == [str(publishing.pk)]
+    # And the outage took one WARNING line, not a traceback at ERROR
+    away = [r for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in away] == [
+        ("WARNING", f"publishing {publishing.pk}: database unavailable (connection refused); will retry")
+    ]
+    assert tracebacks(caplog) == []
+
+
+def test_a_failure_that_cannot_be_recorded_leaves_the_publishing_to_the_reconciler(
+    drain, monkeypatch, caplog, settings
+) -> None:
+    # Given attempt 1 failing transiently, and the database gone as the failure is being recorded
+    ScriptedPipeline.reset(TransientJobError("store busy", code="TARGET_UNAVAILABLE"))
+    transition = Publishing.objects.transition
+
+    def away_for_the_failure(pk: Any, to: str, **kwargs: Any) -> Any:
+        if to == "queued" and kwargs.get("error_code") == "TARGET_UNAVAILABLE":
+            raise OperationalError("server closed the connection unexpectedly")
+        return transition(pk, to, **kwargs)
+
+    monkeypatch.setattr(Publishing.objects, "transition", away_for_the_failure)
+    publishing = queued()
+
+    # When the worker runs it (the retried message finds the attempt's lease still held)
+    with caplog.at_level(logging.INFO):
+        drain()
+
+    # Then the publishing still says it submits (the step that failed): nothing could be written, and
+    # nothing ran twice
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.attempts) == ("submitting", 1)
+    assert ScriptedPipeline.runs == 1
+    assert [r.levelname for r in caplog.records if "could not record the failure" in r.getMessage()] == [
+        "WARNING"
+    ]
+    assert tracebacks(caplog) == []
+
+    # And once its lease lapses, the reconciler runs it again to the end
+    monkeypatch.undo()
+    settings.PUBLISHING_LEASE_TIMEOUT = 0
+    assert services.publishing_reconcile().requeued_lost == 1
+    drain()
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.attempts) == ("published", 2)
+    assert history(publishing) == [(1, "lost", ""), (2, "published", "")]
     assert ScriptedPipeline.submitted == [str(publishing.pk)]
 
 

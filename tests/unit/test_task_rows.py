@@ -206,7 +206,7 @@ def test_rows_the_database_refused_are_kept_and_written_when_it_answers(
     # Then the newest state of each is written, nothing is lost; the log said so once each way
     assert (status(first), status(second)) == ("done", "running")
     assert calls == [1, 2]
-    assert caplog.text.count("task rows: 1 not written yet; retrying") == 1
+    assert caplog.text.count("task rows: 1 not written yet (database went away); retrying") == 1
     assert "task rows: written again" in caplog.text
 
 
