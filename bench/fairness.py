@@ -9,7 +9,7 @@ fairness: a free slot goes to whichever deferred message asks first). Rounds
 alternate between them.
 
 A round (`python -m bench.fairness round ...`, in the deployment's
-environment, through `services.publishing_initiate` as the API does): two new
+environment, through `publishing_initiate` as the API does): two new
 users, alice with BACKLOG projects and bob with one. Alice fills the window
 with starts spread over it (one every window/limit seconds, so that slots free
 one at a time, as in a limit saturated for a while), then initiates the rest of
@@ -67,9 +67,9 @@ def play_round(tag: str, limit: int, window_s: float, backlog: int) -> dict[str,
     from django.conf import settings
     from django.contrib.auth import get_user_model
 
-    from publishing import services
     from publishing.models import Publishing
     from publishing.rate_limit import publishing_limiter
+    from publishing.services.publishings import publishing_cancel, publishing_initiate
 
     limiter = publishing_limiter(redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10))
     assert limiter is not None, "PUBLISHING_RATE_LIMIT is off"
@@ -90,15 +90,15 @@ def play_round(tag: str, limit: int, window_s: float, backlog: int) -> dict[str,
     until(lambda: limiter.usage() == 0, "an empty window", window_s * 3)
     spacing = window_s / limit
     for n in range(limit):
-        services.publishing_initiate(user=alice, project_id=mine[n].pk)
+        publishing_initiate(user=alice, project_id=mine[n].pk)
         until(lambda n=n: limiter.usage() == n + 1, f"alice's start {n + 1}", window_s)
         if n + 1 < limit:
             time.sleep(spacing)
     for project in mine[limit:]:
-        services.publishing_initiate(user=alice, project_id=project.pk)
+        publishing_initiate(user=alice, project_id=project.pk)
     time.sleep(spacing / 2)
     usage_at_ask = limiter.usage()
-    publishing = services.publishing_initiate(user=bob, project_id=his.pk)
+    publishing = publishing_initiate(user=bob, project_id=his.pk)
     until(
         lambda: Publishing.objects.filter(pk=publishing.pk, started_at__isnull=False).exists(),
         "bob's start",
@@ -106,7 +106,7 @@ def play_round(tag: str, limit: int, window_s: float, backlog: int) -> dict[str,
     )
     for waiting in Publishing.objects.filter(project__owner=alice, status=Publishing.Status.QUEUED):
         with contextlib.suppress(Exception):  # it may have started meanwhile
-            services.publishing_cancel(publishing=waiting, by=alice)
+            publishing_cancel(publishing=waiting, by=alice)
     queued_at = Publishing.objects.get(pk=publishing.pk).queued_at
     assert queued_at is not None
     return {

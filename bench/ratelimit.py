@@ -8,7 +8,7 @@ PUBLISHING_PIPELINE set to `InstantPipeline` below (no git, no build, no
 store: a start costs only Publisher's own bookkeeping, so the limiter, not
 the jobs, is what paces the run). Once the workers are ready, one process
 (`python -m bench.ratelimit backlog N`) initiates N publishings through
-`services.publishing_initiate`, as the API does: enough to keep the limit
+`publishing_initiate`, as the API does: enough to keep the limit
 saturated for the measured span (full: 60 s; smoke: 5/2s for 8 s).
 
 Starts are read twice: the limiter's own grants (the members of its Redis
@@ -108,11 +108,11 @@ def backlog(count: int) -> None:
     django.setup()
     from django.contrib.auth import get_user_model
 
-    from publishing import services
+    from publishing.services.publishings import publishing_initiate
 
     user = get_user_model().objects.create(username="ratelimit", is_staff=True)
     for project in rate_limited_projects(user, count, prefix="rate"):
-        services.publishing_initiate(user=user, project_id=project.pk)
+        publishing_initiate(user=user, project_id=project.pk)
 
 
 class Grants:

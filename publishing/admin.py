@@ -21,11 +21,15 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from publishing import selectors, services
+from publishing import selectors
 from publishing.durations import human_duration
 from publishing.exceptions import BrokerUnavailable, PublishingConflict, PublishingError
 from publishing.models import CREDENTIAL_URL_FIELDS, Attempt, Project, Publishing, WebhookDelivery
 from publishing.pipeline.network import redacted_url, restore_credentials
+from publishing.services.dead_letters import dead_letters_requeue
+from publishing.services.projects import project_validate
+from publishing.services.publishings import publishing_cancel, publishing_initiate, publishing_retry
+from publishing.services.webhooks import delivery_resend
 
 RECENT_FAILURES = 20
 Status = Publishing.Status
@@ -128,7 +132,7 @@ class ProjectAdminForm(forms.ModelForm[Project]):
         request: HttpRequest | None = getattr(self, "request", None)
         if request is not None:
             try:
-                services.project_validate(user=request.user, data=cleaned, instance=self.instance)
+                project_validate(user=request.user, data=cleaned, instance=self.instance)
             except ValidationError as exc:
                 raise ValidationError(exc.message_dict) from exc
         return cleaned
@@ -173,7 +177,7 @@ class ProjectAdmin(_RedactedURLs, admin.ModelAdmin[Project]):
         user = _staff_user(request)
         for project in queryset.order_by("name"):
             try:
-                publishing = services.publishing_initiate(user=user, project_id=project.pk)
+                publishing = publishing_initiate(user=user, project_id=project.pk)
             except PublishingConflict as exc:
                 active = (
                     format_html(
@@ -447,10 +451,10 @@ class PublishingAdmin(_RedactedURLs, admin.ModelAdmin[Publishing]):
         )
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._act_on_one(request, object_id, "cancelled", services.publishing_cancel)
+        return self._act_on_one(request, object_id, "cancelled", publishing_cancel)
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._act_on_one(request, object_id, "retried", services.publishing_retry)
+        return self._act_on_one(request, object_id, "retried", publishing_retry)
 
     def overview_view(self, request: HttpRequest) -> HttpResponse:
         """The queue now, for staff: drawn whatever is down, saying what is."""
@@ -468,12 +472,12 @@ class PublishingAdmin(_RedactedURLs, admin.ModelAdmin[Publishing]):
         return TemplateResponse(request, "admin/publishing/publishing/overview.html", context)
 
     def requeue_dead_letters_view(self, request: HttpRequest) -> HttpResponse:
-        """POST: services.dead_letters_requeue as the staff user, then back to the overview."""
+        """POST: dead_letters_requeue as the staff user, then back to the overview."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not self.has_change_permission(request):
             raise PermissionDenied
-        report = services.dead_letters_requeue(by=_staff_user(request))
+        report = dead_letters_requeue(by=_staff_user(request))
         done = f"Dead letters: {report.requeued} requeued, {report.dropped} dropped as obsolete"
         if report.broker_unavailable and not (report.requeued or report.dropped or report.left):
             self.message_user(
@@ -504,11 +508,11 @@ class PublishingAdmin(_RedactedURLs, admin.ModelAdmin[Publishing]):
 
     @admin.action(description="Cancel selected publishings", permissions=["change"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Publishing]) -> None:
-        self._act(request, queryset, "cancelled", services.publishing_cancel)
+        self._act(request, queryset, "cancelled", publishing_cancel)
 
     @admin.action(description="Retry selected publishings", permissions=["change"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Publishing]) -> None:
-        self._act(request, queryset, "retried", services.publishing_retry)
+        self._act(request, queryset, "retried", publishing_retry)
 
     def _act(
         self,
@@ -607,8 +611,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
 
     @admin.action(description="Resend selected webhook deliveries", permissions=["change"])
     def resend_selected(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        from publishing.webhooks import delivery_resend
-
         _staff_user(request)
         for delivery in queryset.select_related("publishing__project"):
             label = format_html("{} of {}", delivery.event, _publishing_link(delivery.publishing))

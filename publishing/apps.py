@@ -12,8 +12,9 @@ class PublishingConfig(AppConfig):
         from django.conf import settings
         from django.contrib.auth.signals import user_logged_in
 
-        from publishing import hygiene, webhooks
+        from publishing import hygiene
         from publishing.api import throttling
+        from publishing.services import webhooks
         from publishing.signals import publishing_finished
 
         # Every process of the service (web workers, Dramatiq workers, commands): nothing it holds

@@ -295,7 +295,7 @@ class RateLimit(Middleware):
                 return
             delay, for_another_owner = verdict.wait_ms, verdict.for_another_owner
         # Imported here: this module stays light to import (see above).
-        from publishing import services
+        from publishing.services import maintenance
 
         try:
             self._put_back(broker, message, delay)
@@ -308,7 +308,7 @@ class RateLimit(Middleware):
             raise SkipMessage() from None
         metrics.rate_limit_deferred(delay / 1000)
         try:
-            services.publishing_defer(publishing_id=_publishing_id(message), delay_ms=delay)
+            maintenance.publishing_defer(publishing_id=_publishing_id(message), delay_ms=delay)
         except Exception as exc:
             # The deferral itself holds (the message is back with its delay); only the page's "not
             # before" is missing, until the message runs.
@@ -344,11 +344,11 @@ class RateLimit(Middleware):
     @staticmethod
     def _release(message: MessageProxy) -> None:
         """Hand a message that could not be put back over to the reconciler; else RateLimitDeferralFailed."""
-        from publishing import services
+        from publishing.services import maintenance
 
         publishing_id = _publishing_id(message)
         try:
-            services.publishing_message_lost(publishing_id=publishing_id, message_id=message.message_id)
+            maintenance.publishing_message_lost(publishing_id=publishing_id, message_id=message.message_id)
         except Exception as exc:
             # The database is away too: Retries is the last resort (a retry used, if its enqueue works).
             logger.warning("could not hand message %s over to the reconciler (%s)", message.message_id, exc)
@@ -430,8 +430,8 @@ class Lifecycle(Middleware):
         if isinstance(broker, StubBroker):
             return  # unit tests drive these services directly
         # Imported here: this module stays light to import (see above).
-        from publishing import services
         from publishing.pipeline import sandbox
+        from publishing.services import maintenance
 
         # Which settings a worker runs is the first thing to know when it misbehaves: local settings
         # allow private targets and DEBUG.
@@ -441,7 +441,7 @@ class Lifecycle(Middleware):
         level, line = sandbox.describe(sandbox.SandboxPolicy.from_settings())
         logger.log(level, "%s", line)
         # What the builds of a worker that died before this one started left behind.
-        self._guarded(services.builds_sweep)
+        self._guarded(maintenance.builds_sweep)
         # Three threads: a slow reconciliation (a Redis or SQLite stall) must
         # never delay the heartbeats that keep live attempts' leases, nor must
         # a Redis stall delay them on the way to saying the worker is alive.
@@ -459,12 +459,12 @@ class Lifecycle(Middleware):
             self._presence.join(timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT * 2)
 
     def _heartbeat_forever(self) -> None:
-        from publishing import services
+        from publishing.services import maintenance
 
         # Until the worker has shut down: jobs finishing in the grace period keep their leases.
         while True:
             self._guarded(
-                lambda: services.publishing_heartbeat(
+                lambda: maintenance.publishing_heartbeat(
                     running=[(pid, mid) for mid, (pid, _, _) in self.running().items()]
                 )
             )
@@ -488,12 +488,12 @@ class Lifecycle(Middleware):
         return max(settings.PUBLISHING_LEASE_TIMEOUT / 6, 0.5)
 
     def _reconcile_forever(self) -> None:
-        from publishing import services, webhooks
+        from publishing.services import maintenance, webhooks
 
         def reconcile() -> None:
-            services.publishing_reconcile()
-            services.job_records_prune()
-            services.builds_sweep()
+            maintenance.publishing_reconcile()
+            maintenance.job_records_prune()
+            maintenance.builds_sweep()
 
         while not self._stopping.is_set():
             self._guarded(reconcile)
@@ -532,14 +532,14 @@ class Lifecycle(Middleware):
     def _enforce_deadline(self) -> None:
         from django.db import connection
 
-        from publishing import services
+        from publishing.services import maintenance
 
         deadline = time.monotonic() + settings.PUBLISHING_SHUTDOWN_TIMEOUT
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.2)
         try:
             for message_id, (publishing_id, thread_id, retries) in self.running().items():
-                requeued = services.publishing_requeue(
+                requeued = maintenance.publishing_requeue(
                     publishing_id=publishing_id, reason="Cut off by a worker shutdown.", retries=retries
                 )
                 if not requeued:

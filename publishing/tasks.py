@@ -1,4 +1,4 @@
-"""The Dramatiq actors: adapters from a message to `services.publishing_run` and `webhooks.delivery_run`."""
+"""The Dramatiq actors: adapters from a message to `runner.publishing_run` and `webhooks.delivery_run`."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from dramatiq.middleware.shutdown import Shutdown
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from dramatiq_abort import Abort
 
-from publishing import services, webhooks
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.log_context import job_context
 from publishing.middleware import LogIdStr, UuidStr
+from publishing.services import runner, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def build_and_submit(publishing_id: UuidStr, project_id: LogIdStr, user_id: LogI
         user_id=user_id,
     ):
         try:
-            services.publishing_run(
+            runner.publishing_run(
                 publishing_id=publishing_id,
                 message_id=message_id,
                 retries=retries,

@@ -28,7 +28,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
-from publishing import broker, services
+from publishing import broker
 from publishing.api import examples, throttling
 from publishing.api.parsers import JSONParser as BoundedJSONParser
 from publishing.api.parsers import MultiPartParser as BoundedMultiPartParser
@@ -47,6 +47,8 @@ from publishing.api.throttling import PublishingStartThrottle
 from publishing.exceptions import PublishingError
 from publishing.models import Project, Publishing
 from publishing.selectors import projects_visible_to, publishings_visible_to
+from publishing.services.projects import project_create, project_delete, project_update
+from publishing.services.publishings import publishing_cancel, publishing_initiate, publishing_retry
 
 IDEMPOTENCY_KEY_MAX = 255
 # Visible ASCII, spaces only inside: HTTP trims a header value's ends, and anything else arrives
@@ -186,15 +188,15 @@ class ProjectViewSet(viewsets.ModelViewSet[Project]):
         return projects_visible_to(self.request.user).order_by("name", "id")
 
     def perform_create(self, serializer: BaseSerializer[Project]) -> None:
-        serializer.instance = services.project_create(owner=caller(self.request), **serializer.validated_data)
+        serializer.instance = project_create(owner=caller(self.request), **serializer.validated_data)
 
     def perform_update(self, serializer: BaseSerializer[Project]) -> None:
-        serializer.instance = services.project_update(
+        serializer.instance = project_update(
             project=self.get_object(), by=self.request.user, **serializer.validated_data
         )
 
     def perform_destroy(self, instance: Project) -> None:
-        services.project_delete(project=instance, by=self.request.user)
+        project_delete(project=instance, by=self.request.user)
 
 
 class PublishingFilter(django_filters.FilterSet):  # type: ignore[misc]
@@ -283,7 +285,7 @@ class PublishingViewSet(
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
         """Cancel a queued, waiting or running publishing; a running build is stopped."""
-        publishing = services.publishing_cancel(publishing=self.get_object(), by=caller(request))
+        publishing = publishing_cancel(publishing=self.get_object(), by=caller(request))
         return Response(PublishingSerializer(publishing, context=self.get_serializer_context()).data)
 
     @extend_schema(
@@ -304,7 +306,7 @@ class PublishingViewSet(
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
         """Queue a failed or cancelled publishing again."""
-        publishing = services.publishing_retry(publishing=self.get_object(), by=caller(request))
+        publishing = publishing_retry(publishing=self.get_object(), by=caller(request))
         return self._accepted(publishing)
 
     @extend_schema(
@@ -341,7 +343,7 @@ class PublishingViewSet(
         """Queue a publishing of the project; answers 202 with it and its Location."""
         data = InitiateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        publishing = services.publishing_initiate(
+        publishing = publishing_initiate(
             user=caller(request),
             project_id=data.validated_data["project_id"],
             idempotency_key=_idempotency_key(request),

@@ -23,8 +23,8 @@ from django.utils import timezone
 from dramatiq.brokers.redis import RedisBroker
 
 from publishing import broker as publishing_broker
-from publishing import webhooks
 from publishing.models import WebhookDelivery
+from publishing.services import webhooks
 from tests.factories import ProjectFactory, PublishingFactory
 from tests.integration.stack import Stack
 from tests.support.http import ScriptedReceiver

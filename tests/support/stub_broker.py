@@ -10,8 +10,8 @@ import redis
 from django.conf import settings
 from dramatiq.brokers.stub import StubBroker
 
-from publishing import services
 from publishing.models import Publishing
+from publishing.services.publishings import publishing_initiate
 from publishing.tasks import build_and_submit
 from tests.factories import ProjectFactory, UserFactory
 
@@ -20,7 +20,7 @@ def initiate() -> Publishing:
     """A publishing of a new user's new project, queued as the API would."""
     user = UserFactory.create()
     project = ProjectFactory.create(owner=user)
-    return services.publishing_initiate(user=user, project_id=project.pk)
+    return publishing_initiate(user=user, project_id=project.pk)
 
 
 def send_for(publishing: Publishing) -> None:

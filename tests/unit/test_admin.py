@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import timedelta
+from types import ModuleType
 from typing import Any
 from unittest.mock import Mock
 
@@ -14,10 +15,12 @@ from django.test import Client
 from django.utils import timezone
 from dramatiq.broker import MessageProxy
 
+from publishing import admin as publishing_admin
 from publishing import broker as publishing_broker
-from publishing import services, webhooks
 from publishing.exceptions import PermanentJobError
 from publishing.models import Attempt, Publishing, WebhookDelivery
+from publishing.services import dead_letters
+from publishing.services.webhooks import delivery_resend
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
 from tests.support.stub_broker import broker_refuses, drain, initiate, queued_messages
@@ -488,11 +491,12 @@ def test_publishings_cannot_be_added_or_deleted_in_the_admin(admin_client_: Clie
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Wrap a service function so that the test sees each call while the real one runs."""
+    """Wrap a service function where `caller` (the admin, by default) calls it, so that the test sees each
+    call while the real one runs."""
 
-    def wrap(name: str) -> Mock:
-        mock = Mock(wraps=getattr(services, name))
-        monkeypatch.setattr(services, name, mock)
+    def wrap(name: str, caller: ModuleType = publishing_admin) -> Mock:
+        mock = Mock(wraps=getattr(caller, name))
+        monkeypatch.setattr(caller, name, mock)
         return mock
 
     return wrap
@@ -688,8 +692,8 @@ def test_resend_selected_resends_through_the_service_and_reports_each_row(
     # Given a failed delivery and a delivered one
     failed = hooked_delivery("failed")
     delivered = hooked_delivery("delivered", delivered_at=timezone.now())
-    resend = Mock(wraps=webhooks.delivery_resend)
-    monkeypatch.setattr(webhooks, "delivery_resend", resend)
+    resend = Mock(wraps=delivery_resend)
+    monkeypatch.setattr(publishing_admin, "delivery_resend", resend)
 
     # When staff resend both
     response = admin_client_.post(
@@ -798,7 +802,7 @@ def test_requeue_retries_failed_publishings_and_drops_obsolete_letters(
         dead_letter(stub_broker, publishing_id=str(blocked.pk)).message_id,
         dead_letter(stub_broker, "someone_elses_actor").message_id,
     ]
-    requeue, retry = spy("dead_letters_requeue"), spy("publishing_retry")
+    requeue, retry = spy("dead_letters_requeue"), spy("publishing_retry", caller=dead_letters)
 
     # When staff requeue the dead letters
     response = admin_client_.post(f"{CHANGELIST}overview/requeue-dead-letters/")
@@ -829,8 +833,8 @@ def test_requeue_resends_failed_webhook_deliveries_and_drops_the_rest(
     delivered = hooked_delivery("delivered", delivered_at=timezone.now())
     for delivery_id in (failed.pk, delivered.pk, uuid.uuid4()):
         dead_letter(stub_broker, "deliver_webhook", queue=WEBHOOK_QUEUE, delivery_id=str(delivery_id))
-    resend = Mock(wraps=webhooks.delivery_resend)
-    monkeypatch.setattr(webhooks, "delivery_resend", resend)
+    resend = Mock(wraps=delivery_resend)
+    monkeypatch.setattr(dead_letters, "delivery_resend", resend)
 
     # When staff requeue the dead letters
     response = admin_client_.post(f"{CHANGELIST}overview/requeue-dead-letters/")

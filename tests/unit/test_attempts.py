@@ -9,9 +9,10 @@ import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
-from publishing import services
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import Attempt, Publishing
+from publishing.services.maintenance import publishing_reconcile, publishing_requeue
+from publishing.services.publishings import publishing_cancel
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
 from tests.support.stub_broker import drain, initiate, send_for
@@ -95,7 +96,7 @@ def test_the_reconciler_marks_the_attempt_of_a_dead_worker_lost(stub_broker) -> 
     )
     Attempt.objects.create(publishing=publishing, number=1)
 
-    assert services.publishing_reconcile().requeued_lost == 1
+    assert publishing_reconcile().requeued_lost == 1
 
     (attempt,) = Attempt.objects.filter(publishing=publishing)
     assert attempt.outcome == "lost"
@@ -110,7 +111,7 @@ def test_cancelling_closes_the_running_attempt_even_if_its_worker_is_gone() -> N
     )
     Attempt.objects.create(publishing=publishing, number=1)
 
-    services.publishing_cancel(publishing=publishing, by=owner)
+    publishing_cancel(publishing=publishing, by=owner)
 
     (attempt,) = Attempt.objects.filter(publishing=publishing)
     assert (attempt.outcome, attempt.finished_at is not None) == ("cancelled", True)
@@ -124,10 +125,10 @@ def test_the_first_to_close_an_attempt_decides_its_outcome(stub_broker) -> None:
         building=True, attempts=1, project=ProjectFactory.create(owner=owner)
     )
     Attempt.objects.create(publishing=publishing, number=1)
-    assert services.publishing_requeue(publishing_id=str(publishing.pk), reason="looked dead", retries=0)
+    assert publishing_requeue(publishing_id=str(publishing.pk), reason="looked dead", retries=0)
 
     # When someone else closes the run later (here the owner cancels it)
-    services.publishing_cancel(publishing=Publishing.objects.get(pk=publishing.pk), by=owner)
+    publishing_cancel(publishing=Publishing.objects.get(pk=publishing.pk), by=owner)
 
     # Then attempt 1 keeps the outcome of whoever closed it first
     (attempt,) = Attempt.objects.filter(publishing=publishing)

@@ -16,9 +16,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from publishing import services
 from publishing.exceptions import InvalidTransition, PublishingConflict
 from publishing.models import Publishing
+from publishing.services.maintenance import publishing_reconcile
+from publishing.services.publishings import publishing_cancel, publishing_initiate
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,7 +63,7 @@ def test_one_publishing_per_project_when_initiates_race(stub_broker) -> None:
     user = UserFactory.create()
     project = ProjectFactory.create(owner=user)
 
-    results = race(lambda n: services.publishing_initiate(user=user, project_id=project.pk))
+    results = race(lambda n: publishing_initiate(user=user, project_id=project.pk))
 
     winners = [r for r in results if isinstance(r, Publishing)]
     assert len(winners) == 1, results
@@ -75,9 +76,7 @@ def test_the_same_idempotency_key_racing_makes_one_publishing(stub_broker) -> No
     user = UserFactory.create()
     project = ProjectFactory.create(owner=user)
 
-    results = race(
-        lambda n: services.publishing_initiate(user=user, project_id=project.pk, idempotency_key="k")
-    )
+    results = race(lambda n: publishing_initiate(user=user, project_id=project.pk, idempotency_key="k"))
 
     assert all(isinstance(r, Publishing) for r in results), results
     assert len({r.pk for r in results}) == 1
@@ -91,7 +90,7 @@ def test_cancel_racing_the_start_leaves_one_consistent_outcome(stub_broker) -> N
 
         def start_or_cancel(n: int, publishing: Publishing = publishing) -> Any:
             if n == 0:
-                return services.publishing_cancel(publishing=publishing, by=user)
+                return publishing_cancel(publishing=publishing, by=user)
             return Publishing.objects.transition(
                 publishing.pk, "building", attempt=0, message_id="m", attempts=1
             )
@@ -108,7 +107,7 @@ def test_reconcilers_racing_requeue_a_lost_attempt_once(stub_broker) -> None:
     stale = timezone.now() - timedelta(minutes=5)
     lost = PublishingFactory.create(building=True, attempts=1, heartbeat_at=stale, message_id="old")
 
-    reports = race(lambda n: services.publishing_reconcile(), racers=4)
+    reports = race(lambda n: publishing_reconcile(), racers=4)
 
     assert sum(r.requeued_lost for r in reports) == 1, reports
     lost.refresh_from_db()

@@ -12,9 +12,16 @@ from django.utils import timezone
 from django_dramatiq.models import Task
 from dramatiq.broker import MessageProxy
 
-from publishing import middleware, services
+from publishing import middleware
 from publishing.models import Publishing
 from publishing.rate_limit import Rate, parse_rate
+from publishing.services.maintenance import (
+    job_records_prune,
+    publishing_heartbeat,
+    publishing_reconcile,
+    publishing_requeue,
+)
+from publishing.services.publishings import publishing_initiate
 from tests.factories import ProjectFactory, PublishingFactory
 from tests.support.stub_broker import broker_refuses, queued_messages
 
@@ -158,7 +165,7 @@ def test_heartbeat_renews_only_the_leases_of_runs_that_own_their_publishing() ->
     taken_over = PublishingFactory.create(building=True, message_id="new")
 
     # When this worker beats for all three
-    services.publishing_heartbeat(
+    publishing_heartbeat(
         running=[(str(running.pk), "m1"), (str(queued.pk), "m2"), (str(taken_over.pk), "old")]
     )
 
@@ -175,7 +182,7 @@ def test_a_requeued_attempt_can_no_longer_write_to_its_publishing() -> None:
     from publishing.exceptions import InvalidTransition
 
     publishing = PublishingFactory.create(building=True, attempts=1, message_id="m1")
-    assert services.publishing_requeue(publishing_id=str(publishing.pk), reason="test", retries=0)
+    assert publishing_requeue(publishing_id=str(publishing.pk), reason="test", retries=0)
     publishing.refresh_from_db()
     assert (publishing.status, publishing.attempts) == ("queued", 1)
 
@@ -193,7 +200,7 @@ def test_reconcile_sends_a_queued_publishing_whose_enqueue_failed(stub_broker) -
     publishing = PublishingFactory.create(queued=True, message_id="")
 
     # When the reconciler runs (on any broker: this needs no inspection)
-    assert services.publishing_reconcile().resent_queued == 1
+    assert publishing_reconcile().resent_queued == 1
 
     # Then it has a message again
     publishing.refresh_from_db()
@@ -208,7 +215,7 @@ def test_reconcile_requeues_a_publishing_whose_worker_died(stub_broker, settings
     alive = PublishingFactory.create(building=True, heartbeat_at=timezone.now(), message_id="alive")
 
     # When the reconciler runs
-    report = services.publishing_reconcile()
+    report = publishing_reconcile()
 
     # Then the lost one is queued again with a new message that keeps its retry count
     assert report.requeued_lost == 1
@@ -227,7 +234,7 @@ def test_reconcile_queues_a_pending_publishing_left_by_a_crash(stub_broker, sett
     settings.PUBLISHING_RECONCILE_GRACE = 60
     old = PublishingFactory.create(created_at=timezone.now() - timedelta(minutes=5))
     fresh = PublishingFactory.create()
-    report = services.publishing_reconcile()
+    report = publishing_reconcile()
     assert report.sent_pending == 1
     old.refresh_from_db()
     fresh.refresh_from_db()
@@ -238,8 +245,8 @@ def test_reconcile_queues_a_pending_publishing_left_by_a_crash(stub_broker, sett
 def test_reconcile_twice_at_once_requeues_once(stub_broker) -> None:
     stale = timezone.now() - timedelta(minutes=5)
     PublishingFactory.create(building=True, heartbeat_at=stale)
-    assert services.publishing_reconcile().requeued_lost == 1
-    assert services.publishing_reconcile().requeued_lost == 0
+    assert publishing_reconcile().requeued_lost == 1
+    assert publishing_reconcile().requeued_lost == 0
     assert len(queued_messages(stub_broker)) == 1
 
 
@@ -259,7 +266,7 @@ def test_requeue_fences_out_the_attempt_that_was_running(
     from publishing.exceptions import InvalidTransition
 
     publishing = PublishingFactory.create(building=True, attempts=1, message_id="m1")
-    assert services.publishing_requeue(publishing_id=str(publishing.pk), reason="test", retries=0)
+    assert publishing_requeue(publishing_id=str(publishing.pk), reason="test", retries=0)
     publishing.refresh_from_db()
     current = publishing.message_id
     assert current not in ("", "m1")
@@ -308,7 +315,7 @@ def test_retention_keeps_the_newest_completed_and_failed_job_records(settings) -
     publishings = [PublishingFactory.create(published=True).pk for _ in range(3)]
 
     # When retention runs
-    assert services.job_records_prune() == (35, 20)
+    assert job_records_prune() == (35, 20)
 
     # Then exactly the newest 100 and 500 remain, others untouched
     assert set(Task.tasks.filter(status=Task.STATUS_DONE).values_list("pk", flat=True)) == set(done[-100:])
@@ -319,7 +326,7 @@ def test_retention_keeps_the_newest_completed_and_failed_job_records(settings) -
     assert Task.tasks.filter(pk__in=running).count() == 3
     assert Publishing.objects.filter(pk__in=publishings).count() == 3
     # And running it again deletes nothing
-    assert services.job_records_prune() == (0, 0)
+    assert job_records_prune() == (0, 0)
 
 
 # --- rate limit spec -------------------------------------------------------------------------
@@ -351,7 +358,7 @@ def test_a_message_names_the_projects_owner_for_the_rate_limit(stub_broker, user
     project = ProjectFactory.create(owner=user)
 
     # When an operator publishes it for her
-    publishing = services.publishing_initiate(user=operator, project_id=project.pk)
+    publishing = publishing_initiate(user=operator, project_id=project.pk)
 
     # Then the message counts against alice's share of the rate limit, and still names its requester
     (message,) = queued_messages(stub_broker)

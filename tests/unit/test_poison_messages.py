@@ -12,9 +12,11 @@ import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from publishing import services
 from publishing.middleware import message_problem
 from publishing.models import Project, Publishing
+from publishing.services.dead_letters import dead_letters_requeue
+from publishing.services.publishings import publishing_initiate
+from publishing.services.runner import publishing_run
 from publishing.tasks import build_and_submit, deliver_webhook
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
@@ -28,7 +30,7 @@ UNKNOWN_ID = "00000000-0000-0000-0000-000000000000"
 def initiate() -> Publishing:
     user = UserFactory.create()
     project = ProjectFactory.create(owner=user)
-    return services.publishing_initiate(user=user, project_id=project.pk)
+    return publishing_initiate(user=user, project_id=project.pk)
 
 
 def send_raw(
@@ -154,7 +156,7 @@ def test_a_message_for_a_publishing_that_no_longer_exists_is_dropped_quietly(
 
 
 def test_running_a_publishing_that_no_longer_exists_does_nothing() -> None:
-    services.publishing_run(publishing_id=UNKNOWN_ID, message_id="m-1", retries=0, max_retries=3)
+    publishing_run(publishing_id=UNKNOWN_ID, message_id="m-1", retries=0, max_retries=3)
     assert not Publishing.objects.exists()
 
 
@@ -284,7 +286,7 @@ def test_requeueing_dead_letters_never_sends_a_poison_message_again(stub_broker,
     assert len(stub_broker.dead_letters) == 5
 
     # When an operator requeues the dead letters
-    report = services.dead_letters_requeue(by=operator)
+    report = dead_letters_requeue(by=operator)
     drain(stub_broker, worker)
 
     # Then the failed publishing is retried with a new message built from its row, and runs;

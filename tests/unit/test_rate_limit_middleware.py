@@ -16,9 +16,11 @@ import redis
 from django.db import OperationalError
 from dramatiq.brokers.stub import StubBroker
 
-from publishing import middleware, services
+from publishing import middleware
 from publishing.models import Publishing
 from publishing.rate_limit import Verdict
+from publishing.services import maintenance, runner
+from publishing.services.publishings import publishing_initiate
 from tests.factories import ProjectFactory, UserFactory
 from tests.fakes import ScriptedPipeline
 
@@ -66,13 +68,13 @@ def limiter(stub_broker: StubBroker, monkeypatch: pytest.MonkeyPatch) -> Scripte
 def runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """(message id, retries) of every run of the actor."""
     seen: list[tuple[str, int]] = []
-    run = services.publishing_run
+    run = runner.publishing_run
 
     def publishing_run(*, message_id: str, retries: int, **kwargs: Any) -> None:
         seen.append((message_id, retries))
         run(message_id=message_id, retries=retries, **kwargs)
 
-    monkeypatch.setattr(services, "publishing_run", publishing_run)
+    monkeypatch.setattr(runner, "publishing_run", publishing_run)
     return seen
 
 
@@ -94,7 +96,7 @@ def broker_refusing_delays(stub_broker: StubBroker, monkeypatch: pytest.MonkeyPa
 
 def queued() -> Publishing:
     owner = UserFactory.create()
-    return services.publishing_initiate(user=owner, project_id=ProjectFactory.create(owner=owner).pk)
+    return publishing_initiate(user=owner, project_id=ProjectFactory.create(owner=owner).pk)
 
 
 def test_a_message_is_deferred_without_a_retry_while_the_limiters_redis_is_down(
@@ -126,7 +128,7 @@ def test_a_deferral_whose_not_before_cannot_be_recorded_still_defers(
     def database_down(**kwargs: Any) -> None:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(services, "publishing_defer", database_down)
+    monkeypatch.setattr(maintenance, "publishing_defer", database_down)
     publishing = queued()
 
     # When the worker processes it
@@ -165,7 +167,7 @@ def test_a_message_the_broker_will_not_take_back_is_handed_to_the_reconciler(
 
     # When the broker is back and the reconciler makes its pass
     broker_refusing_delays[0] = 0
-    assert services.publishing_reconcile().resent_queued == 1
+    assert maintenance.publishing_reconcile().resent_queued == 1
     drain()
 
     # Then the publishing runs once, from its new message, and is submitted once
@@ -187,7 +189,7 @@ def test_a_message_that_cannot_be_put_back_nor_handed_over_goes_to_retries(
     def database_down(**kwargs: Any) -> None:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(services, "publishing_message_lost", database_down)
+    monkeypatch.setattr(maintenance, "publishing_message_lost", database_down)
     publishing = queued()
 
     # When the worker processes it

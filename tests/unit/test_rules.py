@@ -19,13 +19,14 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 
-from publishing import services
 from publishing.broker import CircuitBreaker
 from publishing.exceptions import BrokerUnavailable, PermanentJobError, TransientJobError
 from publishing.models import Attempt, Project, Publishing
 from publishing.pipeline.base import Artifact, Origin
 from publishing.pipeline.network import MAX_REDIRECTS
 from publishing.pipeline.submit import RESPONSE_READ_LIMIT, submit
+from publishing.services.maintenance import publishing_reconcile
+from publishing.services.publishings import publishing_initiate
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline, http_server
 
@@ -173,7 +174,7 @@ def test_a_publishing_whose_disk_fills_while_packaging_is_retried_and_published_
     monkeypatch.setattr(ScriptedPipeline, "package", package)
     no_space_on_first_write(monkeypatch)
     owner = UserFactory.create()
-    publishing = services.publishing_initiate(user=owner, project_id=ProjectFactory.create(owner=owner).pk)
+    publishing = publishing_initiate(user=owner, project_id=ProjectFactory.create(owner=owner).pk)
 
     # When the worker runs it
     drain()
@@ -349,7 +350,7 @@ def test_reconcile_while_the_broker_is_down_leaves_every_row_for_the_next_pass(
     monkeypatch.setattr(stub_broker, "enqueue", refusing)
 
     # When the reconciler runs
-    services.publishing_reconcile()
+    publishing_reconcile()
 
     # Then it does not crash; each row is queued with no message, which the next pass looks for
     rows = Publishing.objects.filter(pk__in=[pending.pk, lost.pk, unsent.pk])
@@ -362,7 +363,7 @@ def test_reconcile_while_the_broker_is_down_leaves_every_row_for_the_next_pass(
     from publishing import broker
 
     broker.breaker.reset()
-    report = services.publishing_reconcile()
+    report = publishing_reconcile()
 
     # Then each publishing got exactly one message
     assert report.resent_queued == 3

@@ -22,10 +22,13 @@ from django.db import InterfaceError, OperationalError
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from publishing import broker, metrics, services
+from publishing import broker, metrics
 from publishing.exceptions import JobError, PermanentJobError, TransientJobError
 from publishing.models import Attempt, Publishing
 from publishing.pipeline.base import Job
+from publishing.services import attempts, maintenance, runner
+from publishing.services.maintenance import publishing_reconcile, publishing_requeue
+from publishing.services.publishings import publishing_cancel, publishing_initiate, publishing_retry
 from publishing.tasks import build_and_submit
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
@@ -38,7 +41,7 @@ WAIT_S = 10.0
 
 def queued(owner: User | None = None) -> Publishing:
     owner = owner or UserFactory.create()
-    return services.publishing_initiate(user=owner, project_id=ProjectFactory.create(owner=owner).pk)
+    return publishing_initiate(user=owner, project_id=ProjectFactory.create(owner=owner).pk)
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -63,19 +66,19 @@ def cancel(publishing_id: str) -> None:
     """The owner cancels the publishing."""
     publishing = Publishing.objects.select_related("project__owner").get(pk=publishing_id)
     assert publishing.project is not None
-    services.publishing_cancel(publishing=publishing, by=publishing.project.owner)
+    publishing_cancel(publishing=publishing, by=publishing.project.owner)
 
 
 def requeue(publishing_id: str) -> None:
     """What the reconciler does to an attempt whose lease ran out: a new message, the attempt closed lost."""
-    assert services.publishing_requeue(
+    assert publishing_requeue(
         publishing_id=publishing_id, reason="Its worker stopped answering; requeued.", retries=0
     )
 
 
 def requeue_without_closing_the_attempt(publishing_id: str) -> None:
     """A requeue whose process died between its two writes: a new message, the attempt row still running."""
-    with mock.patch.object(services, "_finish_attempt"):
+    with mock.patch.object(maintenance, "finish_attempt"):
         requeue(publishing_id)
 
 
@@ -107,7 +110,7 @@ class Interleaving:
         self._lock = threading.Lock()
         self._move_on = move_on
         self._second_run = second_run
-        run, attempt_finished = services.publishing_run, metrics.attempt_finished
+        run, attempt_finished = runner.publishing_run, metrics.attempt_finished
         interleaving = self
 
         def publishing_run(*, message_id: str, **kwargs: Any) -> None:
@@ -141,7 +144,7 @@ class Interleaving:
                 interleaving._move_on_now()
             attempt_finished(outcome)
 
-        monkeypatch.setattr(services, "publishing_run", publishing_run)
+        monkeypatch.setattr(runner, "publishing_run", publishing_run)
         monkeypatch.setattr(ScriptedPipeline, "build", build)
         if error is not None:
             monkeypatch.setattr(metrics, "attempt_finished", recording)
@@ -182,7 +185,7 @@ def test_an_attempt_cancelled_between_steps_stops_before_submitting(drain, monke
 
     # When the owner retries it (the abort signal's Redis is back)
     broker.breaker.reset()
-    services.publishing_retry(publishing=publishing, by=owner)
+    publishing_retry(publishing=publishing, by=owner)
     drain()
 
     # Then it is published by attempt 2, submitted exactly once
@@ -232,15 +235,15 @@ def test_a_database_lost_mid_attempt_is_retried_as_database_unavailable(
     drain, monkeypatch, caplog, error: Exception
 ) -> None:
     # Given a database that drops the connection once, when attempt 1 records its build step
-    flush = services._AttemptLog.flush
+    flush = attempts.AttemptLog.flush
     failures = [error]
 
-    def flaky_flush(log: services._AttemptLog, *, progress: int | None = None) -> None:
+    def flaky_flush(log: attempts.AttemptLog, *, progress: int | None = None) -> None:
         if progress == 30 and failures:
             raise failures.pop()
         flush(log, progress=progress)
 
-    monkeypatch.setattr(services._AttemptLog, "flush", flaky_flush)
+    monkeypatch.setattr(attempts.AttemptLog, "flush", flaky_flush)
     publishing = queued()
 
     # When the worker runs it
@@ -263,7 +266,7 @@ def test_a_database_away_when_the_message_arrives_is_retried_in_one_line_without
     drain, monkeypatch, caplog
 ) -> None:
     # Given a database that refuses the worker's first look at the publishing
-    run = services.publishing_run
+    run = runner.publishing_run
     failures = [OperationalError("connection refused")]
 
     def away_once(**kwargs: Any) -> None:
@@ -271,7 +274,7 @@ def test_a_database_away_when_the_message_arrives_is_retried_in_one_line_without
             raise failures.pop()
         run(**kwargs)
 
-    monkeypatch.setattr(services, "publishing_run", away_once)
+    monkeypatch.setattr(runner, "publishing_run", away_once)
     publishing = queued()
 
     # When the worker runs it
@@ -322,7 +325,7 @@ def test_a_failure_that_cannot_be_recorded_leaves_the_publishing_to_the_reconcil
     # And once its lease lapses, the reconciler runs it again to the end
     monkeypatch.undo()
     settings.PUBLISHING_LEASE_TIMEOUT = 0
-    assert services.publishing_reconcile().requeued_lost == 1
+    assert publishing_reconcile().requeued_lost == 1
     drain()
     publishing.refresh_from_db()
     assert (publishing.status, publishing.attempts) == ("published", 2)
@@ -436,7 +439,7 @@ def test_a_redelivered_message_does_not_revive_a_publishing_cancelled_as_it_resu
         kwargs={"publishing_id": str(publishing.pk), "project_id": "p", "user_id": "u"}
     )
     Publishing.objects.filter(pk=publishing.pk).update(message_id=message.message_id)
-    runner_log = logging.getLogger("publishing.services")
+    runner_log = logging.getLogger("publishing.services.runner")
     cancels = _CancelsWhenResuming()
     runner_log.addFilter(cancels)
 

@@ -8,9 +8,11 @@ import redis
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from publishing import broker, services
+from publishing import broker
 from publishing.exceptions import BrokerUnavailable, Forbidden, NotFound, PublishingConflict
 from publishing.models import Publishing
+from publishing.services.projects import project_create, project_delete, project_update
+from publishing.services.publishings import publishing_initiate
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.support.stub_broker import broker_refuses, queued_messages
 
@@ -20,7 +22,7 @@ QUEUE = "publishing-builds"
 @pytest.mark.django_db
 def test_initiate_records_a_queued_publishing_and_sends_its_ids(stub_broker, project, user) -> None:
     # When
-    publishing = services.publishing_initiate(user=user, project_id=project.pk)
+    publishing = publishing_initiate(user=user, project_id=project.pk)
 
     # Then the record is queued, and one message names it
     assert publishing.status == Publishing.Status.QUEUED
@@ -39,10 +41,10 @@ def test_initiate_with_the_same_idempotency_key_returns_the_same_publishing(
     stub_broker, project, user
 ) -> None:
     # Given a first request with a key
-    first = services.publishing_initiate(user=user, project_id=project.pk, idempotency_key="k-1")
+    first = publishing_initiate(user=user, project_id=project.pk, idempotency_key="k-1")
 
     # When the same request comes again
-    again = services.publishing_initiate(user=user, project_id=project.pk, idempotency_key="k-1")
+    again = publishing_initiate(user=user, project_id=project.pk, idempotency_key="k-1")
 
     # Then it is the same publishing and only one message was sent
     assert again.pk == first.pk
@@ -52,27 +54,27 @@ def test_initiate_with_the_same_idempotency_key_returns_the_same_publishing(
 @pytest.mark.django_db
 def test_idempotency_keys_are_per_user(stub_broker, user, other_user) -> None:
     mine, theirs = ProjectFactory.create(owner=user), ProjectFactory.create(owner=other_user)
-    a = services.publishing_initiate(user=user, project_id=mine.pk, idempotency_key="same")
-    b = services.publishing_initiate(user=other_user, project_id=theirs.pk, idempotency_key="same")
+    a = publishing_initiate(user=user, project_id=mine.pk, idempotency_key="same")
+    b = publishing_initiate(user=other_user, project_id=theirs.pk, idempotency_key="same")
     assert a.pk != b.pk
 
 
 @pytest.mark.django_db
 def test_reusing_an_idempotency_key_for_another_project_is_a_conflict(stub_broker, user) -> None:
     first, second = ProjectFactory.create(owner=user), ProjectFactory.create(owner=user)
-    services.publishing_initiate(user=user, project_id=first.pk, idempotency_key="k")
+    publishing_initiate(user=user, project_id=first.pk, idempotency_key="k")
     with pytest.raises(PublishingConflict):
-        services.publishing_initiate(user=user, project_id=second.pk, idempotency_key="k")
+        publishing_initiate(user=user, project_id=second.pk, idempotency_key="k")
 
 
 @pytest.mark.django_db
 def test_initiate_while_another_is_active_is_a_conflict_naming_it(stub_broker, project, user) -> None:
     # Given an active publishing
-    active = services.publishing_initiate(user=user, project_id=project.pk)
+    active = publishing_initiate(user=user, project_id=project.pk)
 
     # When another is asked for
     with pytest.raises(PublishingConflict) as raised:
-        services.publishing_initiate(user=user, project_id=project.pk)
+        publishing_initiate(user=user, project_id=project.pk)
 
     # Then the conflict names the active one, and nothing more was sent
     assert raised.value.active_id == active.pk
@@ -83,16 +85,16 @@ def test_initiate_while_another_is_active_is_a_conflict_naming_it(stub_broker, p
 def test_initiate_after_a_finished_publishing_is_allowed(stub_broker, project, user) -> None:
     PublishingFactory.create(project=project, published=True)
     PublishingFactory.create(project=project, failed=True)
-    assert services.publishing_initiate(user=user, project_id=project.pk).status == "queued"
+    assert publishing_initiate(user=user, project_id=project.pk).status == "queued"
 
 
 @pytest.mark.django_db
 def test_initiate_for_another_users_project_is_not_found(stub_broker, other_user, user) -> None:
     theirs = ProjectFactory.create(owner=other_user)
     with pytest.raises(NotFound):
-        services.publishing_initiate(user=user, project_id=theirs.pk)
+        publishing_initiate(user=user, project_id=theirs.pk)
     with pytest.raises(NotFound):
-        services.publishing_initiate(user=user, project_id=uuid.uuid4())
+        publishing_initiate(user=user, project_id=uuid.uuid4())
     assert not Publishing.objects.exists()
 
 
@@ -103,11 +105,11 @@ def test_initiate_for_another_users_project_needs_the_view_and_add_permissions(
     theirs = ProjectFactory.create(owner=other_user)
     # Staff alone do not see it; seeing it is not publishing it
     with pytest.raises(NotFound):
-        services.publishing_initiate(user=staff, project_id=theirs.pk)
+        publishing_initiate(user=staff, project_id=theirs.pk)
     with pytest.raises(Forbidden):
-        services.publishing_initiate(user=viewer, project_id=theirs.pk)
+        publishing_initiate(user=viewer, project_id=theirs.pk)
     assert not Publishing.objects.exists()
-    assert services.publishing_initiate(user=operator, project_id=theirs.pk).requested_by == operator
+    assert publishing_initiate(user=operator, project_id=theirs.pk).requested_by == operator
 
 
 @pytest.mark.django_db(transaction=True)
@@ -134,7 +136,7 @@ def test_the_message_is_sent_only_once_the_queued_row_is_committed(stub_broker, 
     monkeypatch.setattr(stub_broker, "enqueue", enqueue_and_look)
 
     # When
-    services.publishing_initiate(user=user, project_id=project.pk)
+    publishing_initiate(user=user, project_id=project.pk)
 
     # Then a worker would have found the row, committed and queued
     assert seen == ["queued"]
@@ -149,20 +151,20 @@ def test_broker_down_leaves_nothing_behind_and_then_fails_fast(
 
     # When a publishing is initiated
     with pytest.raises(BrokerUnavailable):
-        services.publishing_initiate(user=user, project_id=project.pk, idempotency_key="k")
+        publishing_initiate(user=user, project_id=project.pk, idempotency_key="k")
 
     # Then no row is left pending or queued, and the key is free to retry
     assert not Publishing.objects.exists()
     # And the next request fails fast without touching the broker
     with pytest.raises(BrokerUnavailable):
-        services.publishing_initiate(user=user, project_id=project.pk, idempotency_key="k")
+        publishing_initiate(user=user, project_id=project.pk, idempotency_key="k")
     assert len(calls) == 1
     assert not Publishing.objects.exists()
 
     # When the broker is back after the cool-down
     monkeypatch.undo()
     broker.breaker.reset()
-    publishing = services.publishing_initiate(user=user, project_id=project.pk, idempotency_key="k")
+    publishing = publishing_initiate(user=user, project_id=project.pk, idempotency_key="k")
     # Then the same request succeeds
     assert publishing.status == "queued"
 
@@ -183,7 +185,7 @@ def test_after_the_cooldown_initiate_pings_the_broker_before_writing(
 
     # When a publishing is initiated
     with pytest.raises(BrokerUnavailable):
-        services.publishing_initiate(user=user, project_id=project.pk)
+        publishing_initiate(user=user, project_id=project.pk)
 
     # Then the probe was one ping: nothing was written, nothing sent, and the circuit is open again
     assert pings == [1]
@@ -205,9 +207,9 @@ def test_setting_a_build_command_needs_its_permission_not_the_staff_flag(
     }
     for refused in (user, staff):
         with pytest.raises(ValidationError) as raised:
-            services.project_create(owner=refused, **data)
+            project_create(owner=refused, **data)
         assert "build_command" in raised.value.message_dict
-    assert services.project_create(owner=operator, **data).build_command == "make"
+    assert project_create(owner=operator, **data).build_command == "make"
 
 
 @pytest.mark.django_db
@@ -215,9 +217,7 @@ def test_project_with_local_source_or_private_target_is_refused_unless_allowed(u
     settings.PUBLISHING_ALLOW_LOCAL_SOURCES = False
     settings.PUBLISHING_ALLOW_PRIVATE_TARGETS = False
     with pytest.raises(ValidationError) as raised:
-        services.project_create(
-            owner=user, name="x", repository_url="/srv/repo", target_url="http://10.0.0.5/upload"
-        )
+        project_create(owner=user, name="x", repository_url="/srv/repo", target_url="http://10.0.0.5/upload")
     assert set(raised.value.message_dict) == {"repository_url", "target_url"}
 
 
@@ -225,26 +225,26 @@ def test_project_with_local_source_or_private_target_is_refused_unless_allowed(u
 def test_project_delete_is_refused_while_a_publishing_is_active(project) -> None:
     PublishingFactory.create(project=project, building=True)
     with pytest.raises(PublishingConflict):
-        services.project_delete(project=project, by=project.owner)
+        project_delete(project=project, by=project.owner)
 
 
 @pytest.mark.django_db
 def test_project_delete_keeps_its_publishings(project) -> None:
     done = PublishingFactory.create(project=project, published=True)
-    services.project_delete(project=project, by=project.owner)
+    project_delete(project=project, by=project.owner)
     done.refresh_from_db()
     assert done.project is None
 
 
 @pytest.mark.django_db
 def test_a_name_without_ascii_letters_gets_a_usable_slug(user) -> None:
-    first = services.project_create(
+    first = project_create(
         owner=user,
         name="日本語",
         repository_url="https://git.example.com/a.git",
         target_url="https://store.example.com/u",
     )
-    second = services.project_create(
+    second = project_create(
         owner=user,
         name="日本語",
         repository_url="https://git.example.com/a.git",
@@ -257,7 +257,7 @@ def test_a_name_without_ascii_letters_gets_a_usable_slug(user) -> None:
 @pytest.mark.django_db
 def test_a_ref_that_git_would_read_as_an_option_is_refused_on_save(project) -> None:
     with pytest.raises(ValidationError) as raised:
-        services.project_update(project=project, by=project.owner, ref="--upload-pack=touch /tmp/x")
+        project_update(project=project, by=project.owner, ref="--upload-pack=touch /tmp/x")
     assert "ref" in raised.value.message_dict
 
 
@@ -266,7 +266,7 @@ def test_a_ref_that_git_would_read_as_an_option_is_refused_on_save(project) -> N
 def test_an_artifact_path_that_is_or_lies_in_git_is_refused_on_save(project, artifact_path) -> None:
     # When / Then: git's folder holds the remote's configuration, never published
     with pytest.raises(ValidationError) as raised:
-        services.project_update(project=project, by=project.owner, artifact_path=artifact_path)
+        project_update(project=project, by=project.owner, artifact_path=artifact_path)
     assert raised.value.message_dict["artifact_path"] == [
         "Cannot be or lie inside .git: git's folder is never published."
     ]

@@ -6,9 +6,10 @@ import os
 import pytest
 from django.utils import timezone
 
-from publishing import services
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import Publishing
+from publishing.services.maintenance import job_records_prune
+from publishing.services.publishings import publishing_cancel
 from publishing.tasks import build_and_submit
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
@@ -200,7 +201,7 @@ def test_a_cancelled_queued_publishing_never_runs(stub_broker, worker) -> None:
     # Given a queued publishing that is cancelled before a worker gets to it
     owner = UserFactory.create()
     publishing = PublishingFactory.create(queued=True, project=ProjectFactory.create(owner=owner))
-    services.publishing_cancel(publishing=publishing, by=owner)
+    publishing_cancel(publishing=publishing, by=owner)
 
     # When its message is processed
     send_for(publishing)
@@ -228,7 +229,7 @@ def test_retention_keeps_the_newest_job_records_of_real_runs(stub_broker, worker
     newest_failed = list(Task.tasks.filter(status=Task.STATUS_FAILED).order_by("-updated_at")[:3])
 
     # When retention runs
-    services.job_records_prune()
+    job_records_prune()
 
     # Then the newest 2 completed and 3 failed job records remain; every publishing stays
     assert list(Task.tasks.filter(status=Task.STATUS_DONE).order_by("-updated_at")) == newest_done

@@ -14,9 +14,9 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from publishing import services
 from publishing.exceptions import PermanentJobError
 from publishing.models import Project, Publishing
+from publishing.services.publishings import publishing_initiate, publishing_retry
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory, grant
 from tests.fakes import ScriptedPipeline
 from tests.support.stub_broker import drain
@@ -213,7 +213,7 @@ def test_a_change_to_the_project_after_initiate_never_reaches_that_publishing(
     # Given a queued publishing of alice's project
     alice = UserFactory.create(username="alice")
     project = ProjectFactory.create(owner=alice, **APPROVED, artifact_path="dist")
-    publishing = services.publishing_initiate(user=alice, project_id=project.pk)
+    publishing = publishing_initiate(user=alice, project_id=project.pk)
     ScriptedPipeline.reset(PermanentJobError("the store said no", code="TARGET_REJECTED"))
 
     # When everything that decides what runs and where it goes is changed before it runs
@@ -234,7 +234,7 @@ def test_a_change_to_the_project_after_initiate_never_reaches_that_publishing(
     assert [_settings_of(job) for job in ScriptedPipeline.jobs] == [expected]
 
     # And so does its retry
-    services.publishing_retry(publishing=publishing, by=alice)
+    publishing_retry(publishing=publishing, by=alice)
     drain(stub_broker, worker)
     publishing.refresh_from_db()
     assert publishing.status == "published"
@@ -254,7 +254,7 @@ def test_a_publishing_shows_the_settings_it_was_initiated_with(stub_broker, user
     project = ProjectFactory.create(
         owner=user, **{**APPROVED, "repository_url": f"https://bot:{TOKEN}@git.example.com/acme/site.git"}
     )
-    publishing = services.publishing_initiate(user=user, project_id=project.pk)
+    publishing = publishing_initiate(user=user, project_id=project.pk)
 
     # When the project changes afterwards
     Project.objects.filter(pk=project.pk).update(ref="other", build_command="")

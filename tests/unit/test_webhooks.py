@@ -19,7 +19,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from publishing import broker as publishing_broker
-from publishing import services, webhooks
 from publishing.exceptions import (
     BrokerUnavailable,
     PermanentJobError,
@@ -27,6 +26,8 @@ from publishing.exceptions import (
     TransientJobError,
 )
 from publishing.models import Publishing, WebhookDelivery
+from publishing.services import webhooks
+from publishing.services.publishings import publishing_initiate, publishing_retry
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import rebinding_resolver
 from tests.support.http import Request, ScriptedReceiver
@@ -239,7 +240,7 @@ def test_a_retry_the_broker_refused_does_not_announce_the_old_status_again(
     # When a retry cannot reach the broker and puts the publishing back as it was
     broker_refuses(monkeypatch, stub_broker)
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(BrokerUnavailable):
-        services.publishing_retry(publishing=Publishing.objects.get(), by=owner)
+        publishing_retry(publishing=Publishing.objects.get(), by=owner)
 
     # Then it is failed again, and the receiver hears of it only once
     assert Publishing.objects.get().status == "failed"
@@ -469,7 +470,7 @@ def test_a_published_publishing_is_delivered_once_by_the_worker(stub_broker, wor
     project = ProjectFactory.create(owner=user, webhook_url=receiver.url, webhook_secret=SECRET)
 
     # When a publishing runs to the end
-    publishing = services.publishing_initiate(user=user, project_id=project.pk)
+    publishing = publishing_initiate(user=user, project_id=project.pk)
     drain(stub_broker, worker)
 
     # Then the receiver got one signed delivery saying published

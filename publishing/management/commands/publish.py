@@ -12,9 +12,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from publishing import services
 from publishing.exceptions import PublishingError
 from publishing.models import Project, Publishing
+from publishing.services.publishings import publishing_initiate
 
 # Exit codes: 0 published (or queued, without --wait); these otherwise.
 EXIT_FAILED = 1
@@ -43,7 +43,7 @@ class Command(BaseCommand):
         target = _find_project(project, user)
         requester = _find_user(user) if user else target.owner
         try:
-            publishing = services.publishing_initiate(user=requester, project_id=target.pk)
+            publishing = publishing_initiate(user=requester, project_id=target.pk)
         except PublishingError as exc:
             raise CommandError(f"{exc.code}: {exc.detail}") from exc
         self.stdout.write(f"Publishing {publishing.pk} of {target.slug} is {publishing.status}.")

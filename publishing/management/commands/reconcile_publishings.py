@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from publishing import services, webhooks
+from publishing.services import webhooks
+from publishing.services.maintenance import job_records_prune, publishing_reconcile
 
 
 class Command(BaseCommand):
@@ -17,9 +18,9 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = services.publishing_reconcile()
+        report = publishing_reconcile()
         resent = webhooks.deliveries_reconcile()
-        done, failed = services.job_records_prune()
+        done, failed = job_records_prune()
         self.stdout.write(
             f"Reconciled: {report}, {resent} webhook deliveries sent again. "
             f"Pruned {done} completed and {failed} failed job records."

@@ -1,0 +1,240 @@
+"""What a user does to publishings: initiate, cancel and retry."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import dramatiq
+import dramatiq_abort
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+
+from publishing import authorization, broker
+from publishing.exceptions import (
+    BrokerUnavailable,
+    Forbidden,
+    InvalidTransition,
+    NotFound,
+    PublishingConflict,
+)
+from publishing.log_context import job_context
+from publishing.models import Attempt, Project, Publishing
+from publishing.selectors import project_for
+from publishing.services.attempts import finish_attempt
+from publishing.services.queueing import enqueue, queue, send
+
+logger = logging.getLogger(__name__)
+
+Status = Publishing.Status
+Outcome = Attempt.Outcome
+
+
+def publishing_initiate(
+    *,
+    user: User,
+    project_id: uuid.UUID | str,
+    idempotency_key: str | None = None,
+) -> Publishing:
+    """Record a publishing and queue its job; returns at once.
+
+    The same `idempotency_key` from the same user returns the same publishing.
+    If the broker cannot take the message, nothing is kept and
+    BrokerUnavailable is raised, so the request can simply be retried.
+    """
+    if idempotency_key:
+        existing = _by_idempotency_key(user, idempotency_key)
+        if existing is not None:
+            return _replay(existing, project_id)
+    project = project_for(user, project_id)
+    if project is None:
+        raise NotFound("Project not found.")
+    if not authorization.may_publish(user, project):
+        raise Forbidden(
+            "You may see this project but not publish it: that needs the add_publishing permission."
+        )
+    broker.ensure_available()
+    publishing, message = _insert_queued(user, project, idempotency_key)
+    if message is None:
+        return publishing  # a concurrent twin with the same key won the race
+    try:
+        send(publishing, message)
+    except BaseException:
+        # Never leave a row without a message: it has not run (attempts=0).
+        Publishing.objects.filter(pk=publishing.pk, attempts=0).delete()
+        raise
+    with job_context(
+        job_id=publishing.message_id,
+        publishing_id=str(publishing.pk),
+        project_id=str(project.pk),
+        user_id=str(user.pk),
+    ):
+        logger.info("publishing %s queued for project %s", publishing.pk, project.pk)
+    return publishing
+
+
+def _insert_queued(
+    user: User, project: Project, idempotency_key: str | None
+) -> tuple[Publishing, dramatiq.Message[Any] | None]:
+    """Insert the row and queue it with its message, not sent yet; or return the twin (and None).
+
+    pending -> queued in one transaction: one commit per initiate, not two
+    (docs/benchmarks.md). If the process dies before the message is sent, the
+    reconciler finds the queued row with no message in the broker.
+    """
+
+    def twin_or_raise_if_active() -> Publishing | None:
+        # A twin request (same user, same key) that got in first made the
+        # active publishing: it must be answered with it, not a conflict.
+        if idempotency_key and (existing := _by_idempotency_key(user, idempotency_key)):
+            return _replay(existing, project.pk)
+        return _raise_if_active(project.pk, unless_key=(user.pk, idempotency_key))
+
+    # No look first: the constraints decide, and the lookups run only when they refuse.
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                created = Publishing(
+                    project=project,
+                    requested_by=user,
+                    status=Status.PENDING,
+                    idempotency_key=idempotency_key or None,
+                )
+                created.take_settings_of(project)
+                created.save(force_insert=True)
+                message = queue(created, sources=(Status.PENDING,))
+            _without_attempts(created)
+            return created, message
+        except IntegrityError:
+            # Lost a race: the constraints tell which rule the other request won.
+            if twin := twin_or_raise_if_active():
+                return twin, None
+            # The winner is gone already (its broker call failed): try once more.
+    raise PublishingConflict("Another request for this project is being processed; try again.")
+
+
+def _without_attempts(publishing: Publishing) -> None:
+    """Tell a publishing just made that it has no attempts, so that its answer lists them without a query.
+
+    Django's prefetch cache, filled as prefetch_related fills it: an evaluated, empty queryset.
+    """
+    none = Attempt.objects.none()
+    none._result_cache = []
+    none._prefetch_done = True  # type: ignore[attr-defined]
+    publishing._prefetched_objects_cache = {"attempt_history": none}  # type: ignore[attr-defined]
+
+
+def _by_idempotency_key(user: User, key: str) -> Publishing | None:
+    return Publishing.objects.filter(requested_by=user, idempotency_key=key).first()
+
+
+def _replay(existing: Publishing, project_id: uuid.UUID | str) -> Publishing:
+    if str(existing.project_id) != str(project_id):
+        raise PublishingConflict("This Idempotency-Key was already used for another project.")
+    return existing
+
+
+def _raise_if_active(
+    project_id: uuid.UUID | str, *, unless_key: tuple[int, str | None] | None = None
+) -> Publishing | None:
+    """Raise the conflict naming the project's active publishing; return it if it has `unless_key`.
+
+    `unless_key` is (user id, idempotency key): that user's request with that
+    key is the active publishing's twin, not its rival.
+    """
+    active = Publishing.objects.filter(project_id=project_id).active().first()
+    if active is None:
+        return None
+    if unless_key and unless_key[1] and (active.requested_by_id, active.idempotency_key) == unless_key:
+        return active
+    raise PublishingConflict("This project already has a publishing in progress.", active_id=active.pk)
+
+
+def _check_may_act_on(publishing: Publishing, by: User) -> None:
+    if not authorization.may_act_on(by, publishing):
+        raise Forbidden(
+            "You may see this publishing but not cancel or retry it: "
+            "that needs the change_publishing permission."
+        )
+
+
+def publishing_cancel(*, publishing: Publishing, by: User) -> Publishing:
+    """Cancel a publishing before it submits; a running build is aborted. 409 once submitting or finished.
+
+    Once the artifact is on its way to the target, cancelling could only lie:
+    the submission completes, and the publishing with it.
+    """
+    _check_may_act_on(publishing, by)
+    try:
+        Publishing.objects.transition(
+            publishing.pk,
+            Status.CANCELLED,
+            only_from=(Status.PENDING, Status.QUEUED, Status.BUILDING),
+            error_code="CANCELLED",
+            error_message=f"Cancelled by {by.get_username()}.",
+            not_before=None,
+        )
+    except InvalidTransition as exc:
+        publishing.refresh_from_db()
+        raise PublishingConflict(
+            f"The publishing is already {publishing.status}; it cannot be cancelled."
+        ) from exc
+    publishing.refresh_from_db()
+    # Closed here, not by the worker: a dead worker would leave it running forever.
+    finish_attempt(
+        publishing.pk, publishing.attempts, Outcome.CANCELLED, error_message=publishing.error_message
+    )
+    logger.info("publishing %s cancelled by %s", publishing.pk, by.get_username())
+    if publishing.message_id:
+        _abort(publishing.message_id)
+    return publishing
+
+
+def _abort(message_id: str) -> None:
+    """Ask workers to skip or interrupt a message; best effort (the status already stops it before submit)."""
+    from publishing.middleware import web_abortable
+
+    try:
+        broker.breaker.call(lambda: dramatiq_abort.abort(message_id, middleware=web_abortable()))
+    except BrokerUnavailable:
+        logger.warning("could not signal the abort of message %s; it will stop at its next step", message_id)
+
+
+def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
+    """Queue a failed or cancelled publishing again, with the settings it was initiated with.
+
+    409 unless failed or cancelled, or while another one of its project is active.
+    """
+    _check_may_act_on(publishing, by)
+    previous_status = publishing.status
+    previous: dict[str, Any] = {
+        "error_code": publishing.error_code,
+        "error_message": publishing.error_message,
+        "progress": publishing.progress,
+    }
+    if publishing.status not in (Status.FAILED, Status.CANCELLED):
+        raise PublishingConflict(
+            f"Only failed or cancelled publishings can be retried, not {publishing.status}."
+        )
+    if publishing.project_id is None:
+        raise PublishingConflict("The project of this publishing was deleted.")
+    broker.ensure_available()
+    try:
+        enqueue(publishing, sources=(publishing.status,), progress=0, error_code="", error_message="")
+    except IntegrityError as exc:
+        _raise_if_active(publishing.project_id)
+        raise PublishingConflict("The publishing changed meanwhile; reload it.") from exc
+    except InvalidTransition as exc:
+        raise PublishingConflict("The publishing changed meanwhile; reload it.") from exc
+    except BrokerUnavailable:
+        # Back to where it was, as if the request never came (no message exists).
+        with contextlib.suppress(InvalidTransition):
+            Publishing.objects.transition(
+                publishing.pk, previous_status, attempt=publishing.attempts, notify=False, **previous
+            )
+        raise
+    publishing.refresh_from_db()
+    logger.info("publishing %s retried by %s", publishing.pk, by.get_username())
+    return publishing

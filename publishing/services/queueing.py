@@ -1,0 +1,95 @@
+"""Queueing a publishing: its row moves to queued with a new message, then the message goes to the broker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from publishing import broker
+from publishing.exceptions import InvalidTransition
+from publishing.models import Publishing
+
+logger = logging.getLogger(__name__)
+
+Status = Publishing.Status
+
+
+def enqueue(
+    publishing: Publishing,
+    *,
+    sources: tuple[str, ...],
+    attempt: int | None = None,
+    retries: int = 0,
+    **changes: Any,
+) -> None:
+    """Move the publishing to queued with a new message, then hand that message to the broker.
+
+    The row is queued before the message exists, so a worker never sees a
+    message whose row is not ready; callers decide what to do if the broker
+    refuses. `retries` carries a retry count over to the new message.
+    """
+    send(publishing, queue(publishing, sources=sources, attempt=attempt, retries=retries, **changes))
+
+
+def queue(
+    publishing: Publishing,
+    *,
+    sources: tuple[str, ...],
+    attempt: int | None = None,
+    retries: int = 0,
+    **changes: Any,
+) -> dramatiq.Message[Any]:
+    """Move the publishing to queued with a new message, and return the message (not sent yet)."""
+    from publishing.tasks import build_and_submit
+
+    options: dict[str, Any] = {"retries": retries} if retries else {}
+    message = build_and_submit.message_with_options(
+        kwargs={
+            "publishing_id": str(publishing.pk),
+            "project_id": str(publishing.project_id),
+            "user_id": str(publishing.requested_by_id),
+        },
+        # An option, not an argument: whose share of the rate limit its start counts against, for
+        # middleware.RateLimit; workers of any version take the message.
+        owner_id=str(publishing.project.owner_id if publishing.project else publishing.requested_by_id),
+        **options,
+    )
+    guard = Q(pk=publishing.pk, status__in=sources)
+    if attempt is not None:
+        guard &= Q(attempts=attempt)
+    now = timezone.now()
+    values: dict[str, Any] = {
+        "status": Status.QUEUED,
+        "message_id": message.message_id,
+        "queued_at": now,
+        "updated_at": now,
+        "finished_at": None,
+        "not_before": None,
+        "heartbeat_at": None,
+        **changes,
+    }
+    # Its own (sub)transaction: committed (with the caller's, if any) before the
+    # message is sent, and a unique-constraint refusal does not break an
+    # enclosing transaction.
+    with transaction.atomic():
+        moved = Publishing.objects.filter(guard).update(**values)
+    if not moved:
+        raise InvalidTransition(f"Publishing {publishing.pk} cannot be queued from {publishing.status}.")
+    for name, value in values.items():  # the instance says what the row now says
+        setattr(publishing, name, value)
+    return message
+
+
+def send(publishing: Publishing, message: dramatiq.Message[Any]) -> None:
+    """Hand a queued publishing's message to the broker."""
+    try:
+        broker.enqueue(message)
+    except BaseException:
+        # Says "no message" plainly, on any broker: the reconciler sends one.
+        Publishing.objects.filter(pk=publishing.pk, message_id=message.message_id).update(message_id="")
+        raise
