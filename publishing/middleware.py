@@ -32,18 +32,16 @@ from dramatiq.middleware.shutdown import Shutdown
 from dramatiq.threading import raise_thread_exception
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
-from publishing import metrics, presence
+from publishing import jobs, metrics, presence
 from publishing.broker import BROKER_ERRORS, uses_stub_broker, web_redis, worker_redis
 from publishing.log_context import job_context, outage_errors
 from publishing.rate_limit import WindowLimiter, parse_rate, publishing_limiter
 
 logger = logging.getLogger(__name__)
 
-ACTOR_NAME = "build_and_submit"
-
 
 def _is_ours(message: MessageProxy) -> bool:
-    return bool(message.actor_name == ACTOR_NAME)
+    return bool(message.actor_name == jobs.BUILD_ACTOR)
 
 
 def _publishing_id(message: MessageProxy) -> str | None:

@@ -12,6 +12,7 @@ from dramatiq.middleware.shutdown import Shutdown
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from dramatiq_abort import Abort
 
+from publishing import jobs
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.log_context import job_context
 from publishing.middleware import LogIdStr, UuidStr
@@ -29,7 +30,8 @@ def _current_message() -> tuple[str, int]:
 
 
 @dramatiq.actor(
-    queue_name=settings.PUBLISHING_QUEUE,
+    actor_name=jobs.BUILD_ACTOR,
+    queue_name=jobs.build_queue(),
     max_retries=settings.PUBLISHING_MAX_RETRIES,
     min_backoff=settings.PUBLISHING_MIN_BACKOFF_MS,
     max_backoff=settings.PUBLISHING_MAX_BACKOFF_MS,
@@ -78,7 +80,8 @@ def build_and_submit(publishing_id: UuidStr, project_id: LogIdStr, user_id: LogI
 
 
 @dramatiq.actor(
-    queue_name=settings.PUBLISHING_WEBHOOK_QUEUE,
+    actor_name=jobs.WEBHOOK_ACTOR,
+    queue_name=jobs.webhook_queue(),
     max_retries=settings.PUBLISHING_WEBHOOK_MAX_RETRIES,
     min_backoff=settings.PUBLISHING_WEBHOOK_MIN_BACKOFF_MS,
     max_backoff=settings.PUBLISHING_WEBHOOK_MAX_BACKOFF_MS,

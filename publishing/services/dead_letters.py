@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 
-from publishing import broker
+from publishing import broker, jobs
 from publishing.exceptions import BrokerUnavailable, Forbidden, PublishingConflict
 from publishing.models import Publishing, WebhookDelivery
 from publishing.services.publishings import publishing_retry
@@ -45,8 +45,6 @@ def dead_letters_requeue(*, by: User) -> DeadLetterRequeue:
     - `deliver_webhook` whose delivery is failed: resent; otherwise dropped;
     - other actors' messages stay, and so does everything once the broker is away.
     """
-    from publishing.tasks import build_and_submit, deliver_webhook
-
     report = DeadLetterRequeue()
 
     def handle(message: broker.DeadLetter) -> bool:
@@ -54,9 +52,9 @@ def dead_letters_requeue(*, by: User) -> DeadLetterRequeue:
             report.left += 1
             return False
         try:
-            if message.actor_name == build_and_submit.actor_name:
+            if message.actor_name == jobs.BUILD_ACTOR:
                 return _dead_build(_argument(message, "publishing_id"), by=by, report=report)
-            if message.actor_name == deliver_webhook.actor_name:
+            if message.actor_name == jobs.WEBHOOK_ACTOR:
                 return _dead_delivery(_argument(message, "delivery_id"), report=report)
         except BrokerUnavailable:
             report.broker_unavailable = True
@@ -66,7 +64,7 @@ def dead_letters_requeue(*, by: User) -> DeadLetterRequeue:
         report.note(f"Message {message.message_id} of {message.actor_name} left alone.")
         return False
 
-    for queue in dict.fromkeys([build_and_submit.queue_name, deliver_webhook.queue_name]):
+    for queue in dict.fromkeys([jobs.build_queue(), jobs.webhook_queue()]):
         try:
             broker.sweep_dead_letters(queue, handle)
         except BrokerUnavailable:

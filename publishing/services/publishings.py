@@ -60,7 +60,7 @@ def publishing_initiate(
     if message is None:
         return publishing  # a concurrent twin with the same key won the race
     try:
-        send(publishing, message)
+        send(Publishing, publishing.pk, message)
     except BaseException:
         # Never leave a row without a message: it has not run (attempts=0).
         Publishing.objects.filter(pk=publishing.pk, attempts=0).delete()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import dramatiq
@@ -10,9 +11,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from publishing import broker
+from publishing import broker, jobs
 from publishing.exceptions import InvalidTransition
-from publishing.models import Publishing
+from publishing.models import Publishing, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,11 @@ def enqueue(
     message whose row is not ready; callers decide what to do if the broker
     refuses. `retries` carries a retry count over to the new message.
     """
-    send(publishing, queue(publishing, sources=sources, attempt=attempt, retries=retries, **changes))
+    send(
+        Publishing,
+        publishing.pk,
+        queue(publishing, sources=sources, attempt=attempt, retries=retries, **changes),
+    )
 
 
 def queue(
@@ -45,19 +50,12 @@ def queue(
     **changes: Any,
 ) -> dramatiq.Message[Any]:
     """Move the publishing to queued with a new message, and return the message (not sent yet)."""
-    from publishing.tasks import build_and_submit
-
-    options: dict[str, Any] = {"retries": retries} if retries else {}
-    message = build_and_submit.message_with_options(
-        kwargs={
-            "publishing_id": str(publishing.pk),
-            "project_id": str(publishing.project_id),
-            "user_id": str(publishing.requested_by_id),
-        },
-        # An option, not an argument: whose share of the rate limit its start counts against, for
-        # middleware.RateLimit; workers of any version take the message.
+    message = jobs.build_message(
+        publishing_id=str(publishing.pk),
+        project_id=str(publishing.project_id),
+        user_id=str(publishing.requested_by_id),
         owner_id=str(publishing.project.owner_id if publishing.project else publishing.requested_by_id),
-        **options,
+        retries=retries,
     )
     guard = Q(pk=publishing.pk, status__in=sources)
     if attempt is not None:
@@ -85,11 +83,16 @@ def queue(
     return message
 
 
-def send(publishing: Publishing, message: dramatiq.Message[Any]) -> None:
-    """Hand a queued publishing's message to the broker."""
+def send(
+    model: type[Publishing] | type[WebhookDelivery], pk: uuid.UUID | str, message: dramatiq.Message[Any]
+) -> None:
+    """Hand the message of a queued publishing, or of a pending webhook delivery, to the broker.
+
+    If the broker refuses, the record says plainly that it has no message (on any broker), and the
+    reconciler sends one.
+    """
     try:
         broker.enqueue(message)
     except BaseException:
-        # Says "no message" plainly, on any broker: the reconciler sends one.
-        Publishing.objects.filter(pk=publishing.pk, message_id=message.message_id).update(message_id="")
+        model.objects.filter(pk=pk, message_id=message.message_id).update(message_id="")
         raise

@@ -27,7 +27,7 @@ from django.db.models import F
 from django.utils import timezone
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from publishing import broker
+from publishing import broker, jobs
 from publishing.exceptions import (
     BrokerUnavailable,
     JobError,
@@ -38,6 +38,7 @@ from publishing.exceptions import (
 from publishing.log_context import job_context
 from publishing.models import Publishing, WebhookDelivery
 from publishing.pipeline.network import answer_error, check_host, post, redact_credentials, split_url
+from publishing.services.queueing import send
 
 logger = logging.getLogger(__name__)
 
@@ -143,23 +144,12 @@ def on_publishing_finished(
 
 
 def _message(delivery_id: uuid.UUID) -> dramatiq.Message[Any]:
-    from publishing.tasks import deliver_webhook
-
-    return deliver_webhook.message_with_options(kwargs={"delivery_id": str(delivery_id)})
-
-
-def _dispatch(delivery_id: uuid.UUID, message: dramatiq.Message[Any]) -> None:
-    """Hand the delivery's message to the broker; if it refuses, the row says it has no message."""
-    try:
-        broker.enqueue(message)
-    except BaseException:
-        WebhookDelivery.objects.filter(pk=delivery_id, message_id=message.message_id).update(message_id="")
-        raise
+    return jobs.webhook_message(delivery_id=str(delivery_id))
 
 
 def _send_after_commit(delivery_id: uuid.UUID, message: dramatiq.Message[Any]) -> None:
     try:
-        _dispatch(delivery_id, message)
+        send(WebhookDelivery, delivery_id, message)
     except BrokerUnavailable:
         logger.warning(
             "webhook delivery %s recorded but not sent yet; the reconciler will send it", delivery_id
@@ -368,5 +358,5 @@ def _send_again(delivery_id: uuid.UUID, *, old_message_id: str) -> int:
     ).update(message_id=message.message_id, updated_at=timezone.now())
     if not moved:
         return 0
-    _dispatch(delivery_id, message)
+    send(WebhookDelivery, delivery_id, message)
     return 1

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 
@@ -235,3 +236,18 @@ def test_retention_keeps_the_newest_job_records_of_real_runs(stub_broker, worker
     assert list(Task.tasks.filter(status=Task.STATUS_DONE).order_by("-updated_at")) == newest_done
     assert list(Task.tasks.filter(status=Task.STATUS_FAILED).order_by("-updated_at")) == newest_failed
     assert Publishing.objects.count() == 9
+
+
+def test_the_messages_the_services_build_are_the_actors_own() -> None:
+    # The services build messages by name (publishing.jobs), never importing the actors: each name, queue
+    # and set of arguments must be one the actor takes
+    from publishing import jobs
+    from publishing.tasks import deliver_webhook
+
+    build = jobs.build_message(publishing_id="p", project_id="q", user_id="1", owner_id="1", retries=2)
+    webhook = jobs.webhook_message(delivery_id="d")
+
+    for message, actor in ((build, build_and_submit), (webhook, deliver_webhook)):
+        assert (message.actor_name, message.queue_name) == (actor.actor_name, actor.queue_name)
+        inspect.signature(actor.fn).bind(*message.args, **message.kwargs)
+    assert build.options == {"owner_id": "1", "retries": 2}
