@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -21,7 +22,7 @@ from publishing.exceptions import (
     StaleAttempt,
     TransientJobError,
 )
-from publishing.models import Attempt, Publishing
+from publishing.models import Attempt, Project, Publishing
 from publishing.pipeline import Job, Origin, get_pipeline
 from publishing.pipeline.network import redact_credentials
 from publishing.pipeline.workspace import workspace as pipeline_workspace
@@ -191,20 +192,7 @@ def _run_attempt(publishing: Publishing, log: AttemptLog) -> None:
         raise PermanentJobError("The project was deleted.", code="PROJECT_DELETED")
     pipeline = get_pipeline()
     with pipeline_workspace() as workspace:
-        # The settings of the publishing, copied from the project when it was initiated.
-        job = Job(
-            publishing_id=str(publishing.pk),
-            origin=Origin(
-                owner_id=str(project.owner_id), project_id=str(project.pk), project_slug=project.slug
-            ),
-            repository_url=publishing.repository_url,
-            ref=publishing.ref,
-            build_command=publishing.build_command,
-            artifact_path=publishing.artifact_path,
-            target_url=publishing.target_url,
-            workspace=workspace,
-            log=log.append,
-        )
+        job = _job_of(publishing, project, workspace, log)
         try:
             log.step(
                 f"attempt {attempt}: checkout {redact_credentials(job.repository_url)}@{job.ref}",
@@ -245,6 +233,21 @@ def _run_attempt(publishing: Publishing, log: AttemptLog) -> None:
         artifact_uri=submission.uri,
         submission_ref=submission.ref,
         log=log.text,
+    )
+
+
+def _job_of(publishing: Publishing, project: Project, workspace: Path, log: AttemptLog) -> Job:
+    """What the pipeline is given: the settings of the publishing, copied from the project at initiate."""
+    return Job(
+        publishing_id=str(publishing.pk),
+        origin=Origin(owner_id=str(project.owner_id), project_id=str(project.pk), project_slug=project.slug),
+        repository_url=publishing.repository_url,
+        ref=publishing.ref,
+        build_command=publishing.build_command,
+        artifact_path=publishing.artifact_path,
+        target_url=publishing.target_url,
+        workspace=workspace,
+        log=log.append,
     )
 
 
