@@ -86,39 +86,46 @@ def _validate(url: str, *, allow_local: bool, allow_private: bool, resolve: bool
         if not allow_local:
             raise PermanentJobError("local repository paths are not allowed", code="SOURCE_NOT_ALLOWED")
         return None
-    scheme_match = _SCHEME_RE.match(url)
-    if scheme_match:
-        scheme = scheme_match["scheme"].lower()
-        parts = split_url(url, what="repository URL", code="SOURCE_INVALID")
-        if scheme == "file":
-            if not allow_local:
-                raise PermanentJobError("file:// repositories are not allowed", code="SOURCE_NOT_ALLOWED")
-            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-                raise PermanentJobError(
-                    "a file:// URL must name an absolute local path", code="SOURCE_INVALID"
-                )
-            return None
-        if scheme not in NETWORK_SCHEMES:
-            raise PermanentJobError(f"unsupported repository URL scheme {scheme!r}", code="SOURCE_INVALID")
-        host = parts.hostname or ""
-        # A leading dash would reach ssh as an option (CVE-2017-1000117 and friends).
-        if not host or host.startswith("-") or (parts.username or "").startswith("-"):
-            raise PermanentJobError("repository URL has no valid host", code="SOURCE_INVALID")
-        addresses = check_host(host, allow_private=allow_private, code="SOURCE_NOT_ALLOWED", resolve=resolve)
-        return _Remote(scheme=scheme, host=host, port=parts.port, addresses=addresses)
-    scp_match = _SCP_RE.match(url)
-    if scp_match:
-        host = scp_match["host"].strip("[]")
-        if not host or host.startswith("-") or scp_match["user"].startswith("-"):
-            raise PermanentJobError("repository URL has no valid host", code="SOURCE_INVALID")
-        if ":" in host and not _is_literal(host):
-            # git's `user@[host:port]:path`: the port would reach the resolver as part of the name.
-            raise PermanentJobError(
-                "write a repository with a port as ssh://user@host:port/path", code="SOURCE_INVALID"
-            )
-        addresses = check_host(host, allow_private=allow_private, code="SOURCE_NOT_ALLOWED", resolve=resolve)
-        return _Remote(scheme="ssh", host=host, port=None, addresses=addresses)
+    if scheme_match := _SCHEME_RE.match(url):
+        return _validate_url(url, scheme_match["scheme"].lower(), allow_local, allow_private, resolve)
+    if scp_match := _SCP_RE.match(url):
+        return _validate_scp(scp_match, allow_private, resolve)
     raise PermanentJobError("unrecognised repository URL", code="SOURCE_INVALID")
+
+
+def _validate_url(
+    url: str, scheme: str, allow_local: bool, allow_private: bool, resolve: bool
+) -> _Remote | None:
+    """`scheme://...`: file:// (local, when allowed) or one of the network schemes."""
+    parts = split_url(url, what="repository URL", code="SOURCE_INVALID")
+    if scheme == "file":
+        if not allow_local:
+            raise PermanentJobError("file:// repositories are not allowed", code="SOURCE_NOT_ALLOWED")
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise PermanentJobError("a file:// URL must name an absolute local path", code="SOURCE_INVALID")
+        return None
+    if scheme not in NETWORK_SCHEMES:
+        raise PermanentJobError(f"unsupported repository URL scheme {scheme!r}", code="SOURCE_INVALID")
+    host = parts.hostname or ""
+    # A leading dash would reach ssh as an option (CVE-2017-1000117 and friends).
+    if not host or host.startswith("-") or (parts.username or "").startswith("-"):
+        raise PermanentJobError("repository URL has no valid host", code="SOURCE_INVALID")
+    addresses = check_host(host, allow_private=allow_private, code="SOURCE_NOT_ALLOWED", resolve=resolve)
+    return _Remote(scheme=scheme, host=host, port=parts.port, addresses=addresses)
+
+
+def _validate_scp(match: re.Match[str], allow_private: bool, resolve: bool) -> _Remote:
+    """git's scp-like `user@host:path`, which is ssh."""
+    host = match["host"].strip("[]")
+    if not host or host.startswith("-") or match["user"].startswith("-"):
+        raise PermanentJobError("repository URL has no valid host", code="SOURCE_INVALID")
+    if ":" in host and not _is_literal(host):
+        # git's `user@[host:port]:path`: the port would reach the resolver as part of the name.
+        raise PermanentJobError(
+            "write a repository with a port as ssh://user@host:port/path", code="SOURCE_INVALID"
+        )
+    addresses = check_host(host, allow_private=allow_private, code="SOURCE_NOT_ALLOWED", resolve=resolve)
+    return _Remote(scheme="ssh", host=host, port=None, addresses=addresses)
 
 
 def validate_source_url(url: str, *, allow_local: bool, allow_private: bool) -> None:
