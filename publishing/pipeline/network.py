@@ -177,6 +177,11 @@ def check_host(host: str, *, allow_private: bool, code: str, resolve: bool = Tru
         raise PermanentJobError(f"host {name!r} is a numeric address spelling and not allowed", code=code)
     if not resolve:
         return ()
+    return _resolve_public(name, code=code)
+
+
+def _resolve_public(name: str, *, code: str) -> tuple[str, ...]:
+    """The addresses `name` resolves to, each of them public; else PermanentJobError(code)."""
     try:
         infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     except UnicodeError as exc:
