@@ -32,10 +32,6 @@ from publishing.services.publishings import publishing_cancel, publishing_initia
 from publishing.services.webhooks import delivery_resend
 
 RECENT_FAILURES = 20
-Status = Publishing.Status
-# What publishing_cancel and publishing_retry accept; the buttons follow them.
-CANCELLABLE = frozenset({Status.PENDING, Status.QUEUED, Status.BUILDING})
-RETRYABLE = frozenset({Status.FAILED, Status.CANCELLED})
 MEDIA_CSS = {"all": ["publishing/admin.css"]}
 ATTEMPT_FIELDS = (
     "number", "outcome_badge", "started_at", "finished_at", "duration", "worker", "message_id", "error",
@@ -426,8 +422,12 @@ class PublishingAdmin(_RedactedURLs, admin.ModelAdmin[Publishing]):
         may_act = self.has_change_permission(request)
         context = {
             **(extra_context or {}),
-            "can_cancel": may_act and publishing is not None and publishing.status in CANCELLABLE,
-            "can_retry": may_act and publishing is not None and publishing.status in RETRYABLE,
+            "can_cancel": may_act
+            and publishing is not None
+            and publishing.status in Publishing.CANCELLABLE_STATUSES,
+            "can_retry": may_act
+            and publishing is not None
+            and publishing.status in Publishing.RETRYABLE_STATUSES,
         }
         return super().change_view(request, object_id, form_url, context)
 

@@ -81,15 +81,18 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         message_id: str | None = None,
         only_from: Collection[str] | None = None,
         notify: bool = True,
+        new_message_id: str | None = None,
         **changes: Any,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Move one publishing to `to` by compare-and-set; raise InvalidTransition if not allowed.
 
-        With `attempt` and `message_id` (the fence), the move only happens while
-        that run still owns the publishing: a requeue or retry gives it a new
-        message, so a straggling older run can never overwrite a newer one.
+        The one way a publishing's status changes (after the insert as `pending`): the move must be
+        in `Publishing.TRANSITIONS`. With `attempt` and `message_id` (the fence), the move only
+        happens while that run still owns the publishing: a requeue or retry gives it a new message
+        (`new_message_id`), so a straggling older run can never overwrite a newer one.
         `only_from` narrows the allowed sources for a caller with a stricter rule.
         `notify=False` restores a terminal status without announcing it again.
+        Returns the values written, for the caller's instance to say what the row now says.
         """
         now = timezone.now()
         sources = Publishing.TRANSITIONS.get(to, frozenset())
@@ -101,6 +104,8 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         if message_id is not None:
             guard &= Q(message_id=message_id)
         values: dict[str, Any] = {"status": to, "updated_at": now, **changes}
+        if new_message_id is not None:
+            values["message_id"] = new_message_id
         if to in Publishing.TERMINAL_STATUSES:
             values.setdefault("finished_at", now)
         if to == Publishing.Status.QUEUED:
@@ -117,6 +122,7 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
                 )
             if terminal and notify:
                 publishing_finished.send(sender=Publishing, publishing_id=pk, status=to)
+        return values
 
 
 class Publishing(models.Model):
@@ -135,19 +141,25 @@ class Publishing(models.Model):
     ACTIVE_STATUSES: ClassVar[frozenset[str]] = frozenset(
         {Status.PENDING, Status.QUEUED, Status.BUILDING, Status.SUBMITTING}
     )
-    # Target status -> the statuses it may be reached from. The only place
-    # transitions are defined; `PublishingQuerySet.transition` enforces it.
-    # building/submitting -> queued is a requeue: a transient failure waiting
-    # for its retry, or an attempt whose worker died.
+    # Once the artifact is on its way to the target, cancelling could only lie: the submission completes.
+    CANCELLABLE_STATUSES: ClassVar[frozenset[str]] = frozenset(
+        {Status.PENDING, Status.QUEUED, Status.BUILDING}
+    )
+    RETRYABLE_STATUSES: ClassVar[frozenset[str]] = frozenset({Status.FAILED, Status.CANCELLED})
+    # Target status -> the statuses it may be reached from: every move there is, and the only place
+    # moves are defined; `PublishingQuerySet.transition` enforces it (test_models lists them).
+    # queued -> queued is a new message for a queued publishing (its send failed or its message was
+    # lost); building/submitting -> queued a requeue (a transient failure waiting for its retry, or an
+    # attempt whose worker died); failed/cancelled -> queued a retry.
     TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
         Status.QUEUED: frozenset(
-            {Status.PENDING, Status.FAILED, Status.CANCELLED, Status.BUILDING, Status.SUBMITTING}
+            {Status.PENDING, Status.QUEUED, Status.BUILDING, Status.SUBMITTING} | RETRYABLE_STATUSES
         ),
         Status.BUILDING: frozenset({Status.QUEUED}),
         Status.SUBMITTING: frozenset({Status.BUILDING}),
         Status.PUBLISHED: frozenset({Status.SUBMITTING}),
         Status.FAILED: ACTIVE_STATUSES,
-        Status.CANCELLED: ACTIVE_STATUSES,
+        Status.CANCELLED: CANCELLABLE_STATUSES,
     }
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -171,7 +171,7 @@ def publishing_cancel(*, publishing: Publishing, by: User) -> Publishing:
         Publishing.objects.transition(
             publishing.pk,
             Status.CANCELLED,
-            only_from=(Status.PENDING, Status.QUEUED, Status.BUILDING),
+            only_from=Publishing.CANCELLABLE_STATUSES,
             error_code="CANCELLED",
             error_message=f"Cancelled by {by.get_username()}.",
             not_before=None,
@@ -214,7 +214,7 @@ def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
         "error_message": publishing.error_message,
         "progress": publishing.progress,
     }
-    if publishing.status not in (Status.FAILED, Status.CANCELLED):
+    if publishing.status not in Publishing.RETRYABLE_STATUSES:
         raise PublishingConflict(
             f"Only failed or cancelled publishings can be retried, not {publishing.status}."
         )

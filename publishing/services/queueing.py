@@ -8,11 +8,8 @@ from typing import Any
 
 import dramatiq
 from django.db import transaction
-from django.db.models import Q
-from django.utils import timezone
 
 from publishing import broker, jobs
-from publishing.exceptions import InvalidTransition
 from publishing.models import Publishing, WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -57,27 +54,20 @@ def queue(
         owner_id=str(publishing.project.owner_id if publishing.project else publishing.requested_by_id),
         retries=retries,
     )
-    guard = Q(pk=publishing.pk, status__in=sources)
-    if attempt is not None:
-        guard &= Q(attempts=attempt)
-    now = timezone.now()
-    values: dict[str, Any] = {
-        "status": Status.QUEUED,
-        "message_id": message.message_id,
-        "queued_at": now,
-        "updated_at": now,
-        "finished_at": None,
-        "not_before": None,
-        "heartbeat_at": None,
-        **changes,
-    }
     # Its own (sub)transaction: committed (with the caller's, if any) before the
     # message is sent, and a unique-constraint refusal does not break an
     # enclosing transaction.
     with transaction.atomic():
-        moved = Publishing.objects.filter(guard).update(**values)
-    if not moved:
-        raise InvalidTransition(f"Publishing {publishing.pk} cannot be queued from {publishing.status}.")
+        values = Publishing.objects.transition(
+            publishing.pk,
+            Status.QUEUED,
+            attempt=attempt,
+            only_from=sources,
+            new_message_id=message.message_id,
+            not_before=None,
+            heartbeat_at=None,
+            **changes,
+        )
     for name, value in values.items():  # the instance says what the row now says
         setattr(publishing, name, value)
     return message

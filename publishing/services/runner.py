@@ -107,9 +107,10 @@ def _claim(publishing_id: str, message_id: str) -> Publishing | None:
             "publishing %s belongs to message %s; stale message skipped", publishing_id, publishing.message_id
         )
         return None
-    if publishing.status in (Status.BUILDING, Status.SUBMITTING) and not _resume(publishing):
-        return None
-    if publishing.status not in (Status.QUEUED, Status.BUILDING, Status.SUBMITTING):
+    if publishing.status in (Status.BUILDING, Status.SUBMITTING):
+        if not _resume(publishing):
+            return None
+    elif publishing.status != Status.QUEUED:
         logger.warning("publishing %s is %s, not queued; message skipped", publishing_id, publishing.status)
         return None
     attempt = publishing.attempts + 1
@@ -169,7 +170,6 @@ def _resume(publishing: Publishing) -> bool:
     finish_attempt(
         publishing.pk, publishing.attempts, Outcome.LOST, error_message="Its worker stopped mid-way."
     )
-    publishing.status = Status.QUEUED
     return True
 
 

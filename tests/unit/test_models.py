@@ -16,18 +16,18 @@ ALLOWED = {
     ("queued", "building"),
     ("building", "submitting"),
     ("submitting", "published"),
-    # any non-terminal -> failed | cancelled
-    *(
-        (source, end)
-        for source in ("pending", "queued", "building", "submitting")
-        for end in ("failed", "cancelled")
-    ),
+    # any non-terminal -> failed
+    *((source, "failed") for source in ("pending", "queued", "building", "submitting")),
+    # cancel, until the artifact is on its way to the target
+    *((source, "cancelled") for source in ("pending", "queued", "building")),
     # retry
     ("failed", "queued"),
     ("cancelled", "queued"),
     # requeue: a transient failure waiting for its retry, or a lost attempt
     ("building", "queued"),
     ("submitting", "queued"),
+    # a new message for a queued publishing whose send failed or whose message was lost
+    ("queued", "queued"),
 }
 
 
