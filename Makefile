@@ -19,12 +19,12 @@ PYTEST_WORKERS ?= 3
 COVERAGE_BRANCH_FLOOR ?= 87
 COVERAGE_DIR := var/coverage
 # Test modules whose subject is not the database: the pipeline's steps, the build sandbox and its
-# proxy, runlocal's processes, the test helpers. The PostgreSQL pass of `make test` leaves them to the
-# SQLite pass.
+# proxy, runlocal's processes and embedded Redis, the test helpers. The PostgreSQL pass of `make test`
+# leaves them to the SQLite pass.
 PG_PASS_LEAVES_OUT := tests/unit/test_pipeline_build.py tests/unit/test_pipeline_package.py \
 	tests/unit/test_pipeline_submit.py tests/unit/test_pipeline_network.py tests/unit/test_sandbox.py \
-	tests/unit/test_build_proxy.py tests/unit/test_support_polling.py tests/integration/test_sandbox.py \
-	tests/integration/test_runlocal.py
+	tests/unit/test_build_proxy.py tests/unit/test_support_polling.py tests/unit/test_redis_server.py \
+	tests/integration/test_sandbox.py tests/integration/test_runlocal.py
 
 .PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox bench bench-smoke sizing chaos requirements clean
 

@@ -222,11 +222,18 @@ def test_the_changelist_shows_durations_finished_and_running(admin_client_: Clie
     PublishingFactory.create(
         published=True, started_at=now - timedelta(seconds=65), finished_at=now, created_at=now
     )
+    PublishingFactory.create(
+        failed=True,
+        started_at=now - timedelta(hours=2, minutes=3, seconds=59),
+        finished_at=now,
+        created_at=now,
+    )
     PublishingFactory.create(building=True, started_at=now - timedelta(minutes=3))
 
     html = admin_client_.get(CHANGELIST).content.decode()
 
     assert "1 min 05 s" in html
+    assert "2 h 03 min" in html
     # (the running one's duration is counted when the page renders: a slow machine adds seconds)
     running = re.search(r"3 min (\d\d) s so far", html)
     assert running is not None, html
@@ -848,6 +855,22 @@ def test_requeue_resends_failed_webhook_deliveries_and_drops_the_rest(
     # And no letter is left
     assert dead_ids(stub_broker, WEBHOOK_QUEUE) == []
     assert sent_messages(response) == [("success", "Dead letters: 1 requeued, 2 dropped as obsolete.")]
+
+
+def test_requeue_shows_twenty_notes_and_counts_the_rest(admin_client_: Client, stub_broker) -> None:
+    # Given 25 dead letters that are not the service's own, each worth a note
+    for _ in range(25):
+        dead_letter(stub_broker, "someone_elses_actor")
+
+    # When staff requeue the dead letters
+    response = admin_client_.post(f"{CHANGELIST}overview/requeue-dead-letters/")
+
+    # Then the page lists 20 of the notes and says how many more there are, rather than 25 lines
+    reported = sent_messages(response)
+    notes = [text for level, text in reported[1:] if "someone_elses_actor left alone" in text]
+    assert len(notes) == 20
+    assert reported[-1] == ("warning", "… and 5 more.")
+    assert len(dead_ids(stub_broker)) == 25
 
 
 def test_requeue_twice_does_nothing_the_second_time(admin_client_: Client, stub_broker) -> None:

@@ -179,3 +179,28 @@ def test_a_rabbitmq_publish_that_never_confirms_gives_up_at_its_deadline(setting
         assert publishing_broker.breaker.is_open
     finally:
         released.set()
+
+
+class Untouchable:
+    """A Redis client that fails the test when anything is asked of it."""
+
+    def __getattr__(self, name: str) -> None:
+        raise AssertionError(f"Redis was asked for {name}")
+
+
+def test_queue_stats_are_unavailable_at_once_while_the_circuit_is_open(monkeypatch) -> None:
+    # Given a Redis broker, and a circuit the broker's last failure opened
+    from dramatiq.brokers.redis import RedisBroker
+
+    from publishing import broker as publishing_broker
+
+    redis_broker = RedisBroker(url="redis://127.0.0.1:1/0")
+    redis_broker.client = Untouchable()
+    monkeypatch.setattr(dramatiq, "get_broker", lambda: redis_broker)
+    monkeypatch.setattr(publishing_broker, "breaker", CircuitBreaker(cooldown=60))
+    with pytest.raises(BrokerUnavailable):
+        publishing_broker.breaker.call(refused)
+
+    # When / Then the overview's read fails fast, without waiting on Redis
+    with pytest.raises(BrokerUnavailable):
+        publishing_broker.queue_stats()

@@ -218,3 +218,79 @@ def test_refusals_are_permanent_job_errors_with_their_code():
     with pytest.raises(PermanentJobError) as excinfo:
         build_proxy.public_addresses("127.0.0.1")
     assert excinfo.value.code == "BUILD_NETWORK_REFUSED"
+
+
+def test_the_proxy_answers_a_build_that_hangs_up_mid_request_with_400(proxy):
+    # Given a build that sends half a request head and closes its side
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        client.connect(str(proxy.path))
+        client.sendall(b"GET http://public.test/ HTTP/1.1\r\nHost: public.test\r\n")
+        client.shutdown(socket.SHUT_WR)
+
+        # When it reads the answer
+        answer = client.recv(65536)
+
+    # Then the proxy says what was missing rather than waiting for the rest
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert answer.endswith(b"no complete request head\n")
+
+
+def test_the_proxy_refuses_a_request_head_over_its_size_limit(proxy):
+    # Given a head that never ends, one byte past the limit (all of it read, so no reset)
+    start = b"GET http://public.test/ HTTP/1.1\r\nX-Padding: "
+    request = start + b"a" * (build_proxy.HEAD_LIMIT + 1 - len(start))
+
+    # When / Then it is refused at once, not after the head timeout
+    answer = _ask(proxy, request)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert answer.endswith(b"no complete request head\n")
+
+
+def test_the_proxy_answers_502_when_no_address_of_the_host_accepts(proxy):
+    # Given a public host whose port nothing listens on
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+
+    # When
+    answer = _ask(proxy, f"CONNECT public.test:{closed_port} HTTP/1.1\r\n\r\n".encode())
+
+    # Then
+    assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert answer.endswith(f"could not connect to public.test:{closed_port}\n".encode())
+
+
+def test_the_proxy_refuses_connections_past_its_limit_with_503(tmp_path, monkeypatch):
+    # Given a proxy that allows one connection at a time, and a build holding that one open
+    monkeypatch.setattr(build_proxy, "MAX_CONNECTIONS", 1)
+    with (
+        BuildProxy(tmp_path / "proxy.sock", uid=os.getuid(), gid=os.getgid(), resolve=_allowed) as proxy,
+        socket.socket(socket.AF_UNIX) as holder,
+    ):
+        holder.connect(str(proxy.path))
+
+        # When the build opens another (the answer comes before any request: nothing is read)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(10)
+            client.connect(str(proxy.path))
+            answer = client.recv(65536)
+
+    # Then that one is refused with the reason
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert answer.endswith(b"the build has too many connections open through the proxy\n")
+
+
+def test_the_end_of_the_build_closes_the_tunnels_it_left_open(tmp_path, page_port):
+    # Given a build's tunnel to a public host, open and idle
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        with BuildProxy(
+            tmp_path / "proxy.sock", uid=os.getuid(), gid=os.getgid(), resolve=_allowed, ports=ANY_PORT
+        ) as proxy:
+            client.connect(str(proxy.path))
+            client.sendall(f"CONNECT public.test:{page_port} HTTP/1.1\r\n\r\n".encode())
+            assert client.recv(1024) == b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+        # When the build ends (the proxy closes) / Then the tunnel ends too, not at the idle timeout
+        assert client.recv(1024) == b""

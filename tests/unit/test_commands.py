@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from publishing import selectors
+from publishing.broker import QueueStats
 from publishing.exceptions import PermanentJobError
 from publishing.models import Publishing
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
@@ -118,6 +120,41 @@ def test_publishing_status_shows_counts_and_the_latest_failures(stub_broker) -> 
     assert "TARGET_REJECTED: HTTP 400" in output
     # The stub broker has no queue to read: said, not failed
     assert "(not readable)" in output
+
+
+def _row(output: str, first_cell: str) -> list[str]:
+    """The cells of the table row that starts with `first_cell`."""
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip("│").split("│")]
+        if cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in:\n{output}")
+
+
+def test_publishing_status_without_a_database_says_so_and_still_shows_the_queue_and_workers(
+    monkeypatch,
+) -> None:
+    # Given the database away, a queue and two live workers
+    overview = selectors.SystemOverview(
+        database_ok=False,
+        broker_ok=True,
+        publishings={},
+        oldest_queued_seconds=0.0,
+        queue=QueueStats(name="publishing-builds", ready=3, delayed=2, dead=1),
+        workers=["worker-a", "worker-b"],
+        rate_limit=selectors.RateLimitUsage(used=4, limit=5, window_seconds=60),
+    )
+    monkeypatch.setattr(selectors, "system_overview", lambda: overview)
+
+    # When
+    output = run("publishing_status")
+
+    # Then the database is said to be down, with no tables read from it, and the rest is there
+    assert _row(output, "database") == ["database", "unavailable"]
+    assert "Publishings" not in output
+    assert "failures" not in output
+    assert _row(output, "publishing-builds") == ["publishing-builds", "3", "2", "1", "2", "4/5 per 60s"]
+    assert "workers: worker-a, worker-b" in output
 
 
 def test_bootstrap_demo_refuses_under_production_settings(tmp_path: Path) -> None:

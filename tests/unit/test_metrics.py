@@ -10,7 +10,8 @@ from dramatiq.broker import MessageProxy
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from publishing import metrics
+from publishing import metrics, selectors
+from publishing.broker import QueueStats
 from publishing.exceptions import PermanentJobError, TransientJobError
 from tests.factories import PublishingFactory
 from tests.fakes import ScriptedPipeline
@@ -151,3 +152,34 @@ def test_web_metrics_refuse_other_methods_with_the_error_envelope(client) -> Non
     response = client.post("/metrics")
     assert response.status_code == 405
     assert response.json()["code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_web_metrics_without_a_database_still_show_the_broker_and_the_workers(
+    client, settings, monkeypatch
+) -> None:
+    # Given the database away, a RabbitMQ queue (which cannot count delayed messages) and two workers
+    settings.METRICS_TOKEN = ""
+    overview = selectors.SystemOverview(
+        database_ok=False,
+        broker_ok=True,
+        publishings={},
+        oldest_queued_seconds=0.0,
+        queue=QueueStats(name="publishing-builds", ready=3, delayed=None, dead=1),
+        workers=["worker-a", "worker-b"],
+        rate_limit=None,
+    )
+    monkeypatch.setattr(selectors, "system_overview", lambda: overview)
+
+    # When
+    samples = scrape(client)
+
+    # Then the database is down and has no counts (not zeros); the queue shows what RabbitMQ counts
+    assert samples[("publisher_up", (("dependency", "database"),))] == 0
+    assert samples[("publisher_up", (("dependency", "broker"),))] == 1
+    assert not any(name.startswith(("publisher_publishings", "publisher_oldest")) for name, _ in samples)
+    depth = {labels: value for (name, labels), value in samples.items() if name == "publisher_queue_messages"}
+    assert depth == {
+        (("queue", "publishing-builds"), ("state", "ready")): 3,
+        (("queue", "publishing-builds"), ("state", "dead")): 1,
+    }
+    assert samples[("publisher_workers_alive", ())] == 2

@@ -126,6 +126,21 @@ def test_checkout_of_a_missing_branch_fails_permanently_and_leaves_no_destinatio
     assert not dest.exists()
 
 
+def test_a_failed_checkout_into_a_folder_that_was_there_leaves_the_folder(repo, tmp_path):
+    # Given an empty destination folder made by someone else
+    dest = tmp_path / "ws" / "source"
+    dest.mkdir(parents=True)
+
+    # When the clone fails
+    with pytest.raises(PermanentJobError) as excinfo:
+        _checkout(str(repo), "no-such-branch", dest)
+
+    # Then only what the checkout made is removed: the folder stays, empty
+    assert excinfo.value.code == "CHECKOUT_FAILED"
+    assert dest.is_dir()
+    assert list(dest.iterdir()) == []
+
+
 def test_checkout_of_a_directory_that_is_no_repository_fails_permanently(tmp_path):
     # Given an empty directory
     empty = tmp_path / "empty"
@@ -173,6 +188,7 @@ def test_checkout_refuses_an_ext_transport_url_before_running_anything(tmp_path,
         "relative/path",
         "./repo",
         "ftp://example.com/r.git",
+        "file://fileserver/srv/r.git",
         "https:///r.git",
         "https://example.com:notaport/r.git",
         "ssh://-oProxyCommand=id/r.git",
@@ -395,6 +411,24 @@ def test_checkout_pins_ssh_and_git_protocol_sources(tmp_path, monkeypatch):
     )
     assert ssh_call["argv"][-2] == "git@git.example.com:team/site.git"
     assert git_call["argv"][-2] == "git://93.184.216.34:9418/team/site.git"
+
+
+def test_a_password_in_an_ssh_or_git_protocol_source_never_reaches_git(tmp_path, monkeypatch):
+    # Given sources whose URL carries a password, which neither protocol uses
+    monkeypatch.setattr(socket, "getaddrinfo", resolver("93.184.216.34"))
+    calls = _spy_git(monkeypatch)
+
+    # When they are cloned
+    _checkout("ssh://git:s3cret@git.example.com/team/site.git", "main", tmp_path / "a", allow_private=False)
+    _checkout("git://anon:s3cret@git.example.com/team/site.git", "main", tmp_path / "b", allow_private=False)
+
+    # Then git gets the user and the checked address, never the password (in its argv, environment or
+    # the .git/config it writes the URL into)
+    ssh_call, git_call = calls
+    assert ssh_call["argv"][-2] == "ssh://git@git.example.com/team/site.git"
+    assert git_call["argv"][-2] == "git://anon@93.184.216.34/team/site.git"
+    for call in calls:
+        assert "s3cret" not in repr(call)
 
 
 def test_checkout_leaves_resolution_to_git_when_private_hosts_are_allowed(tmp_path, monkeypatch):

@@ -189,3 +189,19 @@ def test_the_deprecated_and_special_ranges_python_calls_global_are_not_public(ad
 
 def test_an_ordinary_public_ipv6_address_stays_public():
     assert is_public_address(ipaddress.ip_address("2606:4700:4700::1111"))
+
+
+def test_an_ipv4_mapped_spelling_of_a_public_address_is_judged_as_that_address():
+    # The IPv6 range ::ffff:0:0/96 itself is reserved: the address inside decides
+    assert is_public_address(ipaddress.ip_address("::ffff:93.184.216.34"))
+    assert check_host("[::ffff:93.184.216.34]", allow_private=False, code="X", resolve=False) == (
+        "::ffff:5db8:d822",
+    )
+
+
+@pytest.mark.parametrize("host", ["", " ", "[]", "."])
+def test_check_host_refuses_a_url_without_a_host(monkeypatch, host):
+    monkeypatch.setattr(socket, "getaddrinfo", _fail_if_called)
+    with pytest.raises(PermanentJobError) as excinfo:
+        check_host(host, allow_private=False, code="TARGET_INVALID")
+    assert (excinfo.value.code, excinfo.value.detail) == ("TARGET_INVALID", "the URL has no host")

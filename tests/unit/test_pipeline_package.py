@@ -385,3 +385,28 @@ def test_package_refuses_git_named_or_reached_through_a_link(tmp_path, artifact_
     assert excinfo.value.code == "ARTIFACT_PATH_INVALID"
     assert "never published" in excinfo.value.detail
     assert not (tmp_path / "pkg").exists()
+
+
+def test_package_refuses_an_artifact_path_that_is_neither_a_file_nor_a_folder(tmp_path):
+    # Given a build that left a FIFO where its artifact should be
+    source = tmp_path / "src"
+    source.mkdir()
+    os.mkfifo(source / "dist")
+
+    # When / Then nothing is read from it (a FIFO would block), and the error says what it is not
+    with pytest.raises(PermanentJobError) as excinfo:
+        package(source, "dist", out_dir=tmp_path / "out", name="pub")
+    assert excinfo.value.code == "ARTIFACT_PATH_INVALID"
+    assert excinfo.value.detail == "artifact path 'dist' is neither a file nor a directory"
+
+
+def test_package_reports_an_unwritable_output_folder_as_a_permanent_failure(tmp_path):
+    # Given an output folder that cannot be made (a file is in the way): no retry would help
+    source = _make_site(tmp_path / "src", sorted(SITE), mtime=1_000_000)
+    (tmp_path / "in-the-way").write_text("")
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        package(source, "dist", out_dir=tmp_path / "in-the-way" / "out", name="pub")
+    assert excinfo.value.code == "PACKAGE_FAILED"
+    assert excinfo.value.detail.startswith("packaging failed: [Errno 20] Not a directory")

@@ -127,6 +127,24 @@ def test_a_message_its_actor_cannot_take_is_dead_lettered_at_once(
     assert_worker_goes_on(stub_broker, worker)
 
 
+def test_the_line_naming_a_poison_message_is_cut_short_whatever_it_carries(
+    stub_broker, worker, caplog
+) -> None:
+    # Given a message with an argument whose very name is huge
+    sent = send_raw(stub_broker, kwargs=build_kwargs(**{"k" * 10_000: 1}))
+
+    # When the worker gets it
+    drain(stub_broker, worker)
+
+    # Then it is dead-lettered, and the ERROR line says what is wrong in 200 characters and an ellipsis
+    assert dead_letter_ids(stub_broker) == [sent.message_id]
+    (line,) = errors(caplog)
+    problem = line.rpartition("dead-lettered without running: ")[2]
+    assert problem.startswith("got an unexpected keyword argument 'kkk")
+    assert problem.endswith("...")
+    assert len(problem) == 203
+
+
 def test_a_message_for_a_publishing_that_no_longer_exists_is_dropped_quietly(
     stub_broker, worker, caplog
 ) -> None:

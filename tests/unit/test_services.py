@@ -272,3 +272,30 @@ def test_an_artifact_path_that_is_or_lies_in_git_is_refused_on_save(project, art
     ]
     project.refresh_from_db()
     assert project.artifact_path != artifact_path
+
+
+@pytest.mark.django_db
+def test_renaming_a_project_to_a_slug_its_owner_already_uses_is_refused(project) -> None:
+    # Given another project of the same owner
+    other = ProjectFactory.create(owner=project.owner, slug="taken")
+
+    # When / Then
+    with pytest.raises(ValidationError) as raised:
+        services.project_update(project=project, by=project.owner, slug="taken")
+    assert raised.value.message_dict == {"slug": ["You already have a project with this slug."]}
+    project.refresh_from_db()
+    assert project.slug != other.slug
+
+
+@pytest.mark.django_db
+def test_a_message_for_a_publishing_not_yet_queued_runs_nothing(caplog) -> None:
+    # Given a publishing still pending (its queued row not written), and a message naming it
+    publishing = PublishingFactory.create()
+
+    # When a worker gets the message
+    services.publishing_run(publishing_id=str(publishing.pk), message_id="m-1", retries=0, max_retries=3)
+
+    # Then it is skipped, saying why, and the publishing is untouched
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.attempts) == (Publishing.Status.PENDING, 0)
+    assert f"publishing {publishing.pk} is pending, not queued; message skipped" in caplog.text

@@ -266,3 +266,61 @@ def test_the_writer_thread_writes_batches_on_its_own(recorder) -> None:
         lambda: f"{Task.tasks.filter(status='done').count()} of {len(proxies)} rows written",
     )
     assert Task.tasks.filter(status="done").count() == len(proxies)
+
+
+def test_an_outage_is_logged_once_not_at_every_batch(monkeypatch, caplog, recorder) -> None:
+    # Given a database that refuses every batch
+    monkeypatch.setattr(
+        TaskRows, "_write", staticmethod(lambda batch: (_ for _ in ()).throw(OperationalError("down")))
+    )
+    rows = recorder(3600)
+    rows.before_process_message(BROKER, message())
+
+    # When three batches are tried
+    outcomes = [rows.flush() for _ in range(3)]
+
+    # Then each says so, and the log once
+    assert outcomes == [False, False, False]
+    assert caplog.text.count("not written yet; retrying") == 1
+
+
+def test_a_job_that_ends_while_its_batch_is_refused_keeps_its_newer_state(monkeypatch, recorder) -> None:
+    # Given a job whose "running" is in the batch being written when the database refuses it, and
+    # which ends during that write (another worker thread)
+    rows = recorder(3600)
+    proxy = message()
+    rows.before_process_message(BROKER, proxy)
+    write = TaskRows._write
+    calls: list[int] = []
+
+    def end_the_job_then_refuse_once(batch: dict[str, Any]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            rows.after_process_message(BROKER, proxy, result=None)
+            raise OperationalError("database went away")
+        write(batch)
+
+    monkeypatch.setattr(TaskRows, "_write", staticmethod(end_the_job_then_refuse_once))
+    assert rows.flush() is False
+
+    # When the next batch goes through
+    assert rows.flush() is True
+
+    # Then the row says done: the refused "running" did not come back over it
+    assert status(proxy) == "done"
+
+
+def test_rows_still_unwritten_when_the_worker_stops_are_reported_lost(monkeypatch, caplog, recorder) -> None:
+    # Given two jobs' rows waiting, and a database that is away
+    rows = recorder(3600)
+    rows.before_process_message(BROKER, message())
+    rows.before_process_message(BROKER, message())
+    monkeypatch.setattr(
+        TaskRows, "_write", staticmethod(lambda batch: (_ for _ in ()).throw(OperationalError("down")))
+    )
+
+    # When the worker stops
+    rows.close()
+
+    # Then the log says how many rows were lost, and why
+    assert "task rows: 2 lost: the database was unavailable at the stop" in caplog.text

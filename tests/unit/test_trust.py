@@ -366,3 +366,20 @@ def test_stored_credentials_never_follow_a_url_to_another_host(admin_client_, cr
         format="json",
     )
     assert "type them again" in error_fields(answer)["target_url"][0]
+
+
+@pytest.mark.django_db
+def test_stars_for_credentials_that_were_never_stored_are_refused(user) -> None:
+    # Given a project whose target URL carries no credentials
+    project = ProjectFactory.create(owner=user, target_url="https://store.example.com/upload")
+
+    # When its owner sends the URL with stars, as if some were stored
+    stars = {"target_url": "https://***@store.example.com/upload"}
+    answer = client_as(user).patch(f"/api/v1/projects/{project.pk}/", stars, format="json")
+
+    # Then the field says to type them, and the stored URL is unchanged
+    assert error_fields(answer)["target_url"] == [
+        "*** stands for stored credentials, and there are none: type them."
+    ]
+    project.refresh_from_db()
+    assert project.target_url == "https://store.example.com/upload"

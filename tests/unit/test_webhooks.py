@@ -425,6 +425,31 @@ def test_a_stale_message_is_skipped(db, receiver) -> None:
     assert WebhookDelivery.objects.get().state == "pending"
 
 
+def test_an_outcome_that_comes_back_after_a_resend_leaves_the_resent_delivery_alone(
+    db, receiver, monkeypatch, caplog
+) -> None:
+    # Given a delivery whose receiver refuses it for good, and staff resending it while the POST runs
+    receiver.statuses = [400]
+    delivery = recorded(PublishingFactory.create(failed=True, project=hooked_project()), receiver.url)
+    attempt = webhooks._attempt
+
+    def resent_meanwhile(target: WebhookDelivery) -> Any:
+        outcome = attempt(target)
+        WebhookDelivery.objects.filter(pk=target.pk).update(message_id="resent")
+        return outcome
+
+    monkeypatch.setattr(webhooks, "_attempt", resent_meanwhile)
+
+    # When the first message's POST comes back refused
+    with pytest.raises(PermanentJobError):
+        run(delivery, message_id="m-1")
+
+    # Then the resent delivery is still pending for its new message, its try not counted as failed
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.message_id, delivery.attempts) == ("pending", "resent", 0)
+    assert f"webhook delivery {delivery.pk} was resent meanwhile; this outcome is not recorded" in caplog.text
+
+
 def test_a_delivery_whose_project_was_deleted_fails(db, receiver) -> None:
     publishing = PublishingFactory.create(failed=True, project=hooked_project())
     delivery = recorded(publishing, receiver.url)
