@@ -13,6 +13,7 @@ from publishing.exceptions import BrokerUnavailable, Forbidden, NotFound, Publis
 from publishing.models import Publishing
 from publishing.services.projects import project_create, project_delete, project_update
 from publishing.services.publishings import publishing_initiate
+from publishing.services.runner import publishing_run
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.support.stub_broker import broker_refuses, queued_messages
 
@@ -281,7 +282,7 @@ def test_renaming_a_project_to_a_slug_its_owner_already_uses_is_refused(project)
 
     # When / Then
     with pytest.raises(ValidationError) as raised:
-        services.project_update(project=project, by=project.owner, slug="taken")
+        project_update(project=project, by=project.owner, slug="taken")
     assert raised.value.message_dict == {"slug": ["You already have a project with this slug."]}
     project.refresh_from_db()
     assert project.slug != other.slug
@@ -293,7 +294,7 @@ def test_a_message_for_a_publishing_not_yet_queued_runs_nothing(caplog) -> None:
     publishing = PublishingFactory.create()
 
     # When a worker gets the message
-    services.publishing_run(publishing_id=str(publishing.pk), message_id="m-1", retries=0, max_retries=3)
+    publishing_run(publishing_id=str(publishing.pk), message_id="m-1", retries=0, max_retries=3)
 
     # Then it is skipped, saying why, and the publishing is untouched
     publishing.refresh_from_db()

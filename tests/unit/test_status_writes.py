@@ -64,8 +64,9 @@ def status_writes(source: str) -> list[tuple[str, int]]:
             if not (is_new or (is_write and _mentions_publishing(node.func))):
                 continue
             for keyword in node.keywords:
-                spread = keyword.arg is None and isinstance(keyword.value, ast.Name)
-                if keyword.arg == "status" or (spread and keyword.value.id in dicts_with_status):
+                value = keyword.value
+                spread = keyword.arg is None and isinstance(value, ast.Name) and value.id in dicts_with_status
+                if keyword.arg == "status" or spread:
                     found.append((function.name, node.lineno))
     return sorted(set(found), key=lambda item: item[1])
 

@@ -281,7 +281,7 @@ def test_an_outage_is_logged_once_not_at_every_batch(monkeypatch, caplog, record
 
     # Then each says so, and the log once
     assert outcomes == [False, False, False]
-    assert caplog.text.count("not written yet; retrying") == 1
+    assert caplog.text.count("not written yet (down); retrying") == 1
 
 
 def test_a_job_that_ends_while_its_batch_is_refused_keeps_its_newer_state(monkeypatch, recorder) -> None:
