@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,14 @@ from publishing.exceptions import BrokerUnavailable, PublishingConflict, Publish
 from publishing.models import CREDENTIAL_URL_FIELDS, Attempt, Project, Publishing, WebhookDelivery
 from publishing.pipeline.network import redacted_url, restore_credentials
 from publishing.services.dead_letters import dead_letters_requeue
-from publishing.services.projects import project_validate
+from publishing.services.projects import (
+    PROJECT_FIELDS,
+    deletion_refused,
+    project_create,
+    project_delete,
+    project_update,
+    project_validate,
+)
 from publishing.services.publishings import publishing_cancel, publishing_initiate, publishing_retry
 from publishing.services.webhooks import delivery_resend
 
@@ -163,6 +170,61 @@ class ProjectAdmin(_RedactedURLs, admin.ModelAdmin[Project]):
         form = super().get_form(request, obj, change=change, **kwargs)
         form.request = request  # type: ignore[attr-defined]
         return form
+
+    # Every write through the services, as from the API: the same rules, judged as the staff user.
+
+    def save_model(
+        self, request: HttpRequest, obj: Project, form: forms.ModelForm[Project], change: bool
+    ) -> None:
+        data = {field: form.cleaned_data[field] for field in PROJECT_FIELDS if field in form.cleaned_data}
+        owner = form.cleaned_data["owner"]
+        if change:
+            project_update(project=obj, by=request.user, owner=owner, **data)
+            return
+        created = project_create(owner=owner, by=request.user, **data)
+        # The admin goes on with `obj` (its history entry, the redirect): the row the service made.
+        obj.pk = created.pk
+        obj.refresh_from_db()
+
+    def get_deleted_objects(
+        self, objs: Sequence[Project] | QuerySet[Project], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """Django's list of what a delete takes along, with each active publishing as protected.
+
+        A protected object makes the delete page and the delete action refuse, and say why.
+        """
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        for project in objs:
+            if active := project.publishings.active().first():
+                protected.append(format_html("{}: {}", project, deletion_refused(active)))
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request: HttpRequest, obj: Project) -> None:
+        project_delete(project=obj, by=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
+        for project in queryset:
+            project_delete(project=project, by=request.user)
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except PublishingConflict as exc:
+            # A publishing started between the confirmation page and the POST (the page refuses before).
+            self.message_user(request, exc.detail, messages.ERROR)
+            return redirect(reverse("admin:publishing_project_change", args=[quote(object_id)]))
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        try:
+            return super().changelist_view(request, extra_context)
+        except PublishingConflict as exc:
+            # The delete action's race, as in delete_view: nothing was deleted (one transaction).
+            self.message_user(request, f"Nothing deleted. {exc.detail}", messages.ERROR)
+            return redirect(reverse("admin:publishing_project_changelist"))
 
     def has_publish_permission(self, request: HttpRequest) -> bool:
         """Publishing records a publishing: the model's add permission, though the admin has no add form."""

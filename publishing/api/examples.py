@@ -163,7 +163,13 @@ PROJECT_UPDATE = [
     OpenApiExample("Updated", value={**PROJECT, "ref": "release"}, response_only=True),
 ]
 PROJECT_DELETE = [
-    error("CONFLICT", "The project has an active publishing.", status=409, active_id=PUBLISHING_ID)
+    error(
+        "CONFLICT",
+        f"The project has a publishing building ({PUBLISHING_ID}): cancel it or let it end, then delete the "
+        "project.",
+        status=409,
+        active_id=PUBLISHING_ID,
+    )
 ]
 
 PUBLISHING_LIST = [

@@ -16,7 +16,7 @@ from django.utils.text import slugify
 from publishing import authorization
 from publishing.authorization import AnyUser
 from publishing.exceptions import Forbidden, JobError, PublishingConflict
-from publishing.models import Project
+from publishing.models import Project, Publishing
 from publishing.pipeline.checkout import validate_ref, validate_source_url
 from publishing.pipeline.package import EXCLUDED_NAMES
 from publishing.pipeline.submit import validate_target_url
@@ -119,9 +119,12 @@ def _webhook_errors(data: dict[str, Any], instance: Project | None) -> dict[str,
     return errors
 
 
-def project_create(*, owner: User, **data: Any) -> Project:
-    """Create a project for `owner`; the slug defaults to the slugified name."""
-    project_validate(user=owner, data=data)
+def project_create(*, owner: User, by: AnyUser | None = None, **data: Any) -> Project:
+    """Create a project for `owner`, judged as `by` (the owner unless staff create it for them).
+
+    The slug defaults to the slugified name.
+    """
+    project_validate(user=by or owner, data=data)
     fields = {key: value for key, value in data.items() if key in PROJECT_FIELDS}
     # A name without ASCII letters or digits slugifies to "": fall back to a unique one.
     fields["slug"] = fields.get("slug") or slugify(fields["name"])[:100] or f"project-{uuid.uuid4().hex[:8]}"
@@ -134,7 +137,8 @@ def project_create(*, owner: User, **data: Any) -> Project:
         raise ValidationError({"slug": "You already have a project with this slug."}) from exc
 
 
-def project_update(*, project: Project, by: AnyUser, **data: Any) -> Project:
+def project_update(*, project: Project, by: AnyUser, owner: User | None = None, **data: Any) -> Project:
+    """Change a project's settings as `by`; `owner` hands it to another user (the admin's form)."""
     if not authorization.may_change_project(by, project):
         raise Forbidden(
             "You may see this project but not change it: that needs the change_project permission."
@@ -143,11 +147,12 @@ def project_update(*, project: Project, by: AnyUser, **data: Any) -> Project:
     for key, value in data.items():
         if key in PROJECT_FIELDS:
             setattr(project, key, value)
+    if owner is not None:
+        project.owner = owner
     duplicate = ValidationError({"slug": "You already have a project with this slug."})
-    if (
-        "slug" in data
-        and Project.objects.filter(owner=project.owner, slug=project.slug).exclude(pk=project.pk).exists()
-    ):
+    if ("slug" in data or owner is not None) and Project.objects.filter(
+        owner=project.owner, slug=project.slug
+    ).exclude(pk=project.pk).exists():
         raise duplicate
     try:
         with transaction.atomic():
@@ -165,5 +170,13 @@ def project_delete(*, project: Project, by: AnyUser) -> None:
         )
     active = project.publishings.active().first()
     if active is not None:
-        raise PublishingConflict("The project has an active publishing.", active_id=active.pk)
+        raise PublishingConflict(deletion_refused(active), active_id=active.pk)
     project.delete()
+
+
+def deletion_refused(active: Publishing) -> str:
+    """Why a project with an active publishing is not deleted, and what to do."""
+    return (
+        f"The project has a publishing {active.status} ({active.pk}): cancel it or let it end, "
+        "then delete the project."
+    )

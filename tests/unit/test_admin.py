@@ -18,7 +18,7 @@ from dramatiq.broker import MessageProxy
 from publishing import admin as publishing_admin
 from publishing import broker as publishing_broker
 from publishing.exceptions import PermanentJobError
-from publishing.models import Attempt, Publishing, WebhookDelivery
+from publishing.models import Attempt, Project, Publishing, WebhookDelivery
 from publishing.services import dead_letters
 from publishing.services.webhooks import delivery_resend
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
@@ -957,3 +957,77 @@ def test_a_job_rejected_for_good_is_dead_lettered_then_requeued_and_published(
     publishing.refresh_from_db()
     assert (publishing.status, publishing.attempts) == ("published", 2)
     assert dead_ids(stub_broker) == []
+
+
+# --- Project writes go through the services -------------------------------------------------------
+
+
+def test_a_project_building_cannot_be_deleted_from_the_admin_by_either_way(
+    admin_client_: Client, stub_broker
+) -> None:
+    # Given a project whose publishing is building, and one with nothing running
+    busy = ProjectFactory.create(name="Busy")
+    building = PublishingFactory.create(building=True, project=busy)
+    idle = ProjectFactory.create(name="Idle")
+    busy_url = f"/admin/publishing/project/{busy.pk}/delete/"
+
+    # When a superuser confirms its delete page, and deletes both with the changelist action
+    page = admin_client_.get(busy_url)
+    confirmed = admin_client_.post(busy_url, {"post": "yes"})
+    action = admin_client_.post(
+        "/admin/publishing/project/",
+        {"action": "delete_selected", "_selected_action": [busy.pk, idle.pk], "post": "yes"},
+    )
+
+    # Then the page says why it cannot be deleted and offers no confirmation, and neither POST deleted it:
+    # the publishing goes on with its project, as the API's delete would have it
+    assert b"has a publishing building" in page.content
+    assert b"Yes, I" not in page.content  # the confirmation button that the idle project's page has
+    assert b"Yes, I" in admin_client_.get(f"/admin/publishing/project/{idle.pk}/delete/").content
+    assert confirmed.status_code == 200
+    assert b"has a publishing building" in action.content
+    assert Project.objects.filter(pk=busy.pk).exists()
+    assert Project.objects.filter(pk=idle.pk).exists()
+    building.refresh_from_db()
+    assert (building.status, building.project_id is not None) == ("building", True)
+
+
+def test_a_project_with_nothing_running_is_deleted_from_the_admin_through_project_delete(
+    admin_client_: Client, spy
+) -> None:
+    # Given a project whose publishing has ended
+    project = PublishingFactory.create(published=True).project
+    assert project is not None
+    delete = spy("project_delete")
+
+    # When a superuser deletes it
+    response = admin_client_.post(f"/admin/publishing/project/{project.pk}/delete/", {"post": "yes"})
+
+    # Then the service deleted it as that user, and the publishing is kept
+    assert response.status_code == 302
+    assert delete.call_args.kwargs["by"].username == "admin"
+    assert not Project.objects.filter(pk=project.pk).exists()
+    assert Publishing.objects.filter(project=None).count() == 1
+
+
+def test_the_project_form_saves_through_the_services_as_the_staff_user(admin_client_: Client, spy) -> None:
+    # Given an owner without the right to set build commands, and a superuser who has it
+    owner = UserFactory.create()
+    create, update = spy("project_create"), spy("project_update")
+
+    # When the superuser adds a project with a build command for the owner, then renames it
+    added = admin_client_.post(
+        "/admin/publishing/project/add/", project_form(owner.pk, build_command="make site")
+    )
+    project = Project.objects.get(owner=owner)
+    changed = admin_client_.post(
+        f"/admin/publishing/project/{project.pk}/change/",
+        project_form(owner.pk, build_command="make site", name="Renamed"),
+    )
+
+    # Then both went through the services, judged as the superuser (the owner could not have set it)
+    assert (added.status_code, changed.status_code) == (302, 302)
+    assert create.call_args.kwargs["by"].username == "admin"
+    assert update.call_args.kwargs["by"].username == "admin"
+    project.refresh_from_db()
+    assert (project.name, project.build_command, project.owner) == ("Renamed", "make site", owner)

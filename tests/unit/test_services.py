@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any
 
 import pytest
 import redis
@@ -200,7 +201,7 @@ def test_setting_a_build_command_needs_its_permission_not_the_staff_flag(
     user, staff, operator, settings
 ) -> None:
     settings.PUBLISHING_ALLOW_USER_BUILD_COMMANDS = False
-    data = {
+    data: dict[str, Any] = {
         "name": "Site",
         "repository_url": "https://git.example.com/a.git",
         "target_url": "https://store.example.com/x",
