@@ -25,7 +25,6 @@ import dramatiq
 import dramatiq_abort
 from django.conf import settings
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 from dramatiq.middleware.shutdown import Shutdown
@@ -33,7 +32,7 @@ from dramatiq.threading import raise_thread_exception
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
 from publishing import jobs, metrics, presence
-from publishing.broker import BROKER_ERRORS, uses_stub_broker, web_redis, worker_redis
+from publishing.broker import BROKER_ERRORS, operations_for, uses_stub_broker, web_redis, worker_redis
 from publishing.log_context import job_context, outage_errors
 from publishing.rate_limit import WindowLimiter, parse_rate, publishing_limiter
 
@@ -425,8 +424,8 @@ class Lifecycle(Middleware):
     # --- periodic work ----------------------------------------------------------------------------
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        if isinstance(broker, StubBroker):
-            return  # unit tests drive these services directly
+        if operations_for(broker).in_memory:
+            return  # the unit tests' stub: they drive these services directly
         # Imported here: this module stays light to import (see above).
         from publishing.pipeline import sandbox
         from publishing.services import maintenance

@@ -3,9 +3,10 @@ per username and per client address (the token endpoint, the admin's and the bro
 
 The counters live in the `throttle` cache (Redis in production), so every gunicorn worker
 process and every web host counts against the same budget. A throttle must never be the reason a
-request hangs or fails: while its cache is unreachable it skips the cache for a short cool-down.
-The initiate throttle then lets requests through (fails open); the login throttle counts in the
-process's own memory instead, so that a password guesser still meets a limit (each process's).
+request hangs or fails: while its cache is unreachable it skips the cache for a short cool-down
+(a circuit breaker, `publishing/breaker.py`, per throttle and process). The initiate throttle then
+lets requests through (fails open); the login throttle counts in the process's own memory instead,
+so that a password guesser still meets a limit (each process's).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import html
 import json
 import logging
 import math
-import threading
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -30,8 +30,8 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
+from publishing.breaker import CircuitBreaker, CircuitOpen
 from publishing.durations import human_duration
-from publishing.pipeline.network import redact_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -63,56 +63,18 @@ class JSONSerializer:
             return json.loads(data)
 
 
-class CacheBreaker:
-    """Whether the throttle's cache may be called now; logs its outages, sparingly. Per process."""
-
-    def __init__(
-        self,
-        *,
-        cooldown: float = CACHE_COOLDOWN,
-        warning_interval: float = WARNING_INTERVAL,
-        consequence: str = "initiate and retry are not throttled",
-    ) -> None:
-        self.cooldown = cooldown
-        self.warning_interval = warning_interval
-        self.consequence = consequence
-        self._lock = threading.Lock()
-        self.reset()
-
-    def reset(self) -> None:
-        with self._lock:
-            self._open_until = 0.0
-            self._last_warning = -math.inf
-            self.failures = 0
-
-    def is_open(self) -> bool:
-        return time.monotonic() < self._open_until
-
-    def failed(self, exc: Exception) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._open_until = now + self.cooldown
-            self.failures += 1
-            warn = now - self._last_warning >= self.warning_interval
-            if warn:
-                self._last_warning = now
-        (logger.warning if warn else logger.debug)(
-            "throttle cache unavailable (%s: %s); %s for %.0f s",
-            type(exc).__name__,
-            redact_credentials(str(exc)),
-            self.consequence,
-            self.cooldown,
-        )
-
-    def succeeded(self) -> None:
-        if not self.failures:
-            return
-        with self._lock:
-            failures, self.failures = self.failures, 0
-        logger.info("throttle cache reachable again after %d failed call(s)", failures)
+def _cache_breaker(consequence: str) -> CircuitBreaker:
+    """A breaker for the throttle cache. Any backend's error (Redis, memcached, a database) opens it: a
+    throttle never causes a 500."""
+    return CircuitBreaker(
+        name="throttle cache",
+        cooldown=CACHE_COOLDOWN,
+        consequence=consequence,
+        warning_interval=WARNING_INTERVAL,
+    )
 
 
-breaker = CacheBreaker()
+breaker = _cache_breaker("initiate and retry are not throttled")
 
 
 def publishing_start_rate() -> str | None:
@@ -139,21 +101,18 @@ class PublishingStartThrottle(UserRateThrottle):
         return publishing_start_rate()
 
     def allow_request(self, request: Request, view: APIView) -> bool:
-        if self.rate is None or breaker.is_open():
+        if self.rate is None:
             return True
+        allow = super().allow_request
         try:
-            allowed = super().allow_request(request, view)
-        except Exception as exc:
-            # Any backend's error (Redis, memcached, a database): a throttle never causes a 500.
-            breaker.failed(exc)
+            return breaker.call(lambda: allow(request, view))
+        except CircuitOpen:
             return True
-        breaker.succeeded()
-        return allowed
 
 
 # --- Failed logins --------------------------------------------------------------------------------
 
-login_breaker = CacheBreaker(consequence="this process counts failed logins on its own")
+login_breaker = _cache_breaker("this process counts failed logins on its own")
 # Per-process memory, for while the shared cache is away.
 LOCAL_CACHE_ALIAS = "default"
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -209,6 +168,10 @@ def _count(cache: BaseCache, key: str, period: int) -> int:
         return 1
 
 
+def _shared_count(key: str, period: int) -> int:
+    return _count(caches[CACHE_ALIAS], key, period)
+
+
 def login_attempt(request: HttpRequest | Request, username: Any) -> LoginAttempt:
     """Count a login attempt against its username's and its client address's budgets of failed logins.
 
@@ -224,17 +187,12 @@ def login_attempt(request: HttpRequest | Request, username: Any) -> LoginAttempt
         # Hashed: a key never holds what a client sent, however long or odd.
         digest = hashlib.sha256(value.encode()).hexdigest()[:32]
         key = f"login:{scope}:{digest}:{period}:{window}"
-        alias = LOCAL_CACHE_ALIAS if login_breaker.is_open() else CACHE_ALIAS
+        alias = CACHE_ALIAS
         try:
-            count = _count(caches[alias], key, period)
-        except Exception as exc:
-            # Any backend's error (Redis, memcached, a database): a login never fails for it.
-            login_breaker.failed(exc)
+            count = login_breaker.call(functools.partial(_shared_count, key, period))
+        except CircuitOpen:
             alias = LOCAL_CACHE_ALIAS
             count = _count(caches[alias], key, period)
-        else:
-            if alias == CACHE_ALIAS:
-                login_breaker.succeeded()
         attempt.keys.append((alias, key))
         if count > limit:
             attempt.wait = max(attempt.wait or 0.0, (window + 1) * period - now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import cast
+from typing import Any, cast
 
 import dramatiq
 import pika
@@ -25,10 +25,10 @@ REQUEUE = "/admin/publishing/publishing/overview/requeue-dead-letters/"
 
 @pytest.fixture
 def redis_broker(redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisBroker]:
-    """Dramatiq's Redis broker in a namespace of the test's own, seen by publishing.broker as the broker."""
+    """Dramatiq's Redis broker in a namespace of the test's own, as the configured broker."""
     broker = RedisBroker(client=redis.Redis.from_url(redis_url, socket_timeout=2), namespace=namespace)
     broker.declare_queue(QUEUE)
-    monkeypatch.setattr(publishing_broker, "_redis_broker", lambda: broker)
+    monkeypatch.setattr(dramatiq, "get_broker", lambda: broker)
     yield broker
     broker.close()
 
@@ -65,7 +65,7 @@ def dead_on_redis(broker: RedisBroker) -> list[str]:
 
 
 def test_requeue_retries_and_drops_dead_letters_that_redis_holds(
-    redis_broker: RedisBroker, staff_client: Client, stub_broker
+    redis_broker: RedisBroker, staff_client: Client
 ) -> None:
     # Given, dead-lettered in Redis: a failed publishing's job, a published one's, and another actor's
     failed = PublishingFactory.create(failed=True)
@@ -109,12 +109,19 @@ def test_a_sweep_on_redis_removes_only_what_it_is_told(redis_broker: RedisBroker
     assert dead_on_redis(redis_broker) == sorted([sent[1].message_id, sent[3].message_id])
 
 
+def on_rabbitmq(url: str, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RabbitMQ at `url` as the configured broker (built as the settings build it; it connects lazily)."""
+    settings.BROKER_URL = url
+    rabbitmq = publishing_broker.make_broker(url=url)
+    monkeypatch.setattr(dramatiq, "get_broker", lambda: rabbitmq)
+
+
 @pytest.mark.rabbitmq
 def test_a_sweep_on_rabbitmq_removes_only_what_it_is_told_and_keeps_the_rest(
-    rabbitmq_url: str, queue_name: str, settings
+    rabbitmq_url: str, queue_name: str, settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given five messages in the queue's dead-letter queue on RabbitMQ
-    settings.BROKER_URL = rabbitmq_url
+    # Given RabbitMQ as the broker, and five messages in the queue's dead-letter queue
+    on_rabbitmq(rabbitmq_url, settings, monkeypatch)
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
     channel = connection.channel()
     channel.queue_declare(f"{queue_name}.XQ", durable=True)
@@ -143,7 +150,9 @@ def test_a_sweep_on_rabbitmq_removes_only_what_it_is_told_and_keeps_the_rest(
 
 
 @pytest.mark.rabbitmq
-def test_a_sweep_on_rabbitmq_without_a_dead_letter_queue_finds_nothing(rabbitmq_url: str, settings) -> None:
-    settings.BROKER_URL = rabbitmq_url
+def test_a_sweep_on_rabbitmq_without_a_dead_letter_queue_finds_nothing(
+    rabbitmq_url: str, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_rabbitmq(rabbitmq_url, settings, monkeypatch)
     sweep = publishing_broker.sweep_dead_letters(f"publisher-test-{uuid.uuid4().hex[:12]}", lambda m: True)
     assert (sweep.seen, sweep.removed) == (0, 0)

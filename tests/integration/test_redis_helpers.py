@@ -42,7 +42,7 @@ def test_two_limiters_on_one_key_share_the_window(redis_url, namespace) -> None:
 @pytest.fixture
 def redis_broker(redis_url, namespace, monkeypatch) -> RedisBroker:
     broker = RedisBroker(client=redis.Redis.from_url(redis_url), namespace=namespace)
-    monkeypatch.setattr(publishing_broker, "_redis_broker", lambda: broker)
+    monkeypatch.setattr(dramatiq, "get_broker", lambda: broker)
     return broker
 
 

@@ -14,6 +14,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.utils import timezone
 from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker
 
 from publishing import admin as publishing_admin
 from publishing import broker as publishing_broker
@@ -158,7 +159,7 @@ def test_the_queue_overview_is_drawn_when_redis_is_down_and_says_so(
     settings.BROKER_URL = settings.REDIS_URL = "redis://127.0.0.1:1/0"
     dead = broker.redis_client(settings.REDIS_URL, socket_timeout=0.2)
     monkeypatch.setattr(broker, "web_redis", lambda: dead)
-    monkeypatch.setattr(broker, "_redis_broker", lambda: type("B", (), {"client": dead, "namespace": "x"})())
+    monkeypatch.setattr(dramatiq, "get_broker", lambda: RedisBroker(client=dead, namespace="x"))
 
     page = admin_client_.get("/admin/publishing/publishing/overview/")
 
@@ -922,7 +923,7 @@ def test_requeue_with_redis_down_says_so_and_changes_nothing(
     settings.BROKER_URL = settings.REDIS_URL = "redis://127.0.0.1:1/0"
     dead = broker.redis_client(settings.REDIS_URL, socket_timeout=0.2)
     monkeypatch.setattr(broker, "web_redis", lambda: dead)
-    monkeypatch.setattr(broker, "_redis_broker", lambda: type("B", (), {"client": dead, "namespace": "x"})())
+    monkeypatch.setattr(dramatiq, "get_broker", lambda: RedisBroker(client=dead, namespace="x"))
 
     # When staff requeue the dead letters
     response = admin_client_.post(f"{CHANGELIST}overview/requeue-dead-letters/", follow=True)

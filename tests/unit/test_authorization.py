@@ -23,6 +23,7 @@ from rest_framework.test import APIClient
 
 from publisher_project.settings import base
 from publishing.api import throttling
+from publishing.breaker import CircuitBreaker
 from publishing.models import Project, Publishing
 from tests.factories import ProjectFactory, PublishingFactory
 from tests.support.api import ERROR_CODES, BrokenCache, assert_error
@@ -350,7 +351,7 @@ def test_with_its_cache_down_the_throttle_lets_requests_through_and_warns_once(
     api, user, broken_cache, stub_broker, caplog
 ) -> None:
     # Given the throttle's cache raising on every call
-    caplog.set_level(logging.DEBUG, logger="publishing.api.throttling")
+    caplog.set_level(logging.DEBUG, logger="publishing.breaker")
 
     # When alice initiates more often than the rate allows
     answers = [initiate(api, project).status_code for project in ProjectFactory.create_batch(4, owner=user)]
@@ -364,27 +365,11 @@ def test_with_its_cache_down_the_throttle_lets_requests_through_and_warns_once(
     assert "throttle cache unavailable" in warnings[0].getMessage()
 
 
-def test_the_throttle_warns_at_most_once_a_minute_while_its_cache_stays_down(caplog) -> None:
-    # Given a breaker whose cool-downs pass at once
-    breaker = throttling.CacheBreaker(cooldown=0)
-    caplog.set_level(logging.DEBUG, logger="publishing.api.throttling")
-
-    # When the cache fails again and again, then answers
-    for _ in range(5):
-        breaker.failed(redis.exceptions.ConnectionError("refused"))
-    breaker.succeeded()
-
-    # Then one warning, the rest at debug level, and one line when it is back
-    levels = [r.levelno for r in caplog.records]
-    assert levels == [logging.WARNING] + [logging.DEBUG] * 4 + [logging.INFO]
-    assert "reachable again after 5 failed call(s)" in caplog.records[-1].getMessage()
-
-
 def test_the_throttle_counts_again_once_its_cache_is_back(
     api, user, throttled, stub_broker, monkeypatch
 ) -> None:
     # Given a breaker that tried the cache and found it down, whose cool-down has passed
-    breaker = throttling.CacheBreaker(cooldown=0)
+    breaker = CircuitBreaker(name="throttle cache", cooldown=0)
     breaker.failed(redis.exceptions.ConnectionError("refused"))
     monkeypatch.setattr(throttling, "breaker", breaker)
 
@@ -423,7 +408,7 @@ def test_with_redis_hung_the_throttle_costs_one_short_timeout_then_nothing(
     assert (first.status_code, second.status_code) == (202, 202)
     assert first_took < 10, "a hung Redis must not hold a request for long"
     assert throttling.breaker.failures == 1
-    assert throttling.breaker.is_open()
+    assert throttling.breaker.is_open
 
 
 def test_the_schema_documents_429_and_retry_after_for_initiate_and_retry(client_for) -> None:

@@ -19,8 +19,7 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 
-from publishing.broker import CircuitBreaker
-from publishing.exceptions import BrokerUnavailable, PermanentJobError, TransientJobError
+from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import Attempt, Project, Publishing
 from publishing.pipeline.base import Artifact, Origin
 from publishing.pipeline.network import MAX_REDIRECTS
@@ -306,7 +305,7 @@ def test_a_stores_endless_error_answer_is_read_only_up_to_the_cap(artifact: Arti
     assert RESPONSE_READ_LIMIT < 256 * 1024 * 1024
 
 
-# --- retry, reconcile, the breaker ---------------------------------------------------------------------
+# --- retry, reconcile with the broker down -------------------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -371,69 +370,3 @@ def test_reconcile_while_the_broker_is_down_leaves_every_row_for_the_next_pass(
     assert ids == sorted(str(p.pk) for p in (pending, lost, unsent))
     for row in rows:
         assert row.message_id in {m.message_id for m in queued_messages(stub_broker)}
-
-
-def _refused() -> None:
-    raise redis.exceptions.ConnectionError("refused")
-
-
-def _half_open_breaker() -> tuple[CircuitBreaker, list[float]]:
-    """A breaker that saw the broker fail and whose cool-down has passed; its clock, to move on."""
-    now = [100.0]
-    breaker = CircuitBreaker(cooldown=2.0, clock=lambda: now[0])
-    with pytest.raises(BrokerUnavailable):
-        breaker.call(_refused)
-    now[0] += 2.1
-    return breaker, now
-
-
-def test_a_half_open_breaker_lets_exactly_one_probe_through() -> None:
-    # Given a breaker that saw the broker fail, whose cool-down has passed
-    breaker, _ = _half_open_breaker()
-
-    # When one caller probes (slowly) and others call meanwhile
-    probing, release = threading.Event(), threading.Event()
-    reached: list[str] = []
-
-    def probe() -> str:
-        reached.append("probe")
-        probing.set()
-        assert release.wait(10)
-        return "ok"
-
-    results: list[str] = []
-    prober = threading.Thread(target=lambda: results.append(breaker.call(probe)))
-    prober.start()
-    assert probing.wait(10)
-    refused_meanwhile = 0
-    for n in range(5):
-
-        def call(n: int = n) -> None:
-            reached.append(f"caller {n}")
-
-        try:
-            breaker.call(call)
-        except BrokerUnavailable:
-            refused_meanwhile += 1
-    release.set()
-    prober.join(10)
-
-    # Then only the probe reached the broker, the others failed fast, and its success closed the circuit
-    assert reached == ["probe"]
-    assert refused_meanwhile == 5
-    assert results == ["ok"]
-    assert breaker.failures == 0
-    assert breaker.call(lambda: "next") == "next"
-
-
-def test_a_failed_probe_lets_the_next_one_through_only_after_another_cooldown() -> None:
-    breaker, now = _half_open_breaker()
-    with pytest.raises(BrokerUnavailable):
-        breaker.call(_refused)  # the probe, failing
-    calls: list[int] = []
-    with pytest.raises(BrokerUnavailable):
-        breaker.call(lambda: calls.append(1))
-    assert calls == []
-    now[0] += 2.1
-    breaker.call(lambda: calls.append(1))
-    assert calls == [1]

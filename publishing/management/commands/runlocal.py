@@ -15,7 +15,8 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from publishing.broker import broker_kind, redact_url, redis_client
+from publishing.broker import redact_url, redis_client
+from publishing.broker.redis_backend import RedisOperations
 from publishing.management.development import refuse_in_production
 from publishing.redis_server import RedisServer
 
@@ -34,7 +35,7 @@ class Command(BaseCommand):
         # the settings this command runs.
         env = dict(os.environ)
         embedded: RedisServer | None = None
-        if broker_kind(settings.BROKER_URL) == "redis" and not _answers(settings.BROKER_URL):
+        if RedisOperations.serves(settings.BROKER_URL) and not _answers(settings.BROKER_URL):
             embedded = RedisServer(Path(settings.VAR_DIR) / "redis").start()
             env["REDIS_URL"] = env["BROKER_URL"] = embedded.url
             self.stdout.write(
