@@ -573,7 +573,13 @@ class ChaosRound:
             with self._lock:
                 self._snapshot, self._snapshot_at = snapshot, at
                 for fault in self.result.faults:
-                    if fault.recovered_after is None and self._recovered(fault, snapshot):
+                    # A fault that never struck has nothing to recover from: it stays unrecovered, out
+                    # of the recovery figures (RoundResult.ok fails the round on it instead).
+                    if (
+                        fault.recovered_after is None
+                        and not fault.injection_error
+                        and self._recovered(fault, snapshot)
+                    ):
                         fault.recovered_after = at - fault.at
         if conn is not None:
             conn.close()

