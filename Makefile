@@ -50,9 +50,10 @@ demo: migrate  ## Create the demo user and project
 run: demo  ## Web server, worker and (if needed) an embedded Redis on 127.0.0.1:$${PORT:-8000}
 	exec $(LOCAL_MANAGE) runlocal
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check, and the import contracts (pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 format: install  ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -9,6 +9,7 @@ class PublishingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported here, as Django asks of ready(): these load the models.
         from django.conf import settings
         from django.contrib.auth.signals import user_logged_in
 

@@ -203,6 +203,8 @@ class StateCollector:
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily
 
+        # Imported here: selectors read the models, which are not loaded yet when the worker
+        # middleware imports this module.
         from publishing import selectors
 
         overview = selectors.system_overview()

@@ -32,7 +32,7 @@ from dramatiq.threading import raise_thread_exception
 from dramatiq_abort.backends import RedisBackend, StubBackend
 
 from publishing import jobs, metrics, presence
-from publishing.broker import BROKER_ERRORS, operations_for, uses_stub_broker, web_redis, worker_redis
+from publishing.broker import BROKER_ERRORS, operations_for, uses_stub_broker, worker_redis
 from publishing.log_context import job_context, outage_errors
 from publishing.rate_limit import WindowLimiter, parse_rate, publishing_limiter
 
@@ -234,18 +234,6 @@ class Abortable(dramatiq_abort.Abortable):  # type: ignore[misc]
         super().__init__(backend=backend, abort_ttl=settings.PUBLISHING_ABORT_TTL_MS)
 
 
-@functools.cache
-def web_abortable() -> dramatiq_abort.Abortable:
-    """An Abortable for the web tier: the same keys, but a fail-fast Redis client (one per process)."""
-    middleware = next(m for m in dramatiq.get_broker().middleware if isinstance(m, Abortable))
-    if isinstance(middleware.backend, StubBackend):
-        return middleware
-    return dramatiq_abort.Abortable(
-        backend=RedisBackend(client=web_redis(), namespace=f"{settings.BROKER_NAMESPACE}-abort"),
-        abort_ttl=settings.PUBLISHING_ABORT_TTL_MS,
-    )
-
-
 class RateLimit(Middleware):
     """At most N publishing starts per rolling window, across all workers, without using up retries.
 
@@ -291,7 +279,7 @@ class RateLimit(Middleware):
             if verdict.taken:
                 return
             delay, for_another_owner = verdict.wait_ms, verdict.for_another_owner
-        # Imported here: this module stays light to import (see above).
+        # Imported here: the services load the models, not loaded yet when this middleware is built.
         from publishing.services import maintenance
 
         try:
@@ -341,6 +329,7 @@ class RateLimit(Middleware):
     @staticmethod
     def _release(message: MessageProxy) -> None:
         """Hand a message that could not be put back over to the reconciler; else RateLimitDeferralFailed."""
+        # Imported here: the services load the models, not loaded yet when this middleware is built.
         from publishing.services import maintenance
 
         publishing_id = _publishing_id(message)
@@ -426,7 +415,8 @@ class Lifecycle(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if operations_for(broker).in_memory:
             return  # the unit tests' stub: they drive these services directly
-        # Imported here: this module stays light to import (see above).
+        # Imported here: the services load the models, not loaded yet when this middleware is built
+        # (and the sandbox is needed from here on only).
         from publishing.pipeline import sandbox
         from publishing.services import maintenance
 
@@ -456,6 +446,7 @@ class Lifecycle(Middleware):
             self._presence.join(timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT * 2)
 
     def _heartbeat_forever(self) -> None:
+        # Imported here: the services load the models, not loaded yet when this middleware is built.
         from publishing.services import maintenance
 
         # Until the worker has shut down: jobs finishing in the grace period keep their leases.
@@ -485,6 +476,7 @@ class Lifecycle(Middleware):
         return max(settings.PUBLISHING_LEASE_TIMEOUT / 6, 0.5)
 
     def _reconcile_forever(self) -> None:
+        # Imported here: the services load the models, not loaded yet when this middleware is built.
         from publishing.services import maintenance, webhooks
 
         def reconcile() -> None:
@@ -529,6 +521,7 @@ class Lifecycle(Middleware):
     def _enforce_deadline(self) -> None:
         from django.db import connection
 
+        # Imported here: the services load the models, not loaded yet when this middleware is built.
         from publishing.services import maintenance
 
         deadline = time.monotonic() + settings.PUBLISHING_SHUTDOWN_TIMEOUT

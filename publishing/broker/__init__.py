@@ -19,9 +19,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
+import dramatiq_abort
 import redis
 from django.conf import settings
 from dramatiq.middleware import Middleware
+from dramatiq_abort.backends import RedisBackend, StubBackend
 
 from publishing.breaker import CircuitBreaker
 from publishing.broker.operations import (
@@ -44,6 +46,7 @@ __all__ = [
     "DeadLetterSweep",
     "QueueStats",
     "WorkerConnections",
+    "abort",
     "breaker",
     "broker_kind",
     "enqueue",
@@ -163,6 +166,30 @@ class WorkerConnections(Middleware):
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         operations_for(broker).prepare_worker()
+
+
+def abort(message_id: str) -> None:
+    """Ask the workers to skip or interrupt a message (dramatiq-abort's signal), through the breaker.
+
+    Raises BrokerUnavailable when the signal's Redis is away.
+    """
+    breaker.call(lambda: dramatiq_abort.abort(message_id, middleware=_web_abortable(dramatiq.get_broker())))
+
+
+@functools.cache
+def _web_abortable(broker: dramatiq.Broker) -> dramatiq_abort.Abortable:
+    """The workers' Abortable for the web tier: the same keys, but a fail-fast Redis client.
+
+    Aborts live in the Redis at REDIS_URL (also with RabbitMQ as the broker); the stub broker's
+    Abortable holds them in memory, so the web tier signals through that one.
+    """
+    middleware = next(m for m in broker.middleware if isinstance(m, dramatiq_abort.Abortable))
+    if isinstance(middleware.backend, StubBackend):
+        return middleware
+    return dramatiq_abort.Abortable(
+        backend=RedisBackend(client=web_redis(), namespace=f"{settings.BROKER_NAMESPACE}-abort"),
+        abort_ttl=settings.PUBLISHING_ABORT_TTL_MS,
+    )
 
 
 def enqueue(message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:

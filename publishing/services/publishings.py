@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import dramatiq
-import dramatiq_abort
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
@@ -194,10 +193,8 @@ def publishing_cancel(*, publishing: Publishing, by: User) -> Publishing:
 
 def _abort(message_id: str) -> None:
     """Ask workers to skip or interrupt a message; best effort (the status already stops it before submit)."""
-    from publishing.middleware import web_abortable
-
     try:
-        broker.breaker.call(lambda: dramatiq_abort.abort(message_id, middleware=web_abortable()))
+        broker.abort(message_id)
     except BrokerUnavailable:
         logger.warning("could not signal the abort of message %s; it will stop at its next step", message_id)
 
