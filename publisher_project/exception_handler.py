@@ -1,4 +1,4 @@
-"""One error envelope, `{"code", "detail"}`, for every API error (SPEC §6)."""
+"""Every API error in the one envelope (`publisher_project.errors`): DRF's, the domain's and Django's own."""
 
 from __future__ import annotations
 
@@ -9,13 +9,18 @@ from typing import Any
 from django.core.exceptions import DisallowedHost, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.views import csrf, defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from publisher_project.middleware import DATABASE_UNAVAILABLE_ERRORS, database_unavailable
+from publisher_project.errors import error_body, error_response
+from publisher_project.middleware import (
+    DATABASE_UNAVAILABLE_ERRORS,
+    RETRY_AFTER_SECONDS,
+    database_unavailable,
+)
 from publishing.exceptions import BrokerUnavailable, Forbidden, NotFound, PublishingConflict, PublishingError
 
 logger = logging.getLogger(__name__)
@@ -37,17 +42,17 @@ _CODES: dict[type[exceptions.APIException], tuple[str, int]] = {
 def _domain_error(exc: PublishingError) -> Response:
     if isinstance(exc, BrokerUnavailable):
         return Response(
-            {"code": exc.code, "detail": exc.detail},
+            error_body(exc.code, exc.detail),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
     if isinstance(exc, PublishingConflict):
-        return Response({"code": "CONFLICT", "detail": exc.detail, **exc.extra()}, status=409)
+        return Response(error_body("CONFLICT", exc.detail, **exc.extra()), status=status.HTTP_409_CONFLICT)
     if isinstance(exc, NotFound):
-        return Response({"code": "NOT_FOUND", "detail": exc.detail}, status=404)
+        return Response(error_body("NOT_FOUND", exc.detail), status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, Forbidden):
-        return Response({"code": exc.code, "detail": exc.detail}, status=status.HTTP_403_FORBIDDEN)
-    return Response({"code": exc.code, "detail": exc.detail}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(error_body(exc.code, exc.detail), status=status.HTTP_403_FORBIDDEN)
+    return Response(error_body(exc.code, exc.detail), status=status.HTTP_400_BAD_REQUEST)
 
 
 def _flatten(detail: Any) -> str:
@@ -80,13 +85,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         ((code, st) for cls, (code, st) in _CODES.items() if isinstance(exc, cls)),
         (str(exc.default_code).upper(), response.status_code),
     )
-    body: dict[str, Any] = {"code": code}
     if isinstance(exc, exceptions.ValidationError):
-        body["detail"] = _flatten(exc.detail)
-        body["errors"] = exc.detail
+        response.data = error_body(code, _flatten(exc.detail), errors=exc.detail)
     else:
-        body["detail"] = str(exc.detail)
-    response.data = body
+        response.data = error_body(code, str(exc.detail))
     response.status_code = status_code
     return response
 
@@ -102,7 +104,7 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
         detail = "Bad request: the Host header is not one this service answers to."
         if not isinstance(exception, DisallowedHost):
             detail = "Bad request."
-        return JsonResponse({"code": "VALIDATION_ERROR", "detail": detail}, status=400)
+        return error_response("VALIDATION_ERROR", detail, status=400)
     return defaults.bad_request(request, exception)
 
 
@@ -110,14 +112,14 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """JSON 403 under /api/ and /metrics when Django's CSRF check refuses a request, its page elsewhere."""
     if _speaks_json(request):
         detail = f"CSRF verification failed: {reason}" if reason else "CSRF verification failed."
-        return JsonResponse({"code": "PERMISSION_DENIED", "detail": detail}, status=403)
+        return error_response("PERMISSION_DENIED", detail, status=403)
     return csrf.csrf_failure(request, reason=reason)
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """JSON 404 under /api/, Django's page elsewhere."""
     if request.path.startswith("/api/"):
-        return JsonResponse({"code": "NOT_FOUND", "detail": "Not found."}, status=404)
+        return error_response("NOT_FOUND", "Not found.", status=404)
     return defaults.page_not_found(request, exception)
 
 
@@ -130,5 +132,5 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE_ERRORS):
         return database_unavailable(request)
     if request.path.startswith("/api/"):
-        return JsonResponse({"code": "INTERNAL_ERROR", "detail": "Internal server error."}, status=500)
+        return error_response("INTERNAL_ERROR", "Internal server error.", status=500)
     return defaults.server_error(request)

@@ -6,7 +6,9 @@ import logging
 from collections.abc import Callable
 
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
+
+from publisher_project.errors import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +22,7 @@ def database_unavailable(request: HttpRequest) -> HttpResponse:
     """503 `SERVICE_UNAVAILABLE` with Retry-After: JSON under /api/, a line of text elsewhere."""
     headers = {"Retry-After": RETRY_AFTER_SECONDS}
     if request.path.startswith("/api/"):
-        body = {"code": "SERVICE_UNAVAILABLE", "detail": "Database unavailable"}
-        return JsonResponse(body, status=503, headers=headers)
+        return error_response("SERVICE_UNAVAILABLE", "Database unavailable", status=503, headers=headers)
     text = "Service unavailable: the database cannot be reached. Try again in a few seconds.\n"
     return HttpResponse(text, status=503, content_type="text/plain; charset=utf-8", headers=headers)
 

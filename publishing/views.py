@@ -5,9 +5,10 @@ from __future__ import annotations
 import hmac
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 
+from publisher_project.errors import error_response
 from publishing import metrics
 
 
@@ -15,16 +16,18 @@ from publishing import metrics
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """The web tier's metrics; a Bearer METRICS_TOKEN is wanted when one is set."""
     if request.method not in {"GET", "HEAD"}:
-        return JsonResponse(
-            {"code": "METHOD_NOT_ALLOWED", "detail": f'Method "{request.method}" not allowed.'},
+        return error_response(
+            "METHOD_NOT_ALLOWED",
+            f'Method "{request.method}" not allowed.',
             status=405,
             headers={"Allow": "GET, HEAD"},
         )
     if settings.METRICS_TOKEN:
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, f"Bearer {settings.METRICS_TOKEN}".encode()):
-            return JsonResponse(
-                {"code": "NOT_AUTHENTICATED", "detail": "A valid metrics token is required."},
+            return error_response(
+                "NOT_AUTHENTICATED",
+                "A valid metrics token is required.",
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
             )

@@ -10,6 +10,8 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiExample
 
+from publisher_project.errors import error_body
+
 BASE = "https://publisher.example.com/api/v1"
 PROJECT_ID = "3f1c2a9e-8d0b-4f55-9a51-1c7c0e2d6b10"
 PUBLISHING_ID = "0b7e6f5a-4c3d-4e2f-8a1b-9c8d7e6f5a4b"
@@ -122,7 +124,7 @@ def _without(body: dict[str, Any], *fields: str) -> dict[str, Any]:
 def error(code: str, detail: str, *, status: int, **extra: Any) -> OpenApiExample:
     """An answer in the error envelope every failure uses (`extra`: `errors`, `active_id`)."""
     return OpenApiExample(
-        code, value={"code": code, "detail": detail, **extra}, response_only=True, status_codes=[str(status)]
+        code, value=error_body(code, detail, **extra), response_only=True, status_codes=[str(status)]
     )
 
 
