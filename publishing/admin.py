@@ -25,7 +25,7 @@ from publishing import selectors
 from publishing.durations import human_duration
 from publishing.exceptions import BrokerUnavailable, PublishingConflict, PublishingError
 from publishing.models import CREDENTIAL_URL_FIELDS, Attempt, Project, Publishing, WebhookDelivery
-from publishing.pipeline.network import redacted_url, restore_credentials
+from publishing.redaction import redacted_url, restore_credentials
 from publishing.services.dead_letters import dead_letters_requeue
 from publishing.services.projects import (
     PROJECT_FIELDS,

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from publishing.redaction import redact_credentials
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -88,9 +90,6 @@ class CircuitBreaker:
 
     def failed(self, exc: BaseException) -> None:
         """Open the circuit for a cool-down: the dependency just failed (`call` says so; so may others)."""
-        # Imported here, on the failure path only: the pipeline package is heavy for what loads early.
-        from publishing.pipeline.network import redact_credentials
-
         now = self._clock()
         with self._lock:
             self.failures += 1

@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from publishing.models import CREDENTIAL_URL_FIELDS, SNAPSHOT_FIELDS, Attempt, Project, Publishing
-from publishing.pipeline.network import redact_credentials, redacted_url, restore_credentials
+from publishing.redaction import redact_credentials, redacted_url, restore_credentials
 from publishing.selectors import projects_owned_by
 
 # Text a job writes, which may quote such a URL.

@@ -16,7 +16,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import dramatiq
 import dramatiq_abort
@@ -37,6 +37,7 @@ from publishing.broker.rabbitmq_backend import RabbitmqOperations
 from publishing.broker.redis_backend import RedisOperations, redis_client
 from publishing.broker.stub_backend import StubOperations
 from publishing.exceptions import BrokerUnavailable
+from publishing.redaction import redacted_url
 
 __all__ = [
     "BACKENDS",
@@ -57,7 +58,6 @@ __all__ = [
     "operations",
     "operations_for",
     "queue_stats",
-    "redact_url",
     "redis_client",
     "sweep_dead_letters",
     "trim_dead_letters",
@@ -230,18 +230,9 @@ def warn_if_unreachable() -> None:
     except BROKER_ERRORS as exc:
         logger.warning(
             "broker at %s unreachable at start-up (%s); initiate answers 503 until it is back",
-            redact_url(settings.BROKER_URL),
+            redacted_url(settings.BROKER_URL),
             type(exc).__name__,
         )
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def live_message_ids(queue_name: str | None = None) -> set[str] | None:

@@ -24,7 +24,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from publishing.exceptions import JobError, PermanentJobError, TransientJobError
-from publishing.pipeline.network import check_host, has_control_or_space, redact_credentials, split_url
+from publishing.pipeline.network import check_host, has_control_or_space, split_url
+from publishing.redaction import redact_credentials
 
 logger = logging.getLogger(__name__)
 

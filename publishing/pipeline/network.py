@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 from requests_hardened import Config, HTTPSession
@@ -25,62 +24,11 @@ from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES, InvalidIPAddre
 from requests_hardened.ip_filter_adapter import IPFilterAdapter
 
 from publishing.exceptions import JobError, PermanentJobError, TransientJobError
+from publishing.redaction import redact_credentials
 
 logger = logging.getLogger(__name__)
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# `scheme://user:password@host` -> `scheme://***@host`; a bare token as user name is a secret too.
-# Up to the last `@` before the path, query or fragment: a password may hold a raw `@`, and an `@`
-# in the query (`?email=a@b.org`) is no user info.
-_USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]+@")
-
-
-def redact_credentials(text: str) -> str:
-    """`text` with the user-info part of every URL in it replaced by `***`."""
-    return _USERINFO_RE.sub(r"\g<scheme>***@", text)
-
-
-REDACTED = "***"
-
-
-def redacted_url(url: str) -> str:
-    """`url` with its user-info shown as `***`, up to the last `@` of the authority as URL parsers read it.
-
-    Stricter than `redact_credentials` for one whole URL: a password with a raw `@` is hidden whole.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return redact_credentials(url)
-    if "@" not in parts.netloc:
-        return redact_credentials(url)
-    return urlunsplit(parts._replace(netloc=f"{REDACTED}@" + parts.netloc.rsplit("@", 1)[1]))
-
-
-def restore_credentials(submitted: str, stored: str) -> str:
-    """`submitted`, with the stored URL's credentials where it shows them as `***` (as they are read back).
-
-    So a URL edited as it was shown keeps its secret. It comes back only to the same scheme, host
-    and port: sent with `***` anywhere else, the secret would follow the URL there. ValueError then,
-    and when nothing is stored to restore.
-    """
-    try:
-        new, old = urlsplit(submitted), urlsplit(stored)
-    except ValueError:
-        return submitted
-    userinfo, _, place = new.netloc.rpartition("@")
-    if userinfo != REDACTED:
-        return submitted
-    stored_userinfo, _, stored_place = old.netloc.rpartition("@")
-    if not stored_userinfo:
-        raise ValueError(f"{REDACTED} stands for stored credentials, and there are none: type them.")
-    if (new.scheme.lower(), place.lower()) != (old.scheme.lower(), stored_place.lower()):
-        raise ValueError(
-            f"{REDACTED} keeps the stored credentials for {redacted_url(stored)} only; "
-            "type them again for another scheme, host or port."
-        )
-    return urlunsplit(new._replace(netloc=f"{stored_userinfo}@{place}"))
 
 
 def is_public_address(address: IPAddress) -> bool:

@@ -24,7 +24,8 @@ from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Artifact, Origin, Submission
-from publishing.pipeline.network import answer_error, check_host, post, redact_credentials, split_url
+from publishing.pipeline.network import answer_error, check_host, post, split_url
+from publishing.redaction import redact_credentials
 
 logger = logging.getLogger(__name__)
 

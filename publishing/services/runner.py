@@ -24,8 +24,8 @@ from publishing.exceptions import (
 )
 from publishing.models import Attempt, Project, Publishing
 from publishing.pipeline import Job, Origin, get_pipeline
-from publishing.pipeline.network import redact_credentials
 from publishing.pipeline.workspace import workspace as pipeline_workspace
+from publishing.redaction import redact_credentials
 from publishing.services.attempts import AttemptLog, finish_attempt, outcome_of_stopped
 
 logger = logging.getLogger(__name__)

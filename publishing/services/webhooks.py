@@ -37,7 +37,8 @@ from publishing.exceptions import (
 )
 from publishing.log_context import job_context
 from publishing.models import Publishing, WebhookDelivery
-from publishing.pipeline.network import answer_error, check_host, post, redact_credentials, split_url
+from publishing.pipeline.network import answer_error, check_host, post, split_url
+from publishing.redaction import redact_credentials
 from publishing.services.queueing import send
 
 logger = logging.getLogger(__name__)

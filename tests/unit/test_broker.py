@@ -9,8 +9,9 @@ import redis
 from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
 
 from publishing import broker as publishing_broker
-from publishing.broker import broker_kind, redact_url
+from publishing.broker import broker_kind
 from publishing.exceptions import BrokerUnavailable
+from publishing.redaction import redacted_url
 
 
 @pytest.mark.parametrize(
@@ -61,8 +62,8 @@ def test_unknown_broker_scheme_is_a_clear_error() -> None:
         broker_kind("kafka://x")
 
 
-def test_redact_url_hides_the_password() -> None:
-    assert redact_url("amqp://guest:s3cret@mq:5672/") == "amqp://guest:***@mq:5672/"
+def test_a_broker_url_is_logged_without_its_credentials() -> None:
+    assert redacted_url("amqp://guest:s3cret@mq:5672/") == "amqp://***@mq:5672/"
 
 
 def retries(broker) -> int:

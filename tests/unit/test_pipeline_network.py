@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from publishing.exceptions import PermanentJobError, TransientJobError
-from publishing.pipeline.network import check_host, is_public_address, redact_credentials
+from publishing.pipeline.network import check_host, is_public_address
+from publishing.redaction import redact_credentials
 from tests.fakes import resolver
 
 

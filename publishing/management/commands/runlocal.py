@@ -15,9 +15,10 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from publishing.broker import redact_url, redis_client
+from publishing.broker import redis_client
 from publishing.broker.redis_backend import RedisOperations
 from publishing.management.development import refuse_in_production
+from publishing.redaction import redacted_url
 from publishing.redis_server import RedisServer
 
 
@@ -39,11 +40,11 @@ class Command(BaseCommand):
             embedded = RedisServer(Path(settings.VAR_DIR) / "redis").start()
             env["REDIS_URL"] = env["BROKER_URL"] = embedded.url
             self.stdout.write(
-                f"Redis at {redact_url(settings.BROKER_URL)} does not answer: "
+                f"Redis at {redacted_url(settings.BROKER_URL)} does not answer: "
                 f"started an embedded one at {embedded.url}"
             )
         else:
-            self.stdout.write(f"Using the broker at {redact_url(settings.BROKER_URL)}")
+            self.stdout.write(f"Using the broker at {redacted_url(settings.BROKER_URL)}")
 
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         worker = [*manage, "rundramatiq", "--processes", str(processes), "--threads", str(threads)]
