@@ -43,7 +43,7 @@ from publishing.pipeline import Job, Origin, get_pipeline, sandbox
 from publishing.pipeline.checkout import validate_ref, validate_source_url
 from publishing.pipeline.network import redact_credentials
 from publishing.pipeline.package import EXCLUDED_NAMES
-from publishing.pipeline.submit import validate_target_url
+from publishing.pipeline.stores import validate_target_url
 from publishing.pipeline.workspace import sweep as pipeline_workspace_sweep
 from publishing.pipeline.workspace import workspace as pipeline_workspace
 from publishing.selectors import project_for
@@ -78,11 +78,7 @@ def project_validate(*, user: AnyUser, data: dict[str, Any], instance: Project |
             errors["repository_url"] = exc.detail
     if "target_url" in data:
         try:
-            validate_target_url(
-                data["target_url"],
-                allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
-                store_roots=settings.PUBLISHING_FILE_STORE_ROOTS,
-            )
+            validate_target_url(data["target_url"])
         except JobError as exc:
             errors["target_url"] = exc.detail
     if "ref" in data:
