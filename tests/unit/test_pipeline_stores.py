@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from rest_framework.test import APIClient
 
 from publishing.exceptions import PermanentJobError
 from publishing.pipeline import stores
@@ -157,3 +158,17 @@ def test_the_submit_step_applies_the_settings_policy_at_run_time(tmp_path: Path,
         )
     assert excinfo.value.code == "TARGET_NOT_ALLOWED"
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.django_db
+def test_the_api_schema_names_every_scheme_a_target_may_have() -> None:
+    # When
+    response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+
+    # Then the project's target_url says which stores there are, in the form of their URLs
+    description = response.json()["components"]["schemas"]["Project"]["properties"]["target_url"][
+        "description"
+    ]
+    for entry in stores.STORES.values():
+        assert entry.form in description
+    assert "s3://bucket/prefix" in description
