@@ -377,3 +377,22 @@ def test_the_checksum_sent_is_the_packaged_one(artifact):
     assert base64.b64encode(bytes.fromhex(artifact.sha256)) == base64.b64encode(
         hashlib.sha256(artifact.path.read_bytes()).digest()
     )
+
+
+def test_an_artifact_that_cannot_be_read_fails_permanently_and_writes_nothing(artifact, s3_proxy, s3_bucket):
+    # Given an artifact whose file is gone by the time it is submitted
+    artifact.path.unlink()
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(_store(s3_proxy.url, s3_bucket), artifact, f"s3://{s3_bucket}/sites")
+    assert excinfo.value.code == "ARTIFACT_NOT_FOUND"
+    assert s3_proxy.requests("PUT") == []
+
+
+def test_a_malformed_endpoint_is_a_permanent_error_that_says_the_store_is_misconfigured(artifact, s3_bucket):
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(_store("not a url", s3_bucket), artifact, f"s3://{s3_bucket}/sites")
+    assert excinfo.value.code == "TARGET_REJECTED"
+    assert "misconfigured" in excinfo.value.detail

@@ -180,7 +180,14 @@ class S3Store:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url or None, config=config)
+        try:
+            return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url or None, config=config)
+        except ValueError as exc:
+            # boto3 refuses a malformed endpoint URL when the client is made.
+            raise PermanentJobError(
+                f"the S3 store is misconfigured ({self.endpoint}): {redact_credentials(str(exc))}",
+                code="TARGET_REJECTED",
+            ) from exc
 
     def submit(
         self, artifact: Artifact, *, target_url: str, publishing_id: str, origin: Origin
@@ -200,9 +207,8 @@ class S3Store:
                 logger.info("Artifact %s already stored with the same sha256; not rewriting it", target.url)
             else:
                 raise PermanentJobError(
-                    f"{target.url} already holds another archive (sha256 {stored or 'unknown'}) for this "
-                    "publishing; "
-                    "it is never overwritten",
+                    f"{target.url} already holds another archive (sha256 {stored or 'unknown'}) for "
+                    "this publishing; it is never overwritten",
                     code="TARGET_CONFLICT",
                 )
             # The manifest comes last: its presence says the archive beside it is complete.
@@ -249,16 +255,6 @@ class S3Store:
         except botocore.exceptions.BotoCoreError as exc:
             raise PermanentJobError(
                 f"S3 request for {target.url} failed: {redact_credentials(str(exc))}", code="TARGET_REJECTED"
-            ) from exc
-        except ValueError as exc:
-            # boto3 refuses a malformed endpoint URL or addressing style when the client is made.
-            raise PermanentJobError(
-                f"the S3 store is misconfigured ({self.endpoint}): {redact_credentials(str(exc))}",
-                code="TARGET_REJECTED",
-            ) from exc
-        except OSError as exc:
-            raise PermanentJobError(
-                f"artifact file cannot be read: {exc}", code="ARTIFACT_NOT_FOUND"
             ) from exc
 
 
@@ -317,7 +313,11 @@ def _exists(client: Any, target: _Object) -> bool:
 def _put_archive(client: Any, target: _Object, artifact: Artifact, publishing_id: str) -> str | None:
     """Write the archive unless an object is there already; None once written, else that object's SHA-256."""
     try:
-        with artifact.path.open("rb") as body:
+        body = artifact.path.open("rb")
+    except OSError as exc:
+        raise PermanentJobError(f"artifact file cannot be read: {exc}", code="ARTIFACT_NOT_FOUND") from exc
+    try:
+        with body:
             client.put_object(
                 Bucket=target.bucket,
                 Key=target.key,
