@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tests.fakes import start_http_server, stop_http_server
 
@@ -47,6 +46,10 @@ class MotoServer:
     """moto's S3 (and every other service) on a free loopback port, in a thread of this process."""
 
     def __init__(self) -> None:
+        # Imported here: moto's server (Flask and every service's models) takes a second to import, and
+        # every test session registers these fixtures.
+        from moto.server import ThreadedMotoServer
+
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.url = ""
 
