@@ -83,7 +83,7 @@ def measure(rounds: int, workdir: Path) -> dict[str, dict[str, list[float]]]:
     from publishing.pipeline.checkout import checkout
     from publishing.pipeline.package import package
     from publishing.pipeline.sandbox import SandboxPolicy
-    from publishing.pipeline.submit import submit
+    from publishing.pipeline.stores.file import FileStore
     from publishing.pipeline.workspace import workspace
 
     files = {"index.html": "<h1>{{ title }}</h1>\n", "build.py": BUILD_SCRIPT}
@@ -117,14 +117,11 @@ def measure(rounds: int, workdir: Path) -> dict[str, dict[str, list[float]]]:
                 times.append(time.perf_counter())
                 artifact = package(checked_out, "dist", out_dir=folder / "out", name=f"{mode}-{number}")
                 times.append(time.perf_counter())
-                submit(
+                FileStore(roots=[str(store)]).submit(
                     artifact,
                     target_url=f"file://{store}",
                     publishing_id=f"{mode}-{number}",
                     origin=Origin(owner_id="1", project_id="one-page", project_slug="one-page"),
-                    timeout=60,
-                    allow_private=True,
-                    store_roots=[str(store)],
                 )
                 times.append(time.perf_counter())
             for step, (start, end) in zip(STEPS, itertools.pairwise(times), strict=True):

@@ -40,7 +40,7 @@ class Project(models.Model):
         max_length=500, default=".", help_text="Path inside the checkout to package."
     )
     target_url = models.CharField(
-        max_length=500, help_text="Where to submit: file:///dir or http(s)://host/path."
+        max_length=500, help_text="Where to submit the artifact: a URL whose scheme picks the store."
     )
     webhook_url = models.CharField(
         max_length=500,

@@ -18,6 +18,9 @@ from publishing.pipeline.build import count_tasks
 from tests.factories import OPERATOR_PERMISSIONS, ProjectFactory, UserFactory, grant
 from tests.support.prerequisites import missing, require_root
 
+# The S3 API on loopback (moto's server) and what the s3:// store's tests share.
+pytest_plugins = ["tests.support.s3"]
+
 
 @pytest.fixture(autouse=True)
 def _closed_breaker() -> Iterator[None]:

@@ -204,6 +204,30 @@ if not all(os.path.isabs(root) for root in PUBLISHING_FILE_STORE_ROOTS):
 # A file:// store's folders and files are the worker's user's only (0700/0600); with a group name
 # or gid here they are also readable by that group (0750/0640), e.g. a web server that serves them.
 PUBLISHING_STORE_GROUP: str = env.str("PUBLISHING_STORE_GROUP", default="")
+# s3:// stores (publishing/pipeline/stores/s3.py; docs/deployment.md for AWS S3, MinIO and R2). The
+# places s3:// targets may lie under, `s3://bucket` or `s3://bucket/prefix`, comma-separated; none (the
+# default) allows no s3:// target: the workers' credentials may reach buckets no user should.
+PUBLISHING_S3_STORE_ROOTS: list[str] = [
+    root.strip() for root in env.list("PUBLISHING_S3_STORE_ROOTS", default=[]) if root.strip()
+]
+if not all(
+    re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?", root) for root in PUBLISHING_S3_STORE_ROOTS
+):
+    raise ImproperlyConfigured(
+        f"PUBLISHING_S3_STORE_ROOTS={PUBLISHING_S3_STORE_ROOTS!r}: each must be s3://bucket or s3://bucket/prefix"
+    )
+# The S3 API's address: empty for AWS S3; MinIO's or R2's URL otherwise. Credentials and region
+# come from the standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION).
+PUBLISHING_S3_ENDPOINT_URL: str = env.str("PUBLISHING_S3_ENDPOINT_URL", default="")
+# How requests name the bucket: auto, path (http://host/bucket/key: most MinIO setups) or virtual
+# (http://bucket.host/key).
+PUBLISHING_S3_ADDRESSING_STYLE: str = (
+    env.str("PUBLISHING_S3_ADDRESSING_STYLE", default="auto").strip().lower()
+)
+if PUBLISHING_S3_ADDRESSING_STYLE not in ("auto", "path", "virtual"):
+    raise ImproperlyConfigured(
+        f"PUBLISHING_S3_ADDRESSING_STYLE={PUBLISHING_S3_ADDRESSING_STYLE!r}: expected auto, path or virtual."
+    )
 PUBLISHING_PIPELINE: str = env.str("PUBLISHING_PIPELINE", default="publishing.pipeline.DefaultPipeline")
 PUBLISHING_WORKSPACE_DIR: str = env.str("PUBLISHING_WORKSPACE_DIR", default="")
 PUBLISHING_CHECKOUT_TIMEOUT: int = env.int("PUBLISHING_CHECKOUT_TIMEOUT", default=300)

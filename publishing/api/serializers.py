@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from publishing.models import CREDENTIAL_URL_FIELDS, SNAPSHOT_FIELDS, Attempt, Project, Publishing
+from publishing.pipeline.stores import target_url_help
 from publishing.redaction import redact_credentials, redacted_url, restore_credentials
 from publishing.selectors import projects_owned_by
 
@@ -94,6 +95,7 @@ class ProjectSerializer(serializers.HyperlinkedModelSerializer[Project]):
             "updated_at",
         ]
         read_only_fields = ["id", "owner", "created_at", "updated_at"]
+        extra_kwargs = {"target_url": {"help_text": target_url_help()}}
 
     def get_webhook_secret_set(self, project: Project) -> bool:
         return bool(project.webhook_secret)

@@ -2,7 +2,8 @@
 
 One module a step, one interface (`Pipeline`). The default implementation is
 `DefaultPipeline`; `PUBLISHING_PIPELINE` names another class to plug in (tests
-and other stores). Steps raise `TransientJobError` (retried) or
+and other pipelines); the stores the submit step delivers to are plug-ins of their own
+(`publishing.pipeline.stores`, one module a URL scheme). Steps raise `TransientJobError` (retried) or
 `PermanentJobError` (fails at once), each with a stable `code`.
 """
 
@@ -23,7 +24,7 @@ __all__ = ["Artifact", "DefaultPipeline", "Job", "Origin", "Pipeline", "Submissi
 
 
 class DefaultPipeline:
-    """git clone, a sandboxed build command, a deterministic tar.gz, a file:// or HTTP store."""
+    """git clone, a sandboxed build command, a deterministic tar.gz, the store its target URL names."""
 
     def checkout(self, job: Job) -> Path:
         return checkout(
@@ -49,16 +50,7 @@ class DefaultPipeline:
         return package(source, job.artifact_path, out_dir=job.workspace / "out", name=job.publishing_id)
 
     def submit(self, job: Job, artifact: Artifact) -> Submission:
-        return submit(
-            artifact,
-            target_url=job.target_url,
-            publishing_id=job.publishing_id,
-            origin=job.origin,
-            timeout=settings.PUBLISHING_SUBMIT_TIMEOUT,
-            allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
-            store_roots=settings.PUBLISHING_FILE_STORE_ROOTS,
-            store_group=settings.PUBLISHING_STORE_GROUP,
-        )
+        return submit(artifact, target_url=job.target_url, publishing_id=job.publishing_id, origin=job.origin)
 
 
 def get_pipeline() -> Pipeline:

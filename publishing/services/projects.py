@@ -19,7 +19,7 @@ from publishing.exceptions import Forbidden, JobError, PublishingConflict
 from publishing.models import Project, Publishing
 from publishing.pipeline.checkout import validate_ref, validate_source_url
 from publishing.pipeline.package import EXCLUDED_NAMES
-from publishing.pipeline.submit import validate_target_url
+from publishing.pipeline.stores import validate_target_url
 from publishing.services.webhooks import validate_webhook_url
 
 logger = logging.getLogger(__name__)
@@ -50,11 +50,7 @@ def project_validate(*, user: AnyUser, data: dict[str, Any], instance: Project |
             errors["repository_url"] = exc.detail
     if "target_url" in data:
         try:
-            validate_target_url(
-                data["target_url"],
-                allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
-                store_roots=settings.PUBLISHING_FILE_STORE_ROOTS,
-            )
+            validate_target_url(data["target_url"])
         except JobError as exc:
             errors["target_url"] = exc.detail
     if "ref" in data:

@@ -1,7 +1,8 @@
-"""The core path with real processes: API -> Redis -> rundramatiq worker -> store."""
+"""The core path with real processes: API -> Redis -> rundramatiq worker -> store (file://, HTTP, S3)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from django_dramatiq.models import Task
 
 from tests.support.http import Answer, Request, ScriptedReceiver
 from tests.support.polling import wait_until
+from tests.support.s3 import s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +60,44 @@ def test_initiate_is_published_by_a_real_worker_into_a_file_store(
         "build_and_submit",
         "publishing-builds",
     )
+
+
+def test_initiate_is_published_by_a_real_worker_into_an_s3_store(
+    redis_url, make_stack, make_project, owner_token, s3_server, s3_bucket, s3_credentials
+) -> None:
+    # Given a worker whose S3 store is moto's server on loopback, and a project targeting a bucket there
+    project = make_project(f"s3://{s3_bucket}/sites")
+    _, token = owner_token
+    stack = make_stack(
+        redis_url,
+        PUBLISHING_S3_STORE_ROOTS=f"s3://{s3_bucket}",
+        PUBLISHING_S3_ENDPOINT_URL=s3_server.url,
+        **s3_credentials,
+    )
+    api = stack.serve(token)
+
+    # When the user initiates a publishing
+    response = stack.initiate(api, project.pk)
+    assert response.status_code == 202, response.text
+
+    # Then the worker publishes it into the bucket, and the publishing records the object's URL
+    done = stack.wait_for(api, response.json()["id"])
+    assert done["status"] == "published", (done, stack.logs("worker"))
+    assert done["attempts"] == 1
+    key = f"sites/{project.owner_id}/{project.slug}/{done['id']}.tar.gz"
+    assert done["artifact_uri"] == f"s3://{s3_bucket}/{key}"
+    # And the object holds the archive, with the checksum S3 recorded for it the publishing's own
+    client = s3_client(s3_server.url)
+    head = client.head_object(Bucket=s3_bucket, Key=key, ChecksumMode="ENABLED")
+    assert base64.b64decode(head["ChecksumSHA256"]).hex() == done["artifact_sha256"]
+    body = client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == done["artifact_sha256"]
+    manifest = json.loads(
+        client.get_object(Bucket=s3_bucket, Key=key.replace(".tar.gz", ".json"))["Body"].read()
+    )
+    assert (manifest["uri"], manifest["sha256"]) == (done["artifact_uri"], done["artifact_sha256"])
+    # And no credential reached the worker's log
+    assert s3_credentials["AWS_SECRET_ACCESS_KEY"] not in stack.logs("worker", tail=None)
 
 
 class FlakyTarget(ScriptedReceiver):

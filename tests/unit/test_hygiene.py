@@ -17,7 +17,7 @@ import pytest
 from publishing.exceptions import PermanentJobError
 from publishing.hygiene import private_state
 from publishing.pipeline.base import Artifact, Origin
-from publishing.pipeline.submit import submit
+from publishing.pipeline.stores.file import FileStore
 from tests.support.polling import wait_until
 from tests.support.prerequisites import require_root
 
@@ -51,15 +51,11 @@ def _store(tmp_path: Path, store: Path, *, group: str) -> Path:
     """Submit a small artifact of publishing p-1 of project `site` to `store`; the archive's path."""
     artifact = tmp_path / "a.tar.gz"
     artifact.write_bytes(b"archive")
-    submission = submit(
+    submission = FileStore(roots=[str(store)], group=group).submit(
         Artifact(path=artifact, sha256=hashlib.sha256(b"archive").hexdigest(), size=7),
         target_url=f"file://{store}",
         publishing_id="p-1",
         origin=Origin(owner_id="7", project_id="p", project_slug="site"),
-        timeout=5,
-        allow_private=True,
-        store_roots=[str(store)],
-        store_group=group,
     )
     return Path(submission.uri.removeprefix("file://"))
 

@@ -23,7 +23,7 @@ from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import Attempt, Project, Publishing
 from publishing.pipeline.base import Artifact, Origin
 from publishing.pipeline.network import MAX_REDIRECTS
-from publishing.pipeline.submit import RESPONSE_READ_LIMIT, submit
+from publishing.pipeline.stores.http import RESPONSE_READ_LIMIT, HttpStore
 from publishing.services.maintenance import publishing_reconcile
 from publishing.services.publishings import publishing_initiate
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
@@ -223,15 +223,8 @@ def artifact(tmp_path: Path) -> Artifact:
 
 
 def submit_to(artifact: Artifact, url: str) -> Any:
-    return submit(
-        artifact,
-        target_url=url,
-        publishing_id=PUBLISHING_ID,
-        origin=ORIGIN,
-        timeout=5,
-        allow_private=True,
-        store_roots=["/"],
-    )
+    store = HttpStore(allow_private=True, timeout=5)
+    return store.submit(artifact, target_url=url, publishing_id=PUBLISHING_ID, origin=ORIGIN)
 
 
 def test_an_artifact_that_cannot_be_read_at_submit_fails_permanently_sending_nothing(

@@ -219,6 +219,50 @@ def test_no_store_roots_means_no_file_targets(api, settings) -> None:
     assert "PUBLISHING_FILE_STORE_ROOTS" in error_fields(response)["target_url"][0]
 
 
+# --- s3:// targets only under the S3 store roots ------------------------------------------
+
+
+def _create_project(api, target: str):
+    return api.post(
+        "/api/v1/projects/",
+        {"name": "Site", "repository_url": "https://git.example.com/a.git", "target_url": target},
+        format="json",
+    )
+
+
+@pytest.mark.django_db
+def test_an_s3_target_under_the_roots_is_accepted_at_save(api, settings) -> None:
+    # Given a bucket the operator allows
+    settings.PUBLISHING_S3_STORE_ROOTS = ["s3://artifacts/sites"]
+
+    # When / Then a project publishing into it is saved, the registry judging it without the network
+    response = _create_project(api, "s3://artifacts/sites/team-a")
+    assert response.status_code == 201, response.json()
+    assert Project.objects.get().target_url == "s3://artifacts/sites/team-a"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("roots", "target", "says"),
+    [
+        ([], "s3://artifacts/sites", "PUBLISHING_S3_STORE_ROOTS"),
+        (["s3://artifacts/sites"], "s3://backups/db", "under s3://artifacts/sites"),
+        (["s3://artifacts/sites"], "s3://artifacts/other", "under s3://artifacts/sites"),
+        (["s3://artifacts"], "s3://key:secret@artifacts/sites", "no credentials"),
+    ],
+)
+def test_an_s3_target_outside_the_roots_is_refused_at_save(api, settings, roots, target, says) -> None:
+    # Given
+    settings.PUBLISHING_S3_STORE_ROOTS = roots
+
+    # When
+    response = _create_project(api, target)
+
+    # Then
+    assert says in error_fields(response)["target_url"][0]
+    assert not Project.objects.exists()
+
+
 # --- A publishing runs with the settings it was initiated with ------------------------------
 
 

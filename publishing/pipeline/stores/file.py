@@ -1,0 +1,206 @@
+"""file:// store: a local directory under one of PUBLISHING_FILE_STORE_ROOTS.
+
+Idempotent per publishing: files are keyed by publishing id, and an identical archive is not
+rewritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Self
+from urllib.parse import SplitResult, unquote, urlsplit
+
+from django.conf import settings
+
+from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline.base import Artifact, Origin, Submission
+from publishing.pipeline.network import split_url
+from publishing.pipeline.stores.base import artifact_names, manifest
+
+logger = logging.getLogger(__name__)
+
+# OSErrors worth a retry: the store may have room or be reachable again later.
+TRANSIENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE}
+)
+COPY_BUFFER = 1024 * 1024
+
+
+class FileStore:
+    """Writes `<target>/<owner id>/<project slug>/<publishing id>.tar.gz` and `.json`.
+
+    `roots` are the folders targets must lie under (none: no file:// target); the folders and
+    files are the worker's user's only, or also readable by the group `group` when set.
+    """
+
+    def __init__(self, *, roots: Sequence[str], group: str = "") -> None:
+        self.roots = list(roots)
+        self.group = group
+
+    @classmethod
+    def from_settings(cls) -> Self:
+        return cls(roots=settings.PUBLISHING_FILE_STORE_ROOTS, group=settings.PUBLISHING_STORE_GROUP)
+
+    def validate(self, url: str) -> None:
+        _check_store_root(
+            _file_target_dir(split_url(url, what="target URL", code="TARGET_INVALID")), self.roots
+        )
+
+    def submit(
+        self, artifact: Artifact, *, target_url: str, publishing_id: str, origin: Origin
+    ) -> Submission:
+        self.validate(target_url)
+        return _submit_to_directory(
+            artifact,
+            _file_target_dir(urlsplit(target_url)),
+            publishing_id=publishing_id,
+            origin=origin,
+            access=_StoreAccess.of(self.group),
+        )
+
+
+def _file_target_dir(parts: SplitResult) -> Path:
+    """The directory a file:// URL names; TARGET_INVALID for anything but an absolute path."""
+    path = unquote(parts.path)
+    pure = PurePosixPath(path)
+    if (
+        parts.netloc not in ("", "localhost")
+        or parts.query
+        or parts.fragment
+        or not pure.is_absolute()
+        or ".." in pure.parts
+        or "\x00" in path
+    ):
+        raise PermanentJobError("a file:// target must be file:///absolute/directory", code="TARGET_INVALID")
+    return Path(path)
+
+
+def _check_store_root(directory: Path, roots: Sequence[str]) -> None:
+    """A file:// target must lie under one of `roots` (PUBLISHING_FILE_STORE_ROOTS): the worker
+    writes there with its own rights, which reach much further than any user's."""
+    if not roots:
+        raise PermanentJobError(
+            "file:// targets are not allowed here (PUBLISHING_FILE_STORE_ROOTS names no folder)",
+            code="TARGET_NOT_ALLOWED",
+        )
+    if not any(directory.is_relative_to(root) for root in roots):
+        raise PermanentJobError(
+            f"a file:// target must lie under {' or '.join(roots)}", code="TARGET_NOT_ALLOWED"
+        )
+
+
+def _sha256_of(path: Path) -> str | None:
+    """The sha256 of the file at `path`, or None when there is no such file."""
+    try:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class _StoreAccess:
+    """Who may read the store besides the worker's user: nobody, or one group."""
+
+    gid: int = -1
+
+    @classmethod
+    def of(cls, group: str) -> _StoreAccess:
+        if not group:
+            return cls()
+        try:
+            return cls(gid=int(group) if group.isdigit() else grp.getgrnam(group).gr_gid)
+        except KeyError:
+            raise PermanentJobError(
+                f"store group {group!r} (PUBLISHING_STORE_GROUP) does not exist", code="TARGET_REJECTED"
+            ) from None
+
+    def apply(self, path: Path, *, folder: bool) -> None:
+        if self.gid < 0:
+            path.chmod(0o700 if folder else 0o600)
+            return
+        os.chown(path, -1, self.gid)
+        path.chmod(0o750 if folder else 0o640)
+
+
+@contextlib.contextmanager
+def _atomic_writer(final: Path, access: _StoreAccess) -> Iterator[IO[bytes]]:
+    """A temporary file beside `final` that replaces it, flushed and fsynced, only if the block succeeds."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        access.apply(tmp, folder=False)
+        tmp.replace(final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(final.parent)
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _submit_to_directory(
+    artifact: Artifact, base: Path, *, publishing_id: str, origin: Origin, access: _StoreAccess
+) -> Submission:
+    """Write `<base>/<owner id>/<project slug>/<id>.tar.gz`, then `<id>.json`, atomically; skip an
+    identical archive."""
+    folders, file_name, manifest_name = artifact_names(origin, publishing_id)
+    project_dir = base.joinpath(*folders)
+    final = project_dir / file_name
+    manifest_path = project_dir / manifest_name
+    try:
+        for folder in [*reversed(project_dir.parents), project_dir]:
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir()
+                access.apply(folder, folder=True)  # only what this created: the group can walk down
+        access.apply(project_dir, folder=True)
+        if _sha256_of(final) == artifact.sha256:
+            logger.info("Artifact %s already stored with the same sha256; not rewriting it", final)
+        else:
+            with artifact.path.open("rb") as src, _atomic_writer(final, access) as dst:
+                shutil.copyfileobj(src, dst, COPY_BUFFER)
+        # The manifest comes last: its presence says the archive beside it is complete.
+        existing = _read_manifest(manifest_path)
+        if existing is None or existing.get("sha256") != artifact.sha256:
+            with _atomic_writer(manifest_path, access) as dst:
+                dst.write(manifest(artifact, publishing_id=publishing_id, origin=origin, file_name=file_name))
+    except OSError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise TransientJobError(
+                f"target directory unavailable: {exc}", code="TARGET_UNAVAILABLE"
+            ) from exc
+        raise PermanentJobError(
+            f"target directory refused the artifact: {exc}", code="TARGET_REJECTED"
+        ) from exc
+    logger.info("Stored artifact of publishing %s at %s", publishing_id, final)
+    return Submission(uri=final.absolute().as_uri(), ref=publishing_id)

@@ -1,0 +1,24 @@
+"""What the tests of the stores share: a publishing's ids and an archive to submit."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from publishing.pipeline.base import Artifact, Origin
+
+PUBLISHING_ID = "3f0c6f7e-9a1b-4c2d-8e5f-0a1b2c3d4e5f"
+ORIGIN = Origin(owner_id="42", project_id="9b2f4c1e-0d3a-4e5f-8a7b-6c5d4e3f2a1b", project_slug="my-site")
+# Looks like a gzip stream, and is long enough to take more than one read.
+ARCHIVE_BYTES = b"\x1f\x8b" + bytes(range(256)) * 40
+
+
+def make_artifact(path: Path, content: bytes = ARCHIVE_BYTES) -> Artifact:
+    """`content` written to `path`, as the package step hands it over (with its sha256 and size)."""
+    path.write_bytes(content)
+    return Artifact(path=path, sha256=hashlib.sha256(content).hexdigest(), size=len(content))
+
+
+def fail_if_called(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("must not be called")

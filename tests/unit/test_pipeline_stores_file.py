@@ -1,0 +1,163 @@
+"""file:// store: its layout, idempotency, roots and errors, on the local disk."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline.base import Artifact, Origin
+from publishing.pipeline.stores.file import FileStore
+from tests.support.stores import ORIGIN, PUBLISHING_ID, fail_if_called, make_artifact
+
+file_store_module = importlib.import_module("publishing.pipeline.stores.file")
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Artifact:
+    return make_artifact(tmp_path / "pub.tar.gz")
+
+
+def _submit(artifact: Artifact, target_url: str, **overrides: Any) -> Any:
+    options: dict[str, Any] = {
+        "publishing_id": PUBLISHING_ID,
+        "origin": ORIGIN,
+        "store_roots": ["/"],
+        **overrides,
+    }
+    store = FileStore(roots=options.pop("store_roots"))
+    return store.submit(artifact, target_url=target_url, **options)
+
+
+def test_submit_to_a_directory_writes_the_archive_and_then_its_manifest(artifact, tmp_path):
+    # Given a store directory
+    store = tmp_path / "store"
+
+    # When
+    submission = _submit(artifact, store.as_uri())
+
+    # Then the archive and manifest sit under the project, with no temporary files left
+    final = store / "42" / "my-site" / f"{PUBLISHING_ID}.tar.gz"
+    assert final.read_bytes() == artifact.path.read_bytes()
+    assert sorted(p.name for p in (store / "42" / "my-site").iterdir()) == [
+        f"{PUBLISHING_ID}.json",
+        f"{PUBLISHING_ID}.tar.gz",
+    ]
+    manifest = json.loads((store / "42" / "my-site" / f"{PUBLISHING_ID}.json").read_text())
+    assert manifest["publishing_id"] == PUBLISHING_ID
+    assert manifest["project"] == "my-site"
+    assert manifest["project_id"] == ORIGIN.project_id
+    assert manifest["owner_id"] == ORIGIN.owner_id
+    assert manifest["sha256"] == artifact.sha256
+    assert manifest["size"] == artifact.size
+    assert manifest["file"] == f"{PUBLISHING_ID}.tar.gz"
+    assert datetime.fromisoformat(manifest["submitted_at"]).utcoffset() == timedelta(0)
+    assert submission.uri == final.as_uri()
+    assert submission.uri.startswith("file:///")
+    assert submission.ref == PUBLISHING_ID
+
+
+def test_resubmitting_the_same_archive_rewrites_nothing(artifact, tmp_path, monkeypatch):
+    # Given an archive already submitted
+    store = tmp_path / "store"
+    first = _submit(artifact, store.as_uri())
+    final = store / "42" / "my-site" / f"{PUBLISHING_ID}.tar.gz"
+    manifest = store / "42" / "my-site" / f"{PUBLISHING_ID}.json"
+    before = (final.stat().st_ino, manifest.stat().st_ino, manifest.read_text())
+    monkeypatch.setattr(file_store_module.shutil, "copyfileobj", fail_if_called)
+
+    # When it is submitted again (a retry)
+    second = _submit(artifact, store.as_uri())
+
+    # Then neither file was replaced
+    assert second == first
+    assert (final.stat().st_ino, manifest.stat().st_ino, manifest.read_text()) == before
+
+
+def test_resubmitting_different_content_replaces_archive_and_manifest(artifact, tmp_path):
+    # Given an archive already submitted
+    store = tmp_path / "store"
+    _submit(artifact, store.as_uri())
+
+    # When other content is submitted for the same publishing
+    other = make_artifact(tmp_path / "other.tar.gz", b"other content")
+    _submit(other, store.as_uri())
+
+    # Then
+    final = store / "42" / "my-site" / f"{PUBLISHING_ID}.tar.gz"
+    assert final.read_bytes() == b"other content"
+    manifest = json.loads((store / "42" / "my-site" / f"{PUBLISHING_ID}.json").read_text())
+    assert manifest["sha256"] == other.sha256
+
+
+def test_submit_to_a_directory_reports_a_full_disk_as_transient_and_leaves_no_temp_file(
+    artifact, tmp_path, monkeypatch
+):
+    # Given a disk that fills up during the copy
+    def copy_fails(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(file_store_module.shutil, "copyfileobj", copy_fails)
+    store = tmp_path / "store"
+
+    # When
+    with pytest.raises(TransientJobError) as excinfo:
+        _submit(artifact, store.as_uri())
+
+    # Then
+    assert excinfo.value.code == "TARGET_UNAVAILABLE"
+    assert list((store / "42" / "my-site").iterdir()) == []
+
+
+def test_submit_to_a_path_that_is_not_a_directory_is_rejected_permanently(artifact, tmp_path):
+    # Given a store URL naming a regular file
+    not_a_dir = tmp_path / "store"
+    not_a_dir.write_text("file")
+
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, not_a_dir.as_uri())
+    assert excinfo.value.code == "TARGET_REJECTED"
+
+
+@pytest.mark.parametrize("slug", ["..", "a/b", ".hidden", ""])
+def test_submit_to_a_directory_refuses_unsafe_path_components(artifact, tmp_path, slug):
+    # When / Then
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, (tmp_path / "store").as_uri(), origin=Origin("42", "p", slug))
+    assert excinfo.value.code == "TARGET_INVALID"
+
+
+def test_submit_refuses_a_file_target_outside_the_store_roots_and_writes_nothing(artifact, tmp_path):
+    # Given a target outside the only store root (saved before the roots changed)
+    outside = tmp_path / "private"
+    outside.mkdir(mode=0o700)
+
+    # When the worker submits to it
+    with pytest.raises(PermanentJobError) as excinfo:
+        _submit(artifact, outside.as_uri(), store_roots=[str(tmp_path / "store")])
+
+    # Then it is refused at run time too, and nothing was written there
+    assert excinfo.value.code == "TARGET_NOT_ALLOWED"
+    assert list(outside.iterdir()) == []
+
+
+def test_two_owners_projects_of_the_same_slug_never_share_a_folder(artifact, tmp_path):
+    # Given two owners, each with a project called "site", publishing to the same store
+    store = tmp_path / "store"
+    alice = _submit(artifact, store.as_uri(), publishing_id="p-a", origin=Origin("1", "proj-a", "site"))
+    bob = _submit(artifact, store.as_uri(), publishing_id="p-b", origin=Origin("2", "proj-b", "site"))
+
+    # Then each owner's artifact and manifest are in a folder of that owner
+    assert alice.uri == (store / "1" / "site" / "p-a.tar.gz").as_uri()
+    assert bob.uri == (store / "2" / "site" / "p-b.tar.gz").as_uri()
+    assert sorted(p.name for p in (store / "1" / "site").iterdir()) == ["p-a.json", "p-a.tar.gz"]
+    # And each manifest names its project and owner
+    manifest = json.loads((store / "2" / "site" / "p-b.json").read_text())
+    assert (manifest["project_id"], manifest["owner_id"], manifest["project"]) == ("proj-b", "2", "site")
