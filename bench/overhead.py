@@ -13,9 +13,6 @@ each round), all on the run's private Redis under key prefixes of this run:
   with its default middleware (`bench.peer_dramatiq`).
 - Celery: `celery worker`, prefork, concurrency 2, no result backend
   (`bench.peer_celery`).
-- informative, no target: Publisher as above without its task rows
-  (`publishing.task_rows.TaskRows`, `bench.settings_without_task_rows`),
-  which shows what they cost.
 
 Each peer, each round: one process enqueues all the jobs with no worker
 running (the enqueue rate: jobs over the sending loop's own time, imports
@@ -84,16 +81,12 @@ QUEUE = "bench-noop"
 CELERY_UNACKED = "unacked"
 
 PUBLISHER, DRAMATIQ, CELERY = "publisher", "dramatiq", "celery"
-# Informative, no target: Publisher without its task rows (django-dramatiq's model), to show what they cost.
-NO_TASK_ROWS = "publisher-no-task-rows"
-PEERS = (PUBLISHER, DRAMATIQ, CELERY, NO_TASK_ROWS)
+PEERS = (PUBLISHER, DRAMATIQ, CELERY)
 LABELS = {
     PUBLISHER: "Publisher (rundramatiq, all middleware)",
     DRAMATIQ: "bare Dramatiq",
     CELERY: "Celery (prefork)",
-    NO_TASK_ROWS: "Publisher without task rows (informative)",
 }
-SETTINGS = {PUBLISHER: "bench.settings", NO_TASK_ROWS: "bench.settings_without_task_rows"}
 
 
 @dataclass(frozen=True)
@@ -200,10 +193,10 @@ class Stack:
 
     # --- the peers -------------------------------------------------------------------------
 
-    def publisher_env(self, settings: str = SETTINGS[PUBLISHER]) -> dict[str, str]:
+    def publisher_env(self) -> dict[str, str]:
         var = self.context.workdir / "var"
         return publisher_env(
-            DJANGO_SETTINGS_MODULE=settings,
+            DJANGO_SETTINGS_MODULE="bench.settings",
             SECRET_KEY=self.secret_key,
             DEBUG="false",
             SECURE_SSL_REDIRECT="false",
@@ -219,12 +212,12 @@ class Stack:
             PYTHONUNBUFFERED="1",
         )
 
-    def publisher(self, processes: int = PROCESSES, threads: int = THREADS, *, name: str = PUBLISHER) -> Peer:
-        env = self.publisher_env(SETTINGS[name])
+    def publisher(self, processes: int = PROCESSES, threads: int = THREADS) -> Peer:
+        env = self.publisher_env()
         worker = [sys.executable, "manage.py", "rundramatiq"]
         worker += ["--processes", str(processes), "--threads", str(threads)]
         return Peer(
-            name=name,
+            name=PUBLISHER,
             worker=worker,
             sender=[sys.executable, "-m", "bench.peer_publisher", "send"],
             env=env,
@@ -279,7 +272,6 @@ class Stack:
             PUBLISHER: self.publisher,
             DRAMATIQ: self.dramatiq,
             CELERY: self.celery,
-            NO_TASK_ROWS: lambda: self.publisher(name=NO_TASK_ROWS),
         }
         return build[name]()
 
@@ -460,7 +452,6 @@ def outcome(figures: dict[str, Any], *, jobs: int, rounds: int) -> Outcome:
             vs_celery >= 3,
         ),
     ]
-    lean = figures[NO_TASK_ROWS]
     return Outcome(
         title=f"Queue overhead, {jobs:,} no-op jobs, {rounds} interleaved rounds",
         table=table,
@@ -477,14 +468,10 @@ def outcome(figures: dict[str, Any], *, jobs: int, rounds: int) -> Outcome:
             "Memory: the worker process group (rundramatiq also runs the Prometheus exposition server) "
             "when the queue is empty; RSS counts pages shared by forked processes once per process, "
             "PSS splits them.",
-            "Task rows (the admin's Tasks): written behind the jobs, one batch per 0.25 s and process "
-            "(publishing/task_rows.py), on a persistent PostgreSQL connection. django-dramatiq's "
-            "AdminMiddleware, which wrote three transactions per job on the job's thread and a new "
-            "connection per job, had held the drain to 89 jobs/s (0.03x bare Dramatiq). Without the "
-            f"rows (the informative row, same stack otherwise) the drain is "
-            f"{ratio(lean['drain_per_s'], bare['drain_per_s']):.2f}x bare Dramatiq's and the enqueue "
-            f"{ratio(lean['enqueue_per_s'], bare['enqueue_per_s']):.2f}x; the rows cost "
-            f"{ours['worker_cpu_ms_per_job'] - lean['worker_cpu_ms_per_job']:.2f} ms of worker CPU per job.",
+            "Publisher writes no row per message beside the publishings, whose attempts are the job "
+            "record: django-dramatiq's task rows, written by its AdminMiddleware and later in batches, "
+            "cost drain (the drain before and after they were dropped: Where the missed targets come "
+            "from).",
         ],
     )
 

@@ -3,8 +3,7 @@
 `python -m bench.peer_publisher send N`, with DJANGO_SETTINGS_MODULE=bench.settings
 and the run's environment, enqueues N messages from this one process through
 `publishing.broker.enqueue` (the circuit breaker, Publisher's broker and its
-middleware, so its task row too) and prints the seconds that
-took as JSON. `manage.py rundramatiq` runs them.
+middleware) and prints the seconds that took as JSON. `manage.py rundramatiq` runs them.
 """
 
 from __future__ import annotations

@@ -43,18 +43,42 @@ holding the GIL.
 **Drain** (was 89 jobs/s, 0.03x bare Dramatiq and 0.19x Celery). Fixed in
 the product: django-dramatiq's AdminMiddleware wrote three transactions per
 job on the job's own thread, on a new connection each time, 90 % of the
-cost; Publisher now writes the same rows behind the jobs, in batches
-(`publishing/task_rows.py`), and keeps its database connections
-(`DATABASE_CONN_MAX_AGE`). What is left is what bare Dramatiq does not do:
-the task rows themselves (about 15 %: encoding each state, the batch
-writer), dramatiq-abort's lookup of a cancellation before each message (a
-Redis round trip, about 10 %), the Prometheus metrics (about 6 %), Django's
+cost; Publisher then wrote the same rows behind the jobs, in batches, and
+keeps its database connections (`DATABASE_CONN_MAX_AGE`). Those rows
+duplicated the publishings and their attempts, which are the job record, and
+their batch writer still took about 15 % of the workers' time (encoding each
+state, the writer thread): they are no longer written at all. Before (git
+4104e91, with the writer) and after (the same commit without it), six runs
+each of `python -m bench overhead`, interleaved (before, after three times,
+then after, before three times), on the shared 2-core machine with a load
+of 3.6 to 13.8 from other work, so the figures are noisy:
+
+| Publisher, no-op jobs | before | after | after/before |
+|---|---|---|---|
+| drain/s, median of the runs' medians | 1,879 | 2,556 | 1.36x |
+| drain/s, runs 1-3 | 1,917 1,842 1,090 | 2,192 2,679 2,950 | higher in each pair |
+| drain/s, runs 4-6 | 2,187 2,249 1,779 | 2,466 2,493 2,619 | higher in each pair |
+| worker CPU ms/job, median | 0.48 | 0.31 | 0.64x |
+| drain vs bare Dramatiq in the same runs, median | 0.46x | 0.74x | |
+
+To reproduce, from a checkout of this commit (`.venv` as for the tests):
+
+```sh
+B=/tmp/drain-before; git worktree add $B 4104e91 && ln -s "$PWD/.venv" $B/.venv
+for n in 1 2 3; do
+  (cd $B && .venv/bin/python -m bench overhead) && cp $B/bench/results/overhead.json before-$n.json
+  .venv/bin/python -m bench overhead && cp bench/results/overhead.json after-$n.json
+done  # then with the two lines swapped; compare figures.publisher.drain_per_s
+```
+
+What is left is what bare Dramatiq does not do: dramatiq-abort's lookup of a
+cancellation before each message (a Redis round trip, about 10 % of the
+time profiled at 3925017), the Prometheus metrics (about 6 %), Django's
 connection hygiene and Publisher's own middleware (about 4 %). The drain is
 CPU-bound on two cores shared with PostgreSQL and Redis (the scaling table),
 so each of them costs throughput. Closing the rest of the gap means giving
-one of them up: task rows per message (SPEC section 4 names them), the
-abort lookup for actors that can be cancelled, or the metrics. That is a
-product decision, not a fix.
+one of them up: the abort lookup for actors that can be cancelled, or the
+metrics. That is a product decision, not a fix.
 
 **Initiate** (was 35 req/s, 0.52x). Fixed in the product: one transaction
 instead of two, no look-up before the insert (the constraints decide), no
@@ -63,7 +87,8 @@ serializer's fields built once per class, and persistent connections: 4x
 the requests per second. What is left, as shares of initiate's time: the
 full answer (the publishing with its links, 21 %; insert-only answers
 `{"id"}`), the pending -> queued update with its message (12 %) and the
-Redis enqueue with its wake-up and task row (8 %). Token authentication
+Redis enqueue with its wake-up (8 %, with the task row then recorded at each
+enqueue, since dropped). Token authentication
 (19 %) and the project look-up (21 %) are in both. An insert-only endpoint
 does none of the three by definition, so 0.9x would need initiate to stop
 queueing or to answer less than the publishing it made.

@@ -20,6 +20,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django_dramatiq import admin as _registers_the_task_admin  # noqa: F401
+from django_dramatiq.models import Task
 
 from publishing import selectors
 from publishing.durations import human_duration
@@ -51,6 +53,11 @@ DELIVERY_FIELDS = (
     "id", "publishing_link", "event", "url", "state_badge", "attempts", "response_status", "last_error",
     "message_id", "created_at", "updated_at", "delivered_at", "body_view",
 )  # fmt: skip
+
+# One job list: the publishings and their attempts are the job record. django_dramatiq stays installed
+# for its broker set-up, and its admin module (imported above, so that it has run whichever app the
+# autodiscovery reaches first) registers a list of Task rows that nothing writes.
+admin.site.unregister(Task)
 
 
 def _staff_user(request: HttpRequest) -> User:

@@ -47,6 +47,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     # Before django_dramatiq: our rundramatiq (shutdown timeout from settings) wins.
     "publishing",
+    # Builds the broker from DRAMATIQ_BROKER when Django loads; its Task admin is unregistered
+    # (publishing/admin.py) and its table no longer written.
     "django_dramatiq",
 ]
 
@@ -183,9 +185,6 @@ PUBLISHING_RECONCILE_GRACE: int = env.int("PUBLISHING_RECONCILE_GRACE", default=
 PUBLISHING_SHUTDOWN_TIMEOUT: int = env.int("PUBLISHING_SHUTDOWN_TIMEOUT", default=30)
 PUBLISHING_RETENTION_COMPLETED: int = env.int("PUBLISHING_RETENTION_COMPLETED", default=100)
 PUBLISHING_RETENTION_FAILED: int = env.int("PUBLISHING_RETENTION_FAILED", default=500)
-# django-dramatiq's task rows are written behind the jobs, in one batch per this
-# many seconds and process (publishing/task_rows.py); 0 writes each at once.
-PUBLISHING_TASK_ROWS_INTERVAL: float = env.float("PUBLISHING_TASK_ROWS_INTERVAL", default=0.25)
 
 PUBLISHING_ALLOW_LOCAL_SOURCES: bool = env.bool("PUBLISHING_ALLOW_LOCAL_SOURCES", default=False)
 PUBLISHING_ALLOW_PRIVATE_TARGETS: bool = env.bool("PUBLISHING_ALLOW_PRIVATE_TARGETS", default=False)
@@ -341,11 +340,9 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "publishing.middleware.Abortable",
         "publishing.middleware.RateLimit",
         "publishing.middleware.Lifecycle",
-        # Before the task rows: written at once (interval 0, or during a stop), the
-        # reverse would leak a connection per thread.
+        # Closes each thread's stale database connections around a message, and all at shutdown.
+        # No AdminMiddleware: the publishings and their attempts are the job record.
         "django_dramatiq.middleware.DbConnectionsMiddleware",
-        # django-dramatiq's AdminMiddleware's rows, written behind in batches.
-        "publishing.task_rows.TaskRows",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]

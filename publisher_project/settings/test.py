@@ -56,4 +56,3 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # to the test database, which pytest-django drops at the end; the processes the integration
 # tests start use their own settings, with persistent connections.
 DATABASES["default"]["CONN_MAX_AGE"] = 0
-PUBLISHING_TASK_ROWS_INTERVAL = 0  # each row at once: tests read them right after a job

@@ -172,28 +172,13 @@ def builds_sweep() -> tuple[int, int]:
     return len(removed), killed
 
 
-def job_records_prune() -> tuple[int, int]:
-    """Keep the newest PUBLISHING_RETENTION_COMPLETED completed and _FAILED failed job records.
+def job_records_prune() -> int:
+    """Keep the newest PUBLISHING_RETENTION_FAILED dead letters; returns how many went (0 without Redis).
 
-    Job records are django-dramatiq's task rows and Redis' dead letters;
-    publishings are business records and are never pruned. Returns the
-    numbers of task rows deleted (done, failed).
+    Dead letters are the only job records beside the publishings, whose attempts record every
+    run: publishings are business records and are never pruned. A completed job leaves no job
+    record, so PUBLISHING_RETENTION_COMPLETED has nothing to prune.
     """
-    from django_dramatiq.models import Task
-
-    deleted = []
-    for statuses, keep in (
-        # Skipped (a cancelled or deferred message) is a completed job record too.
-        ((Task.STATUS_DONE, Task.STATUS_SKIPPED), settings.PUBLISHING_RETENTION_COMPLETED),
-        ((Task.STATUS_FAILED,), settings.PUBLISHING_RETENTION_FAILED),
-    ):
-        rows = Task.tasks.filter(status__in=statuses)
-        if rows.count() <= keep:
-            deleted.append(0)
-            continue
-        newest = list(rows.order_by("-updated_at", "-pk").values_list("pk", flat=True)[:keep])
-        count, _ = rows.exclude(pk__in=newest).delete()
-        deleted.append(count)
     with contextlib.suppress(BrokerUnavailable):
-        broker.trim_dead_letters(keep=settings.PUBLISHING_RETENTION_FAILED)
-    return deleted[0], deleted[1]
+        return broker.trim_dead_letters(keep=settings.PUBLISHING_RETENTION_FAILED)
+    return 0

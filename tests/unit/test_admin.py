@@ -52,6 +52,19 @@ def test_staff_see_the_project_and_publishing_pages(admin_client_: Client) -> No
     assert admin_client_.get(f"/admin/publishing/project/{publishing.project_id}/change/").status_code == 200
 
 
+def test_the_admin_has_one_job_list_and_no_django_dramatiq_tasks(admin_client_: Client) -> None:
+    # Given staff with every permission
+    # When they open the admin's index and the page django-dramatiq's Task admin would have
+    index = admin_client_.get("/admin/")
+    tasks = admin_client_.get("/admin/django_dramatiq/task/")
+
+    # Then the publishings are listed, and django-dramatiq's Tasks are not
+    assert index.status_code == 200
+    assert b"/admin/publishing/publishing/" in index.content
+    assert b"django_dramatiq" not in index.content
+    assert tasks.status_code == 404
+
+
 def test_the_admin_cannot_change_a_publishings_status(admin_client_: Client) -> None:
     publishing = PublishingFactory.create(failed=True)
     response = admin_client_.post(

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import dramatiq
 import pytest
 import redis
 from django.utils import timezone
-from django_dramatiq.models import Task
 from dramatiq.broker import MessageProxy
 
 from publishing import middleware
 from publishing.models import Publishing
 from publishing.rate_limit import Rate, parse_rate
 from publishing.services.maintenance import (
-    job_records_prune,
     publishing_heartbeat,
     publishing_reconcile,
     publishing_requeue,
@@ -282,51 +279,6 @@ def test_requeue_fences_out_the_attempt_that_was_running(
     assert (publishing.status, publishing.attempts, publishing.message_id) == ("building", 2, current)
     # And the run that owns it may
     Publishing.objects.transition(publishing.pk, "submitting", attempt=2, message_id=current)
-
-
-# --- retention ---------------------------------------------------------------------------------------
-
-
-def make_tasks(status: str, count: int, *, older_by: int = 0) -> list[uuid.UUID]:
-    ids = []
-    for n in range(count):
-        task = Task.tasks.create(
-            id=uuid.uuid4(),
-            status=status,
-            message_data=b"{}",
-            actor_name="build_and_submit",
-            queue_name=QUEUE,
-        )
-        Task.tasks.filter(pk=task.pk).update(
-            updated_at=timezone.now() - timedelta(seconds=count - n + older_by)
-        )
-        ids.append(task.pk)
-    return ids
-
-
-def test_retention_keeps_the_newest_completed_and_failed_job_records(settings) -> None:
-    # Given 130 completed and 520 failed job records (and publishings, which are never pruned)
-    settings.PUBLISHING_RETENTION_COMPLETED = 100
-    settings.PUBLISHING_RETENTION_FAILED = 500
-    done = make_tasks(Task.STATUS_DONE, 130)
-    failed = make_tasks(Task.STATUS_FAILED, 520)
-    running = make_tasks(Task.STATUS_RUNNING, 3)
-    skipped = make_tasks(Task.STATUS_SKIPPED, 5, older_by=1000)  # completed too, and the oldest
-    publishings = [PublishingFactory.create(published=True).pk for _ in range(3)]
-
-    # When retention runs
-    assert job_records_prune() == (35, 20)
-
-    # Then exactly the newest 100 and 500 remain, others untouched
-    assert set(Task.tasks.filter(status=Task.STATUS_DONE).values_list("pk", flat=True)) == set(done[-100:])
-    assert not Task.tasks.filter(pk__in=skipped).exists()
-    assert set(Task.tasks.filter(status=Task.STATUS_FAILED).values_list("pk", flat=True)) == set(
-        failed[-500:]
-    )
-    assert Task.tasks.filter(pk__in=running).count() == 3
-    assert Publishing.objects.filter(pk__in=publishings).count() == 3
-    # And running it again deletes nothing
-    assert job_records_prune() == (0, 0)
 
 
 # --- rate limit spec -------------------------------------------------------------------------

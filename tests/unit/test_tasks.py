@@ -9,7 +9,6 @@ from django.utils import timezone
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import Publishing
-from publishing.services.maintenance import job_records_prune
 from publishing.services.publishings import publishing_cancel
 from publishing.tasks import build_and_submit
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
@@ -214,28 +213,23 @@ def test_a_cancelled_queued_publishing_never_runs(stub_broker, worker) -> None:
     assert ScriptedPipeline.runs == 0
 
 
-def test_retention_keeps_the_newest_job_records_of_real_runs(stub_broker, worker, settings) -> None:
-    # Given 5 jobs that succeed and 4 that fail, run by a worker (django-dramatiq records each)
+def test_jobs_leave_no_task_row_their_publishings_and_attempts_are_the_record(stub_broker, worker) -> None:
+    # Given a job that publishes and one that fails for good, run by a worker with the project's middleware
     from django_dramatiq.models import Task
 
-    settings.PUBLISHING_RETENTION_COMPLETED = 2
-    settings.PUBLISHING_RETENTION_FAILED = 3
-    ScriptedPipeline.reset(*[None] * 5, *[PermanentJobError("no", code="TARGET_REJECTED")] * 4)
-    for _ in range(9):
-        send_for(PublishingFactory.create(queued=True))
+    ScriptedPipeline.reset(None, PermanentJobError("no", code="TARGET_REJECTED"))
+    published, failed = PublishingFactory.create(queued=True), PublishingFactory.create(queued=True)
+    for publishing in (published, failed):
+        send_for(publishing)
         drain(stub_broker, worker)
-    assert Task.tasks.filter(status=Task.STATUS_DONE).count() == 5
-    assert Task.tasks.filter(status=Task.STATUS_FAILED).count() == 4
-    newest_done = list(Task.tasks.filter(status=Task.STATUS_DONE).order_by("-updated_at")[:2])
-    newest_failed = list(Task.tasks.filter(status=Task.STATUS_FAILED).order_by("-updated_at")[:3])
 
-    # When retention runs
-    job_records_prune()
+    # When the worker stops (where a writer that holds rows back would write them)
+    worker.stop()
 
-    # Then the newest 2 completed and 3 failed job records remain; every publishing stays
-    assert list(Task.tasks.filter(status=Task.STATUS_DONE).order_by("-updated_at")) == newest_done
-    assert list(Task.tasks.filter(status=Task.STATUS_FAILED).order_by("-updated_at")) == newest_failed
-    assert Publishing.objects.count() == 9
+    # Then each publishing's attempt records its run, and there is no django-dramatiq Task row
+    assert [a.outcome for a in published.attempt_history.all()] == ["published"]
+    assert [a.outcome for a in failed.attempt_history.all()] == ["failed"]
+    assert not Task.tasks.exists()
 
 
 def test_the_messages_the_services_build_are_the_actors_own() -> None:

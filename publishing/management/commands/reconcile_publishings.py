@@ -14,14 +14,13 @@ class Command(BaseCommand):
     help = (
         "Make the broker match the database once: queue pending publishings, requeue those whose worker "
         "died, send again queued ones (and pending webhook deliveries) whose message is gone; then prune "
-        "job records."
+        "dead letters."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = publishing_reconcile()
         resent = webhooks.deliveries_reconcile()
-        done, failed = job_records_prune()
+        pruned = job_records_prune()
         self.stdout.write(
-            f"Reconciled: {report}, {resent} webhook deliveries sent again. "
-            f"Pruned {done} completed and {failed} failed job records."
+            f"Reconciled: {report}, {resent} webhook deliveries sent again. Pruned {pruned} dead letters."
         )
