@@ -6,7 +6,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "publisher_project.settings.prod
 
 application = get_asgi_application()
 
-# Imported once Django is set up. Degraded mode (SPEC §7): the web process
+# Imported once Django is set up. Degraded mode: the web process
 # starts without a broker and says so once.
 from publishing.broker import warn_if_unreachable  # noqa: E402
 

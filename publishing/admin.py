@@ -420,7 +420,7 @@ class PublishingAdmin(_RedactedURLs, admin.ModelAdmin[Publishing]):
         return obj is None and super().has_change_permission(request)
 
     def has_delete_permission(self, request: HttpRequest, obj: Publishing | None = None) -> bool:
-        return False  # business records, never deleted (SPEC §4)
+        return False  # business records, never deleted
 
     # --- Columns and fields -------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Job ids on every log line written while a job runs (SPEC §4, structured logs).
+"""Job ids on every log line written while a job runs (structured logs: every line of a job names it).
 
 `job_context(...)` binds ids to the current thread of execution; every record
 created inside it, by any logger (ours, dramatiq's, Django's), carries them as

@@ -1,4 +1,4 @@
-"""A global sliding-window limit on job starts, kept in Redis (SPEC §4).
+"""A global sliding-window limit on job starts, kept in Redis.
 
 Dramatiq's `WindowRateLimiter` says yes or no; deferring a job needs to know
 *when* the next slot frees, so this one answers with the wait. One Lua script

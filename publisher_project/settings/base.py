@@ -148,7 +148,7 @@ REDIS_URL: str = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # redis://, rediss://, unix:// or amqp://; stub:// is the in-memory broker of
 # unit tests.
 BROKER_URL: str = env.str("BROKER_URL", default=REDIS_URL)
-# Web requests must never wait long on a sick broker (SPEC §7): one short
+# Web requests must never wait long on a sick broker: one short
 # socket timeout, then the circuit breaker answers 503 at once.
 # Prefix of every Redis key the broker writes; lets several deployments (or
 # test runs) share one Redis.

@@ -10,8 +10,7 @@ initiate = views.PublishingViewSet.as_view({"post": "initiate"})
 cancel = views.PublishingViewSet.as_view({"post": "cancel"})
 retry = views.PublishingViewSet.as_view({"post": "retry"})
 
-# Paths exactly as SPEC §6 spells them (publishing paths without a trailing
-# slash, project paths with one).
+# The API's documented paths: publishing paths without a trailing slash, project paths with one.
 urlpatterns = [
     path("", views.api_root, name="api-root"),
     path("auth/token/", views.TokenView.as_view(), name="token"),

@@ -1,6 +1,6 @@
 """The HTTP store the chaos publishings submit to: it records every POST and fails some first tries.
 
-It honours `Idempotency-Key` (the publishing id) as SPEC §5 expects of a
+It honours `Idempotency-Key` (the publishing id) as Publisher expects of a
 store: the first 2xx for a key is the one accepted submission; a later POST
 with the same key and the same archive gets that answer again (a replay,
 counted, never a second submission), with another archive a 422 (counted: the

@@ -31,6 +31,9 @@ class Answer:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    # Written chunk by chunk after the headers, with no Content-Length, in place of `body`: an
+    # answer that never ends, say. The receiver's `cut_off` is set if the client hangs up on it.
+    stream: Iterable[bytes] | None = None
 
 
 class ScriptedReceiver:
@@ -63,6 +66,7 @@ class ScriptedReceiver:
         self.delay = delay
         self.get_status = get_status
         self.requests: list[Request] = []
+        self.cut_off = threading.Event()
         self.lock = threading.Lock()
         self.base_url = ""
         self._server: Any = None
@@ -103,9 +107,14 @@ class ScriptedReceiver:
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer.body)))
+                if answer.stream is None:
+                    self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
-                self.wfile.write(answer.body)
+                try:
+                    for chunk in [answer.body] if answer.stream is None else answer.stream:
+                        self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    receiver.cut_off.set()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

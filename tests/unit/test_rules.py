@@ -5,20 +5,17 @@ from __future__ import annotations
 import errno
 import gzip
 import importlib
-import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 import pytest
-import redis
 from django.db import OperationalError, connection
 from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 
+from publishing import broker
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import Attempt, Project, Publishing
 from publishing.pipeline.base import Artifact, Origin
@@ -27,12 +24,14 @@ from publishing.pipeline.stores.http import RESPONSE_READ_LIMIT, HttpStore
 from publishing.services.maintenance import publishing_reconcile
 from publishing.services.publishings import publishing_initiate
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
-from tests.fakes import ScriptedPipeline, http_server
+from tests.fakes import ScriptedPipeline
+from tests.support.http import Answer, Request, ScriptedReceiver
+from tests.support.polling import wait_until
+from tests.support.stub_broker import broker_refuses, queued_messages
 
 # The package re-exports the step function under the module's name, hiding the module itself.
 package_step = importlib.import_module("publishing.pipeline.package")
 
-QUEUE = "publishing-builds"
 PUBLISHING_ID = "3f0c6f7e-9a1b-4c2d-8e5f-0a1b2c3d4e5f"
 ORIGIN = Origin(owner_id="42", project_id="9b2f4c1e-0d3a-4e5f-8a7b-6c5d4e3f2a1b", project_slug="my-site")
 
@@ -42,11 +41,6 @@ def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     # requests honours proxy variables; the local test servers must be reached directly.
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-
-
-def queued_messages(stub_broker: StubBroker) -> list[dramatiq.Message[Any]]:
-    queue = stub_broker.queues.get(QUEUE)
-    return [dramatiq.Message.decode(raw) for raw in queue.queue] if queue else []
 
 
 # --- artifact_path, on save --------------------------------------------------------------------------
@@ -186,35 +180,6 @@ def test_a_publishing_whose_disk_fills_while_packaging_is_retried_and_published_
     assert ScriptedPipeline.submitted == [str(publishing.pk)]
 
 
-class Store:
-    """A local HTTP store: records each request's path; `answer` writes the reply."""
-
-    def __init__(self, answer: Callable[[BaseHTTPRequestHandler, Store], None]) -> None:
-        self.answer = answer
-        self.paths: list[str] = []
-        self.cut_off = threading.Event()
-        self.done = threading.Event()
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        store = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                store.paths.append(self.path)
-                try:
-                    store.answer(self, store)
-                except (BrokenPipeError, ConnectionResetError):
-                    store.cut_off.set()
-                finally:
-                    store.done.set()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
-
-
 @pytest.fixture
 def artifact(tmp_path: Path) -> Artifact:
     path = tmp_path / "pub.tar.gz"
@@ -231,70 +196,58 @@ def test_an_artifact_that_cannot_be_read_at_submit_fails_permanently_sending_not
     artifact: Artifact,
 ) -> None:
     # Given a store, and an artifact whose file is gone by the time it is submitted
-    def created(handler: BaseHTTPRequestHandler, store: Store) -> None:
-        handler.send_response(201)
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
-
-    store = Store(created)
     artifact.path.unlink()
 
     # When it is submitted
-    with http_server(store.handler()) as base_url, pytest.raises(PermanentJobError) as excinfo:
-        submit_to(artifact, f"{base_url}/upload")
+    with ScriptedReceiver(path="/upload", status=201) as store, pytest.raises(PermanentJobError) as excinfo:
+        submit_to(artifact, store.url)
 
     # Then ARTIFACT_NOT_FOUND, and the store never heard of it
     assert excinfo.value.code == "ARTIFACT_NOT_FOUND"
     assert "cannot be read" in excinfo.value.detail
-    assert store.paths == []
+    assert store.requests == []
 
 
 def test_a_store_that_redirects_in_circles_is_left_after_the_redirect_limit(artifact: Artifact) -> None:
     # Given a store whose upload endpoint always redirects (307: the archive is sent again each time)
-    def elsewhere(handler: BaseHTTPRequestHandler, store: Store) -> None:
-        handler.send_response(307)
-        handler.send_header("Location", f"/hop-{len(store.paths)}")
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
-
-    store = Store(elsewhere)
+    class Elsewhere(ScriptedReceiver):
+        def answer(self, request: Request) -> Answer:
+            return Answer(307, headers={"Location": f"/hop-{len(self.received())}"})
 
     # When the artifact is submitted to it
-    with http_server(store.handler()) as base_url, pytest.raises(PermanentJobError) as excinfo:
-        submit_to(artifact, f"{base_url}/upload")
+    with Elsewhere(path="/upload") as store, pytest.raises(PermanentJobError) as excinfo:
+        submit_to(artifact, store.url)
 
     # Then it gives up after MAX_REDIRECTS hops, for good, saying why
     assert excinfo.value.code == "TARGET_REJECTED"
     assert f"Exceeded {MAX_REDIRECTS} redirects" in excinfo.value.detail
-    assert store.paths == ["/upload", *[f"/hop-{n}" for n in range(1, MAX_REDIRECTS + 1)]]
+    paths = [request.path for request in store.received()]
+    assert paths == ["/upload", *[f"/hop-{n}" for n in range(1, MAX_REDIRECTS + 1)]]
 
 
 def test_a_stores_endless_error_answer_is_read_only_up_to_the_cap(artifact: Artifact) -> None:
     # Given a store that answers 503 with a body that never ends
     sent = [0]
 
-    def endless(handler: BaseHTTPRequestHandler, store: Store) -> None:
-        handler.send_response(503)
-        handler.end_headers()
+    def endless() -> Iterator[bytes]:
         chunk = b"overloaded " * 1000
         # Bounded, so that a client that slurps makes the test fail rather than hang.
         while sent[0] < 256 * 1024 * 1024:
-            handler.wfile.write(chunk)
             sent[0] += len(chunk)
-
-    store = Store(endless)
+            yield chunk
 
     # When the artifact is submitted to it
-    with http_server(store.handler()) as base_url:
+    with ScriptedReceiver(path="/upload", status=503) as store:
+        store.answer = lambda request: Answer(503, stream=endless())  # type: ignore[method-assign]
         with pytest.raises(TransientJobError) as excinfo:
-            submit_to(artifact, f"{base_url}/upload")
-        assert store.done.wait(10)
+            submit_to(artifact, store.url)
+        wait_until(store.cut_off.is_set, 10, "the store was never hung up on")
 
     # Then the job stopped reading at the cap and hung up: a transient error quoting the start of the body
     assert excinfo.value.code == "TARGET_UNAVAILABLE"
     assert "answered 503: overloaded overloaded" in excinfo.value.detail
     assert len(excinfo.value.detail) < 300
-    assert store.cut_off.is_set()
+    assert sent[0] < 256 * 1024 * 1024
     assert RESPONSE_READ_LIMIT < 256 * 1024 * 1024
 
 
@@ -332,14 +285,7 @@ def test_reconcile_while_the_broker_is_down_leaves_every_row_for_the_next_pass(
     unsent = PublishingFactory.create(queued=True, message_id="")
     # And a broker that refuses every message
     enqueue = stub_broker.enqueue
-    down = [True]
-
-    def refusing(message: Any, *, delay: int | None = None) -> Any:
-        if down[0]:
-            raise redis.exceptions.ConnectionError("refused")
-        return enqueue(message, delay=delay)
-
-    monkeypatch.setattr(stub_broker, "enqueue", refusing)
+    broker_refuses(monkeypatch, stub_broker)
 
     # When the reconciler runs
     publishing_reconcile()
@@ -351,9 +297,7 @@ def test_reconcile_while_the_broker_is_down_leaves_every_row_for_the_next_pass(
     assert Attempt.objects.filter(publishing=lost, outcome="running").count() == 0
 
     # When the broker is back (and the breaker's cool-down over), and the next pass runs
-    down[0] = False
-    from publishing import broker
-
+    monkeypatch.setattr(stub_broker, "enqueue", enqueue)
     broker.breaker.reset()
     report = publishing_reconcile()
 

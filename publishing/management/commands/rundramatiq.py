@@ -1,4 +1,4 @@
-"""django-dramatiq's `rundramatiq`, with the shutdown grace period taken from the settings (SPEC §8)."""
+"""django-dramatiq's `rundramatiq`, with the shutdown grace period taken from the settings (a stop lets running builds finish within it)."""
 
 from __future__ import annotations
 
