@@ -1,4 +1,5 @@
-"""Degraded mode (the broker away: 503 at once, never a hang) with a private Redis that is stopped, frozen and started again."""
+"""Degraded mode (the broker away: 503 at once, never a hang), with a private Redis that is stopped,
+frozen and started again."""
 
 from __future__ import annotations
 

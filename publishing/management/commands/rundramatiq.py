@@ -1,4 +1,7 @@
-"""django-dramatiq's `rundramatiq`, with the shutdown grace period taken from the settings (a stop lets running builds finish within it)."""
+"""django-dramatiq's `rundramatiq`, with the shutdown grace period taken from the settings.
+
+A stop lets running builds finish within it.
+"""
 
 from __future__ import annotations
 
