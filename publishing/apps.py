@@ -1,3 +1,4 @@
+from importlib import import_module
 from pathlib import Path
 
 from django.apps import AppConfig
@@ -25,6 +26,10 @@ class PublishingConfig(AppConfig):
         sqlite = database["ENGINE"] == "django.db.backends.sqlite3" and database["NAME"] != ":memory:"
         hygiene.private_state(settings.VAR_DIR, [Path(database["NAME"])] if sqlite else [])
 
+        # Declares the actors on the broker django-dramatiq has set up, in every process: the web tier
+        # sends their messages (built by publishing.jobs, which the broker's queues must know), and
+        # rundramatiq runs them.
+        import_module("publishing.tasks")
         publishing_finished.connect(webhooks.on_publishing_finished, dispatch_uid="publishing.webhooks")
         # A login page's successful login gives back what its attempt spent of the login budgets.
         user_logged_in.connect(throttling.on_user_logged_in, dispatch_uid="publishing.login-throttle")

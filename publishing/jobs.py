@@ -1,8 +1,10 @@
 """The jobs' messages: which actor, on which queue, with which arguments.
 
 The actors (`publishing.tasks`) are declared with these names and queues, and the services build their
-messages here: so the services never import the actors, which call the services. A message that does
-not fit its actor's signature is refused when it is sent (`middleware.MessageValidation`).
+messages here: so the services never import the actors, which call the services. Every process declares
+the actors when Django loads (`PublishingConfig.ready`). A message that does not fit its actor's
+signature is dead-lettered by the worker before it runs (`MessageValidation`);
+`tests/unit/test_tasks.py` checks each message built here against its actor.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
 from django.utils import timezone
@@ -245,3 +247,18 @@ def test_the_messages_the_services_build_are_the_actors_own() -> None:
         assert (message.actor_name, message.queue_name) == (actor.actor_name, actor.queue_name)
         inspect.signature(actor.fn).bind(*message.args, **message.kwargs)
     assert build.options == {"owner_id": "1", "retries": 2}
+
+
+def test_every_process_declares_the_actors_when_django_loads() -> None:
+    # A process that never imports publishing.tasks itself (a web worker) must still send to known queues
+    script = (
+        "import django, dramatiq, sys; django.setup(); "
+        "print(sorted(dramatiq.get_broker().actors)); print(sorted(dramatiq.get_broker().queues))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "publisher_project.settings.test"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    actors, queues = result.stdout.splitlines()[-2:]
+    assert actors == "['build_and_submit', 'deliver_webhook']"
+    assert "publishing-builds" in queues
