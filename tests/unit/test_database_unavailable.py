@@ -41,7 +41,9 @@ def test_an_admin_page_without_a_database_answers_503_in_plain_text(monkeypatch)
     # Given an administrator's session and a database that refuses connections
     client = Client()
     client.force_login(UserFactory.create(is_staff=True, is_superuser=True))
-    monkeypatch.setattr("publishing.admin.selectors.system_overview", _raising(OperationalError("refused")))
+    monkeypatch.setattr(
+        "publishing.admin.overview.selectors.system_overview", _raising(OperationalError("refused"))
+    )
 
     # When
     response = client.get("/admin/publishing/publishing/overview/")
