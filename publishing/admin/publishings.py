@@ -200,12 +200,12 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
-        # Then QueueOverview's pages, then the model's own.
         own = [
             path("<path:object_id>/live/", view(self.live_view), name="publishing_publishing_live"),
             path("<path:object_id>/cancel/", view(self.cancel_view), name="publishing_publishing_cancel"),
             path("<path:object_id>/retry/", view(self.retry_view), name="publishing_publishing_retry"),
         ]
+        # super() adds QueueOverview's pages, then the model's own (whose catch-all comes last).
         return [*own, *super().get_urls()]
 
     def change_view(
