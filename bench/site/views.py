@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from publishing.api.auth import caller
 from publishing.api.serializers import InitiateSerializer
-from publishing.api.views import caller
 from publishing.exceptions import NotFound
 from publishing.models import Publishing
 from publishing.selectors import project_for

@@ -1,20 +1,23 @@
 from django.urls import path
 
-from publishing.api import views
+from publishing.api.auth import TokenView
+from publishing.api.projects import ProjectViewSet
+from publishing.api.publishings import PublishingViewSet
+from publishing.api.root import HealthView, api_root
 
-projects = views.ProjectViewSet.as_view({"get": "list", "post": "create"})
-project = views.ProjectViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"})
-publishings = views.PublishingViewSet.as_view({"get": "list"})
-publishing = views.PublishingViewSet.as_view({"get": "retrieve"})
-initiate = views.PublishingViewSet.as_view({"post": "initiate"})
-cancel = views.PublishingViewSet.as_view({"post": "cancel"})
-retry = views.PublishingViewSet.as_view({"post": "retry"})
+projects = ProjectViewSet.as_view({"get": "list", "post": "create"})
+project = ProjectViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"})
+publishings = PublishingViewSet.as_view({"get": "list"})
+publishing = PublishingViewSet.as_view({"get": "retrieve"})
+initiate = PublishingViewSet.as_view({"post": "initiate"})
+cancel = PublishingViewSet.as_view({"post": "cancel"})
+retry = PublishingViewSet.as_view({"post": "retry"})
 
 # The API's documented paths: publishing paths without a trailing slash, project paths with one.
 urlpatterns = [
-    path("", views.api_root, name="api-root"),
-    path("auth/token/", views.TokenView.as_view(), name="token"),
-    path("health", views.HealthView.as_view(), name="health"),
+    path("", api_root, name="api-root"),
+    path("auth/token/", TokenView.as_view(), name="token"),
+    path("health", HealthView.as_view(), name="health"),
     path("projects/", projects, name="project-list"),
     path("projects/<str:pk>/", project, name="project-detail"),
     path("publishing/", publishings, name="publishing-list"),

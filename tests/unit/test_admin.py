@@ -16,8 +16,11 @@ from django.utils import timezone
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 
-from publishing import admin as publishing_admin
 from publishing import broker as publishing_broker
+from publishing.admin import overview as admin_overview
+from publishing.admin import projects as admin_projects
+from publishing.admin import publishings as admin_publishings
+from publishing.admin import webhooks as admin_webhooks
 from publishing.exceptions import PermanentJobError
 from publishing.models import Attempt, Project, Publishing, WebhookDelivery
 from publishing.services import dead_letters
@@ -512,10 +515,10 @@ def test_publishings_cannot_be_added_or_deleted_in_the_admin(admin_client_: Clie
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Wrap a service function where `caller` (the admin, by default) calls it, so that the test sees each
-    call while the real one runs."""
+    """Wrap a service function where `caller` (the admin module that calls it) looks it up, so that the
+    test sees each call while the real one runs."""
 
-    def wrap(name: str, caller: ModuleType = publishing_admin) -> Mock:
+    def wrap(name: str, caller: ModuleType) -> Mock:
         mock = Mock(wraps=getattr(caller, name))
         monkeypatch.setattr(caller, name, mock)
         return mock
@@ -529,7 +532,7 @@ def test_cancel_selected_cancels_through_the_service_and_reports_each_row(
     # Given a running and a published publishing
     running = PublishingFactory.create(building=True, message_id="m1")
     done = PublishingFactory.create(published=True)
-    cancel = spy("publishing_cancel")
+    cancel = spy("publishing_cancel", admin_publishings)
 
     # When staff cancel both
     response = admin_client_.post(
@@ -564,7 +567,7 @@ def test_retry_selected_queues_through_the_service_and_reports_each_row(
     # Given a failed and a pending publishing
     failed = PublishingFactory.create(failed=True)
     pending = PublishingFactory.create()
-    retry = spy("publishing_retry")
+    retry = spy("publishing_retry", admin_publishings)
 
     # When staff retry both
     response = admin_client_.post(
@@ -606,7 +609,7 @@ def test_the_detail_buttons_cancel_and_retry_through_the_services(
     admin_client_: Client, stub_broker, spy
 ) -> None:
     publishing = PublishingFactory.create(queued=True, message_id="m1")
-    cancel, retry = spy("publishing_cancel"), spy("publishing_retry")
+    cancel, retry = spy("publishing_cancel", admin_publishings), spy("publishing_retry", admin_publishings)
 
     # A GET changes nothing
     assert admin_client_.get(f"{CHANGELIST}{publishing.pk}/cancel/").status_code == 405
@@ -642,7 +645,7 @@ def test_publish_now_initiates_through_the_service_as_the_staff_user(
     # Given a project with nothing running and one with an active publishing
     idle = ProjectFactory.create(name="Idle")
     active = PublishingFactory.create(building=True, project=ProjectFactory.create(name="Busy"))
-    initiate = spy("publishing_initiate")
+    initiate = spy("publishing_initiate", admin_projects)
 
     # When staff publish both now
     response = admin_client_.post(
@@ -714,7 +717,7 @@ def test_resend_selected_resends_through_the_service_and_reports_each_row(
     failed = hooked_delivery("failed")
     delivered = hooked_delivery("delivered", delivered_at=timezone.now())
     resend = Mock(wraps=delivery_resend)
-    monkeypatch.setattr(publishing_admin, "delivery_resend", resend)
+    monkeypatch.setattr(admin_webhooks, "delivery_resend", resend)
 
     # When staff resend both
     response = admin_client_.post(
@@ -823,7 +826,7 @@ def test_requeue_retries_failed_publishings_and_drops_obsolete_letters(
         dead_letter(stub_broker, publishing_id=str(blocked.pk)).message_id,
         dead_letter(stub_broker, "someone_elses_actor").message_id,
     ]
-    requeue, retry = spy("dead_letters_requeue"), spy("publishing_retry", caller=dead_letters)
+    requeue, retry = spy("dead_letters_requeue", admin_overview), spy("publishing_retry", dead_letters)
 
     # When staff requeue the dead letters
     response = admin_client_.post(f"{CHANGELIST}overview/requeue-dead-letters/")
@@ -1012,7 +1015,7 @@ def test_a_project_with_nothing_running_is_deleted_from_the_admin_through_projec
     # Given a project whose publishing has ended
     project = PublishingFactory.create(published=True).project
     assert project is not None
-    delete = spy("project_delete")
+    delete = spy("project_delete", admin_projects)
 
     # When a superuser deletes it
     response = admin_client_.post(f"/admin/publishing/project/{project.pk}/delete/", {"post": "yes"})
@@ -1027,7 +1030,7 @@ def test_a_project_with_nothing_running_is_deleted_from_the_admin_through_projec
 def test_the_project_form_saves_through_the_services_as_the_staff_user(admin_client_: Client, spy) -> None:
     # Given an owner without the right to set build commands, and a superuser who has it
     owner = UserFactory.create()
-    create, update = spy("project_create"), spy("project_update")
+    create, update = spy("project_create", admin_projects), spy("project_update", admin_projects)
 
     # When the superuser adds a project with a build command for the owner, then renames it
     added = admin_client_.post(

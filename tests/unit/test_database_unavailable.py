@@ -8,7 +8,7 @@ import pytest
 from django.db import InterfaceError, OperationalError, ProgrammingError
 from django.test import Client
 
-from publishing.api import views
+from publishing.api import publishings
 from tests.factories import UserFactory
 
 
@@ -25,7 +25,7 @@ def _raising(error: Exception) -> Any:
 )
 def test_an_api_call_without_a_database_answers_503_with_retry_after(api, monkeypatch, error):
     # Given the database drops the connection under the view
-    monkeypatch.setattr(views, "publishings_visible_to", _raising(error))
+    monkeypatch.setattr(publishings, "publishings_visible_to", _raising(error))
 
     # When
     response = api.get("/api/v1/publishing/")
@@ -41,7 +41,9 @@ def test_an_admin_page_without_a_database_answers_503_in_plain_text(monkeypatch)
     # Given an administrator's session and a database that refuses connections
     client = Client()
     client.force_login(UserFactory.create(is_staff=True, is_superuser=True))
-    monkeypatch.setattr("publishing.admin.selectors.system_overview", _raising(OperationalError("refused")))
+    monkeypatch.setattr(
+        "publishing.admin.overview.selectors.system_overview", _raising(OperationalError("refused"))
+    )
 
     # When
     response = client.get("/admin/publishing/publishing/overview/")
@@ -54,7 +56,7 @@ def test_an_admin_page_without_a_database_answers_503_in_plain_text(monkeypatch)
 
 def test_a_bad_query_is_still_a_server_error(api, monkeypatch):
     # Given a bug, not an outage
-    monkeypatch.setattr(views, "publishings_visible_to", _raising(ProgrammingError("no such column")))
+    monkeypatch.setattr(publishings, "publishings_visible_to", _raising(ProgrammingError("no such column")))
     api.raise_request_exception = False
 
     # When

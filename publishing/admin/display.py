@@ -1,0 +1,98 @@
+"""What every admin page shows the same way: badges, progress, durations, ids, links, redacted URLs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.utils import quote
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from publishing.durations import human_duration
+from publishing.models import Project, Publishing
+from publishing.redaction import redacted_url
+
+MEDIA_CSS = {"all": ["publishing/admin.css"]}
+
+
+def staff_user(request: HttpRequest) -> User:
+    """The staff user a write is judged as; anyone else is refused."""
+    user = request.user
+    if not isinstance(user, User) or not user.is_staff:
+        raise PermissionDenied
+    return user
+
+
+def badge(state: str, *, live: bool = False) -> SafeString:
+    """A coloured badge; the colours live in publishing/admin.css, one class a state."""
+    if live:
+        return format_html('<span class="pub-badge pub-{}" data-publishing-status>{}</span>', state, state)
+    return format_html('<span class="pub-badge pub-{}">{}</span>', state, state)
+
+
+def progress(percent: int) -> SafeString:
+    """A progress bar with its percentage, which the detail page's refresh updates."""
+    return format_html(
+        '<span class="pub-progress" data-publishing-progress>'
+        '<progress value="{}" max="100">{}%</progress><span>{}%</span></span>',
+        percent,
+        percent,
+        percent,
+    )
+
+
+def span(start: datetime | None, end: datetime | None, *, running: bool) -> str:
+    """How long a run took, or has taken so far while it runs; a dash before it starts."""
+    if start is None:
+        return "—"
+    if end is None:
+        return f"{human_duration((timezone.now() - start).total_seconds())} so far" if running else "—"
+    return human_duration((end - start).total_seconds())
+
+
+def short_id(pk: uuid.UUID) -> SafeString:
+    """The first 8 of 32 hex digits tell rows apart; the whole id is a hover (and a search) away."""
+    return format_html('<span title="{}">{}</span>', pk, str(pk)[:8])
+
+
+def publishing_link(publishing: Publishing) -> SafeString:
+    """The publishing's id, linked to its admin page."""
+    url = reverse("admin:publishing_publishing_change", args=[quote(publishing.pk)])
+    return format_html('<a href="{}">{}</a>', url, publishing.pk)
+
+
+class RedactedURLs:
+    """The repository and target columns of a project or publishing, credentials shown as `***`."""
+
+    @admin.display(description="repository", ordering="repository_url")
+    def repository(self, obj: Project | Publishing) -> str:
+        return redacted_url(obj.repository_url)
+
+    @admin.display(description="target", ordering="target_url")
+    def target(self, obj: Project | Publishing) -> str:
+        return redacted_url(obj.target_url)
+
+
+class RecordInline(admin.TabularInline[Any, Publishing]):
+    """Records the services write about a publishing: shown, never edited here."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Publishing | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False

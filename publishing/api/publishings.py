@@ -1,0 +1,216 @@
+"""The publishing endpoints: list and show, initiate, cancel and retry, each write through one service."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+from rest_framework.throttling import BaseThrottle
+
+from publishing.api import examples
+from publishing.api.auth import caller
+from publishing.api.openapi import (
+    ERRORS,
+    LOCATION,
+    PUBLISHING_ID,
+    READ_ERRORS,
+    RETRY_AFTER,
+    THROTTLED,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    WRITE_ERRORS,
+)
+from publishing.api.serializers import (
+    EmptySerializer,
+    ErrorSerializer,
+    InitiateSerializer,
+    PublishingListSerializer,
+    PublishingSerializer,
+)
+from publishing.api.throttling import PublishingStartThrottle
+from publishing.exceptions import PublishingError
+from publishing.models import Publishing
+from publishing.selectors import publishings_visible_to
+from publishing.services.publishings import publishing_cancel, publishing_initiate, publishing_retry
+
+IDEMPOTENCY_KEY_MAX = 255
+# Visible ASCII, spaces only inside: HTTP trims a header value's ends, and anything else arrives
+# mangled through WSGI's latin-1. The OpenAPI schema states the same pattern.
+IDEMPOTENCY_KEY_PATTERN = rf"[!-~](?:[ -~]{{0,{IDEMPOTENCY_KEY_MAX - 2}}}[!-~])?"
+
+
+class PublishingFilter(django_filters.FilterSet):  # type: ignore[misc]
+    status = django_filters.ChoiceFilter(choices=Publishing.Status.choices)
+    project = django_filters.UUIDFilter(field_name="project_id")
+
+    class Meta:
+        model = Publishing
+        fields = ["status", "project"]
+
+
+@extend_schema(tags=["publishing"])
+@extend_schema_view(
+    list=extend_schema(
+        summary="List publishings",
+        description="Yours and those of your projects (everyone's with the view_publishing permission), "
+        "newest first; filter by `status` "
+        "and `project`. The log and the attempts are in the detail.",
+        # Stated by hand: an empty filter means "all" (what the browsable API's filter form sends).
+        parameters=[
+            OpenApiParameter(
+                "status",
+                enum=[*Publishing.Status.values, ""],
+                description="Only publishings in this status; empty: any.",
+            ),
+            OpenApiParameter(
+                "project",
+                type={"anyOf": [{"type": "string", "format": "uuid"}, {"type": "string", "maxLength": 0}]},
+                description="Only publishings of this project (its id); empty: any.",
+            ),
+        ],
+        responses={200: PublishingListSerializer, **ERRORS},
+        examples=examples.PUBLISHING_LIST,
+    ),
+    retrieve=extend_schema(
+        summary="Show a publishing",
+        description="Its status and progress, the artifact, the log and every attempt (worker, start, "
+        "end, outcome, error). Poll it, or follow `cancel` and `retry`.",
+        parameters=[PUBLISHING_ID],
+        responses={200: PublishingSerializer, **READ_ERRORS},
+        examples=examples.PUBLISHING_DETAIL,
+    ),
+)
+class PublishingViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Publishing]
+):
+    """Publishings you requested or of your projects (everyone's with the view_publishing permission),
+    newest first."""
+
+    filterset_class = PublishingFilter
+
+    def get_queryset(self) -> QuerySet[Publishing]:
+        publishings = publishings_visible_to(self.request.user).order_by("-created_at", "id")
+        if self.action != "list":
+            publishings = publishings.prefetch_related("attempt_history")
+        return publishings
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        # Here, not in @action(throttle_classes=...): urls.py maps the actions by hand, and only a
+        # router applies an action's keyword arguments. Retry shares initiate's budget: it queues a
+        # build as well, and a budget of its own would let initiate, cancel, retry loops around it.
+        if self.action in ("initiate", "retry"):
+            return [PublishingStartThrottle()]
+        return super().get_throttles()
+
+    def get_serializer_class(self) -> type[BaseSerializer[Any]]:
+        if self.action == "list":
+            return PublishingListSerializer
+        if self.action == "initiate":
+            return InitiateSerializer
+        if self.action in ("cancel", "retry"):
+            return EmptySerializer
+        return PublishingSerializer
+
+    @extend_schema(
+        request=None,
+        parameters=[PUBLISHING_ID],
+        responses={
+            200: PublishingSerializer,
+            **WRITE_ERRORS,
+            409: OpenApiResponse(ErrorSerializer, description="CONFLICT: the publishing has finished"),
+        },
+        summary="Cancel a publishing",
+        examples=examples.CANCEL,
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        """Cancel a queued, waiting or running publishing; a running build is stopped."""
+        publishing = publishing_cancel(publishing=self.get_object(), by=caller(request))
+        return Response(PublishingSerializer(publishing, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        request=None,
+        parameters=[PUBLISHING_ID, LOCATION, RETRY_AFTER],
+        responses={
+            202: PublishingSerializer,
+            **WRITE_ERRORS,
+            409: OpenApiResponse(
+                ErrorSerializer, description="CONFLICT: not failed or cancelled, or another one is active"
+            ),
+            **THROTTLED,
+            **UNAVAILABLE,
+        },
+        summary="Retry a publishing",
+        examples=examples.RETRY,
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        """Queue a failed or cancelled publishing again."""
+        publishing = publishing_retry(publishing=self.get_object(), by=caller(request))
+        return self._accepted(publishing)
+
+    @extend_schema(
+        request=InitiateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                location=OpenApiParameter.HEADER,
+                required=False,
+                pattern=f"^{IDEMPOTENCY_KEY_PATTERN}$",
+                description="Repeat a request safely: the same key from the same user returns the same "
+                f"publishing. 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters (spaces inside).",
+            ),
+            LOCATION,
+            RETRY_AFTER,
+        ],
+        responses={
+            202: PublishingSerializer,
+            **WRITE_ERRORS,
+            409: OpenApiResponse(
+                ErrorSerializer, description="CONFLICT: the project has an active publishing"
+            ),
+            **UNSUPPORTED_MEDIA_TYPE,
+            **THROTTLED,
+            **UNAVAILABLE,
+        },
+        summary="Publish a project",
+        description="At most PUBLISHING_INITIATE_RATE calls per user (60 a minute by default), together "
+        "with retry; beyond it, 429 with Retry-After.",
+        examples=examples.INITIATE,
+    )
+    @action(detail=False, methods=["post"], url_path="initiate", url_name="initiate")
+    def initiate(self, request: Request) -> Response:
+        """Queue a publishing of the project; answers 202 with it and its Location."""
+        data = InitiateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        publishing = publishing_initiate(
+            user=caller(request),
+            project_id=data.validated_data["project_id"],
+            idempotency_key=_idempotency_key(request),
+        )
+        return self._accepted(publishing)
+
+    def _accepted(self, publishing: Publishing) -> Response:
+        body = PublishingSerializer(publishing, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        raise PublishingError(
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters "
+            "(spaces only inside).",
+            code="VALIDATION_ERROR",
+        )
+    return key
