@@ -34,6 +34,7 @@ PUBLISHING_INITIATE_RATE: str = read_matching("PUBLISHING_INITIATE_RATE", "60/mi
 LOGIN_FAILURES_PER_USERNAME: str = read_matching(
     "LOGIN_FAILURES_PER_USERNAME", "10/hour", DRF_RATE, _RATE_EXPECTED
 )
+# The same per client address.
 LOGIN_FAILURES_PER_ADDRESS: str = read_matching(
     "LOGIN_FAILURES_PER_ADDRESS", "50/hour", DRF_RATE, _RATE_EXPECTED
 )

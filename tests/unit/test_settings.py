@@ -318,3 +318,14 @@ def test_a_negative_build_limit_stops_the_start(tmp_path: Path, value: str, star
     assert (result.returncode == 0) is starts, result.stdout + result.stderr
     if not starts:
         assert "PUBLISHING_BUILD_OUTPUT_LIMIT" in result.stderr
+
+
+@pytest.mark.parametrize("sandbox", ["auto", "off"])
+def test_production_builds_only_in_the_sandbox(tmp_path: Path, sandbox: str) -> None:
+    # When production settings load with builds allowed outside the sandbox
+    result = run_manage(tmp_path, "check", **PRODUCTION_ENV, PUBLISHING_BUILD_SANDBOX=sandbox)
+
+    # Then the start stops, naming the setting, its value and what production wants
+    assert result.returncode != 0
+    expected = "expected required (or empty) in production"
+    assert f"PUBLISHING_BUILD_SANDBOX={sandbox!r}: {expected}" in result.stderr
