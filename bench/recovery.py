@@ -53,7 +53,7 @@ import requests
 from bench.common import Context, Deployment, Outcome, Target, bootstrap_demo, git, git_repository
 
 HOSTS = ("host-a", "host-b")
-# The product's defaults (publisher_project/settings/base.py), said here for the report.
+# The product's defaults (publisher_project/settings/jobs.py), said here for the report.
 DEFAULT_LEASE_S = 15
 DEFAULT_RECONCILE_S = 5
 POLL_S = 0.1

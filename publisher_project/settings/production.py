@@ -10,6 +10,7 @@ from .base import (
     SECRET_KEY,
     SECURE_SSL_REDIRECT_IN_PRODUCTION,
 )
+from .validation import invalid
 
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set in production.")
@@ -21,10 +22,7 @@ if not METRICS_TOKEN and not METRICS_ALLOW_ANONYMOUS:
     )
 if PUBLISHING_BUILD_SANDBOX not in ("", "required"):
     # Users' build commands are untrusted code: outside the sandbox they read the database.
-    raise ImproperlyConfigured(
-        f"PUBLISHING_BUILD_SANDBOX={PUBLISHING_BUILD_SANDBOX!r}: production builds only in the sandbox "
-        "(required)."
-    )
+    raise invalid("PUBLISHING_BUILD_SANDBOX", PUBLISHING_BUILD_SANDBOX, "required (or empty) in production")
 
 PRODUCTION = True
 DEBUG = False

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.locks import try_lock
@@ -106,14 +105,14 @@ class SandboxPolicy:
 
 
 def parse_uid_range(text: str) -> range:
-    """'60000-60999' as range(60000, 61000); ImproperlyConfigured for anything else."""
+    """'60000-60999' as range(60000, 61000); ValueError for anything else."""
     first, sep, last = text.strip().partition("-")
     try:
         low, high = int(first), int(last if sep else first)
     except ValueError:
         low = high = -1
     if not 0 < low <= high < 2**32 - 1:
-        raise ImproperlyConfigured(
+        raise ValueError(
             f"PUBLISHING_SANDBOX_UIDS={text!r}: expected FIRST-LAST, uids above 0 that no account uses."
         )
     return range(low, high + 1)

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline import workspace as workspaces
@@ -29,7 +28,7 @@ def test_parse_uid_range():
     assert parse_uid_range("60000-60999") == range(60000, 61000)
     assert parse_uid_range(" 7 ") == range(7, 8)
     for bad in ("", "0-10", "10-5", "a-b", "60000-", "-1-5", "1-4294967295"):
-        with pytest.raises(ImproperlyConfigured):
+        with pytest.raises(ValueError, match="PUBLISHING_SANDBOX_UIDS"):
             parse_uid_range(bad)
 
 

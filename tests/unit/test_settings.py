@@ -1,14 +1,23 @@
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
+import re
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
-from publisher_project.settings import base
+from publisher_project.settings import base, validation
+from publishing.pipeline.sandbox import parse_uid_range
 from tests.support.manage import PRODUCTION_ENV, run_manage
 
 ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = ROOT / "publisher_project" / "settings"
+# The modules of one concern each, which base gathers.
+CONCERNS = ["api", "broker", "builds", "core", "jobs", "stores", "webhooks"]
 
 
 def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
@@ -93,10 +102,154 @@ def test_middleware_is_spelled_out_without_prometheus() -> None:
 
 
 @pytest.mark.parametrize("module", ["local", "test", "production"])
-def test_only_base_reads_the_environment(module: str) -> None:
-    source = (ROOT / "publisher_project" / "settings" / f"{module}.py").read_text()
+def test_only_the_concern_modules_read_the_environment(module: str) -> None:
+    source = (SETTINGS / f"{module}.py").read_text()
     assert "env." not in source
+    assert "read_" not in source
     assert "os.environ" not in source
+
+
+@pytest.mark.parametrize("module", CONCERNS)
+def test_a_concern_module_reads_the_environment_only_through_the_validation_helper(module: str) -> None:
+    source = (SETTINGS / f"{module}.py").read_text()
+    assert "os.environ" not in source
+    assert "env.str" not in source
+    assert "getenv" not in source
+
+
+@pytest.mark.parametrize("module", CONCERNS)
+def test_base_gives_every_setting_of_each_concern_module(module: str) -> None:
+    # Given the settings a concern module sets (the upper-case names it assigns)
+    concern = importlib.import_module(f"publisher_project.settings.{module}")
+    tree = ast.parse((SETTINGS / f"{module}.py").read_text())
+    targets = [
+        n.target if isinstance(n, ast.AnnAssign) else n.targets[0]
+        for n in tree.body
+        if isinstance(n, ast.Assign | ast.AnnAssign)
+    ]
+    names = {t.id for t in targets if isinstance(t, ast.Name) and t.id.isupper() and not t.id.startswith("_")}
+
+    # Then its __all__ lists each of them, and base (so local, test and production) has them
+    assert names <= set(concern.__all__)
+    assert all(hasattr(base, name) for name in concern.__all__)
+
+
+def _run_afresh(module: str) -> None:
+    """Runs a settings module as a process's start does, leaving the loaded one alone."""
+    spec = importlib.util.find_spec(f"publisher_project.settings.{module}")
+    assert spec is not None
+    assert spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def _validated_knobs() -> list[tuple[str, str, str]]:
+    """(concern module, variable, a bad value) for every call of a validating reader in the package."""
+    knobs = []
+    for module in CONCERNS:
+        tree = ast.parse((SETTINGS / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args):
+                continue
+            first = node.args[0]
+            if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+                continue
+            reader = node.func.id
+            if reader == "read_str" and not any(keyword.arg == "choices" for keyword in node.keywords):
+                continue  # free text: nothing to refuse
+            bad = BAD_VALUES.get(first.value) or BAD_VALUES.get(reader)
+            if bad is not None:
+                knobs.append((module, first.value, bad))
+    return knobs
+
+
+# A value each reader refuses; the lists' own checks need a value of their own.
+BAD_VALUES = {
+    "read_int": "lots",
+    "read_float": "lots",
+    "read_bool": "maybe",
+    "read_str": "bogus",
+    "read_matching": "lots",
+    "read_parsed": "lots",
+    "PUBLISHING_FILE_STORE_ROOTS": "relative/store",
+    "PUBLISHING_S3_STORE_ROOTS": "http://bucket",
+}
+
+
+def test_the_validated_knobs_are_all_found() -> None:
+    names = {name for _, name, _ in _validated_knobs()}
+    assert len(names) >= 50
+    assert {
+        "PUBLISHING_SANDBOX_UIDS",
+        "PUBLISHING_RATE_LIMIT",
+        "PUBLISHING_FILE_STORE_ROOTS",
+        "DEBUG",
+    } <= names
+
+
+@pytest.mark.parametrize(("module", "name", "bad"), _validated_knobs())
+def test_each_validated_knob_refuses_a_bad_value_at_import_naming_it(
+    monkeypatch: pytest.MonkeyPatch, module: str, name: str, bad: str
+) -> None:
+    # Given the variable set to a value it cannot take
+    monkeypatch.setenv(name, bad)
+
+    # When its settings module is run afresh (as at a process's start)
+    with pytest.raises(ImproperlyConfigured) as refused:
+        _run_afresh(module)
+
+    # Then the start stops, naming the variable, its value and what it expects
+    assert str(refused.value).startswith(f"{name}={bad!r}: expected ")
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "value", "expected"),
+    [
+        ("jobs", "PUBLISHING_MAX_RETRIES", "-1", "a whole number, 0 or more"),
+        ("jobs", "PUBLISHING_LEASE_TIMEOUT", "0", "a whole number, 1 or more"),
+        ("broker", "PUBLISHING_BROKER_SOCKET_TIMEOUT", "-0.5", "a number, 0 or more"),
+        ("jobs", "PUBLISHING_RATE_LIMIT", "5/0s", "N/Ds"),
+        ("builds", "PUBLISHING_SANDBOX_UIDS", "0-10", "FIRST-LAST"),
+        ("api", "PUBLISHING_INITIATE_RATE", "0/min", "N/s, N/min"),
+        ("builds", "PUBLISHING_BUILD_NETWORK", "private", "'none' or 'public'"),
+    ],
+)
+def test_a_value_out_of_range_is_refused_too(
+    monkeypatch: pytest.MonkeyPatch, module: str, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured, match=re.escape(f"{name}={value!r}: expected {expected}")):
+        _run_afresh(module)
+
+
+def test_the_readers_keep_what_they_accept(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given values as operators write them: padded, in capitals, with empty list items
+    monkeypatch.setenv("X_LIST", " a, ,b ,")
+    monkeypatch.setenv("X_BOOL", " Yes ")
+    monkeypatch.setenv("X_CHOICE", " Path ")
+    monkeypatch.setenv("X_INT", " 7 ")
+
+    # Then each reader gives the value it stands for; unset ones their default
+    assert validation.read_list("X_LIST", []) == ["a", "b"]
+    assert validation.read_bool("X_BOOL", False) is True
+    assert validation.read_str("X_CHOICE", "auto", choices=("auto", "path")) == "path"
+    assert validation.read_int("X_INT", 0) == 7
+    assert validation.read_float("X_UNSET", 0.5) == 0.5
+    assert validation.read_parsed("X_UNSET", "60000-60999", parse_uid_range, "uids") == "60000-60999"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PUBLISHING_RATE_LIMIT", "fast"), ("PUBLISHING_SANDBOX_UIDS", "all"), ("DEBUG", "maybe")],
+)
+def test_a_bad_value_stops_a_process_start_naming_the_variable(tmp_path: Path, name: str, value: str) -> None:
+    # When a process starts with the variable set to a value it cannot take
+    result = run_manage(
+        tmp_path, "check", DJANGO_SETTINGS_MODULE="publisher_project.settings.local", **{name: value}
+    )
+
+    # Then it stops, and says which variable, which value and what it expects
+    assert result.returncode != 0
+    assert f"{name}={value!r}: expected" in result.stderr
 
 
 def test_the_initiate_throttle_counts_in_redis_and_never_waits_long_on_it() -> None:
@@ -165,3 +318,14 @@ def test_a_negative_build_limit_stops_the_start(tmp_path: Path, value: str, star
     assert (result.returncode == 0) is starts, result.stdout + result.stderr
     if not starts:
         assert "PUBLISHING_BUILD_OUTPUT_LIMIT" in result.stderr
+
+
+@pytest.mark.parametrize("sandbox", ["auto", "off"])
+def test_production_builds_only_in_the_sandbox(tmp_path: Path, sandbox: str) -> None:
+    # When production settings load with builds allowed outside the sandbox
+    result = run_manage(tmp_path, "check", **PRODUCTION_ENV, PUBLISHING_BUILD_SANDBOX=sandbox)
+
+    # Then the start stops, naming the setting, its value and what production wants
+    assert result.returncode != 0
+    expected = "expected required (or empty) in production"
+    assert f"PUBLISHING_BUILD_SANDBOX={sandbox!r}: {expected}" in result.stderr

@@ -1,0 +1,119 @@
+"""Reads each setting from the environment, and refuses a bad value at import, naming it.
+
+The concern modules of this package read the environment only through these functions, so every bad
+value stops the start the same way: `ImproperlyConfigured("NAME='value': expected ...")`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+T = TypeVar("T")
+N = TypeVar("N", int, float)
+
+# Read through django-environ as before: a value `$OTHER` stands for the variable OTHER's.
+_env = environ.Env()
+
+# django-environ's true words, and their opposites: any other word is refused rather than read as false.
+TRUE_WORDS = frozenset({"true", "on", "ok", "y", "yes", "1"})
+FALSE_WORDS = frozenset({"false", "off", "n", "no", "0", ""})
+# DRF's throttle notation ("60/min"); "0" or "" is off.
+DRF_RATE = r"0?|[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)"
+
+
+def invalid(name: str, value: object, expected: str) -> ImproperlyConfigured:
+    """The one error of a bad setting: its name, its value and what it should be."""
+    return ImproperlyConfigured(f"{name}={value!r}: expected {expected}.")
+
+
+def _raw(name: str) -> str | None:
+    value: str | None = _env.str(name, default=None)
+    return value
+
+
+def _or(value: str | None, default: str) -> str:
+    return default if value is None else value
+
+
+def read_str(name: str, default: str, *, choices: Iterable[str] | None = None) -> str:
+    """The variable as it is; with `choices`, stripped, lowercased and one of them."""
+    value = _or(_raw(name), default)
+    if choices is None:
+        return value
+    allowed = list(choices)
+    value = value.strip().lower()
+    if value not in allowed:
+        raise invalid(name, value, " or ".join(repr(choice) for choice in allowed))
+    return value
+
+
+def read_int(name: str, default: int, *, minimum: int = 0) -> int:
+    """A whole number, `minimum` or more."""
+    return _read_number(name, default, int, minimum, f"a whole number, {minimum} or more")
+
+
+def read_float(name: str, default: float) -> float:
+    """A number of seconds, 0 or more."""
+    return _read_number(name, default, float, 0, "a number, 0 or more")
+
+
+def _read_number(name: str, default: N, convert: Callable[[str], N], minimum: int, expected: str) -> N:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        value = convert(raw.strip())
+    except ValueError:
+        raise invalid(name, raw, expected) from None
+    if not value >= minimum:  # also refuses nan
+        raise invalid(name, raw, expected)
+    return value
+
+
+def read_bool(name: str, default: bool) -> bool:
+    """true/on/yes/1 or false/off/no/0; anything else is refused, never read as false."""
+    raw = _raw(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word not in TRUE_WORDS | FALSE_WORDS:
+        raise invalid(name, raw, "true or false")
+    return word in TRUE_WORDS
+
+
+def read_list(name: str, default: list[str]) -> list[str]:
+    """Comma-separated items, each stripped; empty items are dropped."""
+    raw = _raw(name)
+    if raw is None:
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def read_matching(name: str, default: str, pattern: str, expected: str) -> str:
+    """The stripped variable, which must match `pattern` whole."""
+    value = _or(_raw(name), default).strip()
+    if not re.fullmatch(pattern, value):
+        raise invalid(name, value, expected)
+    return value
+
+
+def read_parsed(name: str, default: str, parser: Callable[[str], object], expected: str) -> str:
+    """The variable as it is, once `parser` (a pure function that raises ValueError) accepts it."""
+    value = _or(_raw(name), default)
+    try:
+        parser(value)
+    except ValueError:
+        raise invalid(name, value, expected) from None
+    return value
+
+
+def each(name: str, values: list[T], accept: Callable[[T], bool], expected: str) -> list[T]:
+    """`values` when `accept` takes every one of them."""
+    if not all(accept(value) for value in values):
+        raise invalid(name, ",".join(map(str, values)), expected)
+    return values
