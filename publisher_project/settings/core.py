@@ -77,7 +77,7 @@ INSTALLED_APPS = [
     # Before django_dramatiq: our rundramatiq (shutdown timeout from settings) wins.
     "publishing",
     # Builds the broker from DRAMATIQ_BROKER when Django loads; its Task admin is unregistered
-    # (publishing/admin.py) and its table no longer written.
+    # (publishing/admin/__init__.py) and its table no longer written.
     "django_dramatiq",
 ]
 
