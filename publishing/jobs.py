@@ -2,7 +2,7 @@
 
 The actors (`publishing.tasks`) are declared with these names and queues, and the services build their
 messages here: so the services never import the actors, which call the services. A message that does
-not fit its actor's signature is refused when it is sent (`middleware.MessageValidation`).
+not fit its actor's signature is refused when it is sent (`publishing.worker.validation`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def build_message(
     """A build of one publishing. `retries` carries a retry count over from the message it replaces."""
     options: dict[str, Any] = {
         # An option, not an argument: whose share of the rate limit its start counts against, for
-        # middleware.RateLimit; workers of any version take the message.
+        # publishing.worker.rate_limit; workers of any version take the message.
         "owner_id": owner_id,
     }
     if retries:
