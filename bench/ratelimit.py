@@ -78,7 +78,7 @@ class Plan:
 FULL = Plan(limit=30, window_s=10, span_s=60, backlog=240, processes=4, threads=4)
 SMOKE = Plan(limit=5, window_s=2, span_s=8, backlog=30, processes=4, threads=4)
 SAMPLE_S = 0.5
-# Logged by publishing.middleware.RateLimit for each deferral.
+# Logged by publishing.worker.rate_limit.RateLimit for each deferral.
 DEFERRED_LINE = "reached: publishing"
 
 

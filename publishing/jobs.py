@@ -3,7 +3,7 @@
 The actors (`publishing.tasks`) are declared with these names and queues, and the services build their
 messages here: so the services never import the actors, which call the services. Every process declares
 the actors when Django loads (`PublishingConfig.ready`). A message that does not fit its actor's
-signature is dead-lettered by the worker before it runs (`MessageValidation`);
+signature is dead-lettered by the worker before it runs (`publishing.worker.validation`);
 `tests/unit/test_tasks.py` checks each message built here against its actor.
 """
 
@@ -32,7 +32,7 @@ def build_message(
     """A build of one publishing. `retries` carries a retry count over from the message it replaces."""
     options: dict[str, Any] = {
         # An option, not an argument: whose share of the rate limit its start counts against, for
-        # middleware.RateLimit; workers of any version take the message.
+        # publishing.worker.rate_limit; workers of any version take the message.
         "owner_id": owner_id,
     }
     if retries:

@@ -11,14 +11,23 @@ consumers simply poll as before.
 The consumer also dead-letters a message body that does not decode: Dramatiq's
 own lets the DecodeError restart the consumer, which loses the messages it had
 fetched along with it (they wait in its acks until the worker process dies).
+
+Both classes mirror parts of the installed Dramatiq's Redis broker. Each names what it mirrors in
+`MIRRORS`, with a digest of that upstream source (`mirrored_source_digest`);
+tests/unit/test_redis_wakeup_mirror.py fails when the installed Dramatiq's differs. Then re-read the
+upstream code, bring the mirror here in line with it, and record the new digest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.resources
+import inspect
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import dramatiq
 import redis
@@ -30,6 +39,23 @@ from dramatiq.errors import ConnectionClosed, DecodeError
 logger = logging.getLogger(__name__)
 
 REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+
+
+def mirrored_source_digest(name: str) -> str:
+    """The digest of an upstream source named in a MIRRORS: a dotted function path, or a package file."""
+    if "/" in name:
+        package, _, path = name.partition("/")
+        source = importlib.resources.files(package).joinpath(path).read_bytes()
+    else:
+        module_name, *attributes = name.split(".")
+        found: Any = importlib.import_module(module_name)
+        for attribute in attributes:
+            try:
+                found = getattr(found, attribute)
+            except AttributeError:
+                found = importlib.import_module(f"{found.__name__}.{attribute}")
+        source = inspect.getsource(found).encode()
+    return hashlib.sha256(source).hexdigest()[:16]
 
 
 class _Wakeups:
@@ -72,6 +98,14 @@ class _Wakeups:
 
 class _WakeableConsumer(_RedisConsumer):
     """Dramatiq 2.2's Redis consumer, waiting on a wake-up event where it would sleep."""
+
+    # __next__ is upstream's but for the wait and the undecodable body; __init__ sets the attributes it
+    # uses; the dispatch script names the acks and bodies keys _dead_letter_undecodable reads.
+    MIRRORS: ClassVar[dict[str, str]] = {
+        "dramatiq.brokers.redis._RedisConsumer.__init__": "c626986d71660eb6",
+        "dramatiq.brokers.redis._RedisConsumer.__next__": "b8245bc4ab8044d6",
+        "dramatiq/brokers/redis/dispatch.lua": "ba4d872e4fb204eb",
+    }
 
     def __init__(self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
@@ -130,6 +164,13 @@ class _WakeableConsumer(_RedisConsumer):
 
 class WakingRedisBroker(RedisBroker):
     """Dramatiq's Redis broker whose idle consumers are woken by each enqueue instead of waiting to poll."""
+
+    # requeue_from_dead_workers builds the dispatch script's arguments as _dispatch does, and relies on
+    # the script running its maintenance for a read-only command.
+    MIRRORS: ClassVar[dict[str, str]] = {
+        "dramatiq.brokers.redis.RedisBroker._dispatch": "ee77793d07f17bbe",
+        "dramatiq/brokers/redis/dispatch.lua": "ba4d872e4fb204eb",
+    }
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

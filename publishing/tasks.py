@@ -15,8 +15,8 @@ from dramatiq_abort import Abort
 from publishing import jobs
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.log_context import job_context
-from publishing.middleware import LogIdStr, UuidStr
 from publishing.services import runner, webhooks
+from publishing.worker.validation import LogIdStr, UuidStr
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,11 @@ def _current_message() -> tuple[str, int]:
     time_limit=settings.PUBLISHING_TIME_LIMIT_MS,
     # Not retried: they fail the same way every time.
     throws=(PermanentJobError, TimeLimitExceeded),
+    # Its starts count against the global rate limit (publishing.worker.rate_limit).
+    rate_limited=True,
+    # Its publishing's lease is kept while it runs and it is cut off at the shutdown deadline
+    # (publishing.worker.leases, publishing.worker.shutdown).
+    leased=True,
 )
 def build_and_submit(publishing_id: UuidStr, project_id: LogIdStr, user_id: LogIdStr) -> None:
     """Build and submit one publishing. Safe to run more than once for the same id.

@@ -71,13 +71,15 @@ DRAMATIQ_BROKER: dict[str, Any] = {
         "dramatiq.middleware.Retries",
         "dramatiq.middleware.CurrentMessage",
         # Before the rest of ours: a poison message takes no abort lookup, slot or lease.
-        "publishing.middleware.MessageValidation",
-        "publishing.broker.WorkerConnections",
+        "publishing.worker.from_settings.validation",
+        "publishing.worker.from_settings.connections",
         # Order matters: a cancelled message is skipped before it takes a
         # rate-limit slot, and only a started one gets a lease.
-        "publishing.middleware.Abortable",
-        "publishing.middleware.RateLimit",
-        "publishing.middleware.Lifecycle",
+        "publishing.worker.from_settings.abort",
+        "publishing.worker.from_settings.rate_limit",
+        "publishing.worker.from_settings.reconciler",
+        "publishing.worker.from_settings.leases",
+        "publishing.worker.from_settings.shutdown_deadline",
         # Closes each thread's stale database connections around a message, and all at shutdown.
         # No AdminMiddleware: the publishings and their attempts are the job record.
         "django_dramatiq.middleware.DbConnectionsMiddleware",

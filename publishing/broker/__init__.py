@@ -46,7 +46,6 @@ __all__ = [
     "DeadLetter",
     "DeadLetterSweep",
     "QueueStats",
-    "WorkerConnections",
     "abort",
     "breaker",
     "broker_kind",
@@ -153,19 +152,6 @@ def worker_redis() -> redis.Redis:
     Longer timeouts than the web's: dramatiq-abort blocks up to 1 s waiting for abort events.
     """
     return redis_client(settings.REDIS_URL, socket_timeout=settings.PUBLISHING_WORKER_SOCKET_TIMEOUT)
-
-
-class WorkerConnections(Middleware):
-    """In worker processes, trade the web tier's fail-fast broker connections for patient ones.
-
-    The web tier must answer within a second, so its client gives up after one
-    short timeout. A worker must not: a lost enqueue of a retry or a lost ack
-    during a brief Redis stall strands a publishing. Before the worker boots,
-    its backend adjusts the broker's connections (`BrokerOperations.prepare_worker`).
-    """
-
-    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        operations_for(broker).prepare_worker()
 
 
 def abort(message_id: str) -> None:

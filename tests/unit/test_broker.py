@@ -76,7 +76,8 @@ def test_worker_processes_get_patient_redis_connections(settings) -> None:
     # Given a Redis broker built with the web tier's fail-fast client (no connection is made)
     from dramatiq.brokers.redis import RedisBroker
 
-    from publishing.broker import WorkerConnections, make_broker
+    from publishing.broker import make_broker
+    from publishing.worker.connections import WorkerConnections
 
     settings.PUBLISHING_WORKER_SOCKET_TIMEOUT = 7.0
     broker = make_broker(url="redis://127.0.0.1:6399/0", socket_timeout=0.5)

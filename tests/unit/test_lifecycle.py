@@ -10,7 +10,6 @@ import redis
 from django.utils import timezone
 from dramatiq.broker import MessageProxy
 
-from publishing import middleware
 from publishing.models import Publishing
 from publishing.rate_limit import Rate, parse_rate
 from publishing.services.maintenance import (
@@ -19,6 +18,7 @@ from publishing.services.maintenance import (
     publishing_requeue,
 )
 from publishing.services.publishings import publishing_initiate
+from publishing.worker import messages
 from tests.factories import ProjectFactory, PublishingFactory
 from tests.support.stub_broker import broker_refuses, queued_messages
 
@@ -335,7 +335,7 @@ def test_the_rate_limit_falls_back_to_the_requester_for_older_messages(
             queue_name=QUEUE, actor_name="build_and_submit", args=(), kwargs=kwargs, options=options
         )
     )
-    assert middleware._owner(message) == owner
+    assert messages.owner(message) == owner
 
 
 def test_the_reconcile_command_runs_it_once(stub_broker) -> None:

@@ -10,7 +10,7 @@ import redis
 from django.db import OperationalError, ProgrammingError
 
 from publishing.log_context import OutageTracebackFilter
-from publishing.middleware import Lifecycle
+from publishing.worker.background import guarded
 
 
 def record_of(logger: str, level: int, error: BaseException) -> logging.LogRecord:
@@ -46,7 +46,7 @@ def test_a_library_traceback_of_an_outage_becomes_one_warning_line(error: Except
 def test_a_library_traceback_of_a_bug_and_our_own_tracebacks_are_kept() -> None:
     # Given a library's traceback that is not an outage, and one of ours that is
     bug = record_of("dramatiq.worker.WorkerThread", logging.ERROR, ProgrammingError("no such column"))
-    ours = record_of("publishing.middleware", logging.ERROR, redis.exceptions.ConnectionError("refused"))
+    ours = record_of("publishing.worker", logging.ERROR, redis.exceptions.ConnectionError("refused"))
 
     # When the filter sees them
     assert OutageTracebackFilter().filter(bug)
@@ -67,8 +67,8 @@ def test_a_lifecycle_pass_that_meets_an_outage_logs_one_line_and_a_bug_its_trace
 
     # When the worker's heartbeat or reconcile pass meets each
     with caplog.at_level(logging.WARNING, logger="publishing"):
-        Lifecycle._guarded(database_away)
-        Lifecycle._guarded(bug)
+        guarded(database_away)
+        guarded(bug)
 
     # Then the outage is one WARNING naming the pass and the error, and the bug an ERROR with its traceback
     assert [(r.levelname, r.getMessage(), bool(r.exc_info)) for r in caplog.records] == [

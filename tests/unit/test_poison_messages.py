@@ -12,12 +12,12 @@ import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
-from publishing.middleware import message_problem
 from publishing.models import Project, Publishing
 from publishing.services.dead_letters import dead_letters_requeue
 from publishing.services.publishings import publishing_initiate
 from publishing.services.runner import publishing_run
 from publishing.tasks import build_and_submit, deliver_webhook
+from publishing.worker.validation import message_problem
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
 from tests.support.stub_broker import drain

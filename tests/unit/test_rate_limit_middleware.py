@@ -16,11 +16,11 @@ import redis
 from django.db import OperationalError
 from dramatiq.brokers.stub import StubBroker
 
-from publishing import middleware
 from publishing.models import Publishing
 from publishing.rate_limit import Verdict
 from publishing.services import maintenance, runner
 from publishing.services.publishings import publishing_initiate
+from publishing.worker import rate_limit as rate_limit_module
 from tests.factories import ProjectFactory, UserFactory
 from tests.fakes import ScriptedPipeline
 
@@ -54,13 +54,13 @@ class ScriptedLimiter:
 @pytest.fixture
 def limiter(stub_broker: StubBroker, monkeypatch: pytest.MonkeyPatch) -> ScriptedLimiter:
     """The worker's RateLimit middleware, limiting with a ScriptedLimiter; short delays, no jitter."""
-    (rate_limit,) = [m for m in stub_broker.middleware if isinstance(m, middleware.RateLimit)]
+    (rate_limit,) = [m for m in stub_broker.middleware if isinstance(m, rate_limit_module.RateLimit)]
     scripted = ScriptedLimiter()
     monkeypatch.setattr(rate_limit, "_get_limiter", lambda: scripted)
-    monkeypatch.setattr(rate_limit, "JITTER_MS", 0)
-    monkeypatch.setattr(rate_limit, "UNAVAILABLE_DELAY_MS", 20)
+    monkeypatch.setattr(rate_limit, "jitter_ms", 0)
+    monkeypatch.setattr(rate_limit, "unavailable_delay_ms", 20)
     # Its put-back waits 1, 2 then 3 s between tries: not in a unit test.
-    monkeypatch.setattr(middleware, "time", types.SimpleNamespace(sleep=lambda seconds: None))
+    monkeypatch.setattr(rate_limit_module, "time", types.SimpleNamespace(sleep=lambda seconds: None))
     return scripted
 
 

@@ -19,7 +19,7 @@ from publishing import worker_master
 from publishing.metrics import worker_metrics_environment
 
 # After the running jobs' own deadline (PUBLISHING_SHUTDOWN_TIMEOUT, enforced by
-# publishing.middleware.Lifecycle, which requeues what is left) the worker
+# publishing.worker.shutdown.ShutdownDeadline, which requeues what is left) the worker
 # needs a moment to unwind the interrupted threads before Dramatiq gives up.
 UNWIND_SECONDS = 10
 

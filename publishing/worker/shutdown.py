@@ -1,0 +1,66 @@
+"""The shutdown deadline: running jobs get a grace period, then are requeued and interrupted."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import dramatiq
+from dramatiq.middleware import Middleware
+from dramatiq.middleware.shutdown import Shutdown
+
+from publishing.worker.leases import Leases, RunningJobs
+
+logger = logging.getLogger(__name__)
+
+
+class ShutdownDeadline(Middleware):
+    """On shutdown, the running leased jobs get `timeout` s to finish.
+
+    A job still running then is requeued (retry count untouched) and its
+    thread interrupted with Shutdown, which also kills its build. Which jobs
+    run is the broker's Leases middleware's to say.
+    """
+
+    def __init__(self, *, timeout: float) -> None:
+        self.timeout = timeout
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        running = next((m.running for m in broker.middleware if isinstance(m, Leases)), None)
+        if running is None or not running.snapshot():
+            return
+        logger.info(
+            "worker shutting down: %d running job(s) get up to %ss to finish",
+            len(running.snapshot()),
+            self.timeout,
+        )
+        threading.Thread(
+            target=self._enforce_deadline, args=(running,), name="publishing-shutdown", daemon=True
+        ).start()
+
+    def _enforce_deadline(self, running: RunningJobs) -> None:
+        from django.db import connection
+
+        # Imported here: the services load the models, not loaded yet when this middleware is built.
+        from publishing.services import maintenance
+
+        deadline = time.monotonic() + self.timeout
+        while running.snapshot() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        try:
+            for message_id, (publishing_id, thread_id, retries) in running.snapshot().items():
+                requeued = maintenance.publishing_requeue(
+                    publishing_id=publishing_id, reason="Cut off by a worker shutdown.", retries=retries
+                )
+                if not requeued:
+                    continue  # it finished (or was cancelled) at the last moment
+                logger.warning(
+                    "publishing %s still running at the %ss shutdown deadline: requeued, retry count %d kept",
+                    publishing_id,
+                    self.timeout,
+                    retries,
+                )
+                running.interrupt(message_id, thread_id, Shutdown)
+        finally:
+            connection.close()

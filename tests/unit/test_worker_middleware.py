@@ -1,0 +1,98 @@
+"""Which actors the worker middleware acts on is an option of the actor, and the settings build them."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.stub import StubBroker
+
+from publishing import jobs
+from publishing.rate_limit import Verdict
+from publishing.worker.leases import Leases
+from publishing.worker.rate_limit import RateLimit
+from publishing.worker.reconciler import Reconciler
+from publishing.worker.shutdown import ShutdownDeadline
+
+
+class CountingLimiter:
+    """A `WindowLimiter` that lets everything through and remembers who asked."""
+
+    fair = True
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def acquire(self, token: str, *, owner: str, jitter_ms: int = 0) -> Verdict:
+        self.asked.append(token)
+        return Verdict(taken=True, wait_ms=0)
+
+
+def the(stub_broker: StubBroker, kind: type) -> object:
+    (found,) = [m for m in stub_broker.middleware if isinstance(m, kind)]
+    return found
+
+
+def build() -> MessageProxy:
+    message = jobs.build_message(publishing_id=str(uuid.uuid4()), project_id="p", user_id="1", owner_id="1")
+    return MessageProxy(message)
+
+
+def webhook() -> MessageProxy:
+    """A webhook delivery's message, naming a publishing too: only the actor's options set it apart."""
+    message = jobs.webhook_message(delivery_id=str(uuid.uuid4()))
+    return MessageProxy(message.copy(kwargs={**message.kwargs, "publishing_id": str(uuid.uuid4())}))
+
+
+def test_the_actors_declare_what_the_middleware_does_to_them(stub_broker: StubBroker) -> None:
+    build_actor = stub_broker.get_actor(jobs.BUILD_ACTOR)
+    webhook_actor = stub_broker.get_actor(jobs.WEBHOOK_ACTOR)
+    assert build_actor.options["rate_limited"] is True
+    assert build_actor.options["leased"] is True
+    assert "rate_limited" not in webhook_actor.options
+    assert "leased" not in webhook_actor.options
+    assert {"rate_limited", "leased"} <= stub_broker.actor_options
+
+
+def test_only_a_rate_limited_actors_message_takes_a_slot(
+    stub_broker: StubBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the worker's RateLimit counting on a limiter
+    rate_limit = the(stub_broker, RateLimit)
+    limiter = CountingLimiter()
+    monkeypatch.setattr(rate_limit, "_get_limiter", lambda: limiter)
+
+    # When a build and a webhook delivery come in
+    build_message, webhook_message = build(), webhook()
+    rate_limit.before_process_message(stub_broker, build_message)  # type: ignore[attr-defined]
+    rate_limit.before_process_message(stub_broker, webhook_message)  # type: ignore[attr-defined]
+
+    # Then only the build (declared rate_limited) asked for a slot
+    assert limiter.asked == [build_message.message_id]
+
+
+def test_only_a_leased_actors_message_is_registered_as_running(stub_broker: StubBroker) -> None:
+    # Given the worker's Leases
+    leases = the(stub_broker, Leases)
+    assert isinstance(leases, Leases)
+
+    # When a build and a webhook delivery start
+    build_message, webhook_message = build(), webhook()
+    leases.before_process_message(stub_broker, build_message)
+    leases.before_process_message(stub_broker, webhook_message)
+
+    # Then only the build (declared leased) holds a lease, until it ends
+    assert list(leases.running.snapshot()) == [build_message.message_id]
+    leases.after_process_message(stub_broker, build_message)
+    assert leases.running.snapshot() == {}
+
+
+def test_the_settings_configure_each_middleware(stub_broker: StubBroker, settings) -> None:
+    # The test settings' values, read by publishing.worker.from_settings when the broker was built
+    reconciler = the(stub_broker, Reconciler)
+    deadline = the(stub_broker, ShutdownDeadline)
+    assert isinstance(reconciler, Reconciler)
+    assert isinstance(deadline, ShutdownDeadline)
+    assert reconciler.interval == settings.PUBLISHING_RECONCILE_INTERVAL
+    assert deadline.timeout == settings.PUBLISHING_SHUTDOWN_TIMEOUT
