@@ -9,6 +9,8 @@ signature is dead-lettered by the worker before it runs (`publishing.worker.vali
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
@@ -55,3 +57,20 @@ def webhook_message(*, delivery_id: str) -> dramatiq.Message[Any]:
         kwargs={"delivery_id": delivery_id},
         options={},
     )
+
+
+def argument(args: Sequence[Any], kwargs: object, name: str) -> Any:
+    """What a message was sent as `name`: by keyword, else as its first argument; None if neither.
+
+    Never raises: a poison message's kwargs may be anything JSON holds.
+    """
+    by_name = kwargs if isinstance(kwargs, dict) else {}
+    return by_name.get(name, args[0] if args else None)
+
+
+def as_uuid(value: object) -> uuid.UUID | None:
+    """`value` as a UUID (what Django's UUIDField takes), None if it is not one."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None

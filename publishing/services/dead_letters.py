@@ -53,9 +53,15 @@ def dead_letters_requeue(*, by: User) -> DeadLetterRequeue:
             return False
         try:
             if message.actor_name == jobs.BUILD_ACTOR:
-                return _dead_build(_argument(message, "publishing_id"), by=by, report=report)
+                return _dead_build(
+                    jobs.as_uuid(jobs.argument(message.args, message.kwargs, "publishing_id")),
+                    by=by,
+                    report=report,
+                )
             if message.actor_name == jobs.WEBHOOK_ACTOR:
-                return _dead_delivery(_argument(message, "delivery_id"), report=report)
+                return _dead_delivery(
+                    jobs.as_uuid(jobs.argument(message.args, message.kwargs, "delivery_id")), report=report
+                )
         except BrokerUnavailable:
             report.broker_unavailable = True
             report.left += 1
@@ -74,15 +80,8 @@ def dead_letters_requeue(*, by: User) -> DeadLetterRequeue:
     return report
 
 
-def _argument(message: broker.DeadLetter, name: str) -> uuid.UUID | None:
-    """The id an actor was sent, by keyword or as the first argument; None if it is not one."""
-    # A poison message's kwargs may be anything JSON holds: one must not end the whole sweep.
-    kwargs = message.kwargs if isinstance(message.kwargs, dict) else {}
-    value = kwargs.get(name, message.args[0] if message.args else None)
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
+def _id(message: broker.DeadLetter, name: str) -> uuid.UUID | None:
+    return jobs.as_uuid(jobs.argument(message.args, message.kwargs, name))
 
 
 def _dead_build(publishing_id: uuid.UUID | None, *, by: User, report: DeadLetterRequeue) -> bool:

@@ -8,6 +8,8 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.errors import ActorNotFound
 
+from publishing import jobs
+
 
 def actor_option(broker: dramatiq.Broker, message: MessageProxy, name: str, default: Any = None) -> Any:
     """The option `name` its actor was declared with (as Dramatiq's AgeLimit reads `max_age`).
@@ -23,8 +25,7 @@ def actor_option(broker: dramatiq.Broker, message: MessageProxy, name: str, defa
 
 def publishing_id(message: MessageProxy) -> str | None:
     """The id of the publishing a build message is for, None if it names none."""
-    kwargs = message.kwargs or {}
-    value = kwargs.get("publishing_id") or (message.args[0] if message.args else None)
+    value = jobs.argument(message.args, message.kwargs, "publishing_id")
     return str(value) if value else None
 
 

@@ -11,7 +11,6 @@ import inspect
 import logging
 import reprlib
 import typing
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -21,6 +20,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
 
+from publishing import jobs
 from publishing.log_context import job_context
 
 logger = logging.getLogger(__name__)
@@ -34,16 +34,8 @@ class StrFormat:
     accepts: Callable[[str], bool]
 
 
-def _is_uuid(value: str) -> bool:
-    # What Django's UUIDField takes too: a value accepted here never fails the row lookup.
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-UuidStr = Annotated[str, StrFormat("a UUID string", _is_uuid)]
+# What Django's UUIDField takes too: a value accepted here never fails the row lookup.
+UuidStr = Annotated[str, StrFormat("a UUID string", lambda value: jobs.as_uuid(value) is not None)]
 # Ids that actors only put on log lines: capped, so a bloated one cannot flood every line of its job.
 LogIdStr = Annotated[str, StrFormat("a string of at most 64 characters", lambda value: len(value) <= 64)]
 
