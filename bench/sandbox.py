@@ -79,7 +79,8 @@ def measure(rounds: int, workdir: Path) -> dict[str, dict[str, list[float]]]:
     """Per mode and step, the milliseconds of each round (Django must be set up)."""
     # Imported here: this module is also the runner's, which never sets Django up.
     from publishing.pipeline.base import Origin
-    from publishing.pipeline.build import BuildLimits, run_build
+    from publishing.pipeline.build import run_build
+    from publishing.pipeline.build_limits import BuildLimits
     from publishing.pipeline.checkout import checkout
     from publishing.pipeline.package import package
     from publishing.pipeline.sandbox import SandboxPolicy

@@ -14,7 +14,7 @@ from dramatiq.brokers.stub import StubBroker
 from rest_framework.test import APIClient
 
 from publishing import broker as publishing_broker
-from publishing.pipeline.build import count_tasks
+from publishing.pipeline.build_limits import count_tasks
 from tests.factories import OPERATOR_PERMISSIONS, ProjectFactory, UserFactory, grant
 from tests.support.prerequisites import missing, require_root
 

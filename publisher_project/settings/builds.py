@@ -46,7 +46,7 @@ PUBLISHING_SANDBOX_UIDS: str = read_parsed(
     "PUBLISHING_SANDBOX_UIDS", "60000-60999", parse_uid_range, "FIRST-LAST, uids above 0 that no account uses"
 )
 
-# Limits of every build, sandboxed or not (publishing/pipeline/build.py); 0 is no limit, and a negative
+# Limits of every build, sandboxed or not (publishing/pipeline/build_limits.py); 0 is no limit, and a negative
 # one is refused (it would stop every build at once or, for processes, forbid every fork).
 # Who runs unsandboxed builds (sandboxed ones take a uid of PUBLISHING_SANDBOX_UIDS): a user name
 # or uid, which a root worker switches to; "worker", the worker's own user whoever it is; empty

@@ -7,24 +7,23 @@ shell, without the worker's configuration or credentials, and with only the tran
 from __future__ import annotations
 
 import base64
-import contextlib
 import ipaddress
 import logging
-import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
+import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from publishing.exceptions import JobError, PermanentJobError, TransientJobError
+from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.network import check_host, has_control_or_space, split_url
+from publishing.pipeline.processes import supervise
 from publishing.redaction import redact_credentials
 
 logger = logging.getLogger(__name__)
@@ -207,11 +206,6 @@ def _git_environment(
     }
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 def _is_transient(stderr: str) -> bool:
     lowered = stderr.lower()
     if any(marker in lowered for marker in _TRANSIENT_MARKERS):
@@ -319,26 +313,17 @@ def _run_git(argv: list[str], *, env: dict[str, str], timeout: int) -> tuple[int
         )
     except OSError as exc:
         raise PermanentJobError(f"git could not be started: {exc}", code="CHECKOUT_FAILED") from exc
-    deadline = time.monotonic() + timeout
-    try:
-        # Short waits, not one long one, so an asynchronous exception (a cancellation) gets through;
-        # communicate() may be called again after a TimeoutExpired and keeps what it has read.
-        while True:
-            try:
-                _, stderr = proc.communicate(timeout=POLL_INTERVAL)
-                break
-            except subprocess.TimeoutExpired as exc:
-                if time.monotonic() >= deadline:
-                    # git-remote-https and ssh are grandchildren; killing only git would leave them.
-                    _kill_group(proc)
-                    proc.communicate()
-                    raise TransientJobError(
-                        f"git clone exceeded {timeout} s", code="CHECKOUT_TIMEOUT"
-                    ) from exc
-    except JobError:
-        raise
-    except BaseException:
-        _kill_group(proc)
-        proc.wait()
-        raise
-    return proc.returncode, stderr.decode("utf-8", errors="replace")
+    stderr: list[str] = []
+    # git-remote-https and ssh are grandchildren: the wait ends with the whole group, not only git.
+    ending = supervise(
+        proc,
+        cast(IO[bytes], proc.stderr),  # stderr=PIPE guarantees a stream
+        timeout=timeout,
+        poll_interval=POLL_INTERVAL,
+        on_output=stderr.append,
+        log_limit=sys.maxsize,
+        label="git",
+    )
+    if ending.timed_out:
+        raise TransientJobError(f"git clone exceeded {timeout} s", code="CHECKOUT_TIMEOUT")
+    return ending.returncode, "".join(stderr)

@@ -218,48 +218,11 @@ def package(source: Path, artifact_path: str, *, out_dir: Path, name: str) -> Ar
     Nothing is read through a symlink: links are stored as links, and must point inside the artifact.
     """
     root = resolve_artifact_path(source, artifact_path)
-    relative = root.relative_to(source.resolve()).parts
     target = out_dir / f"{name}.tar.gz"
     opened: list[int] = []
     try:
-        opened.append(source_fd := os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
-        # The real path again, one component at a time: a symlink swapped in meanwhile fails here.
-        opened.append(parent_fd := _open_beneath(source_fd, relative[:-1], flags=_OPEN_DIR))
-        root_st = (
-            os.stat(relative[-1], dir_fd=parent_fd, follow_symlinks=False)
-            if relative
-            else os.fstat(source_fd)
-        )
-        owner = os.fstat(source_fd).st_uid
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if stat.S_ISDIR(root_st.st_mode):
-            opened.append(base_fd := _open_beneath(parent_fd, relative[-1:], flags=_OPEN_DIR))
-            # Never archive the output folder into itself when it lies inside the artifact path.
-            out_st = out_dir.stat()
-            entries = _scan(base_fd, skip=(out_st.st_dev, out_st.st_ino))
-        elif stat.S_ISREG(root_st.st_mode):
-            base_fd = parent_fd
-            entries = [_Entry(PurePosixPath(artifact_path).name or root.name, relative[-1:], root_st)]
-        else:
-            raise PermanentJobError(
-                f"artifact path {artifact_path!r} is neither a file nor a directory",
-                code="ARTIFACT_PATH_INVALID",
-            )
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
-        tmp = Path(tmp_name)
-        try:
-            with (
-                os.fdopen(fd, "wb") as raw,
-                # filename="" and mtime=0 keep the gzip header free of names and times.
-                gzip.GzipFile(filename="", mtime=0, fileobj=raw, mode="wb") as gz,
-                tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
-            ):
-                for entry in entries:
-                    _add(tar, base_fd, root, entry, owner)
-            tmp.replace(target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        base_fd, entries, owner = _collect(source, artifact_path, root, out_dir, opened)
+        _write_archive(target, entries, base_fd, root, owner, name=name)
         digest = _sha256(target)
         size = target.stat().st_size
     except OSError as exc:
@@ -275,3 +238,52 @@ def package(source: Path, artifact_path: str, *, out_dir: Path, name: str) -> Ar
         "Packaged %s (%s entries) into %s: %s bytes, sha256 %s", root, len(entries), target, size, digest
     )
     return Artifact(path=target, sha256=digest, size=size)
+
+
+def _collect(
+    source: Path, artifact_path: str, root: Path, out_dir: Path, opened: list[int]
+) -> tuple[int, list[_Entry], int]:
+    """(the descriptor entries are opened beneath, the entries, the checkout's owner) of the artifact at
+    `root`; creates `out_dir`. Each descriptor it opens is appended to `opened`, for the caller to close."""
+    relative = root.relative_to(source.resolve()).parts
+    opened.append(source_fd := os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    # The real path again, one component at a time: a symlink swapped in meanwhile fails here.
+    opened.append(parent_fd := _open_beneath(source_fd, relative[:-1], flags=_OPEN_DIR))
+    root_st = (
+        os.stat(relative[-1], dir_fd=parent_fd, follow_symlinks=False) if relative else os.fstat(source_fd)
+    )
+    owner = os.fstat(source_fd).st_uid
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if stat.S_ISDIR(root_st.st_mode):
+        opened.append(base_fd := _open_beneath(parent_fd, relative[-1:], flags=_OPEN_DIR))
+        # Never archive the output folder into itself when it lies inside the artifact path.
+        out_st = out_dir.stat()
+        return base_fd, _scan(base_fd, skip=(out_st.st_dev, out_st.st_ino)), owner
+    if stat.S_ISREG(root_st.st_mode):
+        entry = _Entry(PurePosixPath(artifact_path).name or root.name, relative[-1:], root_st)
+        return parent_fd, [entry], owner
+    raise PermanentJobError(
+        f"artifact path {artifact_path!r} is neither a file nor a directory",
+        code="ARTIFACT_PATH_INVALID",
+    )
+
+
+def _write_archive(
+    target: Path, entries: list[_Entry], base_fd: int, root: Path, owner: int, *, name: str
+) -> None:
+    """Write `entries` to `target` through a temporary file beside it, replaced into place once whole."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with (
+            os.fdopen(fd, "wb") as raw,
+            # filename="" and mtime=0 keep the gzip header free of names and times.
+            gzip.GzipFile(filename="", mtime=0, fileobj=raw, mode="wb") as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+        ):
+            for entry in entries:
+                _add(tar, base_fd, root, entry, owner)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

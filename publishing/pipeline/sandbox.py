@@ -12,28 +12,21 @@ on SIGKILL) and takes every process of the build with it: a PID namespace ends w
 whatever `setsid` or double forks the build tried.
 
 A root worker runs each build as a uid from `PUBLISHING_SANDBOX_UIDS` that no other build on the
-host holds meanwhile (a lock file per uid, released by the kernel if the worker dies); a worker of
-any other user runs builds as itself, still each in its own namespaces.
+host holds meanwhile (sandbox_uids.py); a worker of any other user runs builds as itself, still each
+in its own namespaces.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import pwd
-import random
 import shutil
-import signal
-import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 
-from publishing.exceptions import PermanentJobError, TransientJobError
-from publishing.pipeline.locks import try_lock
+from publishing.exceptions import PermanentJobError
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +61,6 @@ ETC_ENTRIES = (
     "services",
     "ssl",
 )
-# Host-wide, root's: every worker of the host (whatever its settings) takes build uids from here.
-UID_LOCK_DIR = Path("/run/publisher-build-uids")
 
 
 @dataclass(frozen=True)
@@ -178,6 +169,21 @@ def bwrap_argv(
     """
     return [
         bwrap,
+        *_namespace_args(uid, gid),
+        *_system_mounts(),
+        *_identity_mounts(passwd_fd, group_fd),
+        *_scratch_mounts(tmp_size),
+        *_work_mounts(source, home, proxy_socket),
+        # The root bwrap builds everything on is a tmpfs of the build's: read-only once it is built,
+        # so that the checkout, HOME, /tmp and /dev/shm are the only places a build can write.
+        "--remount-ro",
+        "/",
+        "--",
+    ]
+
+
+def _namespace_args(uid: int, gid: int) -> list[str]:
+    return [
         # user, IPC, PID, network, UTS and cgroup namespaces; no nested user namespaces inside.
         "--unshare-all",
         "--unshare-user",
@@ -193,7 +199,11 @@ def bwrap_argv(
         "--new-session",
         "--cap-drop",
         "ALL",
-        *_system_mounts(),
+    ]
+
+
+def _identity_mounts(passwd_fd: int, group_fd: int) -> list[str]:
+    return [
         "--perms",
         "0644",
         "--ro-bind-data",
@@ -204,6 +214,11 @@ def bwrap_argv(
         "--ro-bind-data",
         str(group_fd),
         "/etc/group",
+    ]
+
+
+def _scratch_mounts(tmp_size: int) -> list[str]:
+    return [
         "--proc",
         "/proc",
         "--dev",
@@ -215,6 +230,11 @@ def bwrap_argv(
         *(["--size", str(tmp_size)] if tmp_size else []),
         "--tmpfs",
         "/tmp",  # noqa: S108 - the sandbox's own, empty
+    ]
+
+
+def _work_mounts(source: Path, home: Path, proxy_socket: Path | None) -> list[str]:
+    return [
         *(["--bind", str(proxy_socket), PROXY_SOCKET] if proxy_socket else []),
         "--bind",
         str(home),
@@ -224,11 +244,6 @@ def bwrap_argv(
         SOURCE_DIR,
         "--chdir",
         SOURCE_DIR,
-        # The root bwrap builds everything on is a tmpfs of the build's: read-only once it is built,
-        # so that the checkout, HOME, /tmp and /dev/shm are the only places a build can write.
-        "--remount-ro",
-        "/",
-        "--",
     ]
 
 
@@ -270,125 +285,3 @@ def interpreter() -> str:
         "the sandbox has no python3 under /usr (install python3), and one sets the build's limits",
         code="SANDBOX_UNAVAILABLE",
     )
-
-
-# --- One uid per running build --------------------------------------------------------------------
-
-
-def _lock_dir(folder: Path) -> Path:
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = folder.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-        # Anyone else's folder could hand two builds one uid, or none.
-        raise PermanentJobError(
-            f"{folder} must be a folder of uid {os.geteuid()}", code="SANDBOX_UNAVAILABLE"
-        )
-    if stat.S_IMODE(st.st_mode) != 0o700:
-        folder.chmod(0o700)  # ours (a fresh volume is 0755): nobody else's to open
-    return folder
-
-
-def _has_account(uid: int) -> bool:
-    """Whether an account of this host has `uid` (then PUBLISHING_SANDBOX_UIDS overlaps real users)."""
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    logger.warning("uid %d of PUBLISHING_SANDBOX_UIDS belongs to an account: never used for builds", uid)
-    return True
-
-
-def _status(pid: int | str) -> tuple[int, int] | None:
-    """(real uid, threads) of process `pid` from /proc; None once it is gone."""
-    real_uid = threads = -1
-    try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"Uid:"):
-                    real_uid = int(line.split()[1])
-                elif line.startswith(b"Threads:"):
-                    threads = int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return (real_uid, threads) if real_uid >= 0 else None
-
-
-def processes_by_uid() -> dict[int, list[tuple[int, int]]]:
-    """Real uid -> (pid, threads) of each process /proc shows now (the one scan of /proc for uids)."""
-    found: dict[int, list[tuple[int, int]]] = {}
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if entry.name.isdigit() and (status := _status(entry.name)) is not None:
-                found.setdefault(status[0], []).append((int(entry.name), status[1]))
-    return found
-
-
-def _kill(processes: list[tuple[int, int]], uid: int) -> int:
-    """SIGKILL each of `processes` (pid, threads) that still runs as `uid`; how many were."""
-    killed = 0
-    for pid, _ in processes:
-        # Through a pidfd checked after it is open: a pid reused meanwhile is never signalled.
-        try:
-            fd = os.pidfd_open(pid)
-        except OSError:
-            continue  # gone
-        try:
-            if (status := _status(pid)) is not None and status[0] == uid:
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-                killed += 1
-        except ProcessLookupError:
-            pass
-        finally:
-            os.close(fd)
-    return killed
-
-
-@contextlib.contextmanager
-def lease_uid(uids: range, folder: Path = UID_LOCK_DIR) -> Iterator[int]:
-    """Hold a uid of `uids` that no other build on this host holds, for the duration of the block.
-
-    The lock is a flock on `folder/<uid>`: the kernel drops it when the worker dies, so a
-    crashed worker's uid is free again, and whatever that build left running is killed first.
-    """
-    folder = _lock_dir(folder)
-    # From a random start: concurrent workers rarely contend for the same lock.
-    start = random.randrange(len(uids))  # noqa: S311 - spreading, not secrecy
-    for index in range(len(uids)):
-        uid = uids[(start + index) % len(uids)]
-        if _has_account(uid):
-            continue  # its processes are someone's, never a build's to kill
-        fd = try_lock(folder / str(uid), folder=False)
-        if fd is None:
-            continue
-        try:
-            if left := _kill(processes_by_uid().get(uid, []), uid):
-                logger.warning("Killed %d process(es) left running by an earlier build as uid %d", left, uid)
-            yield uid
-        finally:
-            os.close(fd)
-        return
-    raise TransientJobError(
-        f"all {len(uids)} build uids (PUBLISHING_SANDBOX_UIDS) are in use on this host",
-        code="SANDBOX_BUSY",
-    )
-
-
-def sweep_uids(uids: range, folder: Path = UID_LOCK_DIR) -> int:
-    """Kill the processes of every uid in `uids` that no build holds now; how many were killed."""
-    if not folder.is_dir():
-        return 0
-    running = {
-        uid: processes
-        for uid, processes in processes_by_uid().items()
-        if uid in uids and not _has_account(uid)
-    }
-    killed = 0
-    for uid, processes in running.items():
-        fd = try_lock(folder / str(uid), folder=False)
-        if fd is None:
-            continue  # a build holds it: its processes are alive by right
-        try:
-            killed += _kill(processes, uid)
-        finally:
-            os.close(fd)
-    return killed

@@ -15,7 +15,7 @@ from django.utils import timezone
 from publishing import broker
 from publishing.exceptions import BrokerUnavailable, InvalidTransition
 from publishing.models import Attempt, Publishing
-from publishing.pipeline import sandbox
+from publishing.pipeline import sandbox, sandbox_uids
 from publishing.pipeline.workspace import sweep as pipeline_workspace_sweep
 from publishing.services.attempts import finish_attempt
 from publishing.services.queueing import enqueue
@@ -166,7 +166,7 @@ def builds_sweep() -> tuple[int, int]:
     removed = pipeline_workspace_sweep()
     killed = 0
     if os.geteuid() == 0:
-        killed = sandbox.sweep_uids(sandbox.SandboxPolicy.from_settings().uids)
+        killed = sandbox_uids.sweep_uids(sandbox.SandboxPolicy.from_settings().uids)
         if killed:
             logger.warning("killed %d process(es) of builds whose worker died", killed)
     return len(removed), killed

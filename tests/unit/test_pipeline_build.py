@@ -8,6 +8,7 @@ import ctypes
 import logging
 import os
 import pwd
+import random
 import shlex
 import shutil
 import signal
@@ -25,15 +26,9 @@ from typing import Any
 import pytest
 
 from publishing.exceptions import PermanentJobError
-from publishing.pipeline.build import (
-    TRUNCATION_MARKER,
-    BuildLimits,
-    BuildOutcome,
-    build_environment,
-    classify_build,
-    count_tasks,
-    run_build,
-)
+from publishing.pipeline.build import build_environment, run_build
+from publishing.pipeline.build_limits import BuildLimits, BuildOutcome, classify_build, count_tasks
+from publishing.pipeline.processes import TRUNCATION_MARKER
 from publishing.pipeline.workspace import workspace
 from tests.support.polling import wait_until, wait_while
 
@@ -110,6 +105,15 @@ def _uid_gone(uid: int, within: float = 15.0) -> bool:
     """True once no process (but zombies) of real uid `uid` runs; AssertionError naming them if some do."""
     wait_while(lambda: _processes_of(uid), within, lambda: f"uid {uid} still runs {_processes_of(uid)}")
     return True
+
+
+def _idle_uid() -> int:
+    """A uid of no account that runs nothing now, picked at random far above the sandbox's build uids."""
+    accounts = {entry.pw_uid for entry in pwd.getpwall()}
+    while True:
+        uid = random.randrange(2_000_000, 3_000_000)  # noqa: S311 - spreading, not secrecy
+        if uid not in accounts and count_tasks(uid) == 0:
+            return uid
 
 
 def _wait_for_file(path: Path, lines: int, within: float = 15.0) -> list[int]:
@@ -750,8 +754,9 @@ def test_a_non_root_worker_cannot_switch_to_another_build_user(owned_by_nobody):
 
 @needs_root
 def test_count_tasks_counts_the_processes_and_threads_of_a_uid():
-    # Given a uid that runs nothing, then one process of it with three more threads
-    uid = 54321
+    # Given a uid that runs nothing (a random one of a high range, so that a run of this test elsewhere on
+    # the host does not share it), then one process of it with three more threads
+    uid = _idle_uid()
     assert count_tasks(uid) == 0
     script = (
         "import threading, time\nfor _ in range(3): threading.Thread(target=time.sleep, args=(10,)).start()"

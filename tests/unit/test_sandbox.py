@@ -16,7 +16,8 @@ import pytest
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline import workspace as workspaces
-from publishing.pipeline.sandbox import SandboxPolicy, describe, lease_uid, parse_uid_range, sweep_uids
+from publishing.pipeline.sandbox import SandboxPolicy, describe, parse_uid_range
+from publishing.pipeline.sandbox_uids import lease_uid, sweep_uids
 from tests.support.prerequisites import require_root
 
 needs_root = pytest.mark.needs_root("running a process as another uid needs root")
