@@ -9,6 +9,7 @@ The wait itself (output, timeout, cancellation, the process group's end) is proc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -192,14 +193,8 @@ def execute(
         should_stop=_TaskWatch(uid, nproc) if watch_processes else None,
         label="build",
     )
-    outcome = BuildOutcome(
-        returncode=ending.returncode,
-        cpu_seconds=ending.cpu_seconds,
-        tail=ending.tail,
-        timed_out=ending.timed_out,
-        output_exceeded=ending.output_exceeded,
-        process_limit_reached=ending.stopped,
-    )
+    # The only thing that stops the wait early is the process-limit watch.
+    outcome = BuildOutcome(**dataclasses.asdict(ending), process_limit_reached=ending.stopped)
     error = _exec_failure(outcome, argv[0]) or classify_build(outcome, limits=limits, timeout=timeout)
     if error is not None:
         logger.info("Build %r failed: %s (%s)", argv, error.code, error.detail)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from publishing.exceptions import PermanentJobError
+from publishing.pipeline.processes import Ending
 from publishing.pipeline.sandbox_uids import processes_by_uid
 
 # After SIGXCPU at the soft CPU limit, a process that ignores it gets SIGKILL this much later.
@@ -80,16 +81,10 @@ class BuildLimits:
 
 
 @dataclass(frozen=True)
-class BuildOutcome:
-    """How a build ended, as far as the step saw it; `classify_build` names it."""
+class BuildOutcome(Ending):
+    """How a build ended: how the wait for its command ended, and whether the build hit its process
+    limit (what stopped the wait, if anything did); `classify_build` names it."""
 
-    returncode: int
-    # User and system time of the command and the descendants it waited for (wait4's rusage).
-    cpu_seconds: float
-    # The end of the output, decoded.
-    tail: str
-    timed_out: bool = False
-    output_exceeded: bool = False
     process_limit_reached: bool = False
 
 
