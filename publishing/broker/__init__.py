@@ -172,9 +172,10 @@ def _web_abortable(broker: dramatiq.Broker) -> dramatiq_abort.Abortable:
     middleware = next(m for m in broker.middleware if isinstance(m, dramatiq_abort.Abortable))
     if isinstance(middleware.backend, StubBackend):
         return middleware
+    # The workers' keys and time to live, as their middleware was built: one configuration, not two.
     return dramatiq_abort.Abortable(
-        backend=RedisBackend(client=web_redis(), namespace=f"{settings.BROKER_NAMESPACE}-abort"),
-        abort_ttl=settings.PUBLISHING_ABORT_TTL_MS,
+        backend=RedisBackend(client=web_redis(), namespace=middleware.backend.namespace),
+        abort_ttl=middleware.abort_ttl,
     )
 
 
