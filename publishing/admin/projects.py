@@ -119,7 +119,12 @@ class ProjectAdmin(display.RedactedURLs, admin.ModelAdmin[Project]):
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         for project in objs:
             if active := project.publishings.active().first():
-                protected.append(format_html("{}: {}", project, deletion_refused(active)))
+                # A link to the publishing: where it can be cancelled.
+                protected.append(
+                    format_html(
+                        "{}: {} Open {}", project, deletion_refused(active), display.publishing_link(active)
+                    )
+                )
         return deleted, counts, perms_needed, protected
 
     def delete_model(self, request: HttpRequest, obj: Project) -> None:
