@@ -122,7 +122,10 @@ class ProjectAdmin(display.RedactedURLs, admin.ModelAdmin[Project]):
                 # A link to the publishing: where it can be cancelled.
                 protected.append(
                     format_html(
-                        "{}: {} The publishing: {}", project, deletion_refused(active), display.publishing_link(active)
+                        "{}: {} The publishing: {}",
+                        project,
+                        deletion_refused(active),
+                        display.publishing_link(active),
                     )
                 )
         return deleted, counts, perms_needed, protected
