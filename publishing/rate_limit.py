@@ -15,13 +15,10 @@ never comes back holds nobody up for long.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import redis
 from django.conf import settings
-
-_SPEC = re.compile(r"^\s*(?P<limit>\d+)\s*/\s*(?P<window>\d+(?:\.\d+)?)\s*s?\s*$")
 
 # The window: KEYS[1], a sorted set of starts (member `<owner>:<message id>:<ms>`, score its ms).
 # The waiting room (fair only), kept together and expiring together:
@@ -162,14 +159,12 @@ class Rate:
         return f"{self.limit}/{self.window_ms / 1000:g}s"
 
 
-def parse_rate(text: str) -> Rate | None:
-    """`"5/60s"` -> Rate(5, 60 000); `"0"` or `""` -> None (no limit). ValueError otherwise."""
-    if text.strip() in {"", "0"}:
+def publishing_rate() -> Rate | None:
+    """PUBLISHING_RATE_LIMIT (read by the settings as starts per seconds); None if there is none."""
+    if settings.PUBLISHING_RATE_LIMIT is None:
         return None
-    match = _SPEC.match(text)
-    if not match or int(match["limit"]) < 1 or float(match["window"]) <= 0:
-        raise ValueError(f"PUBLISHING_RATE_LIMIT must look like '5/60s' or be '0', not {text!r}")
-    return Rate(limit=int(match["limit"]), window_ms=int(float(match["window"]) * 1000))
+    limit, seconds = settings.PUBLISHING_RATE_LIMIT
+    return Rate(limit=limit, window_ms=max(1, round(seconds * 1000)))
 
 
 @dataclass(frozen=True)
@@ -237,7 +232,7 @@ def _owner_key(owner: str) -> str:
 
 def publishing_limiter(client: redis.Redis) -> WindowLimiter | None:
     """The limit on publishing starts from PUBLISHING_RATE_LIMIT(_FAIR) on `client`; None if there is none."""
-    rate = parse_rate(settings.PUBLISHING_RATE_LIMIT)
+    rate = publishing_rate()
     if rate is None:
         return None
     key = f"{settings.BROKER_NAMESPACE}:publishing-starts"

@@ -8,7 +8,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .broker import BROKER_NAMESPACE, PUBLISHING_BROKER_SOCKET_TIMEOUT, REDIS_URL
-from .validation import DRF_RATE, read_bool, read_int, read_matching, read_str
+from .validation import (
+    DRF_RATE,
+    RATE_EXPECTED,
+    parse_rate,
+    read_bool,
+    read_int,
+    read_matching,
+    read_parsed,
+    read_str,
+)
 
 __all__ = [
     "CACHES",
@@ -22,21 +31,21 @@ __all__ = [
     "SPECTACULAR_SETTINGS",
 ]
 
-_RATE_EXPECTED = "N/s, N/min, N/hour, N/day or 0 (off)"
-
 # initiate and retry calls per user ("60/min", "1000/day"), counted across every web process; "0" or
 # "" turns the throttle off. Beyond it: 429 THROTTLED with Retry-After.
-PUBLISHING_INITIATE_RATE: str = read_matching("PUBLISHING_INITIATE_RATE", "60/min", DRF_RATE, _RATE_EXPECTED)
+PUBLISHING_INITIATE_RATE: str = read_matching(
+    "PUBLISHING_INITIATE_RATE", "60/min", DRF_RATE, "N/s, N/min, N/hour, N/day or 0 (off)"
+)
 # Failed logins (token endpoint, admin and browsable API login pages) per username and per client
 # address, in clock-aligned periods, counted across every web process. Beyond either: 429 with
 # Retry-After until the period ends, for every attempt of that username or address, right password
-# or not. A successful login spends nothing.
-LOGIN_FAILURES_PER_USERNAME: str = read_matching(
-    "LOGIN_FAILURES_PER_USERNAME", "10/hour", DRF_RATE, _RATE_EXPECTED
+# or not. A successful login spends nothing. Read as (failures, seconds); None is no limit.
+LOGIN_FAILURES_PER_USERNAME: tuple[int, float] | None = read_parsed(
+    "LOGIN_FAILURES_PER_USERNAME", "10/hour", parse_rate, RATE_EXPECTED
 )
 # The same per client address.
-LOGIN_FAILURES_PER_ADDRESS: str = read_matching(
-    "LOGIN_FAILURES_PER_ADDRESS", "50/hour", DRF_RATE, _RATE_EXPECTED
+LOGIN_FAILURES_PER_ADDRESS: tuple[int, float] | None = read_parsed(
+    "LOGIN_FAILURES_PER_ADDRESS", "50/hour", parse_rate, RATE_EXPECTED
 )
 # Reverse proxies in front of the web tier that append to X-Forwarded-For: the client address is the
 # one the outermost of them saw. 0 (the default) believes no header: REMOTE_ADDR is the client.

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from publishing.pipeline.sandbox import parse_uid_range
-
-from .validation import read_bool, read_int, read_parsed, read_str
+from .validation import parse_uid_range, read_bool, read_int, read_parsed, read_str
 
 __all__ = [
     "PUBLISHING_ALLOW_USER_BUILD_COMMANDS",
@@ -41,8 +39,7 @@ PUBLISHING_BUILD_SANDBOX: str = read_str(
 PUBLISHING_BUILD_NETWORK: str = read_str("PUBLISHING_BUILD_NETWORK", "none", choices=("none", "public"))
 # The uids a root worker runs sandboxed builds as, one per build running on the host at a time:
 # uids that no account uses (any range works; it bounds how many builds one host runs at once).
-# Kept as written: the worker parses it with the same parser.
-PUBLISHING_SANDBOX_UIDS: str = read_parsed(
+PUBLISHING_SANDBOX_UIDS: range = read_parsed(
     "PUBLISHING_SANDBOX_UIDS", "60000-60999", parse_uid_range, "FIRST-LAST, uids above 0 that no account uses"
 )
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from publishing.rate_limit import parse_rate
-
-from .validation import read_bool, read_int, read_parsed, read_str
+from .validation import RATE_EXPECTED, parse_rate, read_bool, read_int, read_parsed, read_str
 
 __all__ = [
     "PUBLISHING_ABORT_TTL_MS",
@@ -38,10 +36,9 @@ PUBLISHING_MIN_BACKOFF_MS: int = read_int("PUBLISHING_MIN_BACKOFF_MS", 2_000)
 PUBLISHING_MAX_BACKOFF_MS: int = read_int("PUBLISHING_MAX_BACKOFF_MS", 300_000)
 # A job running longer fails with TIME_LIMIT_EXCEEDED.
 PUBLISHING_TIME_LIMIT_MS: int = read_int("PUBLISHING_TIME_LIMIT_MS", 30 * 60_000)
-# N job starts per rolling D seconds across all workers ("5/60s"); "0" is off. Kept as written: the
-# worker parses it with the same parser.
-PUBLISHING_RATE_LIMIT: str = read_parsed(
-    "PUBLISHING_RATE_LIMIT", "5/60s", parse_rate, "N/Ds (at most N job starts per D seconds) or 0 (off)"
+# N job starts per rolling D seconds across all workers ("5/60s", or "300/hour"); "0" is off.
+PUBLISHING_RATE_LIMIT: tuple[int, float] | None = read_parsed(
+    "PUBLISHING_RATE_LIMIT", "5/60s", parse_rate, RATE_EXPECTED
 )
 # While the limit is reached, a free slot goes to the waiting project owner with the fewest starts in
 # the window; off, to whichever deferred message asks first.

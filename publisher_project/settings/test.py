@@ -43,8 +43,8 @@ CACHES = {
 }
 PUBLISHING_INITIATE_RATE = "0"
 # The login throttle likewise: the suite logs in as the same few users many times.
-LOGIN_FAILURES_PER_USERNAME = "0"
-LOGIN_FAILURES_PER_ADDRESS = "0"
+LOGIN_FAILURES_PER_USERNAME = None
+LOGIN_FAILURES_PER_ADDRESS = None
 
 # A file, not memory: integration tests share the test database with the web
 # and worker processes they start. One per test run, so two runs in one

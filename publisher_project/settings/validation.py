@@ -24,6 +24,13 @@ TRUE_WORDS = frozenset({"true", "on", "ok", "y", "yes", "1"})
 FALSE_WORDS = frozenset({"false", "off", "n", "no", "0", ""})
 # DRF's throttle notation ("60/min"); "0" or "" is off.
 DRF_RATE = r"0?|[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)"
+# A rate: N per D seconds ("5/60s", "10/1.5s", "3/30") or per DRF's units ("10/hour"); "0" or "" is none.
+_RATE = re.compile(
+    r"\s*(?P<count>\d+)\s*/\s*"
+    r"(?:(?P<seconds>\d+(?:\.\d+)?)\s*s?|(?P<unit>s|sec|second|m|min|minute|h|hour|d|day))\s*"
+)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+RATE_EXPECTED = "N/Ds (N per D seconds), N/s, N/min, N/hour, N/day, or 0 (none)"
 
 
 def invalid(name: str, value: object, expected: str) -> ImproperlyConfigured:
@@ -102,14 +109,40 @@ def read_matching(name: str, default: str, pattern: str, expected: str) -> str:
     return value
 
 
-def read_parsed(name: str, default: str, parser: Callable[[str], object], expected: str) -> str:
-    """The variable as it is, once `parser` (a pure function that raises ValueError) accepts it."""
+def read_parsed(name: str, default: str, parser: Callable[[str], T], expected: str) -> T:
+    """What `parser` (a pure function that raises ValueError) reads in the variable."""
     value = _or(_raw(name), default)
     try:
-        parser(value)
+        return parser(value)
     except ValueError:
         raise invalid(name, value, expected) from None
-    return value
+
+
+def parse_rate(text: str) -> tuple[int, float] | None:
+    """`"5/60s"` -> (5, 60.0), `"10/hour"` -> (10, 3600.0): a count per window of seconds, both above 0;
+    `"0"` or `""` -> None (no limit). ValueError otherwise."""
+    if text.strip() in {"", "0"}:
+        return None
+    match = _RATE.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    count = int(match["count"])
+    seconds = float(match["seconds"]) if match["seconds"] else float(_UNIT_SECONDS[match["unit"][0]])
+    if count < 1 or not seconds > 0:
+        raise ValueError(text)
+    return count, seconds
+
+
+def parse_uid_range(text: str) -> range:
+    """`"60000-60999"` -> range(60000, 61000), `"7"` -> range(7, 8): uids above 0. ValueError otherwise."""
+    first, sep, last = text.strip().partition("-")
+    try:
+        low, high = int(first), int(last if sep else first)
+    except ValueError:
+        raise ValueError(text) from None
+    if not 0 < low <= high < 2**32 - 1:
+        raise ValueError(text)
+    return range(low, high + 1)
 
 
 def each(name: str, values: list[T], accept: Callable[[T], bool], expected: str) -> list[T]:

@@ -115,7 +115,6 @@ class PublishingStartThrottle(UserRateThrottle):
 login_breaker = _cache_breaker("this process counts failed logins on its own")
 # Per-process memory, for while the shared cache is away.
 LOCAL_CACHE_ALIAS = "default"
-PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 TOO_MANY_LOGINS = "Too many failed logins for this username or from this address."
 # Where a login page's attempt waits for the `user_logged_in` signal.
 REQUEST_ATTRIBUTE = "_publishing_login_attempt"
@@ -133,30 +132,26 @@ def _clock() -> float:
     return time.time()
 
 
-def _parse_rate(rate: str) -> tuple[int, int] | None:
-    """`10/hour` -> (10, 3600); None for `0` or empty (off). The settings have checked the notation."""
-    rate = rate.strip()
-    if rate in ("", "0"):
-        return None
-    count, period = rate.split("/")
-    return int(count), PERIODS[period[0]]
-
-
 def _login_budgets(request: HttpRequest | Request, username: str | None) -> list[tuple[str, str, int, int]]:
     """(scope, what is counted, limit, period in seconds) of each budget this attempt draws on."""
     budgets = []
-    address_rate = _parse_rate(settings.LOGIN_FAILURES_PER_ADDRESS)
+    address_rate = settings.LOGIN_FAILURES_PER_ADDRESS
     if address_rate:
         # DRF's reading of the client address: X-Forwarded-For only as far as NUM_PROXIES trusts it.
         address = str(BaseThrottle().get_ident(request))  # type: ignore[arg-type]
-        budgets.append(("address", address, *address_rate))
-    username_rate = _parse_rate(settings.LOGIN_FAILURES_PER_USERNAME)
+        budgets.append(("address", address, address_rate[0], _whole_seconds(address_rate[1])))
+    username_rate = settings.LOGIN_FAILURES_PER_USERNAME
     if username_rate and username:
         # Read as the login form and DRF's serializer read it (NFKC, stripped), and without case: no
         # spelling that logs the same account in gets a budget of its own.
         normalized = unicodedata.normalize("NFKC", username).strip().casefold()
-        budgets.append(("username", normalized, *username_rate))
+        budgets.append(("username", normalized, username_rate[0], _whole_seconds(username_rate[1])))
     return budgets
+
+
+def _whole_seconds(seconds: float) -> int:
+    # Counters live in clock-aligned periods of whole seconds, which also name their cache keys.
+    return max(1, math.ceil(seconds))
 
 
 def _count(cache: BaseCache, key: str, period: int) -> int:

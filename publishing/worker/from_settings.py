@@ -10,7 +10,7 @@ import dramatiq_abort
 from django.conf import settings
 
 from publishing.broker import uses_stub_broker, worker_redis
-from publishing.rate_limit import WindowLimiter, parse_rate, publishing_limiter
+from publishing.rate_limit import WindowLimiter, publishing_limiter, publishing_rate
 from publishing.worker.abort import abortable
 from publishing.worker.connections import WorkerConnections
 from publishing.worker.leases import Leases
@@ -43,7 +43,7 @@ def rate_limit() -> RateLimit:
 
     # The stub broker's unit tests run unlimited: they script the limiter where they test it.
     return RateLimit(
-        rate=parse_rate(settings.PUBLISHING_RATE_LIMIT),
+        rate=publishing_rate(),
         make_limiter=None if uses_stub_broker() else make_limiter,
     )
 

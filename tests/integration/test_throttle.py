@@ -61,8 +61,8 @@ def test_failed_logins_are_counted_in_redis_for_every_web_process(
     db, redis_throttle, redis_url, namespace, monkeypatch
 ) -> None:
     # Given 2 failed logins an hour per username, at a moment well inside the hour, and alice
-    redis_throttle.LOGIN_FAILURES_PER_USERNAME = "2/hour"
-    redis_throttle.LOGIN_FAILURES_PER_ADDRESS = "0"
+    redis_throttle.LOGIN_FAILURES_PER_USERNAME = (2, 3600.0)
+    redis_throttle.LOGIN_FAILURES_PER_ADDRESS = None
     throttling.login_breaker.reset()
     monkeypatch.setattr(throttling, "_clock", lambda: 1_800_000_100.0)
     alice = UserFactory.create(username="alice")

@@ -11,7 +11,6 @@ from django.utils import timezone
 from dramatiq.broker import MessageProxy
 
 from publishing.models import Publishing
-from publishing.rate_limit import Rate, parse_rate
 from publishing.services.maintenance import (
     publishing_heartbeat,
     publishing_reconcile,
@@ -279,30 +278,6 @@ def test_requeue_fences_out_the_attempt_that_was_running(
     assert (publishing.status, publishing.attempts, publishing.message_id) == ("building", 2, current)
     # And the run that owns it may
     Publishing.objects.transition(publishing.pk, "submitting", attempt=2, message_id=current)
-
-
-# --- rate limit spec -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "rate"),
-    [
-        ("5/60s", Rate(5, 60_000)),
-        ("5/20s", Rate(5, 20_000)),
-        (" 10 / 1.5s ", Rate(10, 1_500)),
-        ("3/30", Rate(3, 30_000)),
-        ("0", None),
-        ("", None),
-    ],
-)
-def test_rate_limit_setting_is_parsed(text: str, rate: Rate | None) -> None:
-    assert parse_rate(text) == rate
-
-
-@pytest.mark.parametrize("text", ["5", "five/60s", "0/60s", "5/0s", "-1/60s", "5/60m"])
-def test_a_malformed_rate_limit_is_a_clear_error(text: str) -> None:
-    with pytest.raises(ValueError, match="PUBLISHING_RATE_LIMIT"):
-        parse_rate(text)
 
 
 def test_a_message_names_the_projects_owner_for_the_rate_limit(stub_broker, user, operator) -> None:

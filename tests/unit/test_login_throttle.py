@@ -14,7 +14,7 @@ from django.core.cache import caches
 from django.test import Client
 from rest_framework.test import APIClient
 
-from publisher_project.settings import base
+from publisher_project.settings import base, validation
 from publishing.api import throttling
 from tests.factories import UserFactory
 from tests.support.api import BrokenCache, assert_error
@@ -29,8 +29,8 @@ NOW = 1_800_000_010.0
 @pytest.fixture
 def login_throttle(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """3 failed logins a minute per username and 5 per address, on fresh caches, at a fixed moment."""
-    settings.LOGIN_FAILURES_PER_USERNAME = "3/min"
-    settings.LOGIN_FAILURES_PER_ADDRESS = "5/min"
+    settings.LOGIN_FAILURES_PER_USERNAME = (3, 60.0)
+    settings.LOGIN_FAILURES_PER_ADDRESS = (5, 60.0)
     caches["throttle"].clear()
     caches["default"].clear()
     throttling.login_breaker.reset()
@@ -152,8 +152,8 @@ def test_the_budgets_are_shared_by_the_token_endpoint_and_the_pages(login_thrott
 
 @pytest.mark.parametrize("rate", ["0", ""])
 def test_a_rate_of_0_or_empty_turns_a_budget_off(login_throttle, alice, rate: str) -> None:
-    login_throttle.LOGIN_FAILURES_PER_USERNAME = rate
-    login_throttle.LOGIN_FAILURES_PER_ADDRESS = rate
+    login_throttle.LOGIN_FAILURES_PER_USERNAME = validation.parse_rate(rate)
+    login_throttle.LOGIN_FAILURES_PER_ADDRESS = validation.parse_rate(rate)
     answers = [token("alice", "guess").status_code for _ in range(8)]
     assert answers == [400] * 8
 

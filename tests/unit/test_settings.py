@@ -11,7 +11,6 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from publisher_project.settings import base, validation
-from publishing.pipeline.sandbox import parse_uid_range
 from tests.support.manage import PRODUCTION_ENV, run_manage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +85,7 @@ def test_the_job_defaults_are_the_specs() -> None:
     assert base.PUBLISHING_MAX_RETRIES == 3
     assert base.PUBLISHING_MIN_BACKOFF_MS == 2_000
     assert base.PUBLISHING_MAX_BACKOFF_MS == 300_000
-    assert base.PUBLISHING_RATE_LIMIT == "5/60s"
+    assert base.PUBLISHING_RATE_LIMIT == (5, 60.0)
     assert base.PUBLISHING_SHUTDOWN_TIMEOUT == 30
     assert (base.PUBLISHING_RETENTION_COMPLETED, base.PUBLISHING_RETENTION_FAILED) == (100, 500)
     assert not base.PUBLISHING_ALLOW_LOCAL_SOURCES
@@ -234,7 +233,42 @@ def test_the_readers_keep_what_they_accept(monkeypatch: pytest.MonkeyPatch) -> N
     assert validation.read_str("X_CHOICE", "auto", choices=("auto", "path")) == "path"
     assert validation.read_int("X_INT", 0) == 7
     assert validation.read_float("X_UNSET", 0.5) == 0.5
-    assert validation.read_parsed("X_UNSET", "60000-60999", parse_uid_range, "uids") == "60000-60999"
+    assert validation.read_parsed("X_UNSET", "60000-60999", validation.parse_uid_range, "uids") == range(
+        60000, 61000
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("5/60s", (5, 60.0)),
+        (" 10 / 1.5s ", (10, 1.5)),
+        ("3/30", (3, 30.0)),
+        ("10/hour", (10, 3600.0)),
+        ("60/min", (60, 60.0)),
+        ("2/s", (2, 1.0)),
+        ("1000/day", (1000, 86400.0)),
+        ("0", None),
+        ("", None),
+    ],
+)
+def test_a_rate_reads_as_a_count_per_seconds(text: str, rate: tuple[int, float] | None) -> None:
+    # The one notation of every rate setting: N per D seconds, or per one of DRF's units
+    assert validation.parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["5", "five/60s", "0/60s", "5/0s", "-1/60s", "5/60m", "5/week", "5/hour/2"])
+def test_a_malformed_rate_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(text)}$"):
+        validation.parse_rate(text)
+
+
+def test_a_uid_range_reads_as_the_uids_it_names() -> None:
+    assert validation.parse_uid_range("60000-60999") == range(60000, 61000)
+    assert validation.parse_uid_range(" 7 ") == range(7, 8)
+    for bad in ("", "0-10", "10-5", "a-b", "60000-", "-1-5", "1-4294967295"):
+        with pytest.raises(ValueError, match=f"^{re.escape(bad)}$"):
+            validation.parse_uid_range(bad)
 
 
 @pytest.mark.parametrize(
@@ -299,7 +333,7 @@ def test_a_login_rate_that_does_not_parse_stops_the_start(tmp_path: Path, name: 
 
 
 def test_failed_logins_are_throttled_in_redis_by_default() -> None:
-    assert (base.LOGIN_FAILURES_PER_USERNAME, base.LOGIN_FAILURES_PER_ADDRESS) == ("10/hour", "50/hour")
+    assert (base.LOGIN_FAILURES_PER_USERNAME, base.LOGIN_FAILURES_PER_ADDRESS) == ((10, 3600.0), (50, 3600.0))
     # No X-Forwarded-For is believed unless the operator says how many proxies append to it
     assert base.REST_FRAMEWORK["NUM_PROXIES"] == 0
 
