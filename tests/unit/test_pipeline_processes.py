@@ -1,10 +1,12 @@
 """The one wait on a command in a process group of its own (the checkout's git, the build): output,
-timeout, the caller's stop, and no process of the group left afterwards. (Cancellation by an asynchronous
-exception: test_pipeline_checkout.py and test_pipeline_build.py.)"""
+timeout, the caller's stop, cancellation by an asynchronous exception, and no process of the group left
+afterwards by any of them."""
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
+import threading
 from pathlib import Path
 from typing import IO, cast
 
@@ -87,3 +89,33 @@ def test_the_callers_stop_kills_the_whole_group(tmp_path: Path):
     # Then the wait stopped, not timed out, and nothing of the group runs on
     assert (ending.stopped, ending.timed_out) == (True, False)
     assert _gone(_background_pid(tmp_path / "pid"))
+
+
+def test_an_asynchronous_exception_kills_the_whole_group_and_surfaces(tmp_path: Path):
+    # Given a command that leaves a process in the background, waited for in a worker thread
+    class Cancelled(Exception):
+        pass
+
+    proc = _start(f"sleep 60 & echo $! > {tmp_path / 'pid'}; wait")
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            _supervise(proc, [])
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    background = _background_pid(tmp_path / "pid")
+
+    # When the thread is cancelled the way Dramatiq aborts and times out actors
+    assert thread.ident is not None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(Cancelled))
+    thread.join(10)
+
+    # Then the exception surfaced, and neither the command nor what it left in the background runs on
+    assert not thread.is_alive()
+    assert [type(error) for error in errors] == [Cancelled]
+    assert proc.returncode is not None
+    assert _gone(background)
