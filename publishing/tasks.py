@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import dramatiq
 from django.conf import settings
@@ -29,6 +31,22 @@ def _current_message() -> tuple[str, int]:
     return message.message_id, int(message.options.get("retries", 0))
 
 
+@contextlib.contextmanager
+def _job(**labels: str) -> Iterator[tuple[str, int]]:
+    """The running message's id and retries, with the job's ids on every log line it writes.
+
+    A TransientJobError is already recorded and logged with its reason by the service that raises it:
+    it becomes Retry, which Dramatiq retries the same way, but without a traceback at ERROR each time
+    for an outage that is expected to pass.
+    """
+    message_id, retries = _current_message()
+    with job_context(job_id=message_id, message_id=message_id, **labels):
+        try:
+            yield message_id, retries
+        except TransientJobError as exc:
+            raise dramatiq.Retry(exc.detail) from exc
+
+
 @dramatiq.actor(
     actor_name=jobs.BUILD_ACTOR,
     queue_name=jobs.build_queue(),
@@ -52,14 +70,7 @@ def build_and_submit(publishing_id: UuidStr, project_id: LogIdStr, user_id: LogI
     "None" once the project or the user was deleted. A message for a
     publishing that no longer exists is acked and dropped with one INFO line.
     """
-    message_id, retries = _current_message()
-    with job_context(
-        job_id=message_id,
-        message_id=message_id,
-        publishing_id=publishing_id,
-        project_id=project_id,
-        user_id=user_id,
-    ):
+    with _job(publishing_id=publishing_id, project_id=project_id, user_id=user_id) as (message_id, retries):
         try:
             runner.publishing_run(
                 publishing_id=publishing_id,
@@ -67,10 +78,6 @@ def build_and_submit(publishing_id: UuidStr, project_id: LogIdStr, user_id: LogI
                 retries=retries,
                 max_retries=build_and_submit.options["max_retries"],
             )
-        except TransientJobError as exc:
-            # Already recorded and logged with its reason by the runner: Retry is retried the same way,
-            # without a traceback at ERROR for an outage that is expected to pass.
-            raise dramatiq.Retry(exc.detail) from exc
         except (db_utils.OperationalError, db_utils.InterfaceError) as exc:
             # The database went away before the attempt began (an attempt's own outage is a
             # TransientJobError above): nothing was written, the message comes back later.
@@ -106,16 +113,10 @@ def deliver_webhook(delivery_id: UuidStr) -> None:
 
     A missing delivery raises DELIVERY_NOT_FOUND (in `throws`): dead-lettered, never retried.
     """
-    message_id, retries = _current_message()
-    with job_context(job_id=message_id, message_id=message_id):
-        try:
-            webhooks.delivery_run(
-                delivery_id=delivery_id,
-                message_id=message_id,
-                retries=retries,
-                max_retries=deliver_webhook.options["max_retries"],
-            )
-        except TransientJobError as exc:
-            # Expected while a receiver is down, and already logged with the reason:
-            # Retry is retried the same way but without a traceback at ERROR each time.
-            raise dramatiq.Retry(exc.detail) from exc
+    with _job() as (message_id, retries):
+        webhooks.delivery_run(
+            delivery_id=delivery_id,
+            message_id=message_id,
+            retries=retries,
+            max_retries=deliver_webhook.options["max_retries"],
+        )
