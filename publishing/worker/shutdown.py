@@ -10,6 +10,7 @@ import dramatiq
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.shutdown import Shutdown
 
+from publishing.log_context import outage_errors
 from publishing.worker.leases import Leases, RunningJobs
 
 logger = logging.getLogger(__name__)
@@ -42,25 +43,42 @@ class ShutdownDeadline(Middleware):
     def _enforce_deadline(self, running: RunningJobs) -> None:
         from django.db import connection
 
-        # Imported here: the services load the models, not loaded yet when this middleware is built.
-        from publishing.services import maintenance
-
         deadline = time.monotonic() + self.timeout
         while running.snapshot() and time.monotonic() < deadline:
             time.sleep(0.2)
         try:
             for message_id, (publishing_id, thread_id, retries) in running.snapshot().items():
-                requeued = maintenance.publishing_requeue(
-                    publishing_id=publishing_id, reason="Cut off by a worker shutdown.", retries=retries
-                )
-                if not requeued:
-                    continue  # it finished (or was cancelled) at the last moment
-                logger.warning(
-                    "publishing %s still running at the %ss shutdown deadline: requeued, retry count %d kept",
-                    publishing_id,
-                    self.timeout,
-                    retries,
-                )
-                running.interrupt(message_id, thread_id, Shutdown)
+                if self._requeue(publishing_id, retries, outage_errors()):
+                    running.interrupt(message_id, thread_id, Shutdown)
         finally:
             connection.close()
+
+    def _requeue(self, publishing_id: str, retries: int, outages: tuple[type[BaseException], ...]) -> bool:
+        """Whether to interrupt the publishing's job: requeued, or left to run out its lease."""
+        # Imported here: the services load the models, not loaded yet when this middleware is built.
+        from publishing.services import maintenance
+
+        try:
+            requeued = maintenance.publishing_requeue(
+                publishing_id=publishing_id, reason="Cut off by a worker shutdown.", retries=retries
+            )
+        except outages as exc:
+            # Cut off all the same: the worker stops on time, and the publishing, still running on
+            # the record, is requeued by a reconciler once its lease runs out.
+            logger.warning(
+                "publishing %s still running at the %ss shutdown deadline, and could not be requeued "
+                "(%s): interrupted; it is requeued once its lease runs out",
+                publishing_id,
+                self.timeout,
+                exc,
+            )
+            return True
+        if requeued:
+            logger.warning(
+                "publishing %s still running at the %ss shutdown deadline: requeued, retry count %d kept",
+                publishing_id,
+                self.timeout,
+                retries,
+            )
+        # Not requeued: it finished (or was cancelled) at the last moment.
+        return requeued

@@ -7,10 +7,11 @@ import uuid
 import pytest
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware.shutdown import Shutdown
 
 from publishing import jobs
 from publishing.rate_limit import Verdict
-from publishing.worker.leases import Leases
+from publishing.worker.leases import Leases, RunningJobs
 from publishing.worker.rate_limit import RateLimit
 from publishing.worker.reconciler import Reconciler
 from publishing.worker.shutdown import ShutdownDeadline
@@ -96,3 +97,35 @@ def test_the_settings_configure_each_middleware(stub_broker: StubBroker, setting
     assert isinstance(deadline, ShutdownDeadline)
     assert reconciler.interval == settings.PUBLISHING_RECONCILE_INTERVAL
     assert deadline.timeout == settings.PUBLISHING_SHUTDOWN_TIMEOUT
+
+
+def test_a_database_outage_at_the_shutdown_deadline_still_interrupts_the_job_in_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a job still running at the deadline, while the database is away
+    from django.db import utils as db_utils
+
+    from publishing.services import maintenance
+
+    def database_away(**kwargs: object) -> bool:
+        raise db_utils.OperationalError("connection refused")
+
+    monkeypatch.setattr(maintenance, "publishing_requeue", database_away)
+    running = RunningJobs()
+    running.add("m-1", publishing_id="p-1", retries=0)
+    interrupted: list[tuple[str, type[BaseException]]] = []
+    monkeypatch.setattr(
+        running, "interrupt", lambda message_id, thread_id, exc: interrupted.append((message_id, exc))
+    )
+
+    # When the deadline passes
+    ShutdownDeadline(timeout=0)._enforce_deadline(running)
+
+    # Then the job is cut off all the same (its lease runs out, and a reconciler requeues it), and
+    # the outage is one warning line, not a traceback from a dying thread
+    assert interrupted == [("m-1", Shutdown)]
+    [record] = [r for r in caplog.records if "shutdown deadline" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.exc_info is None
+    assert "p-1" in record.getMessage()
+    assert "connection refused" in record.getMessage()
