@@ -169,6 +169,7 @@ def _resume(publishing: Publishing) -> bool:
             # queued is a retry's move, which would run a cancelled publishing (test_runner_failures).
             only_from=(Status.BUILDING, Status.SUBMITTING),
             error_message="Previous attempt lost.",
+            event=f"attempt {publishing.attempts} stopped: its worker stopped mid-way",
         )
     except InvalidTransition:
         logger.info("publishing %s changed while being resumed; message skipped", publishing.pk)
