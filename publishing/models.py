@@ -94,8 +94,7 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         (`new_message_id`), so a straggling older run can never overwrite a newer one.
         `only_from` narrows the allowed sources for a caller with a stricter rule.
         `notify=False` restores a terminal status without announcing it again.
-        `event`, what happened in the log's words, is written to the log with the move, at once, as
-        of `event_attempt` (by default the attempt the publishing is at once moved).
+        `event`, what happened in the log's words, is logged with the move (as of `event_attempt`).
         Returns the values written, for the caller's instance to say what the row now says.
         """
         now = timezone.now()
@@ -116,26 +115,29 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
             values.setdefault("queued_at", now)
             values.setdefault("finished_at", None)
         terminal = to in Publishing.TERMINAL_STATUSES
-        pieces = LogLine.pieces(event) if event else []
-        if pieces:
-            values["log_size"] = models.F("log_size") + sum(len(piece) + 1 for piece in pieces)
+        if event:
+            values["log_size"] = models.F("log_size") + LogLine.size_of(event)
         # Atomic with the receivers of `publishing_finished`: what they record
         # (a webhook delivery) exists exactly when the terminal status does; and with its event, so
         # that a reader of the log who sees the status sees what led to it.
-        with transaction.atomic() if terminal or pieces else contextlib.nullcontext():
+        with transaction.atomic() if terminal or event else contextlib.nullcontext():
             if not self.filter(guard).update(**values):
                 current = self.filter(pk=pk).values_list("status", flat=True).first()
                 raise InvalidTransition(
                     f"Publishing {pk} cannot move from {current or 'nowhere'} to {to}.",
                 )
-            if pieces:
+            if event:
                 number = changes.get("attempts", attempt if event_attempt is None else event_attempt)
-                if number is None:
-                    number = self.filter(pk=pk).values_list("attempts", flat=True).get()
-                LogLine.objects.bulk_create(LogLine.event(pk, number, event))
+                self._log_event(pk, number, event)
             if terminal and notify:
                 publishing_finished.send(sender=Publishing, publishing_id=pk, status=to)
         return values
+
+    def _log_event(self, pk: uuid.UUID | str, attempt: int | None, event: str) -> None:
+        """Write `event` to the log, as of `attempt` or, if None, of the publishing's attempt now."""
+        if attempt is None:
+            attempt = self.filter(pk=pk).values_list("attempts", flat=True).get()
+        LogLine.objects.bulk_create(LogLine.event(pk, attempt, event))
 
 
 class WaitReason(models.TextChoices):
@@ -418,6 +420,11 @@ class LogLine(models.Model):
         # A build may print NUL (`cat /proc/self/environ`).
         text = text.replace("\x00", "\ufffd")
         return [text[start : start + cls.LINE_LIMIT] for start in range(0, len(text), cls.LINE_LIMIT)] or [""]
+
+    @classmethod
+    def size_of(cls, text: str) -> int:
+        """What `text` counts against the log's cap: its characters and each line's end."""
+        return sum(len(piece) + 1 for piece in cls.pieces(text))
 
     @classmethod
     def event(cls, publishing_id: uuid.UUID | str, attempt: int, text: str) -> list[LogLine]:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from publishing.exceptions import StaleAttempt
 from publishing.models import Attempt, LogLine, Publishing
 from publishing.selectors import render_line
-from publishing.services.log import TRIM_TO, line_size, store
+from publishing.services.log import TRIM_TO, store
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class AttemptLog:
         if not (self._lines or changes):
             return
         lines, self._lines = self._lines, []
-        self._size += sum(line_size(line.text) for line in lines)
+        self._size += sum(LogLine.size_of(line.text) for line in lines)
         moved = store(
             self.publishing.pk,
             lines,

@@ -30,11 +30,6 @@ Stream = LogLine.Stream
 TRIM_TO = 0.9
 
 
-def line_size(text: str) -> int:
-    """What a line counts against the cap: its characters and its end."""
-    return len(text) + 1
-
-
 def store(
     publishing_id: uuid.UUID | str,
     lines: Sequence[LogLine],
@@ -48,7 +43,7 @@ def store(
     `size`, the writer's own count of the log's characters after these lines, spares the read of the
     row's count that decides whether to trim.
     """
-    added = sum(line_size(line.text) for line in lines)
+    added = sum(LogLine.size_of(line.text) for line in lines)
     with transaction.atomic():
         rows = Publishing.objects.filter(pk=publishing_id)
         if fence is not None:

@@ -267,40 +267,42 @@ def _move(publishing: Publishing, to: str, *, attempt: int, message_id: str, **c
         raise StaleAttempt(str(exc)) from exc
 
 
+def _failure_record(
+    publishing: Publishing, attempt: int, error: JobError, *, retries: int, max_retries: int
+) -> tuple[str, str, str, dict[str, Any]]:
+    """What a failed attempt leaves: (status, error message, log event, other changes); a retry's delay
+    is set on `error` too, for Dramatiq."""
+    if not (error.transient and retries < max_retries):
+        logger.error(
+            "publishing %s failed at attempt %d (%s: %s)", publishing.pk, attempt, error.code, error.detail
+        )
+        metrics.attempt_finished("failed")
+        return Status.FAILED, error.detail, f"attempt {attempt} failed ({error.code}): {error.detail}", {}
+    logger.warning(
+        "publishing %s attempt %d failed (%s: %s); will retry",
+        publishing.pk,
+        attempt,
+        error.code,
+        error.detail,
+    )
+    metrics.attempt_finished("retry")
+    error.retry_in_ms = retry_delay_ms(retries)
+    at = timezone.now() + timedelta(milliseconds=error.retry_in_ms)
+    event = (
+        f"attempt {attempt} failed ({error.code}): {error.detail} "
+        f"Retry {retries + 1} of {max_retries} at {at:%H:%M:%S} UTC."
+    )
+    changes = {"not_before": at, "wait_reason": WaitReason.RETRY_BACKOFF, "retries": retries + 1}
+    return Status.QUEUED, f"Attempt {attempt} failed: {error.detail} Retrying.", event, changes
+
+
 def _record_failure(
     publishing: Publishing, log: AttemptLog, error: JobError, *, retries: int, max_retries: int
 ) -> None:
     attempt = log.attempt
-    will_retry = error.transient and retries < max_retries
-    if will_retry:
-        logger.warning(
-            "publishing %s attempt %d failed (%s: %s); will retry",
-            publishing.pk,
-            attempt,
-            error.code,
-            error.detail,
-        )
-        delay_ms = retry_delay_ms(retries)
-        error.retry_in_ms = delay_ms
-        at = timezone.now() + timedelta(milliseconds=delay_ms)
-        target, message = Status.QUEUED, f"Attempt {attempt} failed: {error.detail} Retrying."
-        changes: dict[str, Any] = {
-            "not_before": at,
-            "wait_reason": WaitReason.RETRY_BACKOFF,
-            "retries": retries + 1,
-        }
-        event = (
-            f"attempt {attempt} failed ({error.code}): {error.detail} "
-            f"Retry {retries + 1} of {max_retries} at {at:%H:%M:%S} UTC."
-        )
-        metrics.attempt_finished("retry")
-    else:
-        logger.error(
-            "publishing %s failed at attempt %d (%s: %s)", publishing.pk, attempt, error.code, error.detail
-        )
-        target, message, changes = Status.FAILED, error.detail, {}
-        event = f"attempt {attempt} failed ({error.code}): {error.detail}"
-        metrics.attempt_finished("failed")
+    target, message, event, changes = _failure_record(
+        publishing, attempt, error, retries=retries, max_retries=max_retries
+    )
     try:
         with contextlib.suppress(StaleAttempt):
             # The failed step's last output, before the event that says how the attempt ended.
@@ -319,7 +321,7 @@ def _record_failure(
             event=event,
             **changes,
         )
-        outcome = Outcome.RETRYING if will_retry else Outcome.FAILED
+        outcome = Outcome.RETRYING if target == Status.QUEUED else Outcome.FAILED
         finish_attempt(
             publishing.pk, attempt, outcome, error_code=error.code, error_message=error.detail, log=log
         )
