@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from django.http import HttpResponse
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -88,7 +89,7 @@ class PlainTextRenderer(BaseRenderer):
         return json.dumps(data).encode()
 
 
-def log_response(request: Request, page: LogPage, *, since: int) -> Response:
+def log_response(request: Request, page: LogPage, *, since: int) -> HttpResponse | Response:
     """The page as the client asked for it: text lines (time, step, text) or the structured lines."""
     headers = {
         CURSOR_HEADER: str(page.cursor),
@@ -100,7 +101,8 @@ def log_response(request: Request, page: LogPage, *, since: int) -> Response:
         text = "".join(
             render_line(line.time, line.step, redact_credentials(line.text)) for line in page.lines
         )
-        return Response(head + text, headers=headers)
+        # A plain response: DRF's drops the Content-Type of an empty body, and an empty log is one.
+        return HttpResponse(head + text, content_type="text/plain; charset=utf-8", headers=headers)
     return Response(LogPageSerializer(page).data, headers=headers)
 
 

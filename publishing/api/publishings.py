@@ -7,6 +7,7 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -124,7 +125,9 @@ class PublishingViewSet(
         return PublishingSerializer
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
-        errors_as_json(request, response)
+        # (Also given the log's plain HttpResponse, which it passes through.)
+        if isinstance(response, Response):
+            errors_as_json(request, response)
         return super().finalize_response(request, response, *args, **kwargs)
 
     @extend_schema(
@@ -144,11 +147,12 @@ class PublishingViewSet(
         summary="A publishing's log",
         examples=examples.LOG,
     )
-    def log(self, request: Request, pk: str) -> Response:
+    def log(self, request: Request, pk: str) -> HttpResponse | Response:
         """The lines of its steps' output and of what Publisher did, oldest first; `?since=` a cursor
         for only the newer ones, which is how a page or a terminal follows a running publishing."""
         publishing = self.get_object()
-        query = LogQuerySerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads an empty form value as absent, `?step=` as no filter.
+        query = LogQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         since = int(query.validated_data.get("since", 0))
         page = log_page(

@@ -327,6 +327,8 @@ def test_a_finished_publishings_log_says_it_is_complete(api, user) -> None:
         ({"since": "-1"}, "since"),
         ({"since": "9" * 19}, "since"),
         ({"step": "deploy"}, "step"),
+        ({"step": ""}, "step"),
+        ({"since": ""}, "since"),
         ({"attempt": "x"}, "attempt"),
         ({"attempt": "-2"}, "attempt"),
     ],
