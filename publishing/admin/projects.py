@@ -166,7 +166,7 @@ class ProjectAdmin(display.RedactedURLs, admin.ModelAdmin[Project]):
         user = display.staff_user(request)
         for project in queryset.order_by("name"):
             try:
-                publishing = publishing_initiate(user=user, project_id=project.pk)
+                publishing = publishing_initiate(user=user, project_id=project.pk, via="admin")
             except PublishingConflict as exc:
                 active = (
                     format_html(

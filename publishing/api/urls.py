@@ -1,6 +1,7 @@
 from django.urls import path
 
 from publishing.api.auth import TokenView
+from publishing.api.logs import LOG_RENDERERS
 from publishing.api.projects import ProjectViewSet
 from publishing.api.publishings import PublishingViewSet
 from publishing.api.root import HealthView, api_root
@@ -12,6 +13,7 @@ publishing = PublishingViewSet.as_view({"get": "retrieve"})
 initiate = PublishingViewSet.as_view({"post": "initiate"})
 cancel = PublishingViewSet.as_view({"post": "cancel"})
 retry = PublishingViewSet.as_view({"post": "retry"})
+log = PublishingViewSet.as_view({"get": "log"}, renderer_classes=LOG_RENDERERS)
 
 # The API's documented paths: publishing paths without a trailing slash, project paths with one.
 urlpatterns = [
@@ -25,4 +27,5 @@ urlpatterns = [
     path("publishing/<str:pk>", publishing, name="publishing-detail"),
     path("publishing/<str:pk>/cancel", cancel, name="publishing-cancel"),
     path("publishing/<str:pk>/retry", retry, name="publishing-retry"),
+    path("publishing/<str:pk>/log", log, name="publishing-log"),
 ]

@@ -36,8 +36,10 @@ def publishing_initiate(
     user: User,
     project_id: uuid.UUID | str,
     idempotency_key: str | None = None,
+    via: str = "api",
 ) -> Publishing:
-    """Record a publishing and queue its job; returns at once.
+    """Record a publishing and queue its job; returns at once. `via` says where the user asked (api,
+    admin, cli), in the log.
 
     The same `idempotency_key` from the same user returns the same publishing.
     If the broker cannot take the message, nothing is kept and
@@ -55,7 +57,9 @@ def publishing_initiate(
             "You may see this project but not publish it: that needs the add_publishing permission."
         )
     broker.ensure_available()
-    publishing, message = _insert_queued(user, project, idempotency_key)
+    publishing, message = _insert_queued(
+        user, project, idempotency_key, event=f"queued by {user.get_username()} via {via}"
+    )
     if message is None:
         return publishing  # a concurrent twin with the same key won the race
     try:
@@ -75,7 +79,7 @@ def publishing_initiate(
 
 
 def _insert_queued(
-    user: User, project: Project, idempotency_key: str | None
+    user: User, project: Project, idempotency_key: str | None, *, event: str
 ) -> tuple[Publishing, dramatiq.Message[Any] | None]:
     """Insert the row and queue it with its message, not sent yet; or return the twin (and None).
 
@@ -103,7 +107,7 @@ def _insert_queued(
                 )
                 created.take_settings_of(project)
                 created.save(force_insert=True)
-                message = queue(created, sources=(Status.PENDING,))
+                message = queue(created, sources=(Status.PENDING,), event=event)
             _without_attempts(created)
             return created, message
         except IntegrityError:
@@ -174,6 +178,7 @@ def publishing_cancel(*, publishing: Publishing, by: User) -> Publishing:
             error_code="CANCELLED",
             error_message=f"Cancelled by {by.get_username()}.",
             not_before=None,
+            event=f"cancelled by {by.get_username()}",
         )
     except InvalidTransition as exc:
         publishing.refresh_from_db()
@@ -219,7 +224,14 @@ def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
         raise PublishingConflict("The project of this publishing was deleted.")
     broker.ensure_available()
     try:
-        enqueue(publishing, sources=(publishing.status,), progress=0, error_code="", error_message="")
+        enqueue(
+            publishing,
+            sources=(publishing.status,),
+            progress=0,
+            error_code="",
+            error_message="",
+            event=f"queued again by {by.get_username()} (retry)",
+        )
     except IntegrityError as exc:
         _raise_if_active(publishing.project_id)
         raise PublishingConflict("The publishing changed meanwhile; reload it.") from exc
@@ -229,7 +241,12 @@ def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
         # Back to where it was, as if the request never came (no message exists).
         with contextlib.suppress(InvalidTransition):
             Publishing.objects.transition(
-                publishing.pk, previous_status, attempt=publishing.attempts, notify=False, **previous
+                publishing.pk,
+                previous_status,
+                attempt=publishing.attempts,
+                notify=False,
+                event="retry undone: the broker is unavailable",
+                **previous,
             )
         raise
     publishing.refresh_from_db()

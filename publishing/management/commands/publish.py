@@ -43,7 +43,7 @@ class Command(BaseCommand):
         target = _find_project(project, user)
         requester = _find_user(user) if user else target.owner
         try:
-            publishing = publishing_initiate(user=requester, project_id=target.pk)
+            publishing = publishing_initiate(user=requester, project_id=target.pk, via="cli")
         except PublishingError as exc:
             raise CommandError(f"{exc.code}: {exc.detail}") from exc
         self.stdout.write(f"Publishing {publishing.pk} of {target.slug} is {publishing.status}.")
