@@ -96,23 +96,35 @@ def test_an_asynchronous_exception_kills_the_whole_group_and_surfaces(tmp_path: 
     class Cancelled(Exception):
         pass
 
-    proc = _start(f"sleep 60 & echo $! > {tmp_path / 'pid'}; wait")
+    class Output(list[str]):
+        """What reached the caller; `waiting` is set from inside the wait, once the command said so."""
+
+        waiting = threading.Event()
+
+        def append(self, text: str) -> None:
+            super().append(text)
+            if "waiting" in "".join(self):
+                self.waiting.set()
+
+    proc = _start(f"sleep 60 & echo $! > {tmp_path / 'pid'}; echo waiting; wait")
+    output = Output()
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            _supervise(proc, [])
+            _supervise(proc, output)
         except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=target)
     thread.start()
     background = _background_pid(tmp_path / "pid")
+    assert Output.waiting.wait(30), "the wait never passed the command's output on"
 
     # When the thread is cancelled the way Dramatiq aborts and times out actors
     assert thread.ident is not None
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(Cancelled))
-    thread.join(10)
+    thread.join(30)
 
     # Then the exception surfaced, and neither the command nor what it left in the background runs on
     assert not thread.is_alive()
