@@ -198,7 +198,7 @@ def test_a_build_can_neither_outlive_itself_nor_touch_another_tenants_checkout(
     # When the victim's build runs while the attacker's does, and again after it ended
     try:
         first = stack.initiate(api, attacker.pk).json()["id"]
-        stack.wait_until(api, first, lambda body: "build" in body.get("log", ""))
+        stack.wait_until(api, first, lambda body: body.get("progress", 0) >= 30)  # building
         during = stack.initiate(victim_api, victim.pk).json()["id"]
         attacked = stack.wait_for(api, first)
         concurrent = stack.wait_for(victim_api, during)
