@@ -54,6 +54,16 @@ def source(sandbox_required: None) -> Iterator[Path]:
         yield folder / "source"
 
 
+@pytest.fixture
+def unsandboxed_source(settings: Any) -> Iterator[Path]:
+    """A checkout in a workspace of the product's own, built outside the sandbox as the worker's user."""
+    settings.PUBLISHING_BUILD_SANDBOX = "off"
+    settings.PUBLISHING_BUILD_USER = "worker"
+    with workspace() as folder:
+        (folder / "source").mkdir()
+        yield folder / "source"
+
+
 class Output:
     """Collects on_output chunks and remembers which thread delivered them."""
 
@@ -134,6 +144,28 @@ def test_run_build_streams_stdout_and_stderr_to_on_output_in_the_calling_thread(
     # Then
     assert output.text == "hello\noops\nbye\n"
     assert output.threads == {threading.get_ident()}
+
+
+# A build writing to its two streams in turn, many times over, without pausing: one pipe carries both.
+ALTERNATING = """\
+import sys
+for number in range(300):
+    print(f"out {number}")
+    sys.stderr.write(f"err {number}\\n")
+"""
+
+
+@pytest.mark.parametrize("where", ["source", "unsandboxed_source"], ids=["sandboxed", "unsandboxed"])
+def test_run_build_delivers_a_python_builds_stdout_and_stderr_in_the_order_written(where, request):
+    # Given a checkout built in the sandbox, or outside it
+    cwd = request.getfixturevalue(where)
+    output = Output()
+
+    # When a Python build alternates print() and sys.stderr.write() lines
+    _run(_python(ALTERNATING), cwd, output)
+
+    # Then its lines arrive as it wrote them, not its stdout's block at the end
+    assert output.text == "".join(f"out {number}\nerr {number}\n" for number in range(300))
 
 
 def test_run_build_runs_in_the_checkout(source):
@@ -246,13 +278,14 @@ def test_run_build_environment_carries_no_worker_secrets(source, monkeypatch):
 
     # Then the build saw only its own variables
     env = dict(line.split("=", 1) for line in output.text.splitlines())
-    assert set(env) == {"PATH", "HOME", "TMPDIR", "LANG", "CI", "PWD"}
+    assert set(env) == {"PATH", "HOME", "TMPDIR", "LANG", "CI", "PYTHONUNBUFFERED", "PWD"}
     assert "leaked" not in output.text
     assert env["PWD"] == "/build/source"
     assert env["HOME"] == "/build/home"
     assert env["TMPDIR"] == "/tmp"
     assert env["CI"] == "true"
     assert env["LANG"] == "C.UTF-8"
+    assert env["PYTHONUNBUFFERED"] == "1"
 
 
 def test_build_environment_creates_home_and_tmpdir_beside_the_checkout(source):
