@@ -180,12 +180,52 @@ def test_run_build_runs_in_the_checkout(source):
     assert output.text == "here"
 
 
-def test_run_build_reports_a_non_zero_exit_as_build_failed(source):
+def test_run_build_reports_a_non_zero_exit_as_build_failed_with_its_last_output(source):
     # When / Then
     with pytest.raises(PermanentJobError) as excinfo:
         _run("sh -c 'echo failing; exit 3'", source)
     assert excinfo.value.code == "BUILD_FAILED"
-    assert excinfo.value.detail == "build command exited with status 3"
+    assert excinfo.value.detail == "build command exited with status 3: failing"
+
+
+def test_a_failed_builds_detail_ends_with_its_last_ten_output_lines_without_credentials(source):
+    # Given a build that writes 30 lines to either stream, blank lines and a URL with a token among
+    # them, then fails
+    script = """
+import sys
+for number in range(30):
+    (sys.stderr if number % 2 else sys.stdout).write(f"step {number}\\n\\n")
+print("pushing to https://deploy:t0ken@git.example.com/site.git")
+sys.exit("error: \\x1b[31mno index.html\\x1b[0m")
+"""
+
+    # When
+    with pytest.raises(PermanentJobError) as excinfo:
+        _run(_python(script), source)
+
+    # Then the cause is next to the status: its last ten non-empty lines, in order, on one line
+    assert excinfo.value.code == "BUILD_FAILED"
+    assert excinfo.value.detail == (
+        "build command exited with status 1: "
+        + " | ".join(f"step {number}" for number in range(22, 30))
+        + " | pushing to https://***@git.example.com/site.git | error: no index.html"
+    )
+
+
+def test_a_build_stopped_at_a_limit_says_so_then_shows_its_last_output(source):
+    # Given a build that ran out of memory, then one that ran out of time
+    # When
+    memory = _failure(_python("print('loading'); blob = bytearray(1 << 30)"), source, TINY)
+    timeout = _failure(
+        _python("import time; print('waiting', flush=True); time.sleep(60)"), source, TINY, timeout=1
+    )
+
+    # Then each names its limit first, then the lines that led to it
+    assert memory.code == "BUILD_MEMORY_LIMIT"
+    assert memory.detail.startswith("build ran out of memory (limit 200 MiB of address space; ")
+    assert ": loading | Traceback (most recent call last): | " in memory.detail
+    assert memory.detail.endswith(" | MemoryError")
+    assert (timeout.code, timeout.detail) == ("BUILD_TIMEOUT", "build exceeded 1 s: waiting")
 
 
 def test_run_build_names_the_signal_that_killed_the_command(source):
@@ -209,7 +249,7 @@ def test_run_build_timeout_kills_the_whole_process_group(source):
 
     # Then the step fails in time, with the output so far, and nothing it started survives
     assert excinfo.value.code == "BUILD_TIMEOUT"
-    assert excinfo.value.detail == "build exceeded 1 s"
+    assert excinfo.value.detail == "build exceeded 1 s: started"
     assert time.monotonic() - started < 30  # not the 60 s of the grandchild holding the pipe
     assert "started" in output.text
     [uid] = _wait_for_file(source / "uid", 1)
@@ -353,7 +393,9 @@ def test_run_build_reports_a_missing_tool_that_its_command_runs_as_a_failed_buil
     with pytest.raises(PermanentJobError) as excinfo:
         _run("sh -c 'no-such-build-tool'", source)
     assert excinfo.value.code == "BUILD_FAILED"
-    assert excinfo.value.detail == "build command exited with status 127"
+    # (the shell's own words for it differ between shells)
+    assert excinfo.value.detail.startswith("build command exited with status 127: sh: ")
+    assert excinfo.value.detail.endswith("no-such-build-tool: not found")
 
 
 def test_run_build_runs_no_python_between_fork_and_exec(source, monkeypatch):
