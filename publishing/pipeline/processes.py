@@ -47,7 +47,8 @@ class Ending:
     returncode: int
     # User and system time of the command and the descendants it waited for (wait4's rusage).
     cpu_seconds: float
-    # The end of the output, decoded: its last TAIL_BYTES, from the first line that starts in them.
+    # The end of the output, decoded: its last TAIL_BYTES, from the first line that starts in them
+    # (all of them if none does).
     tail: str
     timed_out: bool = False
     # More than `stop_limit` bytes of output came.
