@@ -104,6 +104,7 @@ def measure(rounds: int, workdir: Path) -> dict[str, dict[str, list[float]]]:
                     timeout=60,
                     allow_local=True,
                     allow_private=True,
+                    on_output=lambda text: None,
                 )
                 times.append(time.perf_counter())
                 run_build(

@@ -34,6 +34,7 @@ class DefaultPipeline:
             timeout=settings.PUBLISHING_CHECKOUT_TIMEOUT,
             allow_local=settings.PUBLISHING_ALLOW_LOCAL_SOURCES,
             allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
+            on_output=job.log,
         )
 
     def build(self, job: Job, source: Path) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from publishing.exceptions import PermanentJobError
 from publishing.hygiene import make_non_dumpable
-from publishing.pipeline.build_command import execute
+from publishing.pipeline.build_command import ORDERED_OUTPUT_ENVIRONMENT, execute
 from publishing.pipeline.build_limits import BuildLimits
 from publishing.pipeline.build_proxy import PROXY_PORT, BuildProxy
 from publishing.pipeline.build_user import Identity, hand_over, resolve_user, wrapper_interpreter
@@ -45,7 +45,8 @@ from publishing.pipeline.sandbox_uids import lease_uid
 
 
 def build_environment(workdir: Path) -> dict[str, str]:
-    """A build's whole environment: PATH, a private HOME/TMPDIR beside `workdir`, nothing else."""
+    """A build's whole environment: PATH, a private HOME/TMPDIR beside `workdir`, its output unbuffered,
+    nothing else."""
     home = workdir.parent / "home"
     tmp = home / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -55,6 +56,7 @@ def build_environment(workdir: Path) -> dict[str, str]:
         "TMPDIR": str(tmp),
         "LANG": "C.UTF-8",
         "CI": "true",
+        **ORDERED_OUTPUT_ENVIRONMENT,
     }
 
 

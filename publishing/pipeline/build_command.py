@@ -36,6 +36,18 @@ POLL_INTERVAL = 0.05
 # How often the build user's tasks are counted while the build runs (a scan of /proc).
 PROCESS_CHECK_INTERVAL = 0.5
 
+# What every build's environment holds so that its output reaches the log in the order it was
+# written. stdout and stderr share one pipe (`_start`), so the log has the order in which writes
+# reached it; but a program that buffers its stdout on a pipe writes it late, after the stderr lines
+# that followed it. Python does (mkdocs, Sphinx, Pelican and build scripts run on it): it is told not
+# to. A pseudo-terminal would line-buffer C stdio programs too, and is not used: on a terminal tools
+# turn on colours and `\r` progress bars that fill the capped log, read isatty() as "someone is
+# watching" (prompts, pagers), and get `\r\n` for `\n`; its end reads as EIO, not EOF; and the
+# sandboxed build, under another uid, would hold a terminal of the worker's devpts, whose ioctls
+# (line disciplines, TIOCSTI) are kernel surface a build has no use for. A build that wants a C
+# tool's lines in order runs it as `stdbuf -oL tool`.
+ORDERED_OUTPUT_ENVIRONMENT = {"PYTHONUNBUFFERED": "1"}
+
 # What the wrapper writes, then the command and why, when it cannot execute the command (exit 127).
 _EXEC_FAILED = "publisher-build: cannot execute"
 _EXEC_FAILED_STATUS = 127

@@ -1,7 +1,8 @@
 """A build's limits: what one build may use, how they become rlimits, and how a build that ended is named.
 
 `BuildLimits` comes from the settings; `rlimit_plan` turns it into what the exec wrapper
-(build_command.py) sets; `classify_build` is the one place that names a build's failure.
+(build_command.py) sets; `classify_build` is the one place that names a build's failure (and ends
+its detail with the build's last output lines).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from publishing.exceptions import PermanentJobError
-from publishing.pipeline.processes import Ending
+from publishing.pipeline.processes import Ending, with_output_tail
 from publishing.pipeline.sandbox_uids import processes_by_uid
 
 # After SIGXCPU at the soft CPU limit, a process that ignores it gets SIGKILL this much later.
@@ -135,19 +136,31 @@ def _size(size: int) -> str:
 
 
 def classify_build(outcome: BuildOutcome, *, limits: BuildLimits, timeout: int) -> PermanentJobError | None:
-    """The error a build ended with, or None if it succeeded: the one place that names build failures."""
+    """The error a build ended with, or None if it succeeded: the one place that names build failures.
+
+    Its detail ends with the last lines of the build's output, where the cause usually is.
+    """
+    named = _name_failure(outcome, limits=limits, timeout=timeout)
+    if named is None:
+        return None
+    code, detail = named
+    return PermanentJobError(with_output_tail(detail, outcome.tail), code=code)
+
+
+def _name_failure(outcome: BuildOutcome, *, limits: BuildLimits, timeout: int) -> tuple[str, str] | None:
+    """(code, detail) of a build that failed, None for one that succeeded."""
     if outcome.output_exceeded:
-        return PermanentJobError(
+        return (
+            "BUILD_OUTPUT_LIMIT",
             f"build output exceeded {_size(limits.output_bytes)}; the build was stopped",
-            code="BUILD_OUTPUT_LIMIT",
         )
     if outcome.process_limit_reached:
-        return PermanentJobError(
+        return (
+            "BUILD_PROCESS_LIMIT",
             f"build reached its limit of {limits.processes} more processes and threads and was stopped",
-            code="BUILD_PROCESS_LIMIT",
         )
     if outcome.timed_out:
-        return PermanentJobError(f"build exceeded {timeout} s", code="BUILD_TIMEOUT")
+        return "BUILD_TIMEOUT", f"build exceeded {timeout} s"
     if outcome.returncode == 0:
         return None
     status = _describe_status(outcome.returncode)
@@ -159,23 +172,23 @@ def classify_build(outcome: BuildOutcome, *, limits: BuildLimits, timeout: int) 
         or (signum == signal.SIGKILL and outcome.cpu_seconds >= limits.cpu_seconds)
         or "cpu time limit exceeded" in tail
     ):
-        return PermanentJobError(
+        return (
+            "BUILD_CPU_LIMIT",
             f"build used more than {limits.cpu_seconds} s of CPU time in one process ({status})",
-            code="BUILD_CPU_LIMIT",
         )
     if limits.file_size_bytes and (signum == signal.SIGXFSZ or "file too large" in tail):
-        return PermanentJobError(
+        return (
+            "BUILD_FILE_LIMIT",
             f"build wrote a file larger than {_size(limits.file_size_bytes)} ({status})",
-            code="BUILD_FILE_LIMIT",
         )
     if limits.memory_bytes and any(marker in tail for marker in _MEMORY_MARKERS):
-        return PermanentJobError(
+        return (
+            "BUILD_MEMORY_LIMIT",
             f"build ran out of memory (limit {_size(limits.memory_bytes)} of address space; {status})",
-            code="BUILD_MEMORY_LIMIT",
         )
     if limits.processes and any(marker in tail for marker in _PROCESS_MARKERS):
-        return PermanentJobError(
+        return (
+            "BUILD_PROCESS_LIMIT",
             f"build could not start more processes or threads (limit {limits.processes}; {status})",
-            code="BUILD_PROCESS_LIMIT",
         )
-    return PermanentJobError(status, code="BUILD_FAILED")
+    return "BUILD_FAILED", status

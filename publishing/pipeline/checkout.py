@@ -13,9 +13,8 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
@@ -23,7 +22,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.network import check_host, has_control_or_space, split_url
-from publishing.pipeline.processes import supervise
+from publishing.pipeline.processes import RedactedLines, supervise, with_output_tail
 from publishing.redaction import redact_credentials
 
 logger = logging.getLogger(__name__)
@@ -31,8 +30,14 @@ logger = logging.getLogger(__name__)
 NETWORK_SCHEMES = frozenset({"https", "http", "ssh", "git"})
 # A PATH that holds git and ssh on any ordinary system; the worker's own PATH is not passed on.
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-# How many trailing lines of git's stderr a CHECKOUT_FAILED detail carries.
-STDERR_TAIL_LINES = 5
+# How much of git's stderr reaches the job's log: git writes a few lines (no progress: its stderr is
+# no terminal); a server's `remote:` messages past this are cut.
+GIT_LOG_LIMIT = 16 * 1024
+# git configuration for its messages: a tag's checkout would otherwise add 15 lines of advice to the log.
+QUIET_CONFIG = (("advice.detachedHead", "false"),)
+# git's first line, which names the worker's folder it clones into: no cause of a failure, so no
+# part of its detail (the job's log keeps it).
+_CLONING_RE = re.compile(r"^Cloning into .*\n?", re.MULTILINE)
 # How often the waiting thread wakes: this bounds how late a timeout or an async exception acts.
 POLL_INTERVAL = 0.2
 
@@ -186,12 +191,13 @@ def _git_environment(
         path = f"{Path(git).parent}:{path}"
     # GIT_CONFIG_KEY_n/VALUE_n: configuration only this git process sees, readable only by its uid
     # (unlike `-c`, which any user reads in /proc/<pid>/cmdline).
-    secret = {"GIT_CONFIG_COUNT": str(len(config))} if config else {}
-    for index, (key, value) in enumerate(config):
-        secret[f"GIT_CONFIG_KEY_{index}"] = key
-        secret[f"GIT_CONFIG_VALUE_{index}"] = value
+    entries = [*QUIET_CONFIG, *config]
+    configured = {"GIT_CONFIG_COUNT": str(len(entries))}
+    for index, (key, value) in enumerate(entries):
+        configured[f"GIT_CONFIG_KEY_{index}"] = key
+        configured[f"GIT_CONFIG_VALUE_{index}"] = value
     return {
-        **secret,
+        **configured,
         "PATH": path,
         # An empty HOME hides the worker's ~/.gitconfig, credential helpers and ssh keys.
         "HOME": str(home),
@@ -212,11 +218,6 @@ def _is_transient(stderr: str) -> bool:
         return True
     # e.g. "unable to access '...': Failed to connect ... timed out" or "... returned error: 503".
     return bool(re.search(r"unable to access .*(timed out|error: 5\d\d)", lowered))
-
-
-def _stderr_tail(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    return redact_credentials(" | ".join(lines[-STDERR_TAIL_LINES:]))[:1000]
 
 
 def _without_credentials(remote: _Remote | None, url: str) -> tuple[str, list[tuple[str, str]]]:
@@ -242,11 +243,22 @@ def _without_credentials(remote: _Remote | None, url: str) -> tuple[str, list[tu
     return urlunsplit(parts._replace(netloc=user + host)), []
 
 
-def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool, allow_private: bool) -> Path:
+def checkout(
+    url: str,
+    ref: str,
+    *,
+    dest: Path,
+    timeout: int,
+    allow_local: bool,
+    allow_private: bool,
+    on_output: Callable[[str], None],
+) -> Path:
     """Shallow-clone branch or tag `ref` of `url` into `dest` and return `dest`; raise a JobError on failure.
 
     `dest` must not exist or be empty; on failure anything this call created there is removed.
-    Credentials in `url` reach git through its environment, never a file of the checkout.
+    Credentials in `url` reach git through its environment, never a file of the checkout. git's
+    messages reach `on_output` (from the calling thread) line by line, credentials redacted, and a
+    failure's detail ends with their last lines.
     """
     remote = _validate(url, allow_local=allow_local, allow_private=allow_private, resolve=True)
     validate_ref(ref)
@@ -284,6 +296,7 @@ def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool,
                     Path(home), allow_local=allow_local, ssh_command=ssh_command, config=secret_config
                 ),
                 timeout=timeout,
+                on_output=on_output,
             )
     except BaseException:
         if created:
@@ -292,16 +305,26 @@ def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool,
     if returncode != 0:
         if created:
             shutil.rmtree(dest, ignore_errors=True)
-        tail = _stderr_tail(stderr)
-        logger.warning("git clone of %s at %s exited with %s: %s", safe_url, ref, returncode, tail)
-        if _is_transient(stderr):
-            raise TransientJobError(f"repository unavailable: {tail}", code="CHECKOUT_UNAVAILABLE")
-        raise PermanentJobError(f"git clone failed: {tail}", code="CHECKOUT_FAILED")
+        transient = _is_transient(stderr)
+        detail = with_output_tail(
+            "repository unavailable" if transient else "git clone failed", _CLONING_RE.sub("", stderr)
+        )
+        logger.warning("git clone of %s at %s exited with %s: %s", safe_url, ref, returncode, detail)
+        if transient:
+            raise TransientJobError(detail, code="CHECKOUT_UNAVAILABLE")
+        raise PermanentJobError(detail, code="CHECKOUT_FAILED")
     return dest
 
 
-def _run_git(argv: list[str], *, env: dict[str, str], timeout: int) -> tuple[int, str]:
-    """Run git in its own process group; return (exit status, stderr). Kill the group on timeout or error."""
+def _run_git(
+    argv: list[str], *, env: dict[str, str], timeout: int, on_output: Callable[[str], None]
+) -> tuple[int, str]:
+    """Run git in its own process group; return (exit status, the end of its stderr). Kill the group on
+    timeout or error.
+
+    Its stderr (all git writes: its stdout is empty) reaches `on_output` as it comes, line by line
+    with credentials redacted, up to GIT_LOG_LIMIT bytes.
+    """
     try:
         proc = subprocess.Popen(
             argv,
@@ -313,17 +336,23 @@ def _run_git(argv: list[str], *, env: dict[str, str], timeout: int) -> tuple[int
         )
     except OSError as exc:
         raise PermanentJobError(f"git could not be started: {exc}", code="CHECKOUT_FAILED") from exc
-    stderr: list[str] = []
+    # git's own messages carry no credentials (they reach git through its environment); redacted
+    # all the same, as everything a user is shown.
+    lines = RedactedLines(on_output)
     # git-remote-https and ssh are grandchildren: the wait ends with the whole group, not only git.
     ending = supervise(
         proc,
         cast(IO[bytes], proc.stderr),  # stderr=PIPE guarantees a stream
         timeout=timeout,
         poll_interval=POLL_INTERVAL,
-        on_output=stderr.append,
-        log_limit=sys.maxsize,
+        on_output=lines,
+        log_limit=GIT_LOG_LIMIT,
         label="git",
     )
+    lines.close()
     if ending.timed_out:
-        raise TransientJobError(f"git clone exceeded {timeout} s", code="CHECKOUT_TIMEOUT")
-    return ending.returncode, "".join(stderr)
+        raise TransientJobError(
+            with_output_tail(f"git clone exceeded {timeout} s", _CLONING_RE.sub("", ending.tail)),
+            code="CHECKOUT_TIMEOUT",
+        )
+    return ending.returncode, ending.tail

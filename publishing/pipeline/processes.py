@@ -3,6 +3,7 @@
 The command is started by the caller (`start_new_session=True`, its output on a pipe); `supervise`
 drains that pipe in a thread, waits in short slices, and kills the whole group on a timeout, on the
 caller's stop condition or on any exception in the waiting thread, then reaps the command.
+`with_output_tail` ends a failed step's error detail with the last lines of its command's output.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -19,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
+
+from publishing.redaction import redact_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +32,12 @@ READ_CHUNK = 64 * 1024
 TAIL_BYTES = 8 * 1024
 # How long to wait for the reader once the process group is dead (a writer that left the group may linger).
 READER_JOIN_TIMEOUT = 5.0
+# How much of a failed step's output its error detail ends with: enough for the cause, short enough
+# for the API, the admin's lists and a log line.
+DETAIL_TAIL_LINES = 10
+DETAIL_TAIL_CHARS = 2000
+# Terminal escapes (colours) and control characters, which mean nothing in an error detail.
+_CONTROL_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -37,7 +47,8 @@ class Ending:
     returncode: int
     # User and system time of the command and the descendants it waited for (wait4's rusage).
     cpu_seconds: float
-    # The end of the output, decoded.
+    # The end of the output, decoded: its last TAIL_BYTES, from the first line that starts in them
+    # (all of them if none does).
     tail: str
     timed_out: bool = False
     # More than `stop_limit` bytes of output came.
@@ -63,11 +74,16 @@ class OutputReader:
         self._stop_limit = stop_limit
         self._stop = stop
         self._tail = bytearray()
+        self._tail_cut = False
         self.label = label
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def tail(self) -> str:
-        return bytes(self._tail).decode("utf-8", errors="replace")
+        text = bytes(self._tail).decode("utf-8", errors="replace")
+        _, newline, whole_lines = text.partition("\n")
+        # A line cut at its start could show the end of a URL without the scheme that marks its
+        # credentials; one line longer than the tail stays, for naming the failure.
+        return whole_lines if self._tail_cut and newline and whole_lines else text
 
     def _run(self) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -99,7 +115,9 @@ class OutputReader:
 
     def _keep_tail(self, data: bytes) -> None:
         self._tail += data
-        del self._tail[:-TAIL_BYTES]
+        if len(self._tail) > TAIL_BYTES:
+            self._tail_cut = True
+            del self._tail[:-TAIL_BYTES]
 
     def deliver(self, on_output: Callable[[str], None]) -> None:
         while True:
@@ -219,3 +237,44 @@ def _finish(proc: subprocess.Popen[bytes], reader: OutputReader, output: IO[byte
         )
     else:
         output.close()
+
+
+class RedactedLines:
+    """Passes output on to `sink` a whole line at a time, credentials redacted: a URL split between two
+    reads is still recognised. `close` passes on the rest of an unfinished last line."""
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        self._sink = sink
+        self._pending = ""
+
+    def __call__(self, text: str) -> None:
+        text = self._pending + text
+        end = max(text.rfind("\n"), text.rfind("\r")) + 1
+        self._pending = text[end:]
+        if end:
+            self._sink(redact_credentials(text[:end]))
+
+    def close(self) -> None:
+        if self._pending:
+            self._sink(redact_credentials(self._pending))
+            self._pending = ""
+
+
+def output_tail(output: str) -> str:
+    """The last DETAIL_TAIL_LINES non-empty lines of `output` on one line, joined by " | ", without
+    credentials or control characters, at most DETAIL_TAIL_CHARS (the end kept)."""
+    lines = [_CONTROL_RE.sub("", line).strip() for line in output.splitlines()]
+    # Redacted line by line, before any cut: a URL cut short could hide its scheme, and so its secret.
+    kept = [redact_credentials(line) for line in lines if line][-DETAIL_TAIL_LINES:]
+    tail = " | ".join(kept)
+    return tail if len(tail) <= DETAIL_TAIL_CHARS else "…" + tail[-(DETAIL_TAIL_CHARS - 1) :]
+
+
+def with_output_tail(detail: str, output: str) -> str:
+    """A failed step's error detail: `detail`, then the end of its command's output (`output_tail`).
+
+    The one form for the checkout and the build, so that `error_message` shows the cause next to
+    the status.
+    """
+    tail = output_tail(output)
+    return f"{detail}: {tail}" if tail else detail

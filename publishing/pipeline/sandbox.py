@@ -27,6 +27,7 @@ from pathlib import Path
 from django.conf import settings
 
 from publishing.exceptions import PermanentJobError
+from publishing.pipeline.build_command import ORDERED_OUTPUT_ENVIRONMENT
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +246,8 @@ def identity_files(uid: int, gid: int) -> tuple[bytes, bytes]:
 
 
 def environment(*, proxy_port: int | None = None) -> dict[str, str]:
-    """A sandboxed build's whole environment; with `proxy_port`, the proxy that is its only way out."""
+    """A sandboxed build's whole environment, its output unbuffered; with `proxy_port`, the proxy that
+    is its only way out."""
     proxy = f"http://127.0.0.1:{proxy_port}"
     proxies = {name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
     # A build's own servers (a site it serves to prerender) are on its own loopback, not the proxy's.
@@ -256,6 +258,7 @@ def environment(*, proxy_port: int | None = None) -> dict[str, str]:
         "TMPDIR": "/tmp",  # noqa: S108 - the sandbox's own tmpfs
         "LANG": "C.UTF-8",
         "CI": "true",
+        **ORDERED_OUTPUT_ENVIRONMENT,
         **(proxies if proxy_port else {}),
     }
 

@@ -54,6 +54,16 @@ def source(sandbox_required: None) -> Iterator[Path]:
         yield folder / "source"
 
 
+@pytest.fixture
+def unsandboxed_source(settings: Any) -> Iterator[Path]:
+    """A checkout in a workspace of the product's own, built outside the sandbox as the worker's user."""
+    settings.PUBLISHING_BUILD_SANDBOX = "off"
+    settings.PUBLISHING_BUILD_USER = "worker"
+    with workspace() as folder:
+        (folder / "source").mkdir()
+        yield folder / "source"
+
+
 class Output:
     """Collects on_output chunks and remembers which thread delivered them."""
 
@@ -136,6 +146,28 @@ def test_run_build_streams_stdout_and_stderr_to_on_output_in_the_calling_thread(
     assert output.threads == {threading.get_ident()}
 
 
+# A build writing to its two streams in turn, many times over, without pausing: one pipe carries both.
+ALTERNATING = """\
+import sys
+for number in range(300):
+    print(f"out {number}")
+    sys.stderr.write(f"err {number}\\n")
+"""
+
+
+@pytest.mark.parametrize("where", ["source", "unsandboxed_source"], ids=["sandboxed", "unsandboxed"])
+def test_run_build_delivers_a_python_builds_stdout_and_stderr_in_the_order_written(where, request):
+    # Given a checkout built in the sandbox, or outside it
+    cwd = request.getfixturevalue(where)
+    output = Output()
+
+    # When a Python build alternates print() and sys.stderr.write() lines
+    _run(_python(ALTERNATING), cwd, output)
+
+    # Then its lines arrive as it wrote them, not its stdout's block at the end
+    assert output.text == "".join(f"out {number}\nerr {number}\n" for number in range(300))
+
+
 def test_run_build_runs_in_the_checkout(source):
     # Given a file in the checkout
     (source / "marker.txt").write_text("here")
@@ -148,12 +180,52 @@ def test_run_build_runs_in_the_checkout(source):
     assert output.text == "here"
 
 
-def test_run_build_reports_a_non_zero_exit_as_build_failed(source):
+def test_run_build_reports_a_non_zero_exit_as_build_failed_with_its_last_output(source):
     # When / Then
     with pytest.raises(PermanentJobError) as excinfo:
         _run("sh -c 'echo failing; exit 3'", source)
     assert excinfo.value.code == "BUILD_FAILED"
-    assert excinfo.value.detail == "build command exited with status 3"
+    assert excinfo.value.detail == "build command exited with status 3: failing"
+
+
+def test_a_failed_builds_detail_ends_with_its_last_ten_output_lines_without_credentials(source):
+    # Given a build that writes 30 lines to either stream, blank lines and a URL with a token among
+    # them, then fails
+    script = """
+import sys
+for number in range(30):
+    (sys.stderr if number % 2 else sys.stdout).write(f"step {number}\\n\\n")
+print("pushing to https://deploy:t0ken@git.example.com/site.git")
+sys.exit("error: \\x1b[31mno index.html\\x1b[0m")
+"""
+
+    # When
+    with pytest.raises(PermanentJobError) as excinfo:
+        _run(_python(script), source)
+
+    # Then the cause is next to the status: its last ten non-empty lines, in order, on one line
+    assert excinfo.value.code == "BUILD_FAILED"
+    assert excinfo.value.detail == (
+        "build command exited with status 1: "
+        + " | ".join(f"step {number}" for number in range(22, 30))
+        + " | pushing to https://***@git.example.com/site.git | error: no index.html"
+    )
+
+
+def test_a_build_stopped_at_a_limit_says_so_then_shows_its_last_output(source):
+    # Given a build that ran out of memory, then one that ran out of time
+    # When
+    memory = _failure(_python("print('loading'); blob = bytearray(1 << 30)"), source, TINY)
+    timeout = _failure(
+        _python("import time; print('waiting', flush=True); time.sleep(60)"), source, TINY, timeout=1
+    )
+
+    # Then each names its limit first, then the lines that led to it
+    assert memory.code == "BUILD_MEMORY_LIMIT"
+    assert memory.detail.startswith("build ran out of memory (limit 200 MiB of address space; ")
+    assert ": loading | Traceback (most recent call last): | " in memory.detail
+    assert memory.detail.endswith(" | MemoryError")
+    assert (timeout.code, timeout.detail) == ("BUILD_TIMEOUT", "build exceeded 1 s: waiting")
 
 
 def test_run_build_names_the_signal_that_killed_the_command(source):
@@ -177,7 +249,7 @@ def test_run_build_timeout_kills_the_whole_process_group(source):
 
     # Then the step fails in time, with the output so far, and nothing it started survives
     assert excinfo.value.code == "BUILD_TIMEOUT"
-    assert excinfo.value.detail == "build exceeded 1 s"
+    assert excinfo.value.detail == "build exceeded 1 s: started"
     assert time.monotonic() - started < 30  # not the 60 s of the grandchild holding the pipe
     assert "started" in output.text
     [uid] = _wait_for_file(source / "uid", 1)
@@ -246,13 +318,14 @@ def test_run_build_environment_carries_no_worker_secrets(source, monkeypatch):
 
     # Then the build saw only its own variables
     env = dict(line.split("=", 1) for line in output.text.splitlines())
-    assert set(env) == {"PATH", "HOME", "TMPDIR", "LANG", "CI", "PWD"}
+    assert set(env) == {"PATH", "HOME", "TMPDIR", "LANG", "CI", "PYTHONUNBUFFERED", "PWD"}
     assert "leaked" not in output.text
     assert env["PWD"] == "/build/source"
     assert env["HOME"] == "/build/home"
     assert env["TMPDIR"] == "/tmp"
     assert env["CI"] == "true"
     assert env["LANG"] == "C.UTF-8"
+    assert env["PYTHONUNBUFFERED"] == "1"
 
 
 def test_build_environment_creates_home_and_tmpdir_beside_the_checkout(source):
@@ -320,7 +393,9 @@ def test_run_build_reports_a_missing_tool_that_its_command_runs_as_a_failed_buil
     with pytest.raises(PermanentJobError) as excinfo:
         _run("sh -c 'no-such-build-tool'", source)
     assert excinfo.value.code == "BUILD_FAILED"
-    assert excinfo.value.detail == "build command exited with status 127"
+    # (the shell's own words for it differ between shells)
+    assert excinfo.value.detail.startswith("build command exited with status 127: sh: ")
+    assert excinfo.value.detail.endswith("no-such-build-tool: not found")
 
 
 def test_run_build_runs_no_python_between_fork_and_exec(source, monkeypatch):

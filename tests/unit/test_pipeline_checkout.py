@@ -84,7 +84,13 @@ def connected_to(server: socket.socket) -> bool:
 
 
 def _checkout(url: str, ref: str, dest: Path, **overrides: Any) -> Path:
-    options: dict[str, Any] = {"timeout": 60, "allow_local": True, "allow_private": True, **overrides}
+    options: dict[str, Any] = {
+        "timeout": 60,
+        "allow_local": True,
+        "allow_private": True,
+        "on_output": lambda text: None,
+        **overrides,
+    }
     return checkout(url, ref, dest=dest, **options)
 
 
@@ -141,15 +147,35 @@ def test_a_failed_checkout_into_a_folder_that_was_there_leaves_the_folder(repo, 
     assert list(dest.iterdir()) == []
 
 
-def test_checkout_of_a_directory_that_is_no_repository_fails_permanently(tmp_path):
+def test_checkout_of_a_directory_that_is_no_repository_fails_with_gits_words_in_the_log_and_detail(tmp_path):
     # Given an empty directory
     empty = tmp_path / "empty"
     empty.mkdir()
+    log: list[str] = []
 
-    # When / Then
+    # When
     with pytest.raises(PermanentJobError) as excinfo:
-        _checkout(str(empty), "main", tmp_path / "ws" / "source")
+        _checkout(str(empty), "main", tmp_path / "ws" / "source", on_output=log.append)
+
+    # Then git's error reached the job's log as it wrote it, and ends the detail, next to the status
     assert excinfo.value.code == "CHECKOUT_FAILED"
+    refusal = f"fatal: '{empty}' does not appear to be a git repository"
+    assert f"\n{refusal}\nfatal: Could not read from remote repository.\n" in "".join(log)
+    assert excinfo.value.detail == (
+        f"git clone failed: {refusal} | fatal: Could not read from remote repository. | "
+        "Please make sure you have the correct access rights | and the repository exists."
+    )
+
+
+def test_checkout_of_a_tag_logs_git_without_its_detached_head_advice(repo, tmp_path):
+    # Given a tag, which git checks out as a detached HEAD
+    log: list[str] = []
+
+    # When
+    _checkout(repo.as_uri(), "v1", tmp_path / "ws" / "source", on_output=log.append)
+
+    # Then the log has git's one line, not the fifteen of its advice
+    assert "".join(log) == f"Cloning into '{tmp_path / 'ws' / 'source'}'...\n"
 
 
 @pytest.mark.parametrize("as_uri", [False, True])
@@ -293,15 +319,58 @@ def test_checkout_runs_git_without_the_workers_environment(repo, tmp_path, monke
 def test_checkout_reports_an_unreachable_server_as_transient_without_credentials(tmp_path, closed_port):
     # Given an HTTP URL with credentials on a port nothing listens on
     url = f"http://bob:s3cret@127.0.0.1:{closed_port}/r.git"
+    log: list[str] = []
 
     # When
     with pytest.raises(TransientJobError) as excinfo:
-        _checkout(url, "main", tmp_path / "ws" / "source")
+        _checkout(url, "main", tmp_path / "ws" / "source", on_output=log.append)
 
-    # Then
+    # Then git's refusal is in the detail and the log, the password in neither
     assert excinfo.value.code == "CHECKOUT_UNAVAILABLE"
-    assert "s3cret" not in excinfo.value.detail
+    refusal = f"fatal: unable to access 'http://127.0.0.1:{closed_port}/r.git/': Failed to connect"
+    assert excinfo.value.detail.startswith(f"repository unavailable: {refusal}")
+    assert refusal in "".join(log)
+    assert "s3cret" not in excinfo.value.detail + "".join(log)
     assert not (tmp_path / "ws" / "source").exists()
+
+
+class Refusing(BaseHTTPRequestHandler):
+    """A git host that refuses every request in words that repeat the URL it was asked with, its
+    password included (git shows a text/plain error body as `remote:` lines)."""
+
+    def do_GET(self) -> None:
+        body = b"denied: http://bob:s3cret@git.example.com/r.git is not yours\nask its owner\n"
+        self.send_response(403)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_refusing_servers_words_reach_the_log_and_detail_with_credentials_redacted(tmp_path):
+    # Given a server that refuses the clone, repeating a URL with the user's password
+    log: list[str] = []
+
+    # When a URL carrying that password is cloned from it
+    with http_server(Refusing) as base_url:
+        url = base_url.replace("http://", "http://bob:s3cret@") + "/r.git"
+        with pytest.raises(PermanentJobError) as excinfo:
+            _checkout(url, "main", tmp_path / "ws" / "source", on_output=log.append)
+
+    # Then its words are in the log and the detail, the password in neither, in no form
+    text = "".join(log)
+    assert excinfo.value.code == "CHECKOUT_FAILED"
+    assert "remote: denied: http://***@git.example.com/r.git is not yours\nremote: ask its owner\n" in text
+    assert excinfo.value.detail == (
+        "git clone failed: remote: denied: http://***@git.example.com/r.git is not yours | "
+        "remote: ask its owner | "
+        f"fatal: unable to access '{base_url}/r.git/': The requested URL returned error: 403"
+    )
+    for secret in ("s3cret", base64.b64encode(b"bob:s3cret").decode()):
+        assert secret not in text + excinfo.value.detail
 
 
 def test_checkout_times_out_against_a_silent_server_and_cleans_up(tmp_path, silent_port):
@@ -313,8 +382,8 @@ def test_checkout_times_out_against_a_silent_server_and_cleans_up(tmp_path, sile
     with pytest.raises(TransientJobError) as excinfo:
         _checkout(f"http://127.0.0.1:{silent_port}/r.git", "main", dest, timeout=1)
 
-    # Then
-    assert excinfo.value.code == "CHECKOUT_TIMEOUT"
+    # Then the detail says so, without the one line git wrote (the folder it was cloning into)
+    assert (excinfo.value.code, excinfo.value.detail) == ("CHECKOUT_TIMEOUT", "git clone exceeded 1 s")
     assert time.monotonic() - started < 10
     assert not dest.exists()
 
@@ -552,7 +621,15 @@ def test_credentials_in_the_url_reach_git_but_no_file_of_the_checkout(repo, tmp_
     with http_server(_smart_http(served, expected, seen)) as base_url:
         host = base_url.removeprefix("http://")
         url = f"http://builder:s%40cret%2Ftoken@{host}/repo.git"
-        dest = checkout(url, "main", dest=tmp_path / "src", timeout=30, allow_local=False, allow_private=True)
+        dest = checkout(
+            url,
+            "main",
+            dest=tmp_path / "src",
+            timeout=30,
+            allow_local=False,
+            allow_private=True,
+            on_output=lambda text: None,
+        )
 
     # Then git authenticated with them, and no file of the checkout holds them in any form
     assert (dest / "index.html").read_text() == "<h1>v2</h1>"

@@ -10,7 +10,16 @@ import threading
 from pathlib import Path
 from typing import IO, cast
 
-from publishing.pipeline.processes import TRUNCATION_MARKER, Ending, supervise
+from publishing.pipeline.processes import (
+    DETAIL_TAIL_CHARS,
+    TAIL_BYTES,
+    TRUNCATION_MARKER,
+    Ending,
+    RedactedLines,
+    output_tail,
+    supervise,
+    with_output_tail,
+)
 from tests.support.polling import wait_until
 
 
@@ -131,3 +140,76 @@ def test_an_asynchronous_exception_kills_the_whole_group_and_surfaces(tmp_path: 
     assert [type(error) for error in errors] == [Cancelled]
     assert proc.returncode is not None
     assert _gone(background)
+
+
+def test_the_tail_of_a_long_output_starts_at_a_whole_line():
+    # Given a command whose output is far longer than the tail kept, in lines of 100 bytes
+    proc = _start("i=0; while [ $i -lt 500 ]; do printf '%099d\\n' $i; i=$((i + 1)); done")
+
+    # When
+    ending = _supervise(proc, [])
+
+    # Then the tail holds whole lines only, the last ones
+    lines = ending.tail.splitlines()
+    assert all(len(line) == 99 for line in lines)
+    assert int(lines[-1]) == 499
+    assert len(lines) == TAIL_BYTES // 100
+
+
+def test_the_tail_of_one_line_longer_than_the_tail_is_its_end():
+    # Given one line, without an end, longer than the tail kept
+    proc = _start(f"head -c {TAIL_BYTES * 2} /dev/zero | tr '\\0' x; echo MemoryError")
+
+    # When
+    ending = _supervise(proc, [])
+
+    # Then its end is kept all the same (a failure is named from it)
+    assert ending.tail == "x" * (TAIL_BYTES - len("MemoryError\n")) + "MemoryError\n"
+
+
+def test_output_tail_keeps_the_last_ten_non_empty_lines_on_one_line():
+    # Given output with blank lines, padding, a terminal colour and a carriage-return progress line
+    output = "".join(f"  line {number}\n\n" for number in range(20)) + "50%\r100%\r\n\x1b[31merror\x1b[0m\n"
+
+    # When / Then
+    assert output_tail(output) == " | ".join(
+        [*(f"line {number}" for number in range(12, 20)), "50%", "100%", "error"][-10:]
+    )
+    assert output_tail("\n \n") == ""
+
+
+def test_output_tail_is_capped_at_its_end_and_redacts_before_cutting():
+    # Given a last line longer than the cap, with a URL's credentials where the cut falls
+    url = "https://deploy:" + "t" * 100 + "@git.example.com/site.git"
+    output = "first\n" + "y" * (DETAIL_TAIL_CHARS - 40) + " " + url + " failed\n"
+
+    # When
+    tail = output_tail(output)
+
+    # Then its end is kept, whole URLs never show their secret even when the cut falls inside them
+    assert len(tail) == DETAIL_TAIL_CHARS
+    assert tail.startswith("…")
+    assert tail.endswith(" https://***@git.example.com/site.git failed")
+    assert "t" * 10 not in tail
+
+
+def test_with_output_tail_adds_the_output_to_a_detail_only_when_there_is_some():
+    # When / Then
+    assert with_output_tail("build exceeded 5 s", "compiling\n") == "build exceeded 5 s: compiling"
+    assert with_output_tail("build exceeded 5 s", "") == "build exceeded 5 s"
+
+
+def test_redacted_lines_pass_whole_lines_on_and_find_a_url_split_between_reads():
+    # Given a sink behind RedactedLines
+    sink: list[str] = []
+    lines = RedactedLines(sink.append)
+
+    # When a URL with credentials arrives in pieces, then an unfinished last line
+    for piece in ("Cloning into 'x'...\nfatal: https://bob:s3", "cret@git.example.com/r.git\n", "tail"):
+        lines(piece)
+    before_close = list(sink)
+    lines.close()
+
+    # Then each line came whole and redacted, and the unfinished one at the close
+    assert before_close == ["Cloning into 'x'...\n", "fatal: https://***@git.example.com/r.git\n"]
+    assert sink[-1] == "tail"

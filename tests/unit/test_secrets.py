@@ -45,12 +45,14 @@ class LocalSourcePipeline(DefaultPipeline):
 
 
 class Receivers(ScriptedReceiver):
-    """A git host refusing every clone, a store at /upload answering `statuses` in turn (then 201), and
-    a webhook receiver, on one loopback port (`base_url`)."""
+    """A git host refusing every clone (in words that repeat the URL with its password, which git
+    shows), a store at /upload answering `statuses` in turn (then 201), and a webhook receiver, on one
+    loopback port (`base_url`)."""
 
     def answer(self, request: Request) -> Answer:
         if request.method == "GET":
-            return Answer(403, b"no access")
+            repository = with_password(self.base_url, "deploy", REPOSITORY_PASSWORD, "/site.git")
+            return Answer(403, f"no access to {repository}\n".encode(), {"Content-Type": "text/plain"})
         status = self.next_status() if request.path.startswith("/upload") else 201
         return Answer(status, b'{"uri": "https://store.example.com/a.tar.gz"}' if status < 300 else b"no")
 
@@ -264,7 +266,12 @@ def test_a_job_logs_and_shows_no_secret_whatever_its_outcome(
     for request in receiver.received():
         assert not secrets_in(request.raw, token), request.raw
     # And the job's own log, as the API shows it, still says where it checked out from
-    assert f"checkout http://***@127.0.0.1:{receiver.base_url.rsplit(':', 1)[1]}/site.git" in log
+    port = receiver.base_url.rsplit(":", 1)[1]
+    assert f"checkout http://***@127.0.0.1:{port}/site.git" in log
+    if pipeline is DefaultPipeline:
+        # and git's own words, the server's refusal in them
+        assert f"checkout remote: no access to http://***@127.0.0.1:{port}/site.git\n" in log
+        assert detail["error_message"].endswith("The requested URL returned error: 403")
 
 
 def test_the_stored_job_log_holds_no_credentials(seen, receiver, stub_broker, worker, settings) -> None:
