@@ -185,6 +185,16 @@ class Publishing(models.Model):
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     log = models.TextField(blank=True, default="")
+    commit_sha = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The commit its last attempt checked out, as git read it there; empty before a checkout.",
+    )
+    commit_subject = models.CharField(max_length=500, blank=True, default="", help_text="Its subject line.")
+    commit_author = models.CharField(
+        max_length=255, blank=True, default="", help_text='Its author, "Name <email>".'
+    )
     artifact_sha256 = models.CharField(max_length=64, blank=True, default="")
     artifact_size = models.BigIntegerField(null=True, blank=True)
     artifact_uri = models.CharField(max_length=1000, blank=True, default="")
@@ -291,6 +301,14 @@ class Attempt(models.Model):
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     log_excerpt = models.TextField(blank=True, default="", help_text="The end of this attempt's log.")
+    commit_sha = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The commit this attempt checked out, if it got there.",
+    )
+    commit_subject = models.CharField(max_length=500, blank=True, default="")
+    commit_author = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         ordering = ["publishing", "number"]

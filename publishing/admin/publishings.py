@@ -26,8 +26,8 @@ from publishing.models import Attempt, Publishing
 from publishing.services.publishings import publishing_cancel, publishing_retry
 
 ATTEMPT_FIELDS = (
-    "number", "outcome_badge", "started_at", "finished_at", "duration", "worker", "message_id", "error",
-    "log",
+    "number", "outcome_badge", "started_at", "finished_at", "duration", "worker", "message_id", "commit",
+    "error", "log",
 )  # fmt: skip
 
 
@@ -47,6 +47,10 @@ class AttemptInline(display.RecordInline):
         return display.span(
             attempt.started_at, attempt.finished_at, running=attempt.outcome == Attempt.Outcome.RUNNING
         )
+
+    @admin.display(description="commit")
+    def commit(self, attempt: Attempt) -> SafeString | str:
+        return display.commit(attempt.commit_sha, attempt.commit_subject)
 
     @admin.display(description="error")
     def error(self, attempt: Attempt) -> SafeString | str:
@@ -71,6 +75,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
         "status_badge",
         "progress_bar",
         "project",
+        "commit",
         "requested_by",
         "attempts",
         "duration",
@@ -84,7 +89,9 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
         ("requested_by", admin.RelatedOnlyFieldListFilter),
         "created_at",
     ]
-    search_fields = ["id", "project__name", "project__slug", "requested_by__username", "error_code"]
+    search_fields = [
+        "id", "project__name", "project__slug", "requested_by__username", "error_code", "commit_sha",
+    ]  # fmt: skip
     date_hierarchy = "created_at"
     list_select_related = ["project", "requested_by"]
     actions = ["cancel_selected", "retry_selected"]
@@ -108,6 +115,10 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
         (
             "Runs with (the project's settings when it was initiated)",
             {"fields": ["repository", "ref", "build_command", "artifact_path", "target"]},
+        ),
+        (
+            "Commit (as its last attempt checked it out)",
+            {"fields": ["commit_sha", "commit_subject", "commit_author"]},
         ),
         ("Artifact", {"fields": ["artifact_sha256", "artifact_size", "artifact_uri", "submission_ref"]}),
         (
@@ -168,6 +179,10 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
     @admin.display(description="progress", ordering="progress")
     def progress_bar(self, publishing: Publishing) -> SafeString:
         return display.progress(publishing.progress)
+
+    @admin.display(description="commit", ordering="commit_sha")
+    def commit(self, publishing: Publishing) -> SafeString | str:
+        return display.commit(publishing.commit_sha, publishing.commit_subject)
 
     @admin.display(description="duration")
     def duration(self, publishing: Publishing) -> str:

@@ -15,6 +15,7 @@ from publisher_project.errors import error_body
 BASE = "https://publisher.example.com/api/v1"
 PROJECT_ID = "3f1c2a9e-8d0b-4f55-9a51-1c7c0e2d6b10"
 PUBLISHING_ID = "0b7e6f5a-4c3d-4e2f-8a1b-9c8d7e6f5a4b"
+COMMIT_SHA = "3b18e512dba79e4c8300dd08aeb37f8e728b8dad"
 
 PROJECT: dict[str, Any] = {
     "id": PROJECT_ID,
@@ -50,6 +51,9 @@ QUEUED: dict[str, Any] = {
     "attempts": 0,
     "error_code": "",
     "error_message": "",
+    "commit_sha": "",
+    "commit_subject": "",
+    "commit_author": "",
     "artifact_sha256": "",
     "artifact_size": None,
     "artifact_uri": "",
@@ -73,6 +77,9 @@ PUBLISHED: dict[str, Any] = {
     "status": "published",
     "progress": 100,
     "attempts": 2,
+    "commit_sha": COMMIT_SHA,
+    "commit_subject": "Add the pricing page",
+    "commit_author": "Alice Example <alice@example.com>",
     "artifact_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "artifact_size": 48213,
     "artifact_uri": "https://store.example.com/artifacts/9f86d081.tar.gz",
@@ -80,7 +87,8 @@ PUBLISHED: dict[str, Any] = {
     "worker": "worker-1:4112",
     "started_at": "2026-11-30T10:00:00.180Z",
     "finished_at": "2026-11-30T10:00:14.902Z",
-    "log": "attempt 1: checkout main\n…\nattempt 2: submitted to https://store.example.com/api/uploads\n",
+    "log": "attempt 1: checkout main\ncheckout -> 3b18e512dba7 Add the pricing page\n…\n"
+    "attempt 2: submitted to https://store.example.com/api/uploads\n",
     "attempt_history": [
         {
             "number": 1,
@@ -91,6 +99,7 @@ PUBLISHED: dict[str, Any] = {
             "outcome": "retrying",
             "error_code": "TARGET_UNAVAILABLE",
             "error_message": "the store answered 503",
+            "commit_sha": COMMIT_SHA,
             "log_excerpt": "attempt 1: checkout main\nattempt 1: build\nattempt 1: submit: 503\n",
         },
         {
@@ -102,6 +111,7 @@ PUBLISHED: dict[str, Any] = {
             "outcome": "published",
             "error_code": "",
             "error_message": "",
+            "commit_sha": COMMIT_SHA,
             "log_excerpt": "attempt 2: checkout main\nattempt 2: submitted to https://store.example.com/api/uploads\n",
         },
     ],

@@ -153,6 +153,7 @@ class AttemptSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Attempt]):
             "outcome",
             "error_code",
             "error_message",
+            "commit_sha",
             "log_excerpt",
         ]
         read_only_fields = fields
@@ -203,6 +204,9 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
             "attempts",
             "error_code",
             "error_message",
+            "commit_sha",
+            "commit_subject",
+            "commit_author",
             "artifact_sha256",
             "artifact_size",
             "artifact_uri",

@@ -22,6 +22,8 @@ from typing import IO, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline.base import Commit
+from publishing.pipeline.commits import read_commit
 from publishing.pipeline.network import check_host, has_control_or_space, split_url
 from publishing.pipeline.processes import supervise
 from publishing.redaction import redact_credentials
@@ -298,6 +300,15 @@ def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool,
             raise TransientJobError(f"repository unavailable: {tail}", code="CHECKOUT_UNAVAILABLE")
         raise PermanentJobError(f"git clone failed: {tail}", code="CHECKOUT_FAILED")
     return dest
+
+
+def head_commit(source: Path, *, timeout: int) -> Commit:
+    """The commit checked out at `source`, as git reads it there; PermanentJobError if it cannot be read."""
+    with tempfile.TemporaryDirectory(prefix="git-home-", dir=source.parent) as home:
+        env = _git_environment(Path(home), allow_local=False, ssh_command="ssh -o BatchMode=yes")
+        return read_commit(
+            lambda args: _run_git(["git", *args], env=env, timeout=timeout), source, scratch=Path(home)
+        )
 
 
 def _run_git(argv: list[str], *, env: dict[str, str], timeout: int) -> tuple[int, str]:

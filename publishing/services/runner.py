@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from publishing.pipeline import Job, Origin, get_pipeline
 from publishing.pipeline.workspace import workspace as pipeline_workspace
 from publishing.redaction import redact_credentials
 from publishing.services.attempts import AttemptLog, finish_attempt, outcome_of_stopped
+from publishing.services.provenance import record_commit
 
 logger = logging.getLogger(__name__)
 
@@ -199,13 +201,15 @@ def _run_attempt(publishing: Publishing, log: AttemptLog) -> None:
                 progress=10,
             )
             with metrics.step("checkout"):
-                source = pipeline.checkout(job)
+                checked_out = pipeline.checkout(job)
+            source = checked_out.path
+            record_commit(publishing, log, checked_out.commit)
             log.step("build" if job.build_command.strip() else "build: no build command", progress=30)
             with metrics.step("build"):
                 pipeline.build(job, source)
             log.step(f"package {job.artifact_path}", progress=60)
             with metrics.step("package"):
-                artifact = pipeline.package(job, source)
+                artifact = replace(pipeline.package(job, source), commit=checked_out.commit)
             log.append(f"artifact sha256={artifact.sha256} size={artifact.size}\n")
             log.flush()
             # The fence: only the attempt that still owns the publishing may submit.
