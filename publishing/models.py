@@ -185,6 +185,12 @@ class Publishing(models.Model):
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     log = models.TextField(blank=True, default="")
+    requested_commit = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="The commit asked for: a full commit id or a tag in the ref's history; empty: its head.",
+    )
     commit_sha = models.CharField(
         max_length=64,
         blank=True,

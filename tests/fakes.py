@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from publishing.pipeline.base import Artifact, Commit, Job, Source, Submission
+from publishing.pipeline.commits import COMMIT_ID
 
 
 def resolver(*addresses: str) -> Callable[..., list[Any]]:
@@ -74,8 +75,11 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 
 def scripted_commit(job: Job) -> Commit:
-    """The commit a stand-in checkout says it holds: one per repository and ref."""
-    sha = hashlib.sha1(f"{job.repository_url}@{job.ref}".encode(), usedforsecurity=False).hexdigest()
+    """The commit a stand-in checkout says it holds: the one asked for, or one per repository, ref and tag."""
+    if COMMIT_ID.fullmatch(job.commit):
+        return Commit(sha=job.commit, subject="The commit asked for", author="Ada <ada@example.invalid>")
+    named = f"{job.repository_url}@{job.ref}:{job.commit}"
+    sha = hashlib.sha1(named.encode(), usedforsecurity=False).hexdigest()
     return Commit(sha=sha, subject=f"The head of {job.ref}", author="Ada <ada@example.invalid>")
 
 

@@ -1,4 +1,4 @@
-"""The publishing admin: changelist columns, the detail page with its live log, cancel and retry.
+"""The publishing admin: changelist columns, the detail page with its live log, cancel, retry and re-run.
 
 A publishing is a read-only record here; the actions and buttons call the services, the only writers.
 """
@@ -23,7 +23,7 @@ from publishing.admin.overview import QueueOverview
 from publishing.admin.webhooks import WebhookDeliveryInline
 from publishing.exceptions import BrokerUnavailable, PublishingError
 from publishing.models import Attempt, Publishing
-from publishing.services.publishings import publishing_cancel, publishing_retry
+from publishing.services.publishings import publishing_cancel, publishing_rerun, publishing_retry
 
 ATTEMPT_FIELDS = (
     "number", "outcome_badge", "started_at", "finished_at", "duration", "worker", "message_id", "commit",
@@ -94,7 +94,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
     ]  # fmt: skip
     date_hierarchy = "created_at"
     list_select_related = ["project", "requested_by"]
-    actions = ["cancel_selected", "retry_selected"]
+    actions = ["cancel_selected", "retry_selected", "rerun_selected"]
     inlines = [AttemptInline, WebhookDeliveryInline]
     fieldsets = [
         (
@@ -219,6 +219,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
             path("<path:object_id>/live/", view(self.live_view), name="publishing_publishing_live"),
             path("<path:object_id>/cancel/", view(self.cancel_view), name="publishing_publishing_cancel"),
             path("<path:object_id>/retry/", view(self.retry_view), name="publishing_publishing_retry"),
+            path("<path:object_id>/rerun/", view(self.rerun_view), name="publishing_publishing_rerun"),
         ]
         # super() adds QueueOverview's pages, then the model's own (whose catch-all comes last).
         return [*own, *super().get_urls()]
@@ -240,6 +241,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
             "can_retry": may_act
             and publishing is not None
             and publishing.status in Publishing.RETRYABLE_STATUSES,
+            "can_rerun": may_act and publishing is not None and publishing.is_terminal,
         }
         return super().change_view(request, object_id, form_url, context)
 
@@ -268,6 +270,9 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._act_on_one(request, object_id, "retried", publishing_retry)
 
+    def rerun_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._act_on_one(request, object_id, "re-run", publishing_rerun)
+
     # --- Actions ------------------------------------------------------------------------------
 
     @admin.action(description="Cancel selected publishings", permissions=["change"])
@@ -277,6 +282,10 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
     @admin.action(description="Retry selected publishings", permissions=["change"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Publishing]) -> None:
         self._act(request, queryset, "retried", publishing_retry)
+
+    @admin.action(description="Re-run selected publishings (each at its commit)", permissions=["change"])
+    def rerun_selected(self, request: HttpRequest, queryset: QuerySet[Publishing]) -> None:
+        self._act(request, queryset, "re-run", publishing_rerun)
 
     def _act(
         self,
@@ -302,9 +311,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
                     format_html("{}: not {}: {}", display.publishing_link(publishing), done, exc.detail),
                 )
             else:
-                now = "" if after.status == done else format_html(", now {}", after.status)
-                link = display.publishing_link(after)
-                level, text = messages.SUCCESS, format_html("{}: {}{}.", link, done, now)
+                level, text = messages.SUCCESS, _done(publishing, after, done)
             outcomes[level] += 1
             self.message_user(request, text, level)
         if sum(outcomes.values()) > 1:
@@ -331,3 +338,14 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
         if publishing is None:
             raise Http404("No such publishing.")
         return publishing
+
+
+def _done(before: Publishing, after: Publishing, done: str) -> SafeString:
+    """What a service did to a publishing: `<id>: retried, now queued.`; a re-run makes another one,
+    `<id>: re-run as <new id>, now queued.`"""
+    now = "" if after.status == done else format_html(", now {}", after.status)
+    if after.pk == before.pk:
+        return format_html("{}: {}{}.", display.publishing_link(after), done, now)
+    return format_html(
+        "{}: {} as {}{}.", display.publishing_link(before), done, display.publishing_link(after), now
+    )

@@ -16,6 +16,7 @@ BASE = "https://publisher.example.com/api/v1"
 PROJECT_ID = "3f1c2a9e-8d0b-4f55-9a51-1c7c0e2d6b10"
 PUBLISHING_ID = "0b7e6f5a-4c3d-4e2f-8a1b-9c8d7e6f5a4b"
 COMMIT_SHA = "3b18e512dba79e4c8300dd08aeb37f8e728b8dad"
+RERUN_ID = "7c2d9e4f-1a3b-4c5d-9e8f-0a1b2c3d4e5f"
 
 PROJECT: dict[str, Any] = {
     "id": PROJECT_ID,
@@ -39,6 +40,7 @@ _PUBLISHING_LINKS: dict[str, Any] = {
     "url": f"{BASE}/publishing/{PUBLISHING_ID}",
     "cancel": f"{BASE}/publishing/{PUBLISHING_ID}/cancel",
     "retry": f"{BASE}/publishing/{PUBLISHING_ID}/retry",
+    "rerun": f"{BASE}/publishing/{PUBLISHING_ID}/rerun",
     "project": PROJECT["url"],
     "project_id": PROJECT_ID,
     "requested_by": "alice",
@@ -51,6 +53,7 @@ QUEUED: dict[str, Any] = {
     "attempts": 0,
     "error_code": "",
     "error_message": "",
+    "requested_commit": "",
     "commit_sha": "",
     "commit_subject": "",
     "commit_author": "",
@@ -197,8 +200,15 @@ PUBLISHING_DETAIL = [
 ]
 INITIATE = [
     OpenApiExample("Publish a project", value={"project_id": PROJECT_ID}, request_only=True),
+    OpenApiExample(
+        "Publish an earlier commit (a rollback)",
+        value={"project_id": PROJECT_ID, "commit": COMMIT_SHA},
+        request_only=True,
+    ),
+    OpenApiExample("Publish a tag", value={"project_id": PROJECT_ID, "commit": "v1.4.0"}, request_only=True),
     OpenApiExample("Queued", value=QUEUED, response_only=True, status_codes=["202"]),
     invalid("project_id", "Must be a valid UUID."),
+    invalid("commit", "a commit id has 40 hex digits (64 in a SHA-256 repository), not 7"),
     error("NOT_FOUND", "Project not found.", status=404),
     error(
         "CONFLICT", "This project already has a publishing in progress.", status=409, active_id=PUBLISHING_ID
@@ -219,6 +229,29 @@ RETRY = [
         status_codes=["202"],
     ),
     error("CONFLICT", "Only failed or cancelled publishings can be retried, not published.", status=409),
+    THROTTLED,
+    UNAVAILABLE,
+]
+_RERUN_LINKS = {
+    key: f"{BASE}/publishing/{RERUN_ID}{tail}"
+    for key, tail in (("url", ""), ("cancel", "/cancel"), ("retry", "/retry"), ("rerun", "/rerun"))
+}
+RERUN = [
+    OpenApiExample(
+        "Queued at the commit it checked out",
+        value={**QUEUED, "id": RERUN_ID, **_RERUN_LINKS, "requested_commit": COMMIT_SHA},
+        response_only=True,
+        status_codes=["202"],
+    ),
+    OpenApiExample(
+        "CONFLICT: not finished",
+        value=error_body("CONFLICT", "Only finished publishings can be re-run, not building."),
+        response_only=True,
+        status_codes=["409"],
+    ),
+    error(
+        "CONFLICT", "This project already has a publishing in progress.", status=409, active_id=PUBLISHING_ID
+    ),
     THROTTLED,
     UNAVAILABLE,
 ]

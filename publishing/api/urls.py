@@ -12,6 +12,7 @@ publishing = PublishingViewSet.as_view({"get": "retrieve"})
 initiate = PublishingViewSet.as_view({"post": "initiate"})
 cancel = PublishingViewSet.as_view({"post": "cancel"})
 retry = PublishingViewSet.as_view({"post": "retry"})
+rerun = PublishingViewSet.as_view({"post": "rerun"})
 
 # The API's documented paths: publishing paths without a trailing slash, project paths with one.
 urlpatterns = [
@@ -25,4 +26,5 @@ urlpatterns = [
     path("publishing/<str:pk>", publishing, name="publishing-detail"),
     path("publishing/<str:pk>/cancel", cancel, name="publishing-cancel"),
     path("publishing/<str:pk>/retry", retry, name="publishing-retry"),
+    path("publishing/<str:pk>/rerun", rerun, name="publishing-rerun"),
 ]

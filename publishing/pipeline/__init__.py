@@ -44,6 +44,7 @@ class DefaultPipeline:
             timeout=settings.PUBLISHING_CHECKOUT_TIMEOUT,
             allow_local=settings.PUBLISHING_ALLOW_LOCAL_SOURCES,
             allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
+            commit=job.commit,
         )
         return Source(path=path, commit=head_commit(path, timeout=settings.PUBLISHING_CHECKOUT_TIMEOUT))
 

@@ -33,6 +33,8 @@ class Job:
     workspace: Path
     # Appends a chunk of output to the publishing's (capped) log.
     log: Callable[[str], None]
+    # A full commit id or a tag in the history of `ref` to check out instead of its head; empty: the head.
+    commit: str = ""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Commit
-from publishing.pipeline.commits import read_commit
+from publishing.pipeline.commits import fetch_commit, parse_commit, read_commit, validate_ref
 from publishing.pipeline.network import check_host, has_control_or_space, split_url
 from publishing.pipeline.processes import supervise
 from publishing.redaction import redact_credentials
@@ -42,8 +42,6 @@ _SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 # git's `<transport>::<address>` remote-helper syntax (`ext::sh -c ...`, `fd::3`) runs arbitrary helpers.
 _HELPER_RE = re.compile(r"^[A-Za-z0-9+.-]+::")
 _SCP_RE = re.compile(r"^(?P<user>[^@/:\s]+)@(?P<host>\[[^\]/]+\]|[^@/:\[\]]+):(?P<path>.*)$")
-# Characters git refuses in ref names anyway; refusing them early gives a clearer error.
-_REF_FORBIDDEN_RE = re.compile(r"[\s\x00-\x1f\x7f~^:?*\[\\]")
 _TRANSIENT_MARKERS = (
     "could not resolve host",
     "temporary failure in name resolution",
@@ -173,12 +171,6 @@ def _pinned(remote: _Remote | None, url: str) -> tuple[list[str], str, str]:
     return [], urlunsplit(parts._replace(netloc=netloc)), ssh
 
 
-def validate_ref(ref: str) -> None:
-    """Raise PermanentJobError("REF_INVALID") for a ref that could be read as an option or is no ref name."""
-    if not ref or ref.startswith("-") or ".." in ref or _REF_FORBIDDEN_RE.search(ref):
-        raise PermanentJobError(f"invalid branch or tag name {ref!r}", code="REF_INVALID")
-
-
 def _git_environment(
     home: Path, *, allow_local: bool, ssh_command: str, config: Sequence[tuple[str, str]] = ()
 ) -> dict[str, str]:
@@ -244,14 +236,20 @@ def _without_credentials(remote: _Remote | None, url: str) -> tuple[str, list[tu
     return urlunsplit(parts._replace(netloc=user + host)), []
 
 
-def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool, allow_private: bool) -> Path:
+def checkout(
+    url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool, allow_private: bool, commit: str = ""
+) -> Path:
     """Shallow-clone branch or tag `ref` of `url` into `dest` and return `dest`; raise a JobError on failure.
 
-    `dest` must not exist or be empty; on failure anything this call created there is removed.
-    Credentials in `url` reach git through its environment, never a file of the checkout.
+    With `commit` (a full commit id or a tag in the history of `ref`), that commit rather than the ref's
+    head (`commits.fetch_commit`). `dest` must not exist or be empty; on failure anything this call
+    created there is removed. Credentials in `url` reach git through its environment, never a file of
+    the checkout.
     """
     remote = _validate(url, allow_local=allow_local, allow_private=allow_private, resolve=True)
     validate_ref(ref)
+    # Checked where it was given, and again here: git never sees it unchecked.
+    commit = parse_commit(commit) if commit else ""
     bare_url, secret_config = _without_credentials(remote, url)
     pins, clone_url, ssh_command = _pinned(remote, bare_url)
     if url.startswith("/"):
@@ -260,32 +258,29 @@ def checkout(url: str, ref: str, *, dest: Path, timeout: int, allow_local: bool,
     safe_url = redact_credentials(url)
     created = not dest.exists()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    argv = [
+    git = [
         "git",
         "-c",
         "protocol.ext.allow=never",
         # A redirect would lead to a host nobody checked.
         *(["-c", "http.followRedirects=false"] if not allow_private else []),
         *pins,
-        "clone",
-        "--depth",
-        "1",
-        "--single-branch",
-        "--branch",
-        ref,
-        "--",
-        clone_url,
-        str(dest),
     ]
-    logger.info("Cloning %s at %s into %s", safe_url, ref, dest)
+    argv = [*git, "clone", "--depth", "1", "--single-branch", "--branch", ref, "--", clone_url, str(dest)]
+    logger.info("Cloning %s at %s into %s", safe_url, f"{ref} {commit}".strip(), dest)
     try:
         with tempfile.TemporaryDirectory(prefix="git-home-", dir=dest.parent) as home:
-            returncode, stderr = _run_git(
-                argv,
-                env=_git_environment(
-                    Path(home), allow_local=allow_local, ssh_command=ssh_command, config=secret_config
-                ),
-                timeout=timeout,
+            env = _git_environment(
+                Path(home), allow_local=allow_local, ssh_command=ssh_command, config=secret_config
+            )
+
+            def run(args: Sequence[str]) -> tuple[int, str]:
+                return _run_git([*git, *args], env=env, timeout=timeout)
+
+            returncode, stderr = (
+                fetch_commit(run, url=clone_url, ref=ref, commit=commit, dest=dest)
+                if commit
+                else _run_git(argv, env=env, timeout=timeout)
             )
     except BaseException:
         if created:

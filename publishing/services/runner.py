@@ -252,6 +252,7 @@ def _job_of(publishing: Publishing, project: Project, workspace: Path, log: Atte
         target_url=publishing.target_url,
         workspace=workspace,
         log=log.append,
+        commit=publishing.requested_commit,
     )
 
 

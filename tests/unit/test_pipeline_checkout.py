@@ -19,8 +19,8 @@ import pytest
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Commit
-from publishing.pipeline.checkout import checkout, head_commit, validate_ref, validate_source_url
-from publishing.pipeline.commits import SUBJECT_LIMIT
+from publishing.pipeline.checkout import checkout, head_commit, validate_source_url
+from publishing.pipeline.commits import SUBJECT_LIMIT, validate_ref
 from tests.fakes import http_server, resolver
 from tests.support.polling import wait_until
 
