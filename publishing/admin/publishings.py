@@ -117,8 +117,8 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
             {"fields": ["repository", "ref", "build_command", "artifact_path", "target"]},
         ),
         (
-            "Commit (as its last attempt checked it out)",
-            {"fields": ["commit_sha", "commit_subject", "commit_author"]},
+            "Commit (asked for: empty for the ref's head; as its last attempt checked it out)",
+            {"fields": ["requested_commit", "commit_sha", "commit_subject", "commit_author"]},
         ),
         ("Artifact", {"fields": ["artifact_sha256", "artifact_size", "artifact_uri", "submission_ref"]}),
         (

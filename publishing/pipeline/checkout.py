@@ -258,14 +258,7 @@ def checkout(
     safe_url = redact_credentials(url)
     created = not dest.exists()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    git = [
-        "git",
-        "-c",
-        "protocol.ext.allow=never",
-        # A redirect would lead to a host nobody checked.
-        *(["-c", "http.followRedirects=false"] if not allow_private else []),
-        *pins,
-    ]
+    git = _git_command(pins, allow_private=allow_private)
     argv = [*git, "clone", "--depth", "1", "--single-branch", "--branch", ref, "--", clone_url, str(dest)]
     logger.info("Cloning %s at %s into %s", safe_url, f"{ref} {commit}".strip(), dest)
     try:
@@ -295,6 +288,18 @@ def checkout(
             raise TransientJobError(f"repository unavailable: {tail}", code="CHECKOUT_UNAVAILABLE")
         raise PermanentJobError(f"git clone failed: {tail}", code="CHECKOUT_FAILED")
     return dest
+
+
+def _git_command(pins: list[str], *, allow_private: bool) -> list[str]:
+    """`git` and the options every command of a checkout runs with."""
+    return [
+        "git",
+        "-c",
+        "protocol.ext.allow=never",
+        # A redirect would lead to a host nobody checked.
+        *(["-c", "http.followRedirects=false"] if not allow_private else []),
+        *pins,
+    ]
 
 
 def head_commit(source: Path, *, timeout: int) -> Commit:
