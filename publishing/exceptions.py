@@ -62,6 +62,8 @@ class JobError(PublishingError):
     """A pipeline failure. Transient ones are retried, permanent ones are not."""
 
     transient = False
+    # Set once a transient failure is recorded for a retry: when the retry is due (the record says so).
+    retry_in_ms: int | None = None
 
 
 class PermanentJobError(JobError):

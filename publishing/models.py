@@ -82,6 +82,8 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         only_from: Collection[str] | None = None,
         notify: bool = True,
         new_message_id: str | None = None,
+        event: str = "",
+        event_attempt: int | None = None,
         **changes: Any,
     ) -> dict[str, Any]:
         """Move one publishing to `to` by compare-and-set; raise InvalidTransition if not allowed.
@@ -92,6 +94,7 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         (`new_message_id`), so a straggling older run can never overwrite a newer one.
         `only_from` narrows the allowed sources for a caller with a stricter rule.
         `notify=False` restores a terminal status without announcing it again.
+        `event`, what happened in the log's words, is logged with the move (as of `event_attempt`).
         Returns the values written, for the caller's instance to say what the row now says.
         """
         now = timezone.now()
@@ -112,17 +115,36 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
             values.setdefault("queued_at", now)
             values.setdefault("finished_at", None)
         terminal = to in Publishing.TERMINAL_STATUSES
+        if event:
+            values["log_size"] = models.F("log_size") + LogLine.size_of(event)
         # Atomic with the receivers of `publishing_finished`: what they record
-        # (a webhook delivery) exists exactly when the terminal status does.
-        with transaction.atomic() if terminal else contextlib.nullcontext():
+        # (a webhook delivery) exists exactly when the terminal status does; and with its event, so
+        # that a reader of the log who sees the status sees what led to it.
+        with transaction.atomic() if terminal or event else contextlib.nullcontext():
             if not self.filter(guard).update(**values):
                 current = self.filter(pk=pk).values_list("status", flat=True).first()
                 raise InvalidTransition(
                     f"Publishing {pk} cannot move from {current or 'nowhere'} to {to}.",
                 )
+            if event:
+                number = changes.get("attempts", attempt if event_attempt is None else event_attempt)
+                self._log_event(pk, number, event)
             if terminal and notify:
                 publishing_finished.send(sender=Publishing, publishing_id=pk, status=to)
         return values
+
+    def _log_event(self, pk: uuid.UUID | str, attempt: int | None, event: str) -> None:
+        """Write `event` to the log, as of `attempt` or, if None, of the publishing's attempt now."""
+        if attempt is None:
+            attempt = self.filter(pk=pk).values_list("attempts", flat=True).get()
+        LogLine.objects.bulk_create(LogLine.event(pk, attempt, event))
+
+
+class WaitReason(models.TextChoices):
+    # A transient failure's retry, after Dramatiq's backoff.
+    RETRY_BACKOFF = "retry_backoff"
+    # The global limit on job starts is reached: the message waits for its slot.
+    RATE_LIMIT = "rate_limit"
 
 
 class Publishing(models.Model):
@@ -184,23 +206,15 @@ class Publishing(models.Model):
     message_id = models.CharField(max_length=64, blank=True, default="")
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
-    log = models.TextField(blank=True, default="")
-    requested_commit = models.CharField(
-        max_length=255,
-        blank=True,
-        default="",
-        help_text="The commit asked for: a full commit id or a tag in the ref's history; empty: its head.",
-    )
-    commit_sha = models.CharField(
-        max_length=64,
-        blank=True,
-        default="",
-        help_text="The commit its last attempt checked out, as git read it there; empty before a checkout.",
-    )
-    commit_subject = models.CharField(max_length=500, blank=True, default="", help_text="Its subject line.")
-    commit_author = models.CharField(
-        max_length=255, blank=True, default="", help_text='Its author, "Name <email>".'
-    )
+    # The log itself is LogLine rows; these count what is kept and what the cap has dropped.
+    log_size = models.PositiveIntegerField(default=0, help_text="Characters of log kept.")
+    log_dropped = models.PositiveIntegerField(default=0, help_text="Oldest log lines dropped by the cap.")
+    # The commit asked for (a full commit id or a tag of the ref's history; empty: its head), and the
+    # one its last attempt checked out as git read it there: id, subject, "Name <email>" (empty before).
+    requested_commit = models.CharField(max_length=255, blank=True, default="")
+    commit_sha = models.CharField(max_length=64, blank=True, default="")
+    commit_subject = models.CharField(max_length=500, blank=True, default="")
+    commit_author = models.CharField(max_length=255, blank=True, default="")
     artifact_sha256 = models.CharField(max_length=64, blank=True, default="")
     artifact_size = models.BigIntegerField(null=True, blank=True)
     artifact_uri = models.CharField(max_length=1000, blank=True, default="")
@@ -211,7 +225,13 @@ class Publishing(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     queued_at = models.DateTimeField(null=True, blank=True)
     not_before = models.DateTimeField(
-        null=True, blank=True, help_text="Waiting for a rate-limit slot: the expected start."
+        null=True, blank=True, help_text="Queued and waiting (see wait_reason): the expected start."
+    )
+    wait_reason = models.CharField(
+        max_length=16, choices=WaitReason.choices, blank=True, default="", help_text="Why not_before is set."
+    )
+    retries = models.PositiveSmallIntegerField(
+        default=0, help_text="Retries of a transient failure behind the next or running attempt."
     )
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="Last sign of life of the running attempt's worker."
@@ -307,12 +327,8 @@ class Attempt(models.Model):
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     log_excerpt = models.TextField(blank=True, default="", help_text="The end of this attempt's log.")
-    commit_sha = models.CharField(
-        max_length=64,
-        blank=True,
-        default="",
-        help_text="The commit this attempt checked out, if it got there.",
-    )
+    # The commit this attempt checked out, if it got that far.
+    commit_sha = models.CharField(max_length=64, blank=True, default="")
     commit_subject = models.CharField(max_length=500, blank=True, default="")
     commit_author = models.CharField(max_length=255, blank=True, default="")
 
@@ -367,3 +383,71 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} -> {self.url} ({self.state})"
+
+
+class LogLine(models.Model):
+    """One line of a publishing's log: what a step's command wrote, or what Publisher did (an event).
+
+    Lines of one publishing are written while its row is locked, so their ids grow in the order they
+    are committed: the id is the cursor a reader follows the log with.
+    """
+
+    class Step(models.TextChoices):
+        CHECKOUT = "checkout"
+        BUILD = "build"
+        PACKAGE = "package"
+        SUBMIT = "submit"
+        # What Publisher itself did: queued, started, retried, cancelled, published, ...
+        EVENT = "event"
+
+    class Stream(models.TextChoices):
+        # A command's stdout and stderr, on one pipe: the order they were written in is kept, which
+        # two pipes could not promise.
+        OUTPUT = "output"
+        PUBLISHER = "publisher"
+
+    # Characters of one line; the rest of a longer line continues on the next ones.
+    LINE_LIMIT: ClassVar[int] = 4096
+
+    id = models.BigAutoField(primary_key=True)
+    publishing = models.ForeignKey(Publishing, on_delete=models.CASCADE, related_name="log_lines")
+    attempt = models.PositiveIntegerField(help_text="0 before the first attempt.")
+    time = models.DateTimeField(default=timezone.now)
+    step = models.CharField(max_length=16, choices=Step.choices)
+    stream = models.CharField(max_length=16, choices=Stream.choices)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["publishing", "id"], name="logline_publishing_id")]
+
+    def __str__(self) -> str:
+        return f"{self.time:%H:%M:%S.%f} {self.step} {self.text}"
+
+    @classmethod
+    def pieces(cls, text: str) -> list[str]:
+        """One line of text as stored: NUL (which PostgreSQL's text refuses) replaced, a long one split."""
+        # A build may print NUL (`cat /proc/self/environ`).
+        text = text.replace("\x00", "\ufffd")
+        return [text[start : start + cls.LINE_LIMIT] for start in range(0, len(text), cls.LINE_LIMIT)] or [""]
+
+    @classmethod
+    def size_of(cls, text: str) -> int:
+        """What `text` counts against the log's cap: its characters and each line's end."""
+        return sum(len(piece) + 1 for piece in cls.pieces(text))
+
+    @classmethod
+    def event(cls, publishing_id: uuid.UUID | str, attempt: int, text: str) -> list[LogLine]:
+        """The rows (not saved) of an event: what Publisher did, in its own words."""
+        now = timezone.now()
+        return [
+            cls(
+                publishing_id=publishing_id,
+                attempt=attempt,
+                time=now,
+                step=cls.Step.EVENT,
+                stream=cls.Stream.PUBLISHER,
+                text=piece,
+            )
+            for piece in cls.pieces(text)
+        ]

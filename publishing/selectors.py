@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import Error as DatabaseError
@@ -13,7 +14,7 @@ from django.utils import timezone
 from publishing import broker, presence
 from publishing.authorization import AnyUser, sees_all_projects, sees_all_publishings
 from publishing.exceptions import BrokerUnavailable
-from publishing.models import Project, Publishing
+from publishing.models import LogLine, Project, Publishing
 from publishing.models import PublishingQuerySet as PublishingQuerySet
 from publishing.rate_limit import publishing_limiter
 
@@ -110,3 +111,95 @@ def recent_failures(limit: int) -> list[Publishing]:
     """The latest failed publishings, newest first."""
     failed = Publishing.objects.filter(status=Publishing.Status.FAILED).select_related("project")
     return list(failed.order_by("-finished_at")[:limit])
+
+
+# Lines of a publishing's log given at once: a reader asks again, from the cursor, for more.
+LOG_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Lines of a publishing's log after a cursor, and where to ask from next."""
+
+    lines: list[LogLine]
+    # The cursor for the next call: past every line given (and every line a filter left out).
+    cursor: int
+    # More lines are already there past `cursor`: ask again at once.
+    more: bool
+    # The publishing is finished and this is its log's end: nothing will come after `cursor`.
+    complete: bool
+    # The oldest lines the log's cap dropped, over the publishing's whole life.
+    dropped: int
+
+
+def log_page(
+    publishing: Publishing,
+    *,
+    since: int = 0,
+    step: str | None = None,
+    attempt: int | None = None,
+    limit: int = LOG_PAGE_SIZE,
+) -> LogPage:
+    """The log's lines after `since` (a cursor a previous page gave; 0 from the start), oldest first."""
+    # The status first, then the last line: a terminal event is written with its status, so a
+    # publishing found finished has all of its lines at or below `ceiling`.
+    finished, dropped = (
+        Publishing.objects.filter(pk=publishing.pk).values_list("finished_at", "log_dropped").get()
+    )
+    ours = LogLine.objects.filter(publishing_id=publishing.pk)
+    ceiling = ours.order_by("-id").values_list("id", flat=True).first() or since
+    # Only up to `ceiling`: lines committed after it are the next call's, even those a filter keeps.
+    lines = ours.filter(id__gt=since, id__lte=ceiling)
+    if step is not None:
+        lines = lines.filter(step=step)
+    if attempt is not None:
+        lines = lines.filter(attempt=attempt)
+    found = list(lines.order_by("id")[: limit + 1])
+    more = len(found) > limit
+    found = found[:limit]
+    cursor = found[-1].id if more else max(ceiling, since)
+    return LogPage(
+        lines=found,
+        cursor=cursor,
+        more=more,
+        complete=finished is not None and not more,
+        dropped=dropped,
+    )
+
+
+def render_line(time: datetime, step: str, text: str) -> str:
+    """One line of the log as text: its time (UTC, to the millisecond), its step and what it says."""
+    stamp = time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return f"{stamp}Z {step:<8} {text}\n"
+
+
+def log_text(publishing: Publishing) -> str:
+    """The whole log as text, one line each, saying first how many of its oldest lines were dropped."""
+    page = log_page(publishing, limit=10**9)
+    head = f"[{page.dropped} earlier lines dropped]\n" if page.dropped else ""
+    return head + "".join(render_line(line.time, line.step, line.text) for line in page.lines)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Why a queued publishing waits, and until when."""
+
+    reason: str  # retry_backoff, rate_limit, or queue (for a free worker)
+    until: datetime | None
+    attempt: int  # the try it waits for: 1, or 1 + the retries behind it
+    max_attempts: int
+
+
+def waiting_of(publishing: Publishing) -> Waiting | None:
+    """Why a queued publishing waits; None unless it is queued."""
+    if publishing.status != Publishing.Status.QUEUED:
+        return None
+    due = publishing.not_before
+    # A wait that is over (or never had a reason) is a wait for a worker to take it.
+    reason = publishing.wait_reason if due and due > timezone.now() and publishing.wait_reason else "queue"
+    return Waiting(
+        reason=reason,
+        until=due if reason != "queue" else None,
+        attempt=publishing.retries + 1,
+        max_attempts=settings.PUBLISHING_MAX_RETRIES + 1,
+    )

@@ -44,7 +44,7 @@ def _job(**labels: str) -> Iterator[tuple[str, int]]:
         try:
             yield message_id, retries
         except TransientJobError as exc:
-            raise dramatiq.Retry(exc.detail) from exc
+            raise dramatiq.Retry(exc.detail, delay=exc.retry_in_ms) from exc
 
 
 @dramatiq.actor(

@@ -9,6 +9,7 @@ from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
 from publishing.models import Project, Publishing
+from publishing.services.log import log_event
 
 
 class UserFactory(factory.django.DjangoModelFactory[User]):
@@ -50,9 +51,17 @@ class ProjectFactory(factory.django.DjangoModelFactory[Project]):
     target_url = "https://store.example.com/upload"
 
 
+def _write_log(publishing: Publishing, text: str | None) -> None:
+    """`log="..."`: its lines, as events of its last attempt, written as the services write them."""
+    for line in (text or "").splitlines():
+        log_event(publishing.pk, line, attempt=publishing.attempts)
+
+
 class PublishingFactory(factory.django.DjangoModelFactory[Publishing]):
     class Meta:
         model = Publishing
+        # The `log` hook writes rows of its own, not fields of the publishing.
+        skip_postgeneration_save = True
 
     project = factory.SubFactory(ProjectFactory)
     requested_by = factory.LazyAttribute(lambda o: o.project.owner)
@@ -85,6 +94,8 @@ class PublishingFactory(factory.django.DjangoModelFactory[Publishing]):
         cancelled = factory.Trait(
             status=Publishing.Status.CANCELLED, finished_at=factory.LazyFunction(timezone.now)
         )
+
+    log = factory.PostGeneration(lambda publishing, create, extracted, **_: _write_log(publishing, extracted))
 
     @classmethod
     def with_status(cls, status: str, **kwargs: Any) -> Publishing:

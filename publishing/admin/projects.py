@@ -197,7 +197,7 @@ class ProjectAdmin(display.RedactedURLs, admin.ModelAdmin[Project]):
         """Initiate a publishing of `project` as the staff user, and say how it went."""
         user = display.staff_user(request)
         try:
-            publishing = publishing_initiate(user=user, project_id=project.pk, commit=commit)
+            publishing = publishing_initiate(user=user, project_id=project.pk, commit=commit, via="admin")
         except ValidationError as exc:
             said = " ".join(exc.message_dict.get("commit", exc.messages))
             self.message_user(request, format_html("{}: not published: {}", project, said), messages.ERROR)

@@ -23,6 +23,7 @@ from publishing.admin.overview import QueueOverview
 from publishing.admin.webhooks import WebhookDeliveryInline
 from publishing.exceptions import BrokerUnavailable, PublishingError
 from publishing.models import Attempt, Publishing
+from publishing.selectors import log_text
 from publishing.services.publishings import publishing_cancel, publishing_rerun, publishing_retry
 
 ATTEMPT_FIELDS = (
@@ -207,7 +208,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
             '<p id="publishing-log-state" class="publishing-log-state">{}</p>',
             url,
             terminal,
-            publishing.log,
+            log_text(publishing),
             note,
         )
 
@@ -259,7 +260,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
                 "attempts": publishing.attempts,
                 "error_code": publishing.error_code,
                 "error_message": publishing.error_message,
-                "log": publishing.log,
+                "log": log_text(publishing),
                 "updated_at": publishing.updated_at.isoformat(),
             }
         )

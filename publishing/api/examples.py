@@ -41,6 +41,7 @@ _PUBLISHING_LINKS: dict[str, Any] = {
     "cancel": f"{BASE}/publishing/{PUBLISHING_ID}/cancel",
     "retry": f"{BASE}/publishing/{PUBLISHING_ID}/retry",
     "rerun": f"{BASE}/publishing/{PUBLISHING_ID}/rerun",
+    "log_url": f"{BASE}/publishing/{PUBLISHING_ID}/log",
     "project": PROJECT["url"],
     "project_id": PROJECT_ID,
     "requested_by": "alice",
@@ -66,12 +67,12 @@ QUEUED: dict[str, Any] = {
     "created_at": "2026-11-30T10:00:00.120Z",
     "queued_at": "2026-11-30T10:00:00.120Z",
     "not_before": None,
+    "waiting": {"reason": "queue", "until": None, "attempt": 1, "max_attempts": 4},
     "started_at": None,
     "finished_at": None,
     "project_settings": {
         key: PROJECT[key] for key in ("repository_url", "ref", "build_command", "artifact_path", "target_url")
     },
-    "log": "",
     "attempt_history": [],
 }
 
@@ -90,8 +91,7 @@ PUBLISHED: dict[str, Any] = {
     "worker": "worker-1:4112",
     "started_at": "2026-11-30T10:00:00.180Z",
     "finished_at": "2026-11-30T10:00:14.902Z",
-    "log": "attempt 1: checkout main\ncheckout -> 3b18e512dba7 Add the pricing page\n…\n"
-    "attempt 2: submitted to https://store.example.com/api/uploads\n",
+    "waiting": None,
     "attempt_history": [
         {
             "number": 1,
@@ -103,7 +103,8 @@ PUBLISHED: dict[str, Any] = {
             "error_code": "TARGET_UNAVAILABLE",
             "error_message": "the store answered 503",
             "commit_sha": COMMIT_SHA,
-            "log_excerpt": "attempt 1: checkout main\nattempt 1: build\nattempt 1: submit: 503\n",
+            "log_excerpt": "2026-11-30T10:00:09.200Z event    submit to https://store.example.com/api/uploads\n"
+            "2026-11-30T10:00:09.511Z event    submit stopped in 0.3s\n",
         },
         {
             "number": 2,
@@ -115,7 +116,8 @@ PUBLISHED: dict[str, Any] = {
             "error_code": "",
             "error_message": "",
             "commit_sha": COMMIT_SHA,
-            "log_excerpt": "attempt 2: checkout main\nattempt 2: submitted to https://store.example.com/api/uploads\n",
+            "log_excerpt": "2026-11-30T10:00:14.100Z event    submit to https://store.example.com/api/uploads\n"
+            "2026-11-30T10:00:14.890Z event    submit done in 0.8s\n",
         },
     ],
 }
@@ -190,7 +192,7 @@ PROJECT_DELETE = [
 PUBLISHING_LIST = [
     OpenApiExample(
         "Newest first",
-        value=_without(PUBLISHED, "project_settings", "log", "attempt_history"),
+        value=_without(PUBLISHED, "project_settings", "attempt_history"),
         response_only=True,
     )
 ]
@@ -234,7 +236,13 @@ RETRY = [
 ]
 _RERUN_LINKS = {
     key: f"{BASE}/publishing/{RERUN_ID}{tail}"
-    for key, tail in (("url", ""), ("cancel", "/cancel"), ("retry", "/retry"), ("rerun", "/rerun"))
+    for key, tail in (
+        ("url", ""),
+        ("cancel", "/cancel"),
+        ("retry", "/retry"),
+        ("rerun", "/rerun"),
+        ("log_url", "/log"),
+    )
 }
 RERUN = [
     OpenApiExample(
@@ -254,6 +262,42 @@ RERUN = [
     ),
     THROTTLED,
     UNAVAILABLE,
+]
+_LOG_LINES = [
+    ("2026-11-30T10:00:00.180Z", 1, "event", "publisher", "attempt 1 started on worker-1:4112"),
+    ("2026-11-30T10:00:00.181Z", 1, "event", "publisher", "checkout https://github.com/alice/site.git@main"),
+    ("2026-11-30T10:00:01.401Z", 1, "event", "publisher", "checkout -> 3b18e512dba7 Add the pricing page"),
+    ("2026-11-30T10:00:01.402Z", 1, "event", "publisher", "checkout done in 1.2s"),
+    ("2026-11-30T10:00:01.403Z", 1, "event", "publisher", "build: make html"),
+    ("2026-11-30T10:00:01.530Z", 1, "build", "output", "sphinx-build -b html docs _build/html"),
+    ("2026-11-30T10:00:03.911Z", 1, "build", "output", "build succeeded, 2 warnings."),
+]
+LOG = [
+    OpenApiExample(
+        "Text (the default)",
+        value="".join(f"{time} {step:<8} {text}\n" for time, _, step, _, text in _LOG_LINES),
+        response_only=True,
+        status_codes=["200"],
+        media_type="text/plain",
+    ),
+    OpenApiExample(
+        "JSON (Accept: application/json)",
+        value={
+            "cursor": "1042",
+            "more": False,
+            "complete": False,
+            "dropped": 0,
+            "lines": [
+                {"time": time, "attempt": attempt, "step": step, "stream": stream, "text": text}
+                for time, attempt, step, stream, text in _LOG_LINES
+            ],
+        },
+        response_only=True,
+        status_codes=["200"],
+        media_type="application/json",
+    ),
+    invalid("since", "Not a cursor: give the cursor of a previous answer."),
+    NOT_FOUND,
 ]
 HEALTH = [
     OpenApiExample(

@@ -7,6 +7,8 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -17,6 +19,7 @@ from rest_framework.throttling import BaseThrottle
 
 from publishing.api import examples
 from publishing.api.auth import caller
+from publishing.api.logs import LogPageSerializer, LogQuerySerializer, errors_as_json, log_response
 from publishing.api.openapi import (
     ERRORS,
     LOCATION,
@@ -38,7 +41,7 @@ from publishing.api.serializers import (
 from publishing.api.throttling import PublishingStartThrottle
 from publishing.exceptions import PublishingError
 from publishing.models import Publishing
-from publishing.selectors import publishings_visible_to
+from publishing.selectors import log_page, publishings_visible_to
 from publishing.services.publishings import (
     publishing_cancel,
     publishing_initiate,
@@ -122,7 +125,48 @@ class PublishingViewSet(
             return InitiateSerializer
         if self.action in ("cancel", "retry", "rerun"):
             return EmptySerializer
+        if self.action == "log":
+            return LogPageSerializer
         return PublishingSerializer
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        # (Also given the log's plain HttpResponse, which it passes through.)
+        if isinstance(response, Response):
+            errors_as_json(request, response)
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    @extend_schema(
+        parameters=[PUBLISHING_ID, LogQuerySerializer],
+        responses={
+            (200, "text/plain"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="One line each: its time (UTC), its step and its text. The headers Log-Cursor, "
+                "Log-More and Log-Complete say where to ask from next, and whether to.",
+            ),
+            (200, "application/json"): LogPageSerializer,
+            **READ_ERRORS,
+            400: OpenApiResponse(
+                ErrorSerializer, description="VALIDATION_ERROR: a bad since, step or attempt"
+            ),
+        },
+        summary="A publishing's log",
+        examples=examples.LOG,
+    )
+    def log(self, request: Request, pk: str) -> HttpResponse | Response:
+        """The lines of its steps' output and of what Publisher did, oldest first; `?since=` a cursor
+        for only the newer ones, which is how a page or a terminal follows a running publishing."""
+        publishing = self.get_object()
+        # A plain dict, not the QueryDict: DRF reads an empty form value as absent, `?step=` as no filter.
+        query = LogQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        since = int(query.validated_data.get("since", 0))
+        page = log_page(
+            publishing,
+            since=since,
+            step=query.validated_data.get("step"),
+            attempt=query.validated_data.get("attempt"),
+        )
+        return log_response(request, page, since=since)
 
     @extend_schema(
         request=None,

@@ -12,10 +12,10 @@ from rest_framework import serializers
 from publishing.models import CREDENTIAL_URL_FIELDS, SNAPSHOT_FIELDS, Attempt, Project, Publishing
 from publishing.pipeline.stores import target_url_help
 from publishing.redaction import redact_credentials, redacted_url, restore_credentials
-from publishing.selectors import projects_owned_by
+from publishing.selectors import Waiting, projects_owned_by, waiting_of
 
 # Text a job writes, which may quote such a URL.
-JOB_TEXT_FIELDS = ("error_message", "artifact_uri", "log", "log_excerpt")
+JOB_TEXT_FIELDS = ("error_message", "artifact_uri", "log_excerpt")
 
 
 def redacted(data: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
@@ -174,6 +174,15 @@ class PublishingSettingsSerializer(serializers.ModelSerializer[Publishing]):
         return urls_redacted(super().to_representation(instance))
 
 
+class WaitingSerializer(serializers.Serializer[Waiting]):
+    reason = serializers.ChoiceField(choices=["retry_backoff", "rate_limit", "queue"])
+    until = serializers.DateTimeField(
+        allow_null=True, help_text="The expected start; null: when a worker is free."
+    )
+    attempt = serializers.IntegerField(help_text="The try it waits for: 1, or a retry's.")
+    max_attempts = serializers.IntegerField(help_text="Tries before a transient failure fails it for good.")
+
+
 class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializer[Publishing]):
     url = serializers.HyperlinkedIdentityField(view_name="publishing-detail")
     # Null once the project is deleted: publishings outlive their project (SET_NULL).
@@ -192,6 +201,14 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
         view_name="publishing-rerun",
         help_text="POST here, once it has finished, to queue a new publishing of the commit it checked out.",
     )
+    log_url = serializers.HyperlinkedIdentityField(
+        view_name="publishing-log", help_text="GET its log here, and follow it with `?since=`."
+    )
+    waiting = serializers.SerializerMethodField(
+        help_text="While queued, why it waits and until when: `retry_backoff` (a transient failure's retry), "
+        "`rate_limit` (the limit on starts is reached) or `queue` (for a free worker; `until` null). "
+        "`attempt` of `max_attempts` is the try it waits for. Null unless queued."
+    )
 
     class Meta:
         model = Publishing
@@ -201,6 +218,7 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
             "cancel",
             "retry",
             "rerun",
+            "log_url",
             "project",
             "project_id",
             "requested_by",
@@ -222,10 +240,10 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
             "created_at",
             "queued_at",
             "not_before",
+            "waiting",
             "started_at",
             "finished_at",
             "project_settings",
-            "log",
             "attempt_history",
         ]
         read_only_fields = fields
@@ -241,15 +259,20 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
     def to_representation(self, instance: Publishing) -> dict[str, Any]:
         return redacted(super().to_representation(instance), JOB_TEXT_FIELDS)
 
+    @extend_schema_field(WaitingSerializer(allow_null=True))
+    def get_waiting(self, publishing: Publishing) -> dict[str, Any] | None:
+        waiting = waiting_of(publishing)
+        return None if waiting is None else WaitingSerializer(waiting).data
+
 
 class PublishingListSerializer(PublishingSerializer):
-    """The list leaves the settings, the log and the attempts out: they can be large."""
+    """The list leaves the settings and the attempts out: they can be large."""
 
     class Meta(PublishingSerializer.Meta):
         fields = [
             field
             for field in PublishingSerializer.Meta.fields
-            if field not in ("project_settings", "log", "attempt_history")
+            if field not in ("project_settings", "attempt_history")
         ]
         read_only_fields = fields
 

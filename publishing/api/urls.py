@@ -1,6 +1,7 @@
 from django.urls import path
 
 from publishing.api.auth import TokenView
+from publishing.api.logs import LOG_RENDERERS
 from publishing.api.projects import ProjectViewSet
 from publishing.api.publishings import PublishingViewSet
 from publishing.api.root import HealthView, api_root
@@ -13,6 +14,7 @@ initiate = PublishingViewSet.as_view({"post": "initiate"})
 cancel = PublishingViewSet.as_view({"post": "cancel"})
 retry = PublishingViewSet.as_view({"post": "retry"})
 rerun = PublishingViewSet.as_view({"post": "rerun"})
+log = PublishingViewSet.as_view({"get": "log"}, renderer_classes=LOG_RENDERERS)
 
 # The API's documented paths: publishing paths without a trailing slash, project paths with one.
 urlpatterns = [
@@ -27,4 +29,5 @@ urlpatterns = [
     path("publishing/<str:pk>/cancel", cancel, name="publishing-cancel"),
     path("publishing/<str:pk>/retry", retry, name="publishing-retry"),
     path("publishing/<str:pk>/rerun", rerun, name="publishing-rerun"),
+    path("publishing/<str:pk>/log", log, name="publishing-log"),
 ]

@@ -14,10 +14,11 @@ from django.utils import timezone
 
 from publishing import broker
 from publishing.exceptions import BrokerUnavailable, InvalidTransition
-from publishing.models import Attempt, Publishing
+from publishing.models import Attempt, LogLine, Publishing, WaitReason
 from publishing.pipeline import sandbox, sandbox_uids
 from publishing.pipeline.workspace import sweep as pipeline_workspace_sweep
 from publishing.services.attempts import finish_attempt
+from publishing.services.log import store
 from publishing.services.queueing import enqueue
 
 logger = logging.getLogger(__name__)
@@ -27,14 +28,23 @@ Outcome = Attempt.Outcome
 
 
 def publishing_defer(*, publishing_id: str | None, delay_ms: int) -> None:
-    """Record when a rate-limited publishing is expected to start."""
-    if publishing_id:
-        now = timezone.now()
-        # updated_at too: the reconciler leaves just-deferred rows alone while
-        # their message moves to the delay queue.
-        Publishing.objects.filter(pk=publishing_id, status=Status.QUEUED).update(
-            not_before=now + timedelta(milliseconds=delay_ms), updated_at=now
-        )
+    """Record when a rate-limited publishing is expected to start, in the row and in its log."""
+    if not publishing_id:
+        return
+    attempts = Publishing.objects.filter(pk=publishing_id).values_list("attempts", flat=True).first()
+    if attempts is None:
+        return
+    now = timezone.now()
+    until = now + timedelta(milliseconds=delay_ms)
+    text = f"waiting for a start under the rate limit, until about {until:%H:%M:%S} UTC"
+    store(
+        publishing_id,
+        LogLine.event(publishing_id, attempts, text),
+        fence=Q(status=Status.QUEUED),
+        # updated_at too: the reconciler leaves just-deferred rows alone while their message moves to
+        # the delay queue.
+        changes={"not_before": until, "wait_reason": WaitReason.RATE_LIMIT, "updated_at": now},
+    )
 
 
 def publishing_message_lost(*, publishing_id: str | None, message_id: str) -> None:
@@ -81,6 +91,7 @@ def publishing_requeue(*, publishing_id: str, reason: str, retries: int, attempt
             attempt=attempt,
             retries=retries,
             error_message=reason,
+            event=f"attempt {attempt} stopped: {reason}",
         )
     except InvalidTransition:
         return False
@@ -119,7 +130,11 @@ def publishing_reconcile() -> Reconciliation:
     report = Reconciliation()
     for publishing in Publishing.objects.filter(status=Status.PENDING, created_at__lt=grace):
         with contextlib.suppress(InvalidTransition, BrokerUnavailable):
-            enqueue(publishing, sources=(Status.PENDING,))
+            enqueue(
+                publishing,
+                sources=(Status.PENDING,),
+                event="queued by the reconciler: the request that made it stopped before queueing it",
+            )
             report.sent_pending += 1
     lease_expired = now - timedelta(seconds=settings.PUBLISHING_LEASE_TIMEOUT)
     lost = Publishing.objects.filter(status__in=(Status.BUILDING, Status.SUBMITTING)).filter(
@@ -129,14 +144,14 @@ def publishing_reconcile() -> Reconciliation:
         if publishing_requeue(
             publishing_id=str(publishing.pk),
             reason="Its worker stopped answering; requeued.",
-            retries=max(publishing.attempts - 1, 0),
+            retries=publishing.retries,
             attempt=publishing.attempts,
         ):
             report.requeued_lost += 1
     for publishing in Publishing.objects.filter(status=Status.QUEUED, message_id=""):
         # Queued, but its enqueue failed (a requeue or retry during an outage).
         with contextlib.suppress(InvalidTransition, BrokerUnavailable):
-            enqueue(publishing, sources=(Status.QUEUED,), attempt=publishing.attempts)
+            _resend(publishing, "its message could not be sent before")
             report.resent_queued += 1
     stale_queued = list(
         Publishing.objects.filter(status=Status.QUEUED, updated_at__lt=grace).exclude(message_id="")
@@ -150,11 +165,21 @@ def publishing_reconcile() -> Reconciliation:
             if live is None or publishing.message_id in live:
                 continue
             with contextlib.suppress(InvalidTransition, BrokerUnavailable):
-                enqueue(publishing, sources=(Status.QUEUED,), attempt=publishing.attempts)
+                _resend(publishing, "its message was no longer in the broker")
                 report.resent_queued += 1
     if report.sent_pending or report.requeued_lost or report.resent_queued:
         logger.warning("reconciled: %s", report)
     return report
+
+
+def _resend(publishing: Publishing, why: str) -> None:
+    enqueue(
+        publishing,
+        sources=(Status.QUEUED,),
+        attempt=publishing.attempts,
+        retries=publishing.retries,
+        event=f"message sent again by the reconciler: {why}",
+    )
 
 
 def builds_sweep() -> tuple[int, int]:

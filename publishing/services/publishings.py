@@ -40,8 +40,10 @@ def publishing_initiate(
     project_id: uuid.UUID | str,
     idempotency_key: str | None = None,
     commit: str = "",
+    via: str = "api",
 ) -> Publishing:
-    """Record a publishing and queue its job; returns at once.
+    """Record a publishing and queue its job; returns at once. `via` says where the user asked (api,
+    admin, cli), in the log.
 
     `commit` (a full commit id or a tag in the history of the project's ref) publishes that commit
     instead of the ref's head: ValidationError for one that is neither; whether the repository holds
@@ -62,7 +64,10 @@ def publishing_initiate(
             "You may see this project but not publish it: that needs the add_publishing permission."
         )
     broker.ensure_available()
-    publishing, message = _insert_queued(user, project, idempotency_key, commit)
+    at = f" at {commit}" if commit else ""
+    publishing, message = _insert_queued(
+        user, project, idempotency_key, commit, event=f"queued by {user.get_username()} via {via}{at}"
+    )
     if message is None:
         return publishing  # a concurrent twin with the same key won the race
     try:
@@ -89,7 +94,7 @@ def _parsed_commit(commit: str) -> str:
 
 
 def _insert_queued(
-    user: User, project: Project, idempotency_key: str | None, commit: str
+    user: User, project: Project, idempotency_key: str | None, commit: str, *, event: str
 ) -> tuple[Publishing, dramatiq.Message[Any] | None]:
     """Insert the row and queue it with its message, not sent yet; or return the twin (and None).
 
@@ -118,7 +123,7 @@ def _insert_queued(
                 )
                 created.take_settings_of(project)
                 created.save(force_insert=True)
-                message = queue(created, sources=(Status.PENDING,))
+                message = queue(created, sources=(Status.PENDING,), event=event)
             _without_attempts(created)
             return created, message
         except IntegrityError:
@@ -191,6 +196,7 @@ def publishing_cancel(*, publishing: Publishing, by: User) -> Publishing:
             error_code="CANCELLED",
             error_message=f"Cancelled by {by.get_username()}.",
             not_before=None,
+            event=f"cancelled by {by.get_username()}",
         )
     except InvalidTransition as exc:
         publishing.refresh_from_db()
@@ -236,7 +242,14 @@ def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
         raise PublishingConflict("The project of this publishing was deleted.")
     broker.ensure_available()
     try:
-        enqueue(publishing, sources=(publishing.status,), progress=0, error_code="", error_message="")
+        enqueue(
+            publishing,
+            sources=(publishing.status,),
+            progress=0,
+            error_code="",
+            error_message="",
+            event=f"queued again by {by.get_username()} (retry)",
+        )
     except IntegrityError as exc:
         _raise_if_active(publishing.project_id)
         raise PublishingConflict("The publishing changed meanwhile; reload it.") from exc
@@ -246,7 +259,12 @@ def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
         # Back to where it was, as if the request never came (no message exists).
         with contextlib.suppress(InvalidTransition):
             Publishing.objects.transition(
-                publishing.pk, previous_status, attempt=publishing.attempts, notify=False, **previous
+                publishing.pk,
+                previous_status,
+                attempt=publishing.attempts,
+                notify=False,
+                event="retry undone: the broker is unavailable",
+                **previous,
             )
         raise
     publishing.refresh_from_db()
@@ -269,6 +287,8 @@ def publishing_rerun(*, publishing: Publishing, by: User) -> Publishing:
     if publishing.project_id is None:
         raise PublishingConflict("The project of this publishing was deleted.")
     commit = publishing.commit_sha or publishing.requested_commit
-    rerun = publishing_initiate(user=by, project_id=publishing.project_id, commit=commit)
+    rerun = publishing_initiate(
+        user=by, project_id=publishing.project_id, commit=commit, via=f"re-run of {publishing.pk}"
+    )
     logger.info("publishing %s re-run by %s as %s at %s", publishing.pk, by.get_username(), rerun.pk, commit)
     return rerun

@@ -64,7 +64,10 @@ def queue(
             attempt=attempt,
             only_from=sources,
             new_message_id=message.message_id,
+            event_attempt=publishing.attempts if attempt is None else attempt,
             not_before=None,
+            wait_reason="",
+            retries=retries,
             heartbeat_at=None,
             **changes,
         )

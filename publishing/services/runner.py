@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db import utils as db_utils
 from django.utils import timezone
+from dramatiq.common import compute_backoff
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from publishing import metrics, presence
@@ -23,7 +24,7 @@ from publishing.exceptions import (
     StaleAttempt,
     TransientJobError,
 )
-from publishing.models import Attempt, Project, Publishing
+from publishing.models import Attempt, Project, Publishing, WaitReason
 from publishing.pipeline import Job, Origin, get_pipeline
 from publishing.pipeline.workspace import workspace as pipeline_workspace
 from publishing.redaction import redact_credentials
@@ -43,7 +44,7 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
     TransientJobError when the attempt should be retried and PermanentJobError
     when the publishing failed for good; either way the record says so first.
     """
-    publishing = _claim(publishing_id, message_id)
+    publishing = _claim(publishing_id, message_id, retries=retries, max_retries=max_retries)
     if publishing is None:
         return
     logger.info(
@@ -70,7 +71,7 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
         return
     except (Exception, TimeLimitExceeded) as exc:  # TimeLimitExceeded is a BaseException (an interrupt)
         error = _classify(exc, publishing_id=publishing_id, attempt=log.attempt)
-        _record_failure(publishing, log, error, will_retry=error.transient and retries < max_retries)
+        _record_failure(publishing, log, error, retries=retries, max_retries=max_retries)
         if error is exc:
             raise
         raise error from exc
@@ -90,7 +91,7 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
     )
 
 
-def _claim(publishing_id: str, message_id: str) -> Publishing | None:
+def _claim(publishing_id: str, message_id: str, *, retries: int, max_retries: int) -> Publishing | None:
     """Take the publishing for this message's next attempt (building), or say why not and return None."""
     publishing = Publishing.objects.select_related("project").filter(pk=publishing_id).first()
     if publishing is None:
@@ -116,6 +117,7 @@ def _claim(publishing_id: str, message_id: str) -> Publishing | None:
         logger.warning("publishing %s is %s, not queued; message skipped", publishing_id, publishing.status)
         return None
     attempt = publishing.attempts + 1
+    worker = presence.worker_name()
     try:
         Publishing.objects.transition(
             publishing.pk,
@@ -123,13 +125,17 @@ def _claim(publishing_id: str, message_id: str) -> Publishing | None:
             attempt=publishing.attempts,
             message_id=message_id,
             attempts=attempt,
+            retries=retries,
             started_at=timezone.now(),
             heartbeat_at=timezone.now(),
             not_before=None,
-            worker=presence.worker_name(),
+            wait_reason="",
+            worker=worker,
             progress=5,
             error_code="",
             error_message="",
+            event=f"attempt {attempt} started on {worker}"
+            + (f" (retry {retries} of {max_retries})" if retries else ""),
         )
     except InvalidTransition:
         logger.info("publishing %s was taken or cancelled before it started; skipped", publishing_id)
@@ -165,6 +171,7 @@ def _resume(publishing: Publishing) -> bool:
             # queued is a retry's move, which would run a cancelled publishing (test_runner_failures).
             only_from=(Status.BUILDING, Status.SUBMITTING),
             error_message="Previous attempt lost.",
+            event=f"attempt {publishing.attempts} stopped: its worker stopped mid-way",
         )
     except InvalidTransition:
         logger.info("publishing %s changed while being resumed; message skipped", publishing.pk)
@@ -196,21 +203,20 @@ def _run_attempt(publishing: Publishing, log: AttemptLog) -> None:
     with pipeline_workspace() as workspace:
         job = _job_of(publishing, project, workspace, log)
         try:
-            log.step(
-                f"attempt {attempt}: checkout {redact_credentials(job.repository_url)}@{job.ref}",
-                progress=10,
-            )
+            log.step("checkout", f"checkout {redact_credentials(job.repository_url)}@{job.ref}", progress=10)
             with metrics.step("checkout"):
                 checked_out = pipeline.checkout(job)
             source = checked_out.path
             record_commit(publishing, log, checked_out.commit)
-            log.step("build" if job.build_command.strip() else "build: no build command", progress=30)
+            command = job.build_command.strip()
+            log.step("build", f"build: {command}" if command else "build: no build command", progress=30)
             with metrics.step("build"):
                 pipeline.build(job, source)
-            log.step(f"package {job.artifact_path}", progress=60)
+            log.step("package", f"package {job.artifact_path}", progress=60)
             with metrics.step("package"):
                 artifact = replace(pipeline.package(job, source), commit=checked_out.commit)
-            log.append(f"artifact sha256={artifact.sha256} size={artifact.size}\n")
+            log.event(f"artifact sha256={artifact.sha256} size={artifact.size}")
+            log.end_step()
             log.flush()
             # The fence: only the attempt that still owns the publishing may submit.
             _move(
@@ -222,10 +228,13 @@ def _run_attempt(publishing: Publishing, log: AttemptLog) -> None:
                 artifact_sha256=artifact.sha256,
                 artifact_size=artifact.size,
             )
-            log.step("submit", progress=None)
+            log.step("submit", f"submit to {redact_credentials(job.target_url)}", progress=None)
             with metrics.step("submit"):
                 submission = pipeline.submit(job, artifact)
-            log.append(f"submitted to {submission.uri}\n")
+            log.end_step()
+        except BaseException:
+            log.end_step("stopped")
+            raise
         finally:
             log.flush()
     _move(
@@ -236,7 +245,7 @@ def _run_attempt(publishing: Publishing, log: AttemptLog) -> None:
         progress=100,
         artifact_uri=submission.uri,
         submission_ref=submission.ref,
-        log=log.text,
+        event=f"published to {submission.uri} (sha256 {artifact.sha256}, {artifact.size} bytes)",
     )
 
 
@@ -263,25 +272,46 @@ def _move(publishing: Publishing, to: str, *, attempt: int, message_id: str, **c
         raise StaleAttempt(str(exc)) from exc
 
 
-def _record_failure(publishing: Publishing, log: AttemptLog, error: JobError, *, will_retry: bool) -> None:
-    attempt = log.attempt
-    if will_retry:
-        logger.warning(
-            "publishing %s attempt %d failed (%s: %s); will retry",
-            publishing.pk,
-            attempt,
-            error.code,
-            error.detail,
-        )
-        target, message = Status.QUEUED, f"Attempt {attempt} failed: {error.detail} Retrying."
-        metrics.attempt_finished("retry")
-    else:
+def _failure_record(
+    publishing: Publishing, attempt: int, error: JobError, *, retries: int, max_retries: int
+) -> tuple[str, str, str, dict[str, Any]]:
+    """What a failed attempt leaves: (status, error message, log event, other changes); a retry's delay
+    is set on `error` too, for Dramatiq."""
+    if not (error.transient and retries < max_retries):
         logger.error(
             "publishing %s failed at attempt %d (%s: %s)", publishing.pk, attempt, error.code, error.detail
         )
-        target, message = Status.FAILED, error.detail
         metrics.attempt_finished("failed")
+        return Status.FAILED, error.detail, f"attempt {attempt} failed ({error.code}): {error.detail}", {}
+    logger.warning(
+        "publishing %s attempt %d failed (%s: %s); will retry",
+        publishing.pk,
+        attempt,
+        error.code,
+        error.detail,
+    )
+    metrics.attempt_finished("retry")
+    error.retry_in_ms = retry_delay_ms(retries)
+    at = timezone.now() + timedelta(milliseconds=error.retry_in_ms)
+    event = (
+        f"attempt {attempt} failed ({error.code}): {error.detail} "
+        f"Retry {retries + 1} of {max_retries} at {at:%H:%M:%S} UTC."
+    )
+    changes = {"not_before": at, "wait_reason": WaitReason.RETRY_BACKOFF, "retries": retries + 1}
+    return Status.QUEUED, f"Attempt {attempt} failed: {error.detail} Retrying.", event, changes
+
+
+def _record_failure(
+    publishing: Publishing, log: AttemptLog, error: JobError, *, retries: int, max_retries: int
+) -> None:
+    attempt = log.attempt
+    target, message, event, changes = _failure_record(
+        publishing, attempt, error, retries=retries, max_retries=max_retries
+    )
     try:
+        with contextlib.suppress(StaleAttempt):
+            # The failed step's last output, before the event that says how the attempt ended.
+            log.flush()
         Publishing.objects.transition(
             publishing.pk,
             target,
@@ -293,8 +323,10 @@ def _record_failure(publishing: Publishing, log: AttemptLog, error: JobError, *,
             only_from=(Status.BUILDING, Status.SUBMITTING),
             error_code=error.code,
             error_message=message,
+            event=event,
+            **changes,
         )
-        outcome = Outcome.RETRYING if will_retry else Outcome.FAILED
+        outcome = Outcome.RETRYING if target == Status.QUEUED else Outcome.FAILED
         finish_attempt(
             publishing.pk, attempt, outcome, error_code=error.code, error_message=error.detail, log=log
         )
@@ -321,3 +353,11 @@ def _record_failure(publishing: Publishing, log: AttemptLog, error: JobError, *,
         )
     except db_utils.Error:
         logger.exception("publishing %s: could not record the failure of attempt %d", publishing.pk, attempt)
+
+
+def retry_delay_ms(retries: int) -> int:
+    """How long a transient failure waits before try `retries + 2`: Dramatiq's backoff, with jitter."""
+    _, delay = compute_backoff(
+        retries, factor=settings.PUBLISHING_MIN_BACKOFF_MS, max_backoff=settings.PUBLISHING_MAX_BACKOFF_MS
+    )
+    return int(delay)

@@ -709,6 +709,32 @@ class ChaosRound:
         with psycopg.connect(self.postgres.url, autocommit=True, connect_timeout=5) as conn:
             return [Row(*row) for row in conn.execute(query).fetchall()]
 
+    def _untold_attempts(self, rows: list[Row]) -> list[str]:
+        """Attempts whose log lacks the event that started them or the one that ended them."""
+        assert self.postgres is not None
+        query = (
+            "SELECT l.publishing_id::text, l.attempt, l.text FROM publishing_logline l"
+            " JOIN publishing_publishing p ON p.id = l.publishing_id"
+            " WHERE l.step = 'event' AND p.log_dropped = 0"
+        )
+        with psycopg.connect(self.postgres.url, autocommit=True, connect_timeout=5) as conn:
+            events = conn.execute(query).fetchall()
+        told: dict[str, set[tuple[int, str]]] = {}
+        for publishing_id, attempt, text in events:
+            own = (f"attempt {attempt} failed", f"attempt {attempt} stopped")
+            endings = (*own, "published to ", "cancelled by ")
+            if text.startswith(f"attempt {attempt} started on "):
+                told.setdefault(publishing_id, set()).add((attempt, "start"))
+            elif text.startswith(endings):
+                told.setdefault(publishing_id, set()).add((attempt, "end"))
+        return [
+            f"{row.id} attempt {number}: no {what} event in its log"
+            for row in rows
+            for number in range(1, row.attempts + 1)
+            for what in ("start", "end")
+            if (number, what) not in told.get(row.id, set())
+        ]
+
     def _check(self) -> None:
         assert self.target is not None
         result = self.result
@@ -756,6 +782,7 @@ class ChaosRound:
             if row.idempotency_key and self._accepted.get(row.idempotency_key) not in (None, row.id):
                 result.violations.append(f"{row.id} has key {row.idempotency_key} of another publishing")
         result.violations += [f"target: {bad}" for bad in records.bad_requests]
+        result.violations += self._untold_attempts(rows)
         # Nothing left behind: a killed worker's workspace goes at the next worker start or sweep.
         assert self.stack is not None
         deadline = time.monotonic() + 3 * float(CHAOS_ENV["PUBLISHING_RECONCILE_INTERVAL"])

@@ -54,12 +54,12 @@ def test_initiate_is_published_by_a_real_worker_into_a_file_store(
         "t <t@example.invalid>",
     )
     assert done["attempt_history"][0]["commit_sha"] == head
-    assert f"checkout -> {head[:12]} init" in done["log"]
+    assert f"checkout -> {head[:12]} init" in api.get(done["log_url"]).text
     assert (manifest["commit_sha"], manifest["commit_subject"]) == (head, "init")
     assert sorted(p.name for p in (store / str(project.owner_id) / project.slug).iterdir()) == sorted(
         [artifact.name, f"{publishing['id']}.json"]
     )
-    assert "build done" in done["log"]
+    assert "build done" in api.get(done["log_url"]).text
     # And the workspace was removed
     assert not any(stack.workspaces.iterdir())
     # And the publishing and its attempt are the whole job record: once the worker has stopped (and

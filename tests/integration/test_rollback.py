@@ -67,7 +67,7 @@ def test_publishing_an_earlier_commit_again_gives_its_first_archive_and_a_rerun_
     assert (rollback["requested_commit"], rollback["commit_sha"]) == (commit_a, commit_a)
     assert rollback["artifact_sha256"] == first["artifact_sha256"]
     assert _archive(store, project, rollback) == _archive(store, project, first)
-    assert f"checkout -> {commit_a[:12]} init" in rollback["log"]
+    assert f"checkout -> {commit_a[:12]} init" in api.get(rollback["log_url"], timeout=10).text
 
     # When the publishing of B (published, and no longer the one live) is re-run
     response = api.post(second["rerun"], timeout=30)

@@ -14,6 +14,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from publishing.models import Project, Publishing
+from publishing.selectors import log_text
 from tests.factories import UserFactory
 from tests.integration.beacon import processes_with
 from tests.support.polling import wait_until, wait_while
@@ -86,7 +87,7 @@ def test_runaway_builds_fail_with_their_limit_and_the_worker_lives_on(
     assert all(workers)
     assert stack.processes["worker"].poll() is None
     # and the build saw none of the worker's secrets
-    log = Publishing.objects.get(pk=done["id"]).log
+    log = log_text(Publishing.objects.get(pk=done["id"]))
     assert "PATH=" in log
     assert "build done" in log
     for variable in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "BROKER_URL"):

@@ -106,7 +106,7 @@ def test_a_queued_publishing_runs_the_settings_it_was_initiated_with(
     archive = store / str(project.owner_id) / project.slug / f"{publishing['id']}.tar.gz"
     assert _members(archive) == {"index.html": b"<h1>Built</h1>\n"}
     assert not elsewhere.exists()
-    assert "python3 build.py --sleep 0" not in done["log"]
+    assert "python3 build.py --sleep 0" not in api.get(done["log_url"]).text
 
 
 def test_a_file_target_outside_the_store_roots_is_refused_by_the_worker(

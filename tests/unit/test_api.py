@@ -185,13 +185,14 @@ def test_the_view_permission_sees_every_publishing_and_staff_alone_sees_its_own(
     assert client_for(staff).get("/api/v1/publishing/").json()["count"] == 0
 
 
-def test_detail_shows_the_log_and_links_the_project(api, user) -> None:
+def test_detail_links_the_log_and_the_project(api, user) -> None:
     publishing = PublishingFactory.create(
         project=ProjectFactory.create(owner=user), published=True, log="hello"
     )
     body = api.get(f"/api/v1/publishing/{publishing.pk}").json()
     assert body["id"] == str(publishing.pk)
-    assert body["log"] == "hello"
+    assert body["log_url"].endswith(f"/api/v1/publishing/{publishing.pk}/log")
+    assert api.get(body["log_url"]).content.decode().endswith(" event    hello\n")
     assert body["project"].endswith(f"/api/v1/projects/{publishing.project_id}/")
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import Attempt, Publishing
+from publishing.selectors import log_text
 from publishing.services.maintenance import publishing_reconcile, publishing_requeue
 from publishing.services.publishings import publishing_cancel
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
@@ -41,8 +42,8 @@ def test_a_published_run_is_one_finished_attempt_with_its_log(stub_broker, worke
     assert attempt.finished_at >= attempt.started_at
     assert attempt.duration_seconds is not None
     assert attempt.duration_seconds >= 0
-    assert "attempt 1: checkout" in attempt.log_excerpt
-    assert "submitted to memory://" in attempt.log_excerpt
+    assert "event    checkout " in attempt.log_excerpt
+    assert "event    submit done in " in attempt.log_excerpt
 
 
 def test_retries_leave_one_attempt_each_with_its_error(stub_broker, worker) -> None:
@@ -64,10 +65,11 @@ def test_retries_leave_one_attempt_each_with_its_error(stub_broker, worker) -> N
     ]
     first, second, _ = Attempt.objects.filter(publishing=publishing)
     assert first.error_message == "store busy"
-    assert "attempt 1:" in first.log_excerpt
-    assert "attempt 2:" not in first.log_excerpt
-    assert "attempt 2:" in second.log_excerpt
-    assert "attempt 1:" not in second.log_excerpt
+    # (an attempt's excerpt ends with its last step; the next attempt's start is not in it)
+    assert "event    submit stopped in " in first.log_excerpt
+    assert first.log_excerpt.count("event    checkout https://") == 1
+    assert second.log_excerpt.count("event    checkout https://") == 1
+    assert first.log_excerpt != second.log_excerpt
 
 
 def test_a_permanent_failure_is_the_last_attempt(stub_broker, worker) -> None:
@@ -165,6 +167,6 @@ def test_a_build_that_prints_nul_bytes_is_published_with_them_replaced(
     publishing.refresh_from_db()
     (attempt,) = Attempt.objects.filter(publishing=publishing)
     assert publishing.status == "published"
-    for log in (publishing.log, attempt.log_excerpt):
+    for log in (log_text(publishing), attempt.log_excerpt):
         assert "PATH=/usr/bin\ufffdHOME=/build/home\ufffd\n" in log
         assert "\x00" not in log

@@ -207,7 +207,9 @@ def test_reconcile_requeues_a_publishing_whose_worker_died(stub_broker, settings
     # Given a publishing whose lease ran out at its second attempt
     settings.PUBLISHING_LEASE_TIMEOUT = 30
     stale = timezone.now() - timedelta(seconds=31)
-    lost = PublishingFactory.create(building=True, attempts=2, heartbeat_at=stale, message_id="old")
+    lost = PublishingFactory.create(
+        building=True, attempts=2, retries=1, heartbeat_at=stale, message_id="old"
+    )
     alive = PublishingFactory.create(building=True, heartbeat_at=timezone.now(), message_id="alive")
 
     # When the reconciler runs

@@ -8,6 +8,7 @@ from django.test import Client
 from publishing.exceptions import StaleAttempt, TransientJobError
 from publishing.models import Attempt, Publishing
 from publishing.pipeline import Commit
+from publishing.selectors import log_text
 from publishing.services.attempts import AttemptLog
 from publishing.services.provenance import record_commit
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
@@ -43,7 +44,7 @@ def test_a_run_records_the_commit_it_checked_out_on_the_publishing_and_each_atte
     )
     assert [a.commit_sha for a in Attempt.objects.filter(publishing=publishing)] == [commit.sha] * 2
     # And the log says it after each checkout, by its short id and subject
-    assert publishing.log.count(f"checkout -> {commit.short} {commit.subject}\n") == 2
+    assert log_text(publishing).count(f" event    checkout -> {commit.short} {commit.subject}\n") == 2
 
 
 @pytest.mark.django_db

@@ -26,6 +26,7 @@ from publishing import broker, metrics
 from publishing.exceptions import JobError, PermanentJobError, TransientJobError
 from publishing.models import Attempt, Publishing
 from publishing.pipeline.base import Job
+from publishing.selectors import log_text
 from publishing.services import attempts, maintenance, runner
 from publishing.services.maintenance import publishing_reconcile, publishing_requeue
 from publishing.services.publishings import publishing_cancel, publishing_initiate, publishing_retry
@@ -149,10 +150,12 @@ class Interleaving:
             interleaving.packaged.append(interleaving._running.message_id)
             return package(pipeline, job, source)
 
-        def flush_then_move_on(log: attempts.AttemptLog, *, progress: int | None = None) -> None:
-            flush(log, progress=progress)
+        def flush_then_move_on(
+            log: attempts.AttemptLog, *, progress: int | None = None, **changes: Any
+        ) -> None:
+            flush(log, progress=progress, **changes)
             if (
-                "artifact sha256=" in log.text
+                "artifact sha256=" in log.excerpt
                 and log.message_id == interleaving.first_message
                 and not interleaving._moved
             ):
@@ -213,7 +216,7 @@ def test_an_attempt_cancelled_between_steps_stops_before_submitting(drain, monke
     assert history(publishing) == [(1, "cancelled", "")]
     assert packaged == []
     assert ScriptedPipeline.submitted == []
-    assert "package" not in publishing.log
+    assert "package" not in log_text(publishing)
 
     # When the owner retries it (the abort signal's Redis is back)
     broker.breaker.reset()
@@ -256,7 +259,7 @@ def test_an_attempt_requeued_between_steps_never_submits_beside_the_new_run(
     assert history(publishing) == [(1, first_outcome, ""), (2, "published", "")]
     assert interleaving.packaged == [publishing.message_id]
     assert ScriptedPipeline.submitted == [str(publishing.pk)]
-    assert publishing.log.count("submitted to") == 1
+    assert log_text(publishing).count("published to") == 1
 
 
 @pytest.mark.parametrize(
@@ -281,7 +284,7 @@ def test_an_attempt_requeued_after_its_last_log_write_is_stopped_by_the_submit_f
     assert history(publishing) == [(1, first_outcome, ""), (2, "published", "")]
     assert interleaving.packaged == [interleaving.first_message, publishing.message_id]
     assert ScriptedPipeline.submitted == [str(publishing.pk)]
-    assert publishing.log.count("submitted to") == 1
+    assert log_text(publishing).count("published to") == 1
 
 
 # --- the database goes away mid-attempt -------------------------------------------------------------
@@ -298,10 +301,10 @@ def test_a_database_lost_mid_attempt_is_retried_as_database_unavailable(
     flush = attempts.AttemptLog.flush
     failures = [error]
 
-    def flaky_flush(log: attempts.AttemptLog, *, progress: int | None = None) -> None:
+    def flaky_flush(log: attempts.AttemptLog, *, progress: int | None = None, **changes: Any) -> None:
         if progress == 30 and failures:
             raise failures.pop()
-        flush(log, progress=progress)
+        flush(log, progress=progress, **changes)
 
     monkeypatch.setattr(attempts.AttemptLog, "flush", flaky_flush)
     publishing = queued()

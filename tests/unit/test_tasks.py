@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import Publishing
+from publishing.selectors import log_text
 from publishing.services.publishings import publishing_cancel
 from publishing.tasks import build_and_submit
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
@@ -37,8 +38,8 @@ def test_a_valid_job_ends_published_with_its_artifact(stub_broker, worker, setti
     assert publishing.started_at
     assert publishing.finished_at
     assert publishing.worker == f"{settings.PUBLISHING_WORKER_NAME}:{os.getpid()}"
-    assert "checkout" in publishing.log
-    assert "submit" in publishing.log
+    assert "checkout" in log_text(publishing)
+    assert "submit" in log_text(publishing)
     assert ScriptedPipeline.submitted == [str(publishing.pk)]
 
 

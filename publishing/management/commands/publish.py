@@ -47,7 +47,9 @@ class Command(BaseCommand):
         target = _find_project(project, user)
         requester = _find_user(user) if user else target.owner
         try:
-            publishing = publishing_initiate(user=requester, project_id=target.pk, commit=options["commit"])
+            publishing = publishing_initiate(
+                user=requester, project_id=target.pk, commit=options["commit"], via="cli"
+            )
         except PublishingError as exc:
             raise CommandError(f"{exc.code}: {exc.detail}") from exc
         except ValidationError as exc:
