@@ -52,7 +52,7 @@ from bench.common import (
     percentile,
     rate_limited_projects,
 )
-from publishing.pipeline.base import Artifact, Job, Submission
+from publishing.pipeline.base import Artifact, Commit, Job, Source, Submission
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ DEFERRED_LINE = "reached: publishing"
 class InstantPipeline:
     """A pipeline that does nothing: what a start costs is Publisher's own bookkeeping."""
 
-    def checkout(self, job: Job) -> Path:
-        return job.workspace
+    def checkout(self, job: Job) -> Source:
+        return Source(path=job.workspace, commit=Commit(sha="0" * 40, subject="", author=""))
 
     def build(self, job: Job, source: Path) -> None:
         return None

@@ -6,7 +6,7 @@ requested. Anyone else, staff included, acts only through a Django permission of
 - `view_project` / `view_publishing`: see everyone's;
 - `change_project` / `delete_project`: change or delete someone else's project;
 - `add_publishing`: publish someone else's project;
-- `change_publishing`: cancel or retry someone else's publishing;
+- `change_publishing`: cancel, retry or re-run someone else's publishing;
 - `set_build_command`: set or change a build command, on any project one may change (a build
   command runs on the workers; without this right only PUBLISHING_ALLOW_USER_BUILD_COMMANDS
   lets owners set theirs).
@@ -57,7 +57,7 @@ def may_publish(user: AnyUser, project: Project) -> bool:
 
 
 def may_act_on(user: AnyUser, publishing: Publishing) -> bool:
-    """Cancel or retry: the one who asked for it, the project's owner, or a holder of change_publishing."""
+    """Cancel, retry or re-run: who asked for it, the project's owner, or a holder of change_publishing."""
     mine = user.pk is not None and publishing.requested_by_id == user.pk
     return mine or _owns(user, publishing.project) or user.has_perm(CHANGE_PUBLISHINGS)
 

@@ -209,6 +209,12 @@ class Publishing(models.Model):
     # The log itself is LogLine rows; these count what is kept and what the cap has dropped.
     log_size = models.PositiveIntegerField(default=0, help_text="Characters of log kept.")
     log_dropped = models.PositiveIntegerField(default=0, help_text="Oldest log lines dropped by the cap.")
+    # The commit asked for (a full commit id or a tag of the ref's history; empty: its head), and the
+    # one its last attempt checked out as git read it there: id, subject, "Name <email>" (empty before).
+    requested_commit = models.CharField(max_length=255, blank=True, default="")
+    commit_sha = models.CharField(max_length=64, blank=True, default="")
+    commit_subject = models.CharField(max_length=500, blank=True, default="")
+    commit_author = models.CharField(max_length=255, blank=True, default="")
     artifact_sha256 = models.CharField(max_length=64, blank=True, default="")
     artifact_size = models.BigIntegerField(null=True, blank=True)
     artifact_uri = models.CharField(max_length=1000, blank=True, default="")
@@ -321,6 +327,10 @@ class Attempt(models.Model):
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     log_excerpt = models.TextField(blank=True, default="", help_text="The end of this attempt's log.")
+    # The commit this attempt checked out, if it got that far.
+    commit_sha = models.CharField(max_length=64, blank=True, default="")
+    commit_subject = models.CharField(max_length=500, blank=True, default="")
+    commit_author = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         ordering = ["publishing", "number"]

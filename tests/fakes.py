@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
-from publishing.pipeline.base import Artifact, Job, Submission
+from publishing.pipeline.base import Artifact, Commit, Job, Source, Submission
+from publishing.pipeline.commits import COMMIT_ID
 
 
 def resolver(*addresses: str) -> Callable[..., list[Any]]:
@@ -73,6 +74,15 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         stop_http_server(server)
 
 
+def scripted_commit(job: Job) -> Commit:
+    """The commit a stand-in checkout says it holds: the one asked for, or one per repository, ref and tag."""
+    if COMMIT_ID.fullmatch(job.commit):
+        return Commit(sha=job.commit, subject="The commit asked for", author="Ada <ada@example.invalid>")
+    named = f"{job.repository_url}@{job.ref}:{job.commit}"
+    sha = hashlib.sha1(named.encode(), usedforsecurity=False).hexdigest()
+    return Commit(sha=sha, subject=f"The head of {job.ref}", author="Ada <ada@example.invalid>")
+
+
 class ScriptedPipeline:
     """Each `submit` pops the next outcome: an exception to raise, or None to succeed."""
 
@@ -89,14 +99,14 @@ class ScriptedPipeline:
         cls.runs = 0
         cls.jobs = []
 
-    def checkout(self, job: Job) -> Path:
+    def checkout(self, job: Job) -> Source:
         type(self).runs += 1
         type(self).jobs.append(job)
         source = job.workspace / "source"
         source.mkdir()
         (source / "index.html").write_text(f"<p>{job.publishing_id}</p>")
         job.log("checked out\n")
-        return source
+        return Source(path=source, commit=scripted_commit(job))
 
     def build(self, job: Job, source: Path) -> None:
         job.log("built\n")

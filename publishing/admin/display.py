@@ -64,6 +64,13 @@ def short_id(pk: uuid.UUID) -> SafeString:
     return format_html('<span title="{}">{}</span>', pk, str(pk)[:8])
 
 
+def commit(sha: str, subject: str = "") -> SafeString | str:
+    """A commit's first 12 hex digits; its whole id and subject a hover away."""
+    if not sha:
+        return "—"
+    return format_html('<code title="{} {}">{}</code>', sha, subject, sha[:12])
+
+
 def publishing_link(publishing: Publishing) -> SafeString:
     """The publishing's id, linked to its admin page."""
     url = reverse("admin:publishing_publishing_change", args=[quote(publishing.pk)])

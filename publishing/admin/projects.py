@@ -8,11 +8,11 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from publishing.admin import display
@@ -157,38 +157,72 @@ class ProjectAdmin(display.RedactedURLs, admin.ModelAdmin[Project]):
             self.message_user(request, f"Nothing deleted. {exc.detail}", messages.ERROR)
             return redirect(reverse("admin:publishing_project_changelist"))
 
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.publish_commit_view)
+        own = [path("<path:object_id>/publish/", view, name="publishing_project_publish_commit")]
+        return [*own, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = {**(extra_context or {}), "can_publish": self.has_publish_permission(request)}
+        return super().change_view(request, object_id, form_url, context)
+
+    def publish_commit_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The project page's "Publish" form: its ref's head, or the commit or tag written in it."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_publish_permission(request):
+            raise PermissionDenied
+        project = self.get_object(request, object_id)
+        if project is None:
+            raise Http404("No such project.")
+        self._publish(request, project, commit=request.POST.get("commit", "").strip())
+        return redirect("admin:publishing_project_change", quote(project.pk))
+
     def has_publish_permission(self, request: HttpRequest) -> bool:
         """Publishing records a publishing: the model's add permission, though the admin has no add form."""
         return request.user.has_perm("publishing.add_publishing")
 
     @admin.action(description="Publish now", permissions=["publish"])
     def publish_now(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
-        user = display.staff_user(request)
         for project in queryset.order_by("name"):
-            try:
-                publishing = publishing_initiate(user=user, project_id=project.pk, via="admin")
-            except PublishingConflict as exc:
-                active = (
-                    format_html(
-                        ' (<a href="{}">the active one</a>)',
-                        reverse("admin:publishing_publishing_change", args=[quote(exc.active_id)]),
-                    )
-                    if exc.active_id
-                    else ""
+            self._publish(request, project)
+
+    def _publish(self, request: HttpRequest, project: Project, *, commit: str = "") -> None:
+        """Initiate a publishing of `project` as the staff user, and say how it went."""
+        user = display.staff_user(request)
+        try:
+            publishing = publishing_initiate(user=user, project_id=project.pk, commit=commit, via="admin")
+        except ValidationError as exc:
+            said = " ".join(exc.message_dict.get("commit", exc.messages))
+            self.message_user(request, format_html("{}: not published: {}", project, said), messages.ERROR)
+        except PublishingConflict as exc:
+            active = (
+                format_html(
+                    ' (<a href="{}">the active one</a>)',
+                    reverse("admin:publishing_publishing_change", args=[quote(exc.active_id)]),
                 )
-                self.message_user(
-                    request,
-                    format_html("{}: not published: {}{}", project, exc.detail, active),
-                    messages.WARNING,
-                )
-            except PublishingError as exc:
-                self.message_user(
-                    request, format_html("{}: not published: {}", project, exc.detail), messages.ERROR
-                )
-            else:
-                link = display.publishing_link(publishing)
-                self.message_user(
-                    request,
-                    format_html("{}: publishing {} {}.", project, link, publishing.status),
-                    messages.SUCCESS,
-                )
+                if exc.active_id
+                else ""
+            )
+            self.message_user(
+                request,
+                format_html("{}: not published: {}{}", project, exc.detail, active),
+                messages.WARNING,
+            )
+        except PublishingError as exc:
+            self.message_user(
+                request, format_html("{}: not published: {}", project, exc.detail), messages.ERROR
+            )
+        else:
+            link = display.publishing_link(publishing)
+            self.message_user(
+                request,
+                format_html("{}: publishing {} {}.", project, link, publishing.status),
+                messages.SUCCESS,
+            )

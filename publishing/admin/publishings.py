@@ -1,4 +1,4 @@
-"""The publishing admin: changelist columns, the detail page with its live log, cancel and retry.
+"""The publishing admin: changelist columns, the detail page with its live log, cancel, retry and re-run.
 
 A publishing is a read-only record here; the actions and buttons call the services, the only writers.
 """
@@ -24,11 +24,11 @@ from publishing.admin.webhooks import WebhookDeliveryInline
 from publishing.exceptions import BrokerUnavailable, PublishingError
 from publishing.models import Attempt, Publishing
 from publishing.selectors import log_text
-from publishing.services.publishings import publishing_cancel, publishing_retry
+from publishing.services.publishings import publishing_cancel, publishing_rerun, publishing_retry
 
 ATTEMPT_FIELDS = (
-    "number", "outcome_badge", "started_at", "finished_at", "duration", "worker", "message_id", "error",
-    "log",
+    "number", "outcome_badge", "started_at", "finished_at", "duration", "worker", "message_id", "commit",
+    "error", "log",
 )  # fmt: skip
 
 
@@ -48,6 +48,10 @@ class AttemptInline(display.RecordInline):
         return display.span(
             attempt.started_at, attempt.finished_at, running=attempt.outcome == Attempt.Outcome.RUNNING
         )
+
+    @admin.display(description="commit")
+    def commit(self, attempt: Attempt) -> SafeString | str:
+        return display.commit(attempt.commit_sha, attempt.commit_subject)
 
     @admin.display(description="error")
     def error(self, attempt: Attempt) -> SafeString | str:
@@ -72,6 +76,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
         "status_badge",
         "progress_bar",
         "project",
+        "commit",
         "requested_by",
         "attempts",
         "duration",
@@ -85,10 +90,12 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
         ("requested_by", admin.RelatedOnlyFieldListFilter),
         "created_at",
     ]
-    search_fields = ["id", "project__name", "project__slug", "requested_by__username", "error_code"]
+    search_fields = [
+        "id", "project__name", "project__slug", "requested_by__username", "error_code", "commit_sha",
+    ]  # fmt: skip
     date_hierarchy = "created_at"
     list_select_related = ["project", "requested_by"]
-    actions = ["cancel_selected", "retry_selected"]
+    actions = ["cancel_selected", "retry_selected", "rerun_selected"]
     inlines = [AttemptInline, WebhookDeliveryInline]
     fieldsets = [
         (
@@ -109,6 +116,10 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
         (
             "Runs with (the project's settings when it was initiated)",
             {"fields": ["repository", "ref", "build_command", "artifact_path", "target"]},
+        ),
+        (
+            "Commit (asked for: empty for the ref's head; as its last attempt checked it out)",
+            {"fields": ["requested_commit", "commit_sha", "commit_subject", "commit_author"]},
         ),
         ("Artifact", {"fields": ["artifact_sha256", "artifact_size", "artifact_uri", "submission_ref"]}),
         (
@@ -170,6 +181,10 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
     def progress_bar(self, publishing: Publishing) -> SafeString:
         return display.progress(publishing.progress)
 
+    @admin.display(description="commit", ordering="commit_sha")
+    def commit(self, publishing: Publishing) -> SafeString | str:
+        return display.commit(publishing.commit_sha, publishing.commit_subject)
+
     @admin.display(description="duration")
     def duration(self, publishing: Publishing) -> str:
         running = publishing.status in Publishing.ACTIVE_STATUSES
@@ -205,6 +220,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
             path("<path:object_id>/live/", view(self.live_view), name="publishing_publishing_live"),
             path("<path:object_id>/cancel/", view(self.cancel_view), name="publishing_publishing_cancel"),
             path("<path:object_id>/retry/", view(self.retry_view), name="publishing_publishing_retry"),
+            path("<path:object_id>/rerun/", view(self.rerun_view), name="publishing_publishing_rerun"),
         ]
         # super() adds QueueOverview's pages, then the model's own (whose catch-all comes last).
         return [*own, *super().get_urls()]
@@ -226,6 +242,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
             "can_retry": may_act
             and publishing is not None
             and publishing.status in Publishing.RETRYABLE_STATUSES,
+            "can_rerun": may_act and publishing is not None and publishing.is_terminal,
         }
         return super().change_view(request, object_id, form_url, context)
 
@@ -254,6 +271,9 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._act_on_one(request, object_id, "retried", publishing_retry)
 
+    def rerun_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._act_on_one(request, object_id, "re-run", publishing_rerun)
+
     # --- Actions ------------------------------------------------------------------------------
 
     @admin.action(description="Cancel selected publishings", permissions=["change"])
@@ -263,6 +283,10 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
     @admin.action(description="Retry selected publishings", permissions=["change"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Publishing]) -> None:
         self._act(request, queryset, "retried", publishing_retry)
+
+    @admin.action(description="Re-run selected publishings (each at its commit)", permissions=["change"])
+    def rerun_selected(self, request: HttpRequest, queryset: QuerySet[Publishing]) -> None:
+        self._act(request, queryset, "re-run", publishing_rerun)
 
     def _act(
         self,
@@ -288,9 +312,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
                     format_html("{}: not {}: {}", display.publishing_link(publishing), done, exc.detail),
                 )
             else:
-                now = "" if after.status == done else format_html(", now {}", after.status)
-                link = display.publishing_link(after)
-                level, text = messages.SUCCESS, format_html("{}: {}{}.", link, done, now)
+                level, text = messages.SUCCESS, _done(publishing, after, done)
             outcomes[level] += 1
             self.message_user(request, text, level)
         if sum(outcomes.values()) > 1:
@@ -317,3 +339,14 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
         if publishing is None:
             raise Http404("No such publishing.")
         return publishing
+
+
+def _done(before: Publishing, after: Publishing, done: str) -> SafeString:
+    """What a service did to a publishing: `<id>: retried, now queued.`; a re-run makes another one,
+    `<id>: re-run as <new id>, now queued.`"""
+    now = "" if after.status == done else format_html(", now {}", after.status)
+    if after.pk == before.pk:
+        return format_html("{}: {}{}.", display.publishing_link(after), done, now)
+    return format_html(
+        "{}: {} as {}{}.", display.publishing_link(before), done, display.publishing_link(after), now
+    )

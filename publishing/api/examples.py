@@ -15,6 +15,8 @@ from publisher_project.errors import error_body
 BASE = "https://publisher.example.com/api/v1"
 PROJECT_ID = "3f1c2a9e-8d0b-4f55-9a51-1c7c0e2d6b10"
 PUBLISHING_ID = "0b7e6f5a-4c3d-4e2f-8a1b-9c8d7e6f5a4b"
+COMMIT_SHA = "3b18e512dba79e4c8300dd08aeb37f8e728b8dad"
+RERUN_ID = "7c2d9e4f-1a3b-4c5d-9e8f-0a1b2c3d4e5f"
 
 PROJECT: dict[str, Any] = {
     "id": PROJECT_ID,
@@ -38,6 +40,7 @@ _PUBLISHING_LINKS: dict[str, Any] = {
     "url": f"{BASE}/publishing/{PUBLISHING_ID}",
     "cancel": f"{BASE}/publishing/{PUBLISHING_ID}/cancel",
     "retry": f"{BASE}/publishing/{PUBLISHING_ID}/retry",
+    "rerun": f"{BASE}/publishing/{PUBLISHING_ID}/rerun",
     "log_url": f"{BASE}/publishing/{PUBLISHING_ID}/log",
     "project": PROJECT["url"],
     "project_id": PROJECT_ID,
@@ -51,6 +54,10 @@ QUEUED: dict[str, Any] = {
     "attempts": 0,
     "error_code": "",
     "error_message": "",
+    "requested_commit": "",
+    "commit_sha": "",
+    "commit_subject": "",
+    "commit_author": "",
     "artifact_sha256": "",
     "artifact_size": None,
     "artifact_uri": "",
@@ -74,6 +81,9 @@ PUBLISHED: dict[str, Any] = {
     "status": "published",
     "progress": 100,
     "attempts": 2,
+    "commit_sha": COMMIT_SHA,
+    "commit_subject": "Add the pricing page",
+    "commit_author": "Alice Example <alice@example.com>",
     "artifact_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "artifact_size": 48213,
     "artifact_uri": "https://store.example.com/artifacts/9f86d081.tar.gz",
@@ -92,6 +102,7 @@ PUBLISHED: dict[str, Any] = {
             "outcome": "retrying",
             "error_code": "TARGET_UNAVAILABLE",
             "error_message": "the store answered 503",
+            "commit_sha": COMMIT_SHA,
             "log_excerpt": "2026-11-30T10:00:09.200Z event    submit to https://store.example.com/api/uploads\n"
             "2026-11-30T10:00:09.511Z event    submit stopped in 0.3s\n",
         },
@@ -104,6 +115,7 @@ PUBLISHED: dict[str, Any] = {
             "outcome": "published",
             "error_code": "",
             "error_message": "",
+            "commit_sha": COMMIT_SHA,
             "log_excerpt": "2026-11-30T10:00:14.100Z event    submit to https://store.example.com/api/uploads\n"
             "2026-11-30T10:00:14.890Z event    submit done in 0.8s\n",
         },
@@ -190,8 +202,15 @@ PUBLISHING_DETAIL = [
 ]
 INITIATE = [
     OpenApiExample("Publish a project", value={"project_id": PROJECT_ID}, request_only=True),
+    OpenApiExample(
+        "Publish an earlier commit (a rollback)",
+        value={"project_id": PROJECT_ID, "commit": COMMIT_SHA},
+        request_only=True,
+    ),
+    OpenApiExample("Publish a tag", value={"project_id": PROJECT_ID, "commit": "v1.4.0"}, request_only=True),
     OpenApiExample("Queued", value=QUEUED, response_only=True, status_codes=["202"]),
     invalid("project_id", "Must be a valid UUID."),
+    invalid("commit", "a commit id has 40 hex digits (64 in a SHA-256 repository), not 7"),
     error("NOT_FOUND", "Project not found.", status=404),
     error(
         "CONFLICT", "This project already has a publishing in progress.", status=409, active_id=PUBLISHING_ID
@@ -215,9 +234,39 @@ RETRY = [
     THROTTLED,
     UNAVAILABLE,
 ]
+_RERUN_LINKS = {
+    key: f"{BASE}/publishing/{RERUN_ID}{tail}"
+    for key, tail in (
+        ("url", ""),
+        ("cancel", "/cancel"),
+        ("retry", "/retry"),
+        ("rerun", "/rerun"),
+        ("log_url", "/log"),
+    )
+}
+RERUN = [
+    OpenApiExample(
+        "Queued at the commit it checked out",
+        value={**QUEUED, "id": RERUN_ID, **_RERUN_LINKS, "requested_commit": COMMIT_SHA},
+        response_only=True,
+        status_codes=["202"],
+    ),
+    OpenApiExample(
+        "CONFLICT: not finished",
+        value=error_body("CONFLICT", "Only finished publishings can be re-run, not building."),
+        response_only=True,
+        status_codes=["409"],
+    ),
+    error(
+        "CONFLICT", "This project already has a publishing in progress.", status=409, active_id=PUBLISHING_ID
+    ),
+    THROTTLED,
+    UNAVAILABLE,
+]
 _LOG_LINES = [
     ("2026-11-30T10:00:00.180Z", 1, "event", "publisher", "attempt 1 started on worker-1:4112"),
     ("2026-11-30T10:00:00.181Z", 1, "event", "publisher", "checkout https://github.com/alice/site.git@main"),
+    ("2026-11-30T10:00:01.401Z", 1, "event", "publisher", "checkout -> 3b18e512dba7 Add the pricing page"),
     ("2026-11-30T10:00:01.402Z", 1, "event", "publisher", "checkout done in 1.2s"),
     ("2026-11-30T10:00:01.403Z", 1, "event", "publisher", "build: make html"),
     ("2026-11-30T10:00:01.530Z", 1, "build", "output", "sphinx-build -b html docs _build/html"),

@@ -29,7 +29,7 @@ UNSUPPORTED_MEDIA_TYPE = {
 THROTTLED = {
     429: OpenApiResponse(
         ErrorSerializer,
-        description="THROTTLED: over PUBLISHING_INITIATE_RATE (initiate and retry count together)",
+        description="THROTTLED: over PUBLISHING_INITIATE_RATE (initiate, retry and re-run count together)",
     )
 }
 UNAVAILABLE = {

@@ -1,4 +1,4 @@
-"""The publishing endpoints: list and show, initiate, cancel and retry, each write through one service."""
+"""The publishing endpoints: list, show, initiate, cancel, retry, re-run; each write through one service."""
 
 from __future__ import annotations
 
@@ -42,7 +42,12 @@ from publishing.api.throttling import PublishingStartThrottle
 from publishing.exceptions import PublishingError
 from publishing.models import Publishing
 from publishing.selectors import log_page, publishings_visible_to
-from publishing.services.publishings import publishing_cancel, publishing_initiate, publishing_retry
+from publishing.services.publishings import (
+    publishing_cancel,
+    publishing_initiate,
+    publishing_rerun,
+    publishing_retry,
+)
 
 IDEMPOTENCY_KEY_MAX = 255
 # Visible ASCII, spaces only inside: HTTP trims a header value's ends, and anything else arrives
@@ -107,9 +112,9 @@ class PublishingViewSet(
 
     def get_throttles(self) -> list[BaseThrottle]:
         # Here, not in @action(throttle_classes=...): urls.py maps the actions by hand, and only a
-        # router applies an action's keyword arguments. Retry shares initiate's budget: it queues a
-        # build as well, and a budget of its own would let initiate, cancel, retry loops around it.
-        if self.action in ("initiate", "retry"):
+        # router applies an action's keyword arguments. Retry and re-run share initiate's budget: they
+        # queue a build as well, and a budget of their own would let initiate, cancel, retry loops around it.
+        if self.action in ("initiate", "retry", "rerun"):
             return [PublishingStartThrottle()]
         return super().get_throttles()
 
@@ -118,7 +123,7 @@ class PublishingViewSet(
             return PublishingListSerializer
         if self.action == "initiate":
             return InitiateSerializer
-        if self.action in ("cancel", "retry"):
+        if self.action in ("cancel", "retry", "rerun"):
             return EmptySerializer
         if self.action == "log":
             return LogPageSerializer
@@ -202,6 +207,32 @@ class PublishingViewSet(
         return self._accepted(publishing)
 
     @extend_schema(
+        request=None,
+        parameters=[PUBLISHING_ID, LOCATION, RETRY_AFTER],
+        responses={
+            202: PublishingSerializer,
+            **WRITE_ERRORS,
+            409: OpenApiResponse(
+                ErrorSerializer, description="CONFLICT: not finished, or another one of its project is active"
+            ),
+            **THROTTLED,
+            **UNAVAILABLE,
+        },
+        summary="Re-run a publishing",
+        examples=examples.RERUN,
+    )
+    @action(detail=True, methods=["post"])
+    def rerun(self, request: Request, pk: str) -> Response:
+        """Queue a new publishing of the commit a finished one checked out (any outcome, published too).
+
+        Publishing an earlier commit again gives the same artifact: a rollback. The new publishing runs
+        with the project's settings of now; one that never got to its checkout is re-run with the commit
+        it asked for (the ref's head if none).
+        """
+        publishing = publishing_rerun(publishing=self.get_object(), by=caller(request))
+        return self._accepted(publishing)
+
+    @extend_schema(
         request=InitiateSerializer,
         parameters=[
             OpenApiParameter(
@@ -226,8 +257,10 @@ class PublishingViewSet(
             **UNAVAILABLE,
         },
         summary="Publish a project",
-        description="At most PUBLISHING_INITIATE_RATE calls per user (60 a minute by default), together "
-        "with retry; beyond it, 429 with Retry-After.",
+        description="The head of the project's ref, or with `commit` a given commit of its history (a "
+        "rollback when it was published before: the same artifact again). At most "
+        "PUBLISHING_INITIATE_RATE calls per user (60 a minute by default), together with retry and re-run; "
+        "beyond it, 429 with Retry-After.",
         examples=examples.INITIATE,
     )
     @action(detail=False, methods=["post"], url_path="initiate", url_name="initiate")
@@ -239,6 +272,7 @@ class PublishingViewSet(
             user=caller(request),
             project_id=data.validated_data["project_id"],
             idempotency_key=_idempotency_key(request),
+            commit=data.validated_data.get("commit", ""),
         )
         return self._accepted(publishing)
 

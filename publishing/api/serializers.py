@@ -153,6 +153,7 @@ class AttemptSerializer(FieldsBuiltOnce, serializers.ModelSerializer[Attempt]):
             "outcome",
             "error_code",
             "error_message",
+            "commit_sha",
             "log_excerpt",
         ]
         read_only_fields = fields
@@ -196,6 +197,10 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
     retry = serializers.HyperlinkedIdentityField(
         view_name="publishing-retry", help_text="POST here to queue a failed or cancelled one again."
     )
+    rerun = serializers.HyperlinkedIdentityField(
+        view_name="publishing-rerun",
+        help_text="POST here, once it has finished, to queue a new publishing of the commit it checked out.",
+    )
     log_url = serializers.HyperlinkedIdentityField(
         view_name="publishing-log", help_text="GET its log here, and follow it with `?since=`."
     )
@@ -212,6 +217,7 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
             "url",
             "cancel",
             "retry",
+            "rerun",
             "log_url",
             "project",
             "project_id",
@@ -221,6 +227,10 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
             "attempts",
             "error_code",
             "error_message",
+            "requested_commit",
+            "commit_sha",
+            "commit_subject",
+            "commit_author",
             "artifact_sha256",
             "artifact_size",
             "artifact_uri",
@@ -299,6 +309,16 @@ class ProjectChoiceField(serializers.ChoiceField):
 
 class InitiateSerializer(serializers.Serializer[None]):
     project_id = ProjectChoiceField(help_text="The project to publish (its id).")
+    # Judged by the service (`pipeline.commits.parse_commit`), the one home of the rule.
+    commit = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=255,
+        trim_whitespace=False,
+        help_text="Publish this commit instead of the head of the project's ref: a full commit id (40 hex "
+        "digits) or a tag, in the history of the ref (else the publishing fails with COMMIT_NOT_FOUND). "
+        "Publishing an earlier commit again gives the same artifact: a rollback.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

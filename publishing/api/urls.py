@@ -13,6 +13,7 @@ publishing = PublishingViewSet.as_view({"get": "retrieve"})
 initiate = PublishingViewSet.as_view({"post": "initiate"})
 cancel = PublishingViewSet.as_view({"post": "cancel"})
 retry = PublishingViewSet.as_view({"post": "retry"})
+rerun = PublishingViewSet.as_view({"post": "rerun"})
 log = PublishingViewSet.as_view({"get": "log"}, renderer_classes=LOG_RENDERERS)
 
 # The API's documented paths: publishing paths without a trailing slash, project paths with one.
@@ -27,5 +28,6 @@ urlpatterns = [
     path("publishing/<str:pk>", publishing, name="publishing-detail"),
     path("publishing/<str:pk>/cancel", cancel, name="publishing-cancel"),
     path("publishing/<str:pk>/retry", retry, name="publishing-retry"),
+    path("publishing/<str:pk>/rerun", rerun, name="publishing-rerun"),
     path("publishing/<str:pk>/log", log, name="publishing-log"),
 ]

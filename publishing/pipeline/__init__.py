@@ -14,20 +14,30 @@ from pathlib import Path
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from publishing.pipeline.base import Artifact, Job, Origin, Pipeline, Submission
+from publishing.pipeline.base import Artifact, Commit, Job, Origin, Pipeline, Source, Submission
 from publishing.pipeline.build import run_build
-from publishing.pipeline.checkout import checkout
+from publishing.pipeline.checkout import checkout, head_commit
 from publishing.pipeline.package import package
 from publishing.pipeline.submit import submit
 
-__all__ = ["Artifact", "DefaultPipeline", "Job", "Origin", "Pipeline", "Submission", "get_pipeline"]
+__all__ = [
+    "Artifact",
+    "Commit",
+    "DefaultPipeline",
+    "Job",
+    "Origin",
+    "Pipeline",
+    "Source",
+    "Submission",
+    "get_pipeline",
+]
 
 
 class DefaultPipeline:
     """git clone, a sandboxed build command, a deterministic tar.gz, the store its target URL names."""
 
-    def checkout(self, job: Job) -> Path:
-        return checkout(
+    def checkout(self, job: Job) -> Source:
+        path = checkout(
             job.repository_url,
             job.ref,
             dest=job.workspace / "source",
@@ -35,7 +45,9 @@ class DefaultPipeline:
             allow_local=settings.PUBLISHING_ALLOW_LOCAL_SOURCES,
             allow_private=settings.PUBLISHING_ALLOW_PRIVATE_TARGETS,
             on_output=job.log,
+            commit=job.commit,
         )
+        return Source(path=path, commit=head_commit(path, timeout=settings.PUBLISHING_CHECKOUT_TIMEOUT))
 
     def build(self, job: Job, source: Path) -> None:
         if job.build_command.strip():

@@ -33,6 +33,29 @@ class Job:
     workspace: Path
     # Appends a chunk of output to the publishing's (capped) log.
     log: Callable[[str], None]
+    # A full commit id or a tag in the history of `ref` to check out instead of its head; empty: the head.
+    commit: str = ""
+
+
+@dataclass(frozen=True)
+class Commit:
+    """The commit a checkout holds, as git reads it there (never taken from the ref's name)."""
+
+    sha: str  # the full commit id: 40 hex digits (64 in a SHA-256 repository)
+    subject: str  # its subject line
+    author: str  # "Name <email>"
+
+    @property
+    def short(self) -> str:
+        return self.sha[:12]
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the checkout step hands on: the checked-out folder and the commit it holds."""
+
+    path: Path
+    commit: Commit
 
 
 @dataclass(frozen=True)
@@ -40,6 +63,8 @@ class Artifact:
     path: Path
     sha256: str
     size: int
+    # The commit it was built from, for the store's manifest, headers and metadata; None if unknown.
+    commit: Commit | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +74,7 @@ class Submission:
 
 
 class Pipeline(Protocol):
-    def checkout(self, job: Job) -> Path: ...
+    def checkout(self, job: Job) -> Source: ...
 
     def build(self, job: Job, source: Path) -> None: ...
 

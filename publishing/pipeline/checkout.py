@@ -21,6 +21,8 @@ from typing import IO, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline.base import Commit
+from publishing.pipeline.commits import fetch_commit, parse_commit, read_commit, validate_ref
 from publishing.pipeline.network import check_host, has_control_or_space, split_url
 from publishing.pipeline.processes import RedactedLines, supervise, with_output_tail
 from publishing.redaction import redact_credentials
@@ -45,8 +47,6 @@ _SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 # git's `<transport>::<address>` remote-helper syntax (`ext::sh -c ...`, `fd::3`) runs arbitrary helpers.
 _HELPER_RE = re.compile(r"^[A-Za-z0-9+.-]+::")
 _SCP_RE = re.compile(r"^(?P<user>[^@/:\s]+)@(?P<host>\[[^\]/]+\]|[^@/:\[\]]+):(?P<path>.*)$")
-# Characters git refuses in ref names anyway; refusing them early gives a clearer error.
-_REF_FORBIDDEN_RE = re.compile(r"[\s\x00-\x1f\x7f~^:?*\[\\]")
 _TRANSIENT_MARKERS = (
     "could not resolve host",
     "temporary failure in name resolution",
@@ -176,12 +176,6 @@ def _pinned(remote: _Remote | None, url: str) -> tuple[list[str], str, str]:
     return [], urlunsplit(parts._replace(netloc=netloc)), ssh
 
 
-def validate_ref(ref: str) -> None:
-    """Raise PermanentJobError("REF_INVALID") for a ref that could be read as an option or is no ref name."""
-    if not ref or ref.startswith("-") or ".." in ref or _REF_FORBIDDEN_RE.search(ref):
-        raise PermanentJobError(f"invalid branch or tag name {ref!r}", code="REF_INVALID")
-
-
 def _git_environment(
     home: Path, *, allow_local: bool, ssh_command: str, config: Sequence[tuple[str, str]] = ()
 ) -> dict[str, str]:
@@ -252,16 +246,20 @@ def checkout(
     allow_local: bool,
     allow_private: bool,
     on_output: Callable[[str], None],
+    commit: str = "",
 ) -> Path:
     """Shallow-clone branch or tag `ref` of `url` into `dest` and return `dest`; raise a JobError on failure.
 
-    `dest` must not exist or be empty; on failure anything this call created there is removed.
-    Credentials in `url` reach git through its environment, never a file of the checkout. git's
-    messages reach `on_output` (from the calling thread) line by line, credentials redacted, and a
-    failure's detail ends with their last lines.
+    With `commit` (a full commit id or a tag in the history of `ref`), that commit rather than the ref's
+    head (`commits.fetch_commit`). `dest` must not exist or be empty; on failure anything this call
+    created there is removed. Credentials in `url` reach git through its environment, never a file of
+    the checkout. git's messages reach `on_output` (from the calling thread) line by line, credentials
+    redacted, and a failure's detail ends with their last lines.
     """
     remote = _validate(url, allow_local=allow_local, allow_private=allow_private, resolve=True)
     validate_ref(ref)
+    # Checked where it was given, and again here: git never sees it unchecked.
+    commit = parse_commit(commit) if commit else ""
     bare_url, secret_config = _without_credentials(remote, url)
     pins, clone_url, ssh_command = _pinned(remote, bare_url)
     if url.startswith("/"):
@@ -270,33 +268,22 @@ def checkout(
     safe_url = redact_credentials(url)
     created = not dest.exists()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    argv = [
-        "git",
-        "-c",
-        "protocol.ext.allow=never",
-        # A redirect would lead to a host nobody checked.
-        *(["-c", "http.followRedirects=false"] if not allow_private else []),
-        *pins,
-        "clone",
-        "--depth",
-        "1",
-        "--single-branch",
-        "--branch",
-        ref,
-        "--",
-        clone_url,
-        str(dest),
-    ]
-    logger.info("Cloning %s at %s into %s", safe_url, ref, dest)
+    git = _git_command(pins, allow_private=allow_private)
+    argv = [*git, "clone", "--depth", "1", "--single-branch", "--branch", ref, "--", clone_url, str(dest)]
+    logger.info("Cloning %s at %s into %s", safe_url, f"{ref} {commit}".strip(), dest)
     try:
         with tempfile.TemporaryDirectory(prefix="git-home-", dir=dest.parent) as home:
-            returncode, stderr = _run_git(
-                argv,
-                env=_git_environment(
-                    Path(home), allow_local=allow_local, ssh_command=ssh_command, config=secret_config
-                ),
-                timeout=timeout,
-                on_output=on_output,
+            env = _git_environment(
+                Path(home), allow_local=allow_local, ssh_command=ssh_command, config=secret_config
+            )
+
+            def run(args: Sequence[str]) -> tuple[int, str]:
+                return _run_git([*git, *args], env=env, timeout=timeout, on_output=on_output)
+
+            returncode, stderr = (
+                fetch_commit(run, url=clone_url, ref=ref, commit=commit, dest=dest)
+                if commit
+                else _run_git(argv, env=env, timeout=timeout, on_output=on_output)
             )
     except BaseException:
         if created:
@@ -314,6 +301,33 @@ def checkout(
             raise TransientJobError(detail, code="CHECKOUT_UNAVAILABLE")
         raise PermanentJobError(detail, code="CHECKOUT_FAILED")
     return dest
+
+
+def _git_command(pins: list[str], *, allow_private: bool) -> list[str]:
+    """`git` and the options every command of a checkout runs with."""
+    return [
+        "git",
+        "-c",
+        "protocol.ext.allow=never",
+        # A redirect would lead to a host nobody checked.
+        *(["-c", "http.followRedirects=false"] if not allow_private else []),
+        *pins,
+    ]
+
+
+def _ignore(text: str) -> None:
+    """Where git's messages go while it only reads the checkout (they say nothing a reader needs)."""
+
+
+def head_commit(source: Path, *, timeout: int) -> Commit:
+    """The commit checked out at `source`, as git reads it there; PermanentJobError if it cannot be read."""
+    with tempfile.TemporaryDirectory(prefix="git-home-", dir=source.parent) as home:
+        env = _git_environment(Path(home), allow_local=False, ssh_command="ssh -o BatchMode=yes")
+        return read_commit(
+            lambda args: _run_git(["git", *args], env=env, timeout=timeout, on_output=_ignore),
+            source,
+            scratch=Path(home),
+        )
 
 
 def _run_git(

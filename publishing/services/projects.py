@@ -17,7 +17,8 @@ from publishing import authorization
 from publishing.authorization import AnyUser
 from publishing.exceptions import Forbidden, JobError, PublishingConflict
 from publishing.models import Project, Publishing
-from publishing.pipeline.checkout import validate_ref, validate_source_url
+from publishing.pipeline.checkout import validate_source_url
+from publishing.pipeline.commits import validate_ref
 from publishing.pipeline.package import EXCLUDED_NAMES
 from publishing.pipeline.stores import validate_target_url
 from publishing.services.webhooks import validate_webhook_url

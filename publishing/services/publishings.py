@@ -1,4 +1,4 @@
-"""What a user does to publishings: initiate, cancel and retry."""
+"""What a user does to publishings: initiate, cancel, retry and re-run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import dramatiq
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from publishing import authorization, broker
@@ -16,11 +17,13 @@ from publishing.exceptions import (
     BrokerUnavailable,
     Forbidden,
     InvalidTransition,
+    JobError,
     NotFound,
     PublishingConflict,
 )
 from publishing.log_context import job_context
 from publishing.models import Attempt, Project, Publishing
+from publishing.pipeline.commits import parse_commit
 from publishing.selectors import project_for
 from publishing.services.attempts import finish_attempt
 from publishing.services.queueing import enqueue, queue, send
@@ -36,19 +39,23 @@ def publishing_initiate(
     user: User,
     project_id: uuid.UUID | str,
     idempotency_key: str | None = None,
+    commit: str = "",
     via: str = "api",
 ) -> Publishing:
     """Record a publishing and queue its job; returns at once. `via` says where the user asked (api,
     admin, cli), in the log.
 
-    The same `idempotency_key` from the same user returns the same publishing.
-    If the broker cannot take the message, nothing is kept and
+    `commit` (a full commit id or a tag in the history of the project's ref) publishes that commit
+    instead of the ref's head: ValidationError for one that is neither; whether the repository holds
+    it is the job's to find out (COMMIT_NOT_FOUND). The same `idempotency_key` from the same user
+    returns the same publishing. If the broker cannot take the message, nothing is kept and
     BrokerUnavailable is raised, so the request can simply be retried.
     """
+    commit = _parsed_commit(commit)
     if idempotency_key:
         existing = _by_idempotency_key(user, idempotency_key)
         if existing is not None:
-            return _replay(existing, project_id)
+            return _replay(existing, project_id, commit)
     project = project_for(user, project_id)
     if project is None:
         raise NotFound("Project not found.")
@@ -57,8 +64,9 @@ def publishing_initiate(
             "You may see this project but not publish it: that needs the add_publishing permission."
         )
     broker.ensure_available()
+    at = f" at {commit}" if commit else ""
     publishing, message = _insert_queued(
-        user, project, idempotency_key, event=f"queued by {user.get_username()} via {via}"
+        user, project, idempotency_key, commit, event=f"queued by {user.get_username()} via {via}{at}"
     )
     if message is None:
         return publishing  # a concurrent twin with the same key won the race
@@ -78,8 +86,15 @@ def publishing_initiate(
     return publishing
 
 
+def _parsed_commit(commit: str) -> str:
+    try:
+        return parse_commit(commit) if commit else ""
+    except JobError as exc:
+        raise ValidationError({"commit": exc.detail}) from exc
+
+
 def _insert_queued(
-    user: User, project: Project, idempotency_key: str | None, *, event: str
+    user: User, project: Project, idempotency_key: str | None, commit: str, *, event: str
 ) -> tuple[Publishing, dramatiq.Message[Any] | None]:
     """Insert the row and queue it with its message, not sent yet; or return the twin (and None).
 
@@ -92,7 +107,7 @@ def _insert_queued(
         # A twin request (same user, same key) that got in first made the
         # active publishing: it must be answered with it, not a conflict.
         if idempotency_key and (existing := _by_idempotency_key(user, idempotency_key)):
-            return _replay(existing, project.pk)
+            return _replay(existing, project.pk, commit)
         return _raise_if_active(project.pk, unless_key=(user.pk, idempotency_key))
 
     # No look first: the constraints decide, and the lookups run only when they refuse.
@@ -104,6 +119,7 @@ def _insert_queued(
                     requested_by=user,
                     status=Status.PENDING,
                     idempotency_key=idempotency_key or None,
+                    requested_commit=commit,
                 )
                 created.take_settings_of(project)
                 created.save(force_insert=True)
@@ -133,9 +149,11 @@ def _by_idempotency_key(user: User, key: str) -> Publishing | None:
     return Publishing.objects.filter(requested_by=user, idempotency_key=key).first()
 
 
-def _replay(existing: Publishing, project_id: uuid.UUID | str) -> Publishing:
+def _replay(existing: Publishing, project_id: uuid.UUID | str, commit: str) -> Publishing:
     if str(existing.project_id) != str(project_id):
         raise PublishingConflict("This Idempotency-Key was already used for another project.")
+    if existing.requested_commit != commit:
+        raise PublishingConflict("This Idempotency-Key was already used for another commit.")
     return existing
 
 
@@ -158,7 +176,7 @@ def _raise_if_active(
 def _check_may_act_on(publishing: Publishing, by: User) -> None:
     if not authorization.may_act_on(by, publishing):
         raise Forbidden(
-            "You may see this publishing but not cancel or retry it: "
+            "You may see this publishing but not cancel, retry or re-run it: "
             "that needs the change_publishing permission."
         )
 
@@ -252,3 +270,25 @@ def publishing_retry(*, publishing: Publishing, by: User) -> Publishing:
     publishing.refresh_from_db()
     logger.info("publishing %s retried by %s", publishing.pk, by.get_username())
     return publishing
+
+
+def publishing_rerun(*, publishing: Publishing, by: User) -> Publishing:
+    """Queue a new publishing of this one's project at the commit it checked out; returns the new one.
+
+    For any finished publishing, published ones included: publishing an earlier commit again is a
+    rollback (the package is deterministic: the same commit and build give the same archive). The
+    new one runs with the project's settings of now, as any initiate; a publishing that never got to
+    its checkout is re-run with the commit it asked for (its ref's head if none). 409 while this one
+    or another of its project is active, or when its project was deleted.
+    """
+    _check_may_act_on(publishing, by)
+    if not publishing.is_terminal:
+        raise PublishingConflict(f"Only finished publishings can be re-run, not {publishing.status}.")
+    if publishing.project_id is None:
+        raise PublishingConflict("The project of this publishing was deleted.")
+    commit = publishing.commit_sha or publishing.requested_commit
+    rerun = publishing_initiate(
+        user=by, project_id=publishing.project_id, commit=commit, via=f"re-run of {publishing.pk}"
+    )
+    logger.info("publishing %s re-run by %s as %s at %s", publishing.pk, by.get_username(), rerun.pk, commit)
+    return rerun

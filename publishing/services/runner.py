@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from publishing.pipeline import Job, Origin, get_pipeline
 from publishing.pipeline.workspace import workspace as pipeline_workspace
 from publishing.redaction import redact_credentials
 from publishing.services.attempts import AttemptLog, finish_attempt, outcome_of_stopped
+from publishing.services.provenance import record_commit
 
 logger = logging.getLogger(__name__)
 
@@ -203,14 +205,16 @@ def _run_attempt(publishing: Publishing, log: AttemptLog) -> None:
         try:
             log.step("checkout", f"checkout {redact_credentials(job.repository_url)}@{job.ref}", progress=10)
             with metrics.step("checkout"):
-                source = pipeline.checkout(job)
+                checked_out = pipeline.checkout(job)
+            source = checked_out.path
+            record_commit(publishing, log, checked_out.commit)
             command = job.build_command.strip()
             log.step("build", f"build: {command}" if command else "build: no build command", progress=30)
             with metrics.step("build"):
                 pipeline.build(job, source)
             log.step("package", f"package {job.artifact_path}", progress=60)
             with metrics.step("package"):
-                artifact = pipeline.package(job, source)
+                artifact = replace(pipeline.package(job, source), commit=checked_out.commit)
             log.event(f"artifact sha256={artifact.sha256} size={artifact.size}")
             log.end_step()
             log.flush()
@@ -257,6 +261,7 @@ def _job_of(publishing: Publishing, project: Project, workspace: Path, log: Atte
         target_url=publishing.target_url,
         workspace=workspace,
         log=log.append,
+        commit=publishing.requested_commit,
     )
 
 

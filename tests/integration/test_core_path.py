@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_initiate_is_published_by_a_real_worker_into_a_file_store(
-    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+    redis_url, make_stack, make_project, owner_token, git_source: Path, tmp_path: Path
 ) -> None:
     # Given the web server and a worker on a real Redis, and a project targeting a file store
     store = tmp_path / "store"
@@ -43,6 +44,18 @@ def test_initiate_is_published_by_a_real_worker_into_a_file_store(
     assert hashlib.sha256(artifact.read_bytes()).hexdigest() == done["artifact_sha256"]
     manifest = json.loads((artifact.parent / f"{publishing['id']}.json").read_text())
     assert manifest["sha256"] == done["artifact_sha256"]
+    # And the publishing, its attempt, its log and the manifest name the commit git checked out
+    head = subprocess.run(
+        ["git", "-C", str(git_source), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert (done["commit_sha"], done["commit_subject"], done["commit_author"]) == (
+        head,
+        "init",
+        "t <t@example.invalid>",
+    )
+    assert done["attempt_history"][0]["commit_sha"] == head
+    assert f"checkout -> {head[:12]} init" in api.get(done["log_url"]).text
+    assert (manifest["commit_sha"], manifest["commit_subject"]) == (head, "init")
     assert sorted(p.name for p in (store / str(project.owner_id) / project.slug).iterdir()) == sorted(
         [artifact.name, f"{publishing['id']}.json"]
     )

@@ -58,13 +58,15 @@ SETTINGS: dict[str, Any] = {
         {
             # Valid JSON is not yet a valid project or a valid login. Whether a repository URL
             # is allowed (scheme, host policy, scp form, local paths by setting), whether a slug
-            # is free and whether a password is right cannot be said in JSON Schema, so a
-            # schema-valid body may fairly be refused with 400 VALIDATION_ERROR here. Every
-            # other check still runs on these operations, and 400 stays refused on all others.
+            # is free, whether a password is right and whether a `commit` is a full commit id or
+            # a tag name git would take (no `..`, `@{`, leading dash...) cannot be said in JSON
+            # Schema, so a schema-valid body may fairly be refused with 400 VALIDATION_ERROR here.
+            # Every other check still runs on these operations, and 400 stays refused on all others.
             "include-name": [
                 "POST /api/v1/auth/token/",
                 "POST /api/v1/projects/",
                 "PATCH /api/v1/projects/{id}/",
+                "POST /api/v1/publishing/initiate",
             ],
             "checks": {
                 "positive_data_acceptance": {

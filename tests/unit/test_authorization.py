@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import redis
 from django.contrib.auth.models import User
-from django.core.cache import caches
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -273,16 +272,6 @@ def test_a_token_write_needs_no_csrf_token(
 
 
 # --- Throttling of initiate and retry -------------------------------------------------------------------
-
-
-@pytest.fixture
-def throttled(settings: Any) -> Iterator[Any]:
-    """The initiate throttle at 2 a minute, on a fresh cache and breaker."""
-    settings.PUBLISHING_INITIATE_RATE = "2/min"
-    caches["throttle"].clear()
-    throttling.breaker.reset()
-    yield settings
-    throttling.breaker.reset()
 
 
 def initiate(client: APIClient, project: Project) -> Any:

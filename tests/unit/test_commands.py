@@ -69,6 +69,16 @@ def test_publish_wait_gives_up_at_its_timeout_with_exit_3(stub_broker) -> None:
     assert Publishing.objects.get(project=project).status == "queued"
 
 
+def test_publish_a_given_commit_asks_for_it_and_refuses_a_malformed_one(stub_broker) -> None:
+    project = ProjectFactory.create(slug="site")
+
+    with pytest.raises(CommandError, match="VALIDATION_ERROR: a commit id has 40 hex digits"):
+        run("publish", "site", "--commit", "abc1234")
+    run("publish", "site", "--commit", "v1.4.0")
+
+    assert Publishing.objects.get(project=project).requested_commit == "v1.4.0"
+
+
 def test_publish_needs_user_when_a_slug_is_ambiguous(stub_broker) -> None:
     alice, bob = UserFactory.create(username="alice"), UserFactory.create(username="bob")
     ProjectFactory.create(slug="site", owner=alice)

@@ -75,6 +75,7 @@ def test_a_published_run_tells_its_story_in_events_and_its_commands_output(stub_
     assert re.fullmatch(r"attempt 1 started on \S+:\d+", events[1])
     expected = [
         r"checkout https://\S+@main",
+        r"checkout -> [0-9a-f]{12} The head of main",
         r"checkout done in \d+\.\ds",
         r"build: no build command|build: .+",
         r"build done in \d+\.\ds",

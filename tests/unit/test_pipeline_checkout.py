@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from publishing.exceptions import PermanentJobError, TransientJobError
-from publishing.pipeline.checkout import checkout, validate_ref, validate_source_url
+from publishing.pipeline.base import Commit
+from publishing.pipeline.checkout import checkout, head_commit, validate_source_url
+from publishing.pipeline.commits import SUBJECT_LIMIT, validate_ref
 from tests.fakes import http_server, resolver
 from tests.support.polling import wait_until
 
@@ -116,6 +118,64 @@ def test_checkout_clones_a_tag_from_a_file_url(repo, tmp_path):
 
     # Then the tagged content is checked out
     assert (dest / "index.html").read_text() == "<h1>v1</h1>"
+
+
+def test_head_commit_is_what_git_checked_out_not_what_the_ref_is_called(repo, tmp_path):
+    # Given a checkout of the tag v1, which names the first of two commits
+    dest = _checkout(str(repo), "v1", tmp_path / "ws" / "source")
+
+    # When
+    commit = head_commit(dest, timeout=30)
+
+    # Then it is the tagged commit, read from the checkout
+    assert commit == Commit(
+        sha=_git(repo, "rev-parse", "v1^{commit}").strip(), subject="first", author="t <t@t>"
+    )
+    assert commit.short == commit.sha[:12]
+    # And git left nothing in the checkout
+    assert sorted(p.name for p in dest.iterdir()) == [".git", "index.html"]
+
+
+def test_head_commit_keeps_control_characters_out_and_caps_a_long_subject(repo, tmp_path):
+    # Given a commit whose subject carries a terminal escape and runs on, by an author with a tab
+    subject = "\x1b[31mred\x1b[0m " + "long " * 200
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            "user.name=Eve\tX",
+            "-c",
+            "user.email=e@x",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            subject,
+        ],
+        cwd=repo,
+        check=True,
+    )
+    dest = _checkout(str(repo), "main", tmp_path / "ws" / "source")
+
+    # When
+    commit = head_commit(dest, timeout=30)
+
+    # Then no control character got through, and the subject is capped, saying so
+    assert commit.subject.startswith("\ufffd[31mred\ufffd[0m long long")
+    assert len(commit.subject) == SUBJECT_LIMIT
+    assert commit.subject.endswith("…")
+    assert commit.author == "Eve\ufffdX <e@x>"
+
+
+def test_head_commit_of_a_folder_without_a_repository_fails_permanently(repo, tmp_path):
+    # Given a folder inside a repository, itself no checkout
+    inside = repo / "sub"
+    inside.mkdir()
+
+    # When / Then git does not look above it
+    with pytest.raises(PermanentJobError) as excinfo:
+        head_commit(inside, timeout=30)
+    assert excinfo.value.code == "CHECKOUT_FAILED"
 
 
 def test_checkout_of_a_missing_branch_fails_permanently_and_leaves_no_destination(repo, tmp_path):

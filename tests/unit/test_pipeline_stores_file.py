@@ -14,7 +14,7 @@ import pytest
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Artifact, Origin
 from publishing.pipeline.stores.file import FileStore
-from tests.support.stores import ORIGIN, PUBLISHING_ID, fail_if_called, make_artifact
+from tests.support.stores import COMMIT, ORIGIN, PUBLISHING_ID, fail_if_called, make_artifact
 
 file_store_module = importlib.import_module("publishing.pipeline.stores.file")
 
@@ -61,6 +61,27 @@ def test_submit_to_a_directory_writes_the_archive_and_then_its_manifest(artifact
     assert submission.uri == final.as_uri()
     assert submission.uri.startswith("file:///")
     assert submission.ref == PUBLISHING_ID
+
+
+def test_the_manifest_names_the_commit_the_archive_was_built_from(tmp_path):
+    # Given an archive built from a known commit, and one whose commit is unknown
+    store = tmp_path / "store"
+    built = make_artifact(tmp_path / "built.tar.gz", commit=COMMIT)
+    unknown = make_artifact(tmp_path / "unknown.tar.gz", b"other bytes")
+
+    # When both are submitted
+    _submit(built, store.as_uri())
+    _submit(unknown, store.as_uri(), publishing_id="other")
+
+    # Then the first manifest names the commit (UTF-8), the second names none
+    folder = store / "42" / "my-site"
+    manifest = json.loads((folder / f"{PUBLISHING_ID}.json").read_text(encoding="utf-8"))
+    assert (manifest["commit_sha"], manifest["commit_subject"], manifest["commit_author"]) == (
+        COMMIT.sha,
+        COMMIT.subject,
+        COMMIT.author,
+    )
+    assert not any(key.startswith("commit") for key in json.loads((folder / "other.json").read_text()))
 
 
 def test_resubmitting_the_same_archive_rewrites_nothing(artifact, tmp_path, monkeypatch):

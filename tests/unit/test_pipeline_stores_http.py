@@ -19,7 +19,7 @@ from publishing.pipeline.base import Artifact
 from publishing.pipeline.stores.http import HttpStore
 from tests.fakes import rebinding_resolver, resolver
 from tests.support.http import Answer, Request, ScriptedReceiver
-from tests.support.stores import ORIGIN, PUBLISHING_ID, make_artifact
+from tests.support.stores import COMMIT, ORIGIN, PUBLISHING_ID, make_artifact
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +65,20 @@ def test_submit_over_http_posts_the_archive_with_idempotency_headers(artifact, s
     assert request.headers["Content-Length"] == str(artifact.size)
     assert submission.uri == "https://cdn.example.com/my-site/42"
     assert submission.ref == "sub-42"
+
+
+def test_submit_over_http_names_the_commit_in_x_commit_sha_when_it_is_known(artifact, store, tmp_path):
+    # Given an archive built from a known commit
+    built = make_artifact(tmp_path / "built.tar.gz", commit=COMMIT)
+
+    # When it and one of an unknown commit are submitted
+    _submit(built, store.url)
+    _submit(artifact, store.url)
+
+    # Then the first request names the commit, the second has no such header
+    first, second = store.requests
+    assert first.headers["X-Commit-SHA"] == COMMIT.sha
+    assert "X-Commit-SHA" not in second.headers
 
 
 def test_submit_over_http_prefers_the_location_header(artifact, store):

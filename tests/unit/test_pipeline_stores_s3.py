@@ -18,7 +18,7 @@ from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Artifact, Origin
 from publishing.pipeline.stores.s3 import S3Store
 from tests.support.s3 import TEST_CREDENTIALS, Scripted, s3_client
-from tests.support.stores import ORIGIN, PUBLISHING_ID, fail_if_called, make_artifact
+from tests.support.stores import COMMIT, ORIGIN, PUBLISHING_ID, fail_if_called, make_artifact
 
 pytestmark = pytest.mark.usefixtures("s3_credentials")
 
@@ -84,6 +84,24 @@ def test_submit_puts_the_archive_with_its_checksum_then_the_manifest(artifact, s
     # And the submission records the object's URL
     assert submission.uri == f"s3://{s3_bucket}/{KEY}"
     assert submission.ref == PUBLISHING_ID
+
+
+def test_the_object_metadata_and_the_manifest_name_the_commit(s3_server, s3_bucket, tmp_path):
+    # Given an archive built from a known commit
+    built = make_artifact(tmp_path / "built.tar.gz", commit=COMMIT)
+
+    # When it is submitted
+    _submit(_store(s3_server.url, s3_bucket), built, f"s3://{s3_bucket}/sites")
+
+    # Then the object's metadata names the commit's id, and the manifest the whole commit
+    client = s3_client(s3_server.url)
+    assert client.head_object(Bucket=s3_bucket, Key=KEY)["Metadata"]["commit-sha"] == COMMIT.sha
+    manifest = json.loads(client.get_object(Bucket=s3_bucket, Key=MANIFEST_KEY)["Body"].read())
+    assert (manifest["commit_sha"], manifest["commit_subject"], manifest["commit_author"]) == (
+        COMMIT.sha,
+        COMMIT.subject,
+        COMMIT.author,
+    )
 
 
 def test_a_bucket_without_prefix_keeps_the_layout_at_its_top(artifact, s3_server, s3_bucket):

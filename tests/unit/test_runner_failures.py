@@ -150,8 +150,10 @@ class Interleaving:
             interleaving.packaged.append(interleaving._running.message_id)
             return package(pipeline, job, source)
 
-        def flush_then_move_on(log: attempts.AttemptLog, *, progress: int | None = None) -> None:
-            flush(log, progress=progress)
+        def flush_then_move_on(
+            log: attempts.AttemptLog, *, progress: int | None = None, **changes: Any
+        ) -> None:
+            flush(log, progress=progress, **changes)
             if (
                 "artifact sha256=" in log.excerpt
                 and log.message_id == interleaving.first_message
@@ -299,10 +301,10 @@ def test_a_database_lost_mid_attempt_is_retried_as_database_unavailable(
     flush = attempts.AttemptLog.flush
     failures = [error]
 
-    def flaky_flush(log: attempts.AttemptLog, *, progress: int | None = None) -> None:
+    def flaky_flush(log: attempts.AttemptLog, *, progress: int | None = None, **changes: Any) -> None:
         if progress == 30 and failures:
             raise failures.pop()
-        flush(log, progress=progress)
+        flush(log, progress=progress, **changes)
 
     monkeypatch.setattr(attempts.AttemptLog, "flush", flaky_flush)
     publishing = queued()

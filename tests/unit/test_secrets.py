@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +20,10 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from publishing.models import Project, Publishing
-from publishing.pipeline import DefaultPipeline, Job
+from publishing.pipeline import DefaultPipeline, Job, Source
 from publishing.selectors import log_text
 from tests.factories import ProjectFactory, UserFactory
+from tests.fakes import scripted_commit
 from tests.support.http import Answer, Request, ScriptedReceiver
 from tests.support.stub_broker import drain
 
@@ -36,12 +36,12 @@ WEBHOOK_SECRET = "whsec-0f9e8d7c6b5a4f3e2d1c"
 class LocalSourcePipeline(DefaultPipeline):
     """The default pipeline with a checkout that writes the source instead of cloning it (no network)."""
 
-    def checkout(self, job: Job) -> Path:
+    def checkout(self, job: Job) -> Source:
         source = job.workspace / "source"
         source.mkdir()
         (source / "index.html").write_text("<h1>Hello</h1>\n")
         job.log("checked out\n")
-        return source
+        return Source(path=source, commit=scripted_commit(job))
 
 
 class Receivers(ScriptedReceiver):

@@ -165,9 +165,16 @@ def test_a_rolled_back_transition_records_and_sends_nothing(
 def test_the_body_describes_the_outcome_without_log_or_secrets(
     db, stub_broker, django_capture_on_commit_callbacks
 ) -> None:
-    # Given a published publishing with a log
+    # Given a published publishing with a log, built from a commit whose subject is not ASCII
     project = hooked_project()
-    publishing = PublishingFactory.create(queued=True, project=project, log="secret build output")
+    publishing = PublishingFactory.create(
+        queued=True,
+        project=project,
+        log="secret build output",
+        commit_sha="c" * 40,
+        commit_subject="Café menu",
+        commit_author="Zoë <zoe@example.com>",
+    )
 
     with django_capture_on_commit_callbacks(execute=True):
         finish(publishing, "published")
@@ -187,6 +194,9 @@ def test_the_body_describes_the_outcome_without_log_or_secrets(
             "attempts": 1,
             "error_code": "",
             "error_message": "",
+            "commit_sha": "c" * 40,
+            "commit_subject": "Café menu",
+            "commit_author": "Zoë <zoe@example.com>",
             "artifact_sha256": "a" * 64,
             "artifact_size": 123,
             "artifact_uri": "file:///store/x.tar.gz",

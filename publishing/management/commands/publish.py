@@ -8,6 +8,7 @@ import uuid
 from typing import IO, Any, cast
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -33,6 +34,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("project", help="the project's id, or its slug")
         parser.add_argument("--user", help="request it as this user (default: the project's owner)")
+        parser.add_argument(
+            "--commit", default="", help="a full commit id or a tag of the project's ref (default: its head)"
+        )
         parser.add_argument("--wait", action="store_true", help="follow it until it ends")
         parser.add_argument(
             "--timeout", type=float, default=None, help="with --wait: give up after S seconds"
@@ -43,9 +47,13 @@ class Command(BaseCommand):
         target = _find_project(project, user)
         requester = _find_user(user) if user else target.owner
         try:
-            publishing = publishing_initiate(user=requester, project_id=target.pk, via="cli")
+            publishing = publishing_initiate(
+                user=requester, project_id=target.pk, commit=options["commit"], via="cli"
+            )
         except PublishingError as exc:
             raise CommandError(f"{exc.code}: {exc.detail}") from exc
+        except ValidationError as exc:
+            raise CommandError(f"VALIDATION_ERROR: {' '.join(exc.messages)}") from exc
         self.stdout.write(f"Publishing {publishing.pk} of {target.slug} is {publishing.status}.")
         if wait:
             code = self._follow(publishing, timeout=options["timeout"], poll=options["poll"])

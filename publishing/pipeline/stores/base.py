@@ -56,7 +56,8 @@ def artifact_names(origin: Origin, publishing_id: str) -> tuple[list[str], str, 
 def manifest(
     artifact: Artifact, *, publishing_id: str, origin: Origin, file_name: str, **extra: Any
 ) -> bytes:
-    """The JSON written beside an archive: whose it is, its checksum and size, when it was submitted."""
+    """The JSON written beside an archive: whose it is, its checksum and size, the commit it was built
+    from (`commit_sha`, `commit_subject`, `commit_author`, when known), when it was submitted."""
     data = {
         "publishing_id": publishing_id,
         "project": origin.project_slug,
@@ -66,6 +67,15 @@ def manifest(
         "size": artifact.size,
         "file": file_name,
         "submitted_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        **commit_fields(artifact),
         **extra,
     }
     return json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+
+
+def commit_fields(artifact: Artifact) -> dict[str, str]:
+    """The commit an artifact was built from, as the manifest names it; nothing when it is unknown."""
+    commit = artifact.commit
+    if commit is None:
+        return {}
+    return {"commit_sha": commit.sha, "commit_subject": commit.subject, "commit_author": commit.author}

@@ -85,6 +85,8 @@ def _submit_over_http(
         "Idempotency-Key": publishing_id,
         "X-Checksum-SHA256": artifact.sha256,
         "X-Publishing-Id": publishing_id,
+        # The commit id only: a header carries ASCII, which a subject or an author name may not be.
+        **({"X-Commit-SHA": artifact.commit.sha} if artifact.commit else {}),
     }
     try:
         fh = artifact.path.open("rb")

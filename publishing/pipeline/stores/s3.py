@@ -321,7 +321,12 @@ def _put_archive(client: Any, target: _Object, artifact: Artifact, publishing_id
                 ContentType="application/gzip",
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=base64.b64encode(bytes.fromhex(artifact.sha256)).decode("ascii"),
-                Metadata={"sha256": artifact.sha256, "publishing-id": publishing_id},
+                Metadata={
+                    "sha256": artifact.sha256,
+                    "publishing-id": publishing_id,
+                    # The id only (metadata travels as ASCII headers); the manifest has subject and author.
+                    **({"commit-sha": artifact.commit.sha} if artifact.commit else {}),
+                },
                 IfNoneMatch="*",
             )
     except botocore.exceptions.ClientError as exc:
