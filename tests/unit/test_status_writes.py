@@ -14,7 +14,7 @@ import publishing
 
 PACKAGE = Path(publishing.__file__).parent
 # The one function that moves a status, and the insert that creates a publishing as pending.
-ALLOWED = {("models.py", "transition"), ("services/publishings.py", "_insert_queued")}
+ALLOWED = {("models/publishings.py", "transition"), ("services/publishings.py", "_insert_queued")}
 WRITES = {"update", "create", "bulk_create", "bulk_update", "update_or_create", "get_or_create"}
 
 

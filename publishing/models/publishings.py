@@ -1,4 +1,4 @@
-"""Projects and their publishings; the publishing status machine lives here."""
+"""Publishings and their attempts; the publishing status machine lives here."""
 
 from __future__ import annotations
 
@@ -13,59 +13,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from publishing.exceptions import InvalidTransition
+from publishing.models.log import LogLine
+from publishing.models.projects import Project
 from publishing.signals import publishing_finished
-
-# A project's URLs a user may write credentials into (`https://user:token@host/...`): kept, and
-# never shown back (the API and the admin show `***`).
-CREDENTIAL_URL_FIELDS = ("repository_url", "target_url", "webhook_url")
-
-
-class Project(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="projects")
-    name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=100)
-    repository_url = models.CharField(
-        max_length=500,
-        help_text="Git URL (https://, ssh://, git@host:path). file:// URLs and local paths only "
-        "where PUBLISHING_ALLOW_LOCAL_SOURCES is on.",
-    )
-    ref = models.CharField(max_length=255, default="main", help_text="Branch or tag to build.")
-    build_command = models.TextField(
-        blank=True,
-        default="",
-        help_text="Command line run in the checkout without a shell; empty for no build.",
-    )
-    artifact_path = models.CharField(
-        max_length=500, default=".", help_text="Path inside the checkout to package."
-    )
-    target_url = models.CharField(
-        max_length=500, help_text="Where to submit the artifact: a URL whose scheme picks the store."
-    )
-    webhook_url = models.CharField(
-        max_length=500,
-        blank=True,
-        default="",
-        help_text="http(s) URL that receives every terminal status as signed JSON; empty for none.",
-    )
-    # Kept readable: signing needs it. Never shown back by the API or the admin.
-    webhook_secret = models.CharField(
-        max_length=128, blank=True, default="", help_text="HMAC-SHA256 key of the webhook signatures."
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["name"]
-        constraints = [
-            models.UniqueConstraint(fields=["owner", "slug"], name="project_unique_slug_per_owner"),
-        ]
-        # A build command runs on the workers: setting one is a right of its own, apart from
-        # changing a project (publishing.authorization).
-        permissions = [("set_build_command", "Can set build commands")]
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class PublishingQuerySet(models.QuerySet["Publishing"]):
@@ -351,103 +301,3 @@ class Attempt(models.Model):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
-
-
-class WebhookDelivery(models.Model):
-    """One terminal status of a publishing, POSTed to its project's webhook; a durable outbox row."""
-
-    class State(models.TextChoices):
-        PENDING = "pending"
-        DELIVERED = "delivered"
-        FAILED = "failed"
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    publishing = models.ForeignKey(Publishing, on_delete=models.CASCADE, related_name="webhook_deliveries")
-    url = models.CharField(max_length=500)
-    event = models.CharField(max_length=64, help_text="publishing.published, .failed or .cancelled")
-    # The exact bytes that were signed, so that every retry sends the same body.
-    body = models.TextField()
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
-    attempts = models.PositiveIntegerField(default=0, help_text="POSTs made.")
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    last_error = models.TextField(blank=True, default="")
-    message_id = models.CharField(max_length=64, blank=True, default="")
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    updated_at = models.DateTimeField(default=timezone.now)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        verbose_name_plural = "webhook deliveries"
-        indexes = [models.Index(fields=["state", "updated_at"], name="webhook_state_updated")]
-
-    def __str__(self) -> str:
-        return f"{self.event} -> {self.url} ({self.state})"
-
-
-class LogLine(models.Model):
-    """One line of a publishing's log: what a step's command wrote, or what Publisher did (an event).
-
-    Lines of one publishing are written while its row is locked, so their ids grow in the order they
-    are committed: the id is the cursor a reader follows the log with.
-    """
-
-    class Step(models.TextChoices):
-        CHECKOUT = "checkout"
-        BUILD = "build"
-        PACKAGE = "package"
-        SUBMIT = "submit"
-        # What Publisher itself did: queued, started, retried, cancelled, published, ...
-        EVENT = "event"
-
-    class Stream(models.TextChoices):
-        # A command's stdout and stderr, on one pipe: the order they were written in is kept, which
-        # two pipes could not promise.
-        OUTPUT = "output"
-        PUBLISHER = "publisher"
-
-    # Characters of one line; the rest of a longer line continues on the next ones.
-    LINE_LIMIT: ClassVar[int] = 4096
-
-    id = models.BigAutoField(primary_key=True)
-    publishing = models.ForeignKey(Publishing, on_delete=models.CASCADE, related_name="log_lines")
-    attempt = models.PositiveIntegerField(help_text="0 before the first attempt.")
-    time = models.DateTimeField(default=timezone.now)
-    step = models.CharField(max_length=16, choices=Step.choices)
-    stream = models.CharField(max_length=16, choices=Stream.choices)
-    text = models.TextField()
-
-    class Meta:
-        ordering = ["id"]
-        indexes = [models.Index(fields=["publishing", "id"], name="logline_publishing_id")]
-
-    def __str__(self) -> str:
-        return f"{self.time:%H:%M:%S.%f} {self.step} {self.text}"
-
-    @classmethod
-    def pieces(cls, text: str) -> list[str]:
-        """One line of text as stored: NUL (which PostgreSQL's text refuses) replaced, a long one split."""
-        # A build may print NUL (`cat /proc/self/environ`).
-        text = text.replace("\x00", "\ufffd")
-        return [text[start : start + cls.LINE_LIMIT] for start in range(0, len(text), cls.LINE_LIMIT)] or [""]
-
-    @classmethod
-    def size_of(cls, text: str) -> int:
-        """What `text` counts against the log's cap: its characters and each line's end."""
-        return sum(len(piece) + 1 for piece in cls.pieces(text))
-
-    @classmethod
-    def event(cls, publishing_id: uuid.UUID | str, attempt: int, text: str) -> list[LogLine]:
-        """The rows (not saved) of an event: what Publisher did, in its own words."""
-        now = timezone.now()
-        return [
-            cls(
-                publishing_id=publishing_id,
-                attempt=attempt,
-                time=now,
-                step=cls.Step.EVENT,
-                stream=cls.Stream.PUBLISHER,
-                text=piece,
-            )
-            for piece in cls.pieces(text)
-        ]
