@@ -76,8 +76,11 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 def scripted_commit(job: Job) -> Commit:
     """The commit a stand-in checkout says it holds: the one asked for, or one per repository, ref and tag."""
-    if COMMIT_ID.fullmatch(job.commit):
+    head = hashlib.sha1(f"{job.repository_url}@{job.ref}:".encode(), usedforsecurity=False).hexdigest()
+    if COMMIT_ID.fullmatch(job.commit) and job.commit != head:
         return Commit(sha=job.commit, subject="The commit asked for", author="Ada <ada@example.invalid>")
+    if job.commit in ("", head):
+        return Commit(sha=head, subject=f"The head of {job.ref}", author="Ada <ada@example.invalid>")
     named = f"{job.repository_url}@{job.ref}:{job.commit}"
     sha = hashlib.sha1(named.encode(), usedforsecurity=False).hexdigest()
     return Commit(sha=sha, subject=f"The head of {job.ref}", author="Ada <ada@example.invalid>")

@@ -261,7 +261,9 @@ def _job_of(publishing: Publishing, project: Project, workspace: Path, log: Atte
         target_url=publishing.target_url,
         workspace=workspace,
         log=log.append,
-        commit=publishing.requested_commit,
+        # Once an attempt has checked a commit out, the next ones build that commit, not a newer head
+        # of the ref: one publishing is one commit, whatever its retries.
+        commit=publishing.requested_commit or publishing.commit_sha,
     )
 
 

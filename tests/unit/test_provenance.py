@@ -121,3 +121,19 @@ def test_the_admin_shows_the_commit_in_the_list_on_the_page_and_for_each_attempt
     assert COMMIT.subject in page
     assert "Alice Example &lt;alice@example.com&gt;" in page
     assert page.count(f">{COMMIT.short}</code>") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_builds_the_commit_its_first_attempt_checked_out(stub_broker, worker) -> None:
+    # Given a publishing of the ref's head whose first attempt fails transiently after its checkout
+    ScriptedPipeline.reset(TransientJobError("store busy", code="TARGET_UNAVAILABLE"))
+    publishing = initiate()
+
+    # When it is retried until published
+    drain(stub_broker, worker)
+
+    # Then the first attempt asked for the head, and the retry for the commit the first checked out
+    first, retry = ScriptedPipeline.jobs
+    publishing.refresh_from_db()
+    assert first.commit == ""
+    assert retry.commit == publishing.commit_sha != ""
