@@ -269,7 +269,20 @@ def checkout(
     created = not dest.exists()
     dest.parent.mkdir(parents=True, exist_ok=True)
     git = _git_command(pins, allow_private=allow_private)
-    argv = [*git, "clone", "--depth", "1", "--single-branch", "--branch", ref, "--", clone_url, str(dest)]
+    # --quiet: git's errors only, not "Cloning into '<the worker's folder>'" in the user's log.
+    argv = [
+        *git,
+        "clone",
+        "--quiet",
+        "--depth",
+        "1",
+        "--single-branch",
+        "--branch",
+        ref,
+        "--",
+        clone_url,
+        str(dest),
+    ]
     logger.info("Cloning %s at %s into %s", safe_url, f"{ref} {commit}".strip(), dest)
     try:
         with tempfile.TemporaryDirectory(prefix="git-home-", dir=dest.parent) as home:
