@@ -150,3 +150,27 @@ def test_a_publishing_waiting_for_the_rate_limit_says_so_and_until_when(
     log = api.get(body["log_url"], timeout=10).text
     assert "waiting for a start under the rate limit, until about " in log
     wait_until(lambda: api.post(body["cancel"], timeout=10).status_code == 200, 10, "the cancel failed")
+
+
+def test_a_refused_checkout_has_gits_own_words_in_the_error_and_the_log(
+    redis_url, make_stack, make_project, owner_token, tmp_path: Path
+) -> None:
+    # Given a project whose repository is a folder that holds no repository
+    empty = tmp_path / "not-a-repository"
+    empty.mkdir()
+    project = make_project(f"file://{tmp_path / 'store'}")
+    type(project).objects.filter(pk=project.pk).update(repository_url=str(empty))
+    _, token = owner_token
+    stack = make_stack(redis_url)
+    api = stack.serve(token)
+
+    # When it is published
+    done = stack.wait_for(api, stack.initiate(api, project.pk).json()["id"])
+
+    # Then it failed for good, and both its error and its log say what git said
+    assert (done["status"], done["error_code"]) == ("failed", "CHECKOUT_FAILED"), done
+    assert "does not appear to be a git repository" in done["error_message"]
+    log = api.get(done["log_url"], timeout=10).text
+    assert "checkout fatal: " in log
+    assert "does not appear to be a git repository" in log
+    assert log.rstrip().endswith("attempt 1 failed (CHECKOUT_FAILED): " + done["error_message"])

@@ -23,6 +23,7 @@ from publishing.admin import publishings as admin_publishings
 from publishing.admin import webhooks as admin_webhooks
 from publishing.exceptions import PermanentJobError
 from publishing.models import Attempt, Project, Publishing, WebhookDelivery
+from publishing.selectors import log_text
 from publishing.services import dead_letters
 from publishing.services.webhooks import delivery_resend
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
@@ -661,6 +662,7 @@ def test_publish_now_initiates_through_the_service_as_the_staff_user(
     created = Publishing.objects.get(project=idle)
     assert created.status == "queued"
     assert created.requested_by == UserFactory.create(username="admin")
+    assert log_text(created).endswith(" event    queued by admin via admin\n")
     assert [m.message_id for m in queued_messages(stub_broker)] == [created.message_id]
     reported = dict((text, level) for level, text in sent_messages(response))
     assert reported[f'Idle: publishing <a href="{change_url(created)}">{created.pk}</a> queued.'] == "success"

@@ -14,6 +14,7 @@ from publishing import selectors
 from publishing.broker import QueueStats
 from publishing.exceptions import PermanentJobError
 from publishing.models import Publishing
+from publishing.selectors import log_text
 from tests.factories import ProjectFactory, PublishingFactory, UserFactory
 from tests.fakes import ScriptedPipeline
 from tests.support.manage import PRODUCTION_ENV, run_manage
@@ -34,6 +35,7 @@ def test_publish_by_slug_queues_it_as_the_owner(stub_broker) -> None:
 
     publishing = Publishing.objects.get(project=project)
     assert (publishing.status, publishing.requested_by) == ("queued", project.owner)
+    assert log_text(publishing).endswith(f" event    queued by {project.owner.get_username()} via cli\n")
     assert f"Publishing {publishing.pk} of site is queued." in output
     assert len(stub_broker.queues["publishing-builds"].queue) == 1
 
