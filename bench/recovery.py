@@ -38,7 +38,6 @@ import os
 import random
 import secrets
 import statistics
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +49,7 @@ from typing import Any
 import psycopg
 import requests
 
-from bench.common import Context, Deployment, Outcome, Target, bootstrap_demo, git, git_repository
+from bench.common import Context, Deployment, Outcome, Target, bootstrap_demo, git_repository
 
 HOSTS = ("host-a", "host-b")
 # The product's defaults (publisher_project/settings/jobs.py), said here for the report.
@@ -84,13 +83,13 @@ SHORT_LEASES = Plan(
 FULL = (DEFAULTS, DEFAULTS, DEFAULTS, SHORT_LEASES)
 SMOKE = (SHORT_LEASES,)
 
-# `python3 build.py --beacon TOKEN`: holds while its checkout has `hold` (at most 5 minutes), builds.
-# The sandbox lets a build see nothing but its checkout: the run commits `hold` away once the first
-# attempt's worker is killed, so the next attempt builds at once; TOKEN finds its process on the host.
+# `python3 build.py --beacon TOKEN`: the first attempt holds (at most 5 minutes), then it builds. The
+# sandbox lets a build see nothing but its checkout and its environment, where PUBLISHER_ATTEMPT says
+# which run it is: the attempt after the killed one builds at once. TOKEN finds its process on the host.
 BUILD_SCRIPT = """\
-import pathlib, time
+import os, pathlib, time
 deadline = time.monotonic() + 300
-while pathlib.Path("hold").exists() and time.monotonic() < deadline:
+while os.environ.get("PUBLISHER_ATTEMPT") == "1" and time.monotonic() < deadline:
     time.sleep(0.05)
 pathlib.Path("dist").mkdir(exist_ok=True)
 pathlib.Path("dist/index.html").write_text("<h1>Recovered</h1>\\n")
@@ -99,13 +98,7 @@ pathlib.Path("dist/index.html").write_text("<h1>Recovered</h1>\\n")
 
 def make_source(folder: Path) -> Path:
     """A local git repository with the holding build."""
-    return git_repository(folder, {"build.py": BUILD_SCRIPT, "hold": ""}, "holding build")
-
-
-def release(source: Path) -> None:
-    """Commit `hold` away: the next attempt's checkout builds at once."""
-    subprocess.run([*git(source), "rm", "--quiet", "hold"], check=True)
-    subprocess.run([*git(source), "commit", "--quiet", "-m", "release"], check=True)
+    return git_repository(folder, {"build.py": BUILD_SCRIPT}, "holding build")
 
 
 def build_pid(token: str) -> int | None:
@@ -254,7 +247,6 @@ class Recovery:
         build_outlived_worker = pid is not None and alive(pid)
         # The dead worker can no longer renew it: this is the lease the reconciler waits out.
         renewed_at = self._lease_renewed_at(publishing_id)
-        release(self.source)
         again = self.wait_until(
             publishing_id,
             "ran again",

@@ -1,12 +1,15 @@
 from django.contrib import admin
 from django.contrib.auth.views import LoginView
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from publishing.api.throttling import login_throttled
 from publishing.views import metrics_view
 
 urlpatterns = [
+    # The front page is the API root: browsable, with a link to every part of the service.
+    path("", RedirectView.as_view(url="/api/v1/", permanent=False), name="home"),
     # The two login pages, throttled, ahead of the includes that also name them (their names still
     # reverse to these paths).
     path("admin/login/", login_throttled(admin.site.login)),
@@ -15,6 +18,11 @@ urlpatterns = [
     path("api/v1/", include("publishing.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="publishing/redoc.html"),
+        name="redoc",
+    ),
     path("api-auth/", include("rest_framework.urls")),
     path("metrics", metrics_view, name="metrics"),
 ]

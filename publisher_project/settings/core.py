@@ -21,6 +21,7 @@ __all__ = [
     "DATABASE_URL",
     "DEBUG",
     "DEFAULT_AUTO_FIELD",
+    "FORMAT_MODULE_PATH",
     "INSTALLED_APPS",
     "LANGUAGE_CODE",
     "LOGGING",
@@ -74,6 +75,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     # Before django_dramatiq: our rundramatiq (shutdown timeout from settings) wins.
     "publishing",
     # Builds the broker from DRAMATIQ_BROKER when Django loads; its Task admin is unregistered
@@ -161,6 +163,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# Times to the second (publisher_project/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["publisher_project.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -18,3 +18,9 @@ __all__ = ["overview", "projects", "publishings", "webhooks"]
 # for its broker set-up, and its admin module (imported above, so that it has run whichever app the
 # autodiscovery reaches first) registers a list of Task rows that nothing writes.
 admin.site.unregister(Task)
+
+admin.site.site_header = "Publisher administration"
+admin.site.site_title = "Publisher admin"
+admin.site.index_title = "Projects, publishings and the job queue"
+# "View site": the API root, the service's front page.
+admin.site.site_url = "/api/v1/"

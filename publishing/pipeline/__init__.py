@@ -57,6 +57,7 @@ class DefaultPipeline:
                 timeout=settings.PUBLISHING_BUILD_TIMEOUT,
                 output_limit=settings.PUBLISHING_LOG_LIMIT,
                 on_output=job.log,
+                variables=job.build_variables(),
             )
 
     def package(self, job: Job, source: Path) -> Artifact:

@@ -35,6 +35,13 @@ class Job:
     log: Callable[[str], None]
     # A full commit id or a tag in the history of `ref` to check out instead of its head; empty: the head.
     commit: str = ""
+    # Which run of the publishing this is (1, then each retry or requeue): the build sees it.
+    attempt: int = 1
+
+    def build_variables(self) -> dict[str, str]:
+        """What the build's environment tells it of its run: the commit (once checked out, the full id
+        of what it builds) and which attempt."""
+        return {"PUBLISHER_COMMIT": self.commit, "PUBLISHER_ATTEMPT": str(self.attempt)}
 
 
 @dataclass(frozen=True)

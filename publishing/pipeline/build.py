@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from publishing.exceptions import PermanentJobError
@@ -69,9 +69,10 @@ def run_build(
     on_output: Callable[[str], None],
     limits: BuildLimits | None = None,
     sandbox: SandboxPolicy | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> None:
-    """Run `command` in `cwd` within `limits` and `sandbox` (default: the settings); stream at most
-    `output_limit` bytes of its output to `on_output`.
+    """Run `command` in `cwd` within `limits` and `sandbox` (default: the settings), with `variables`
+    added to its environment; stream at most `output_limit` bytes of its output to `on_output`.
 
     Raises PermanentJobError: BUILD_COMMAND_INVALID, BUILD_USER_INVALID, SANDBOX_UNAVAILABLE,
     BUILD_TIMEOUT, BUILD_OUTPUT_LIMIT, BUILD_PROCESS_LIMIT, BUILD_CPU_LIMIT, BUILD_FILE_LIMIT,
@@ -83,9 +84,16 @@ def run_build(
     sandbox = sandbox if sandbox is not None else SandboxPolicy.from_settings()
     argv = _parse(command)
     bwrap = sandbox.bwrap()
+    extra = dict(variables or {})
     if bwrap is None:
         _run_unsandboxed(
-            argv, cwd=cwd, timeout=timeout, output_limit=output_limit, on_output=on_output, limits=limits
+            argv,
+            cwd=cwd,
+            timeout=timeout,
+            output_limit=output_limit,
+            on_output=on_output,
+            limits=limits,
+            variables=extra,
         )
         return
     _run_sandboxed(
@@ -97,6 +105,7 @@ def run_build(
         output_limit=output_limit,
         on_output=on_output,
         limits=limits,
+        variables=extra,
     )
 
 
@@ -123,6 +132,7 @@ def _run_sandboxed(
     output_limit: int,
     on_output: Callable[[str], None],
     limits: BuildLimits,
+    variables: dict[str, str],
 ) -> None:
     home = cwd.parent / "home"
     home.mkdir(exist_ok=True)
@@ -149,7 +159,7 @@ def _run_sandboxed(
         execute(
             argv,
             cwd=cwd,
-            env=sandbox_environment(proxy_port=PROXY_PORT if proxy else None),
+            env={**sandbox_environment(proxy_port=PROXY_PORT if proxy else None), **variables},
             identity=identity,
             interpreter=interpreter,
             limits=limits,
@@ -201,9 +211,10 @@ def _run_unsandboxed(
     output_limit: int,
     on_output: Callable[[str], None],
     limits: BuildLimits,
+    variables: dict[str, str],
 ) -> None:
     identity = resolve_user(limits.user)
-    env = build_environment(cwd)
+    env = {**build_environment(cwd), **variables}
     if identity is not None:
         hand_over(cwd, Path(env["HOME"]), identity)
     elif os.geteuid() != 0:

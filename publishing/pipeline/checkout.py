@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.exceptions import JobError, PermanentJobError, TransientJobError
 from publishing.pipeline.base import Commit
 from publishing.pipeline.commits import fetch_commit, parse_commit, read_commit, validate_ref
 from publishing.pipeline.network import check_host, has_control_or_space, split_url
@@ -269,20 +269,6 @@ def checkout(
     created = not dest.exists()
     dest.parent.mkdir(parents=True, exist_ok=True)
     git = _git_command(pins, allow_private=allow_private)
-    # --quiet: git's errors only, not "Cloning into '<the worker's folder>'" in the user's log.
-    argv = [
-        *git,
-        "clone",
-        "--quiet",
-        "--depth",
-        "1",
-        "--single-branch",
-        "--branch",
-        ref,
-        "--",
-        clone_url,
-        str(dest),
-    ]
     logger.info("Cloning %s at %s into %s", safe_url, f"{ref} {commit}".strip(), dest)
     try:
         with tempfile.TemporaryDirectory(prefix="git-home-", dir=dest.parent) as home:
@@ -296,7 +282,7 @@ def checkout(
             returncode, stderr = (
                 fetch_commit(run, url=clone_url, ref=ref, commit=commit, dest=dest)
                 if commit
-                else _run_git(argv, env=env, timeout=timeout, on_output=on_output)
+                else run(_clone_args(ref, clone_url, dest))
             )
     except BaseException:
         if created:
@@ -305,15 +291,26 @@ def checkout(
     if returncode != 0:
         if created:
             shutil.rmtree(dest, ignore_errors=True)
-        transient = _is_transient(stderr)
-        detail = with_output_tail(
-            "repository unavailable" if transient else "git clone failed", _CLONING_RE.sub("", stderr)
-        )
-        logger.warning("git clone of %s at %s exited with %s: %s", safe_url, ref, returncode, detail)
-        if transient:
-            raise TransientJobError(detail, code="CHECKOUT_UNAVAILABLE")
-        raise PermanentJobError(detail, code="CHECKOUT_FAILED")
+        raise _clone_error(stderr, returncode=returncode, safe_url=safe_url, ref=ref)
     return dest
+
+
+def _clone_args(ref: str, url: str, dest: Path) -> list[str]:
+    """A shallow clone of the branch or tag `ref`; --quiet: git's errors only, not "Cloning into
+    '<the worker's folder>'" in the user's log."""
+    return ["clone", "--quiet", "--depth", "1", "--single-branch", "--branch", ref, "--", url, str(dest)]
+
+
+def _clone_error(stderr: str, *, returncode: int, safe_url: str, ref: str) -> JobError:
+    """What a failed clone or fetch means: transient (the network) or not, with git's last words."""
+    transient = _is_transient(stderr)
+    detail = with_output_tail(
+        "repository unavailable" if transient else "git clone failed", _CLONING_RE.sub("", stderr)
+    )
+    logger.warning("git clone of %s at %s exited with %s: %s", safe_url, ref, returncode, detail)
+    if transient:
+        return TransientJobError(detail, code="CHECKOUT_UNAVAILABLE")
+    return PermanentJobError(detail, code="CHECKOUT_FAILED")
 
 
 def _git_command(pins: list[str], *, allow_private: bool) -> list[str]:

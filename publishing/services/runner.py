@@ -208,6 +208,8 @@ def _run_attempt(publishing: Publishing, log: AttemptLog) -> None:
                 checked_out = pipeline.checkout(job)
             source = checked_out.path
             record_commit(publishing, log, checked_out.commit)
+            # From here on the job names the commit it builds, whatever it asked for.
+            job = replace(job, commit=checked_out.commit.sha)
             command = job.build_command.strip()
             log.step("build", f"build: {command}" if command else "build: no build command", progress=30)
             with metrics.step("build"):
@@ -264,6 +266,7 @@ def _job_of(publishing: Publishing, project: Project, workspace: Path, log: Atte
         # Once an attempt has checked a commit out, the next ones build that commit, not a newer head
         # of the ref: one publishing is one commit, whatever its retries.
         commit=publishing.requested_commit or publishing.commit_sha,
+        attempt=log.attempt,
     )
 
 

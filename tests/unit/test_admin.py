@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 from unittest.mock import Mock
@@ -1050,3 +1050,21 @@ def test_the_project_form_saves_through_the_services_as_the_staff_user(admin_cli
     assert update.call_args.kwargs["by"].username == "admin"
     project.refresh_from_db()
     assert (project.name, project.build_command, project.owner) == ("Renamed", "make site", owner)
+
+
+def test_the_admin_says_publisher_and_its_view_site_link_leads_to_the_api(admin_client_: Client) -> None:
+    index = admin_client_.get("/admin/").content.decode()
+    assert "Publisher administration" in index
+    assert '<a href="/api/v1/">View site</a>' in index
+    # And the front page is the API root, not a debug 404
+    front = Client().get("/")
+    assert (front.status_code, front["Location"]) == (302, "/api/v1/")
+
+
+def test_the_admin_shows_times_to_the_second(admin_client_: Client) -> None:
+    # Given a publishing that started at a known second
+    started = datetime(2026, 12, 7, 5, 47, 48, tzinfo=UTC)
+    publishing = PublishingFactory.create(building=True, started_at=started)
+
+    # Then its page and the list show that second
+    assert "2026-12-07 05:47:48" in admin_client_.get(change_url(publishing)).content.decode()

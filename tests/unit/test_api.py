@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
 import redis
+from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
@@ -703,3 +705,17 @@ def test_a_csrf_refusal_gets_the_json_envelope_under_the_api_and_djangos_page_el
     page = view(rf.post("/admin/login/"), reason="CSRF cookie not set.")
     assert page.status_code == 403
     assert page["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/"])
+def test_the_api_docs_load_their_scripts_from_this_service_never_a_cdn(client_for, page: str) -> None:
+    # Given the docs page as a browser gets it
+    html = client_for(None).get(page).content.decode()
+
+    # Then every script and stylesheet it loads is a static file of this service, and is there
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+    assert assets, html
+    for asset in assets:
+        assert asset.startswith("/static/drf_spectacular_sidecar/"), asset
+        assert finders.find(asset.removeprefix("/static/")), asset
+    assert not re.findall(r'(?:src|href)="(?:https?:)?//', html), html

@@ -66,6 +66,7 @@ MATRIX: list[tuple[str, dict[str, str] | None, int, int, int, int, int, int]] = 
     ("GET /api/v1/nothing-here",                 None,         404,      404,  404,  404,  404,   404),
     ("GET /api/schema/",                         None,         200,      200,  200,  200,  200,   200),
     ("GET /api/docs/",                           None,         200,      200,  200,  200,  200,   200),
+    ("GET /api/redoc/",                          None,         200,      200,  200,  200,  200,   200),
     ("GET /api-auth/login/",                     None,         200,      200,  200,  200,  200,   200),
     ("GET /admin/",                              None,         302,      302,  302,  200,  200,   200),
     # With METRICS_TOKEN set only its bearer may scrape: no user's session or token opens it.

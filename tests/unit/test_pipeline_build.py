@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from publishing.exceptions import PermanentJobError
+from publishing.pipeline.base import Job, Origin
 from publishing.pipeline.build import build_environment, run_build
 from publishing.pipeline.build_limits import BuildLimits, BuildOutcome, classify_build, count_tasks
 from publishing.pipeline.processes import TRUNCATION_MARKER
@@ -166,6 +167,37 @@ def test_run_build_delivers_a_python_builds_stdout_and_stderr_in_the_order_writt
 
     # Then its lines arrive as it wrote them, not its stdout's block at the end
     assert output.text == "".join(f"out {number}\nerr {number}\n" for number in range(300))
+
+
+@pytest.mark.parametrize("where", ["source", "unsandboxed_source"], ids=["sandboxed", "unsandboxed"])
+def test_the_build_sees_the_commit_it_builds_and_which_attempt_it_is(where, request):
+    # Given a job of its second attempt, at a known commit
+    cwd = request.getfixturevalue(where)
+    job = Job(
+        publishing_id="p",
+        origin=Origin(owner_id="1", project_id="p", project_slug="site"),
+        repository_url="/nowhere",
+        ref="main",
+        build_command="",
+        artifact_path=".",
+        target_url="",
+        workspace=cwd.parent,
+        log=lambda text: None,
+        commit="ab" * 20,
+        attempt=2,
+    )
+    output = Output()
+
+    # When its build prints them
+    _run(
+        _python('import os; print(os.environ["PUBLISHER_COMMIT"], os.environ["PUBLISHER_ATTEMPT"])'),
+        cwd,
+        output,
+        variables=job.build_variables(),
+    )
+
+    # Then they are in its environment
+    assert output.text == f"{'ab' * 20} 2\n"
 
 
 def test_run_build_runs_in_the_checkout(source):

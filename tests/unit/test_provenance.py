@@ -137,3 +137,5 @@ def test_a_retry_builds_the_commit_its_first_attempt_checked_out(stub_broker, wo
     publishing.refresh_from_db()
     assert first.commit == ""
     assert retry.commit == publishing.commit_sha != ""
+    # and each knows which run it is (its build sees it as PUBLISHER_ATTEMPT)
+    assert (first.attempt, retry.attempt) == (1, 2)
