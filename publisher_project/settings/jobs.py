@@ -19,7 +19,6 @@ __all__ = [
     "PUBLISHING_RATE_LIMIT_FAIR",
     "PUBLISHING_RECONCILE_GRACE",
     "PUBLISHING_RECONCILE_INTERVAL",
-    "PUBLISHING_RETENTION_COMPLETED",
     "PUBLISHING_RETENTION_FAILED",
     "PUBLISHING_SHUTDOWN_TIMEOUT",
     "PUBLISHING_SUBMIT_TIMEOUT",
@@ -57,9 +56,8 @@ PUBLISHING_RECONCILE_INTERVAL: int = read_int("PUBLISHING_RECONCILE_INTERVAL", 5
 PUBLISHING_RECONCILE_GRACE: int = read_int("PUBLISHING_RECONCILE_GRACE", 60)
 # On SIGTERM, running jobs get this many seconds, then are requeued.
 PUBLISHING_SHUTDOWN_TIMEOUT: int = read_int("PUBLISHING_SHUTDOWN_TIMEOUT", 30)
-# Job records kept beside the publishings: completed ones (a completed job leaves none)...
-PUBLISHING_RETENTION_COMPLETED: int = read_int("PUBLISHING_RETENTION_COMPLETED", 100)
-# ...and dead-lettered messages (the newest).
+# Dead-lettered messages kept (the newest): the only job records beside the publishings, whose
+# attempts record every run (a completed job leaves no record to keep).
 PUBLISHING_RETENTION_FAILED: int = read_int("PUBLISHING_RETENTION_FAILED", 500)
 
 # Dotted path of the pipeline class (tests and other pipelines plug theirs in).

@@ -201,8 +201,8 @@ def job_records_prune() -> int:
     """Keep the newest PUBLISHING_RETENTION_FAILED dead letters; returns how many went (0 without Redis).
 
     Dead letters are the only job records beside the publishings, whose attempts record every
-    run: publishings are business records and are never pruned. A completed job leaves no job
-    record, so PUBLISHING_RETENTION_COMPLETED has nothing to prune.
+    run: publishings are business records and are never pruned, and a completed job leaves no job
+    record.
     """
     with contextlib.suppress(BrokerUnavailable):
         return broker.trim_dead_letters(keep=settings.PUBLISHING_RETENTION_FAILED)

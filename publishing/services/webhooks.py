@@ -190,20 +190,21 @@ def delivery_run(*, delivery_id: str, message_id: str, retries: int, max_retries
         outcome = _attempt(delivery)
         error = outcome.error
         if error is None:
-            _record(delivery, message_id, outcome, state=State.DELIVERED)
-            logger.info("webhook delivery %s (%s) delivered: %s", delivery_id, delivery.event, outcome.status)
+            if _record(delivery, message_id, outcome, state=State.DELIVERED):
+                logger.info(
+                    "webhook delivery %s (%s) delivered: %s", delivery_id, delivery.event, outcome.status
+                )
             return
         if error.transient and retries < max_retries:
-            _record(delivery, message_id, outcome, state=State.PENDING)
-            logger.warning(
-                "webhook delivery %s failed (%s); will retry (%d of %d)",
-                delivery_id,
-                error.detail,
-                retries + 1,
-                max_retries,
-            )
-        else:
-            _record(delivery, message_id, outcome, state=State.FAILED)
+            if _record(delivery, message_id, outcome, state=State.PENDING):
+                logger.warning(
+                    "webhook delivery %s failed (%s); will retry (%d of %d)",
+                    delivery_id,
+                    error.detail,
+                    retries + 1,
+                    max_retries,
+                )
+        elif _record(delivery, message_id, outcome, state=State.FAILED):
             logger.error("webhook delivery %s failed for good: %s", delivery_id, error.detail)
         raise error
 
@@ -267,8 +268,9 @@ def _attempt(delivery: WebhookDelivery) -> _Outcome:
     )
 
 
-def _record(delivery: WebhookDelivery, message_id: str, outcome: _Outcome, *, state: str) -> None:
-    """Write one try's outcome (a POST counts only if one went out), if this message still owns the row."""
+def _record(delivery: WebhookDelivery, message_id: str, outcome: _Outcome, *, state: str) -> bool:
+    """Write one try's outcome (a POST counts only if one went out), if this message still owns the row;
+    whether it did."""
     now = timezone.now()
     changes: dict[str, Any] = {
         "state": state,
@@ -285,6 +287,7 @@ def _record(delivery: WebhookDelivery, message_id: str, outcome: _Outcome, *, st
     )
     if not moved:
         logger.info("webhook delivery %s was resent meanwhile; this outcome is not recorded", delivery.pk)
+    return bool(moved)
 
 
 # --- Resending and reconciling ----------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import uuid
 from collections.abc import Iterator
@@ -458,6 +459,31 @@ def test_an_outcome_that_comes_back_after_a_resend_leaves_the_resent_delivery_al
     delivery.refresh_from_db()
     assert (delivery.state, delivery.message_id, delivery.attempts) == ("pending", "resent", 0)
     assert f"webhook delivery {delivery.pk} was resent meanwhile; this outcome is not recorded" in caplog.text
+    assert "failed for good" not in caplog.text
+
+
+def test_a_success_that_comes_back_after_a_resend_is_not_logged_as_delivered(
+    db, receiver, monkeypatch, caplog
+) -> None:
+    # Given a delivery that staff resend while its POST runs, and a receiver that takes it
+    delivery = recorded(PublishingFactory.create(failed=True, project=hooked_project()), receiver.url)
+    attempt = webhooks._attempt
+
+    def resent_meanwhile(target: WebhookDelivery) -> Any:
+        outcome = attempt(target)
+        WebhookDelivery.objects.filter(pk=target.pk).update(message_id="resent")
+        return outcome
+
+    monkeypatch.setattr(webhooks, "_attempt", resent_meanwhile)
+    caplog.set_level(logging.INFO)
+
+    # When the first message's POST comes back accepted
+    run(delivery, message_id="m-1")
+
+    # Then the log says its outcome was not recorded, not that the delivery was delivered
+    assert f"webhook delivery {delivery.pk} was resent meanwhile; this outcome is not recorded" in caplog.text
+    assert " delivered: " not in caplog.text
+    assert WebhookDelivery.objects.get().state == "pending"
 
 
 def test_a_delivery_whose_project_was_deleted_fails(db, receiver) -> None:
