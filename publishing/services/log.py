@@ -22,9 +22,6 @@ from publishing.models import LogLine, Publishing
 
 logger = logging.getLogger(__name__)
 
-Step = LogLine.Step
-Stream = LogLine.Stream
-
 # Once over the cap, the oldest lines go until the log is down to this share of it, so that a
 # long-running build does not trim at every write.
 TRIM_TO = 0.9
