@@ -8,8 +8,8 @@ from publishing.api.throttling import login_throttled
 from publishing.views import metrics_view
 
 urlpatterns = [
-    # The front page is the API root: browsable, with a link to every part of the service.
-    path("", RedirectView.as_view(url="/api/v1/", permanent=False), name="home"),
+    # The front page is the user's projects (the login page first), which link to the rest.
+    path("", RedirectView.as_view(pattern_name="page-projects", permanent=False), name="home"),
     # The two login pages, throttled, ahead of the includes that also name them (their names still
     # reverse to these paths).
     path("admin/login/", login_throttled(admin.site.login)),
@@ -25,6 +25,7 @@ urlpatterns = [
     ),
     path("api-auth/", include("rest_framework.urls")),
     path("metrics", metrics_view, name="metrics"),
+    path("", include("publishing.pages.urls")),
 ]
 
 handler400 = "publisher_project.exception_handler.bad_request"

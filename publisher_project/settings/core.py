@@ -174,7 +174,7 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(read_str("STATIC_ROOT", str(VAR_DIR / "static")))
 
 LOGIN_URL = "/api-auth/login/"
-LOGIN_REDIRECT_URL = "/api/v1/"
+LOGIN_REDIRECT_URL = "/projects/"
 
 # The level of the `publishing` loggers.
 LOG_LEVEL: str = read_str(

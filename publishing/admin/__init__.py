@@ -22,5 +22,5 @@ admin.site.unregister(Task)
 admin.site.site_header = "Publisher administration"
 admin.site.site_title = "Publisher admin"
 admin.site.index_title = "Projects, publishings and the job queue"
-# "View site": the API root, the service's front page.
-admin.site.site_url = "/api/v1/"
+# "View site": the user pages, whose top bar links to the API.
+admin.site.site_url = "/projects/"

@@ -1052,13 +1052,13 @@ def test_the_project_form_saves_through_the_services_as_the_staff_user(admin_cli
     assert (project.name, project.build_command, project.owner) == ("Renamed", "make site", owner)
 
 
-def test_the_admin_says_publisher_and_its_view_site_link_leads_to_the_api(admin_client_: Client) -> None:
+def test_the_admin_says_publisher_and_its_view_site_link_leads_to_the_projects(admin_client_: Client) -> None:
     index = admin_client_.get("/admin/").content.decode()
     assert "Publisher administration" in index
-    assert '<a href="/api/v1/">View site</a>' in index
-    # And the front page is the API root, not a debug 404
+    assert '<a href="/projects/">View site</a>' in index
+    # And the front page is the user's projects, not a debug 404
     front = Client().get("/")
-    assert (front.status_code, front["Location"]) == (302, "/api/v1/")
+    assert (front.status_code, front["Location"]) == (302, "/projects/")
 
 
 def test_the_admin_shows_times_to_the_second(admin_client_: Client) -> None:
