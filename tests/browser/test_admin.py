@@ -68,7 +68,7 @@ def test_staff_cancels_a_running_publishing_from_the_admin_changelist(
     build_pid = beacon.wait()
     stack.wait_until(api, running, lambda body: body["status"] == "building")
 
-    # When staff log in through the admin's login form 
+    # When staff log in through the admin's login form
     page.goto(f"{stack.base_url}{CHANGELIST}")
     expect(page).to_have_url(re.compile(r"/admin/login/"))
     page.fill("#id_username", "admin")
