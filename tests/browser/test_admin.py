@@ -205,3 +205,8 @@ def test_the_admin_keeps_up_without_reloading(
     detail.click("#publishing-cancel")
     expect(detail.locator("#content > h2")).to_contain_text("(cancelled)")
     wait_while(lambda: process_alive(build_pid), 15, "the build survived its cancellation")
+
+    # And the changelist remembers that it is live (localStorage) when opened again
+    page.reload()
+    expect(page.locator("#live-toggle")).to_be_checked()
+    expect(row(page, publishing)).to_contain_text("cancelled")
