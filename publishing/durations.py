@@ -13,3 +13,12 @@ def human_duration(seconds: float) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def rough_duration(seconds: float) -> str:
+    """One unit, rounded down, for "... ago": `42 s`, `3 min`, `2 h`, `5 d`."""
+    seconds = max(int(seconds), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"

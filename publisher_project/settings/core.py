@@ -65,7 +65,8 @@ CSRF_TRUSTED_ORIGINS: list[str] = read_list("CSRF_TRUSTED_ORIGINS", [])
 SECURE_SSL_REDIRECT_IN_PRODUCTION: bool = read_bool("SECURE_SSL_REDIRECT", True)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin app, its default site Publisher's (named, and listing the queue overview).
+    "publishing.admin_site.PublisherAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

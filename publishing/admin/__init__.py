@@ -1,9 +1,11 @@
 """The admin: a job dashboard. Every state change goes through `publishing.services`.
 
 One module a concern: `projects` (the project admin and its form), `publishings` (changelist, detail page,
-live log, cancel and retry), `overview` (the queue page and the dead-letter requeue), `webhooks` (the
-deliveries) and `display` (the badges, bars, durations and links they share). Django's autodiscovery
-imports this package, and importing it registers them all.
+live log, cancel and retry), `attempts` (the detail page's inline), `overview` (the queue page and its
+dead letters), `webhooks` (the deliveries) and `display` (the badges, bars, durations and links they
+share). Django's autodiscovery
+imports this package, and importing it registers them all on the site of `publishing.admin_site` (its
+name, and the queue overview's row in the app list).
 """
 
 from django.contrib import admin
@@ -18,9 +20,3 @@ __all__ = ["overview", "projects", "publishings", "webhooks"]
 # for its broker set-up, and its admin module (imported above, so that it has run whichever app the
 # autodiscovery reaches first) registers a list of Task rows that nothing writes.
 admin.site.unregister(Task)
-
-admin.site.site_header = "Publisher administration"
-admin.site.site_title = "Publisher admin"
-admin.site.index_title = "Projects, publishings and the job queue"
-# "View site": the user pages, whose top bar links to the API.
-admin.site.site_url = "/projects/"

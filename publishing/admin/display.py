@@ -13,11 +13,11 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Model
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 
-from publishing.durations import human_duration
+from publishing.durations import human_duration, rough_duration
 from publishing.models import Project, Publishing
 from publishing.redaction import redacted_url
 
@@ -65,10 +65,23 @@ def short_id(pk: uuid.UUID) -> SafeString:
 
 
 def commit(sha: str, subject: str = "") -> SafeString | str:
-    """A commit's first 12 hex digits; its whole id and subject a hover away."""
+    """A commit's first 8 hex digits (git's own short ids are 7); its whole id and subject a hover away."""
     if not sha:
         return "—"
-    return format_html('<code title="{} {}">{}</code>', sha, subject, sha[:12])
+    return format_html('<code title="{} {}">{}</code>', sha, subject, sha[:8])
+
+
+def code(text: str) -> SafeString:
+    """An error code such as `TARGET_UNAVAILABLE`, which a narrow column may wrap after each `_`."""
+    parts = format_html_join(mark_safe("_<wbr>"), "{}", ((part,) for part in text.split("_")))
+    return format_html("<code>{}</code>", parts)
+
+
+def ago(moment: datetime) -> SafeString:
+    """`3 min ago`, with the exact second (the project's format) on hover."""
+    exact = formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
+    elapsed = rough_duration((timezone.now() - moment).total_seconds())
+    return format_html('<time datetime="{}" title="{}">{} ago</time>', moment.isoformat(), exact, elapsed)
 
 
 def publishing_link(publishing: Publishing) -> SafeString:

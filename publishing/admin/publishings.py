@@ -12,77 +12,35 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
-from django.urls import URLPattern, path, reverse
+from django.urls import URLPattern, path
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from publishing.admin import display
+from publishing.admin.attempts import AttemptInline
 from publishing.admin.overview import QueueOverview
 from publishing.admin.webhooks import WebhookDeliveryInline
 from publishing.exceptions import BrokerUnavailable, PublishingError
-from publishing.models import Attempt, Publishing
+from publishing.models import Publishing
 from publishing.selectors import log_text
 from publishing.services.publishings import publishing_cancel, publishing_rerun, publishing_retry
-
-ATTEMPT_FIELDS = (
-    "number", "outcome_badge", "started_at", "finished_at", "duration", "worker", "message_id", "commit",
-    "error", "log",
-)  # fmt: skip
-
-
-class AttemptInline(display.RecordInline):
-    """Each run of the pipeline, oldest first."""
-
-    model = Attempt
-    fields = ATTEMPT_FIELDS
-    readonly_fields = ATTEMPT_FIELDS
-
-    @admin.display(description="outcome")
-    def outcome_badge(self, attempt: Attempt) -> SafeString:
-        return display.badge(attempt.outcome)
-
-    @admin.display(description="duration")
-    def duration(self, attempt: Attempt) -> str:
-        return display.span(
-            attempt.started_at, attempt.finished_at, running=attempt.outcome == Attempt.Outcome.RUNNING
-        )
-
-    @admin.display(description="commit")
-    def commit(self, attempt: Attempt) -> SafeString | str:
-        return display.commit(attempt.commit_sha, attempt.commit_subject)
-
-    @admin.display(description="error")
-    def error(self, attempt: Attempt) -> SafeString | str:
-        if not (attempt.error_code or attempt.error_message):
-            return "—"
-        return format_html("<code>{}</code> {}", attempt.error_code, attempt.error_message)
-
-    @admin.display(description="log")
-    def log(self, attempt: Attempt) -> SafeString | str:
-        if not attempt.log_excerpt:
-            return "—"
-        return format_html(
-            '<details class="pub-excerpt"><summary>end of its log</summary><pre>{}</pre></details>',
-            attempt.log_excerpt,
-        )
 
 
 @admin.register(Publishing)
 class PublishingAdmin(display.RedactedURLs, QueueOverview):
+    # Narrow enough for 1400 px with the sidebar open: progress shows in the status while active, the
+    # requester under the project, the creation as "3 min ago"; the finish is the duration's end.
     list_display = [
         "short_id",
         "status_badge",
-        "progress_bar",
-        "project",
+        "project_and_requester",
         "commit",
-        "requested_by",
         "attempts",
         "duration",
-        "error_code",
-        "created_at",
-        "finished_at",
+        "error",
+        "created",
     ]
     list_filter = [
         "status",
@@ -153,7 +111,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
 
     class Media:
         css = display.MEDIA_CSS
-        js = ["publishing/live_log.js"]
+        js = ["publishing/live_poll.js", "publishing/live_log.js"]
 
     # --- Permissions: a read-only record; actions are the only writes ---------------
 
@@ -175,11 +133,26 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, publishing: Publishing) -> SafeString:
+        if publishing.status in Publishing.ACTIVE_STATUSES:
+            bar = display.progress(publishing.progress)
+            return format_html("{}<br>{}", display.badge(publishing.status), bar)
         return display.badge(publishing.status)
 
-    @admin.display(description="progress", ordering="progress")
-    def progress_bar(self, publishing: Publishing) -> SafeString:
-        return display.progress(publishing.progress)
+    @admin.display(description="project, by", ordering="project__name")
+    def project_and_requester(self, publishing: Publishing) -> SafeString:
+        return format_html(
+            '{}<br><span class="pub-quiet">{}</span>',
+            publishing.project.name if publishing.project else "(deleted)",
+            publishing.requested_by.get_username() if publishing.requested_by else "-",
+        )
+
+    @admin.display(description="error code", ordering="error_code")
+    def error(self, publishing: Publishing) -> SafeString | str:
+        return display.code(publishing.error_code) if publishing.error_code else "-"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, publishing: Publishing) -> SafeString:
+        return display.ago(publishing.created_at)
 
     @admin.display(description="commit", ordering="commit_sha")
     def commit(self, publishing: Publishing) -> SafeString | str:
@@ -200,13 +173,12 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
 
     @admin.display(description="log (newest at the bottom)")
     def live_log(self, publishing: Publishing) -> SafeString:
-        url = reverse("admin:publishing_publishing_live", args=[quote(publishing.pk)])
+        # publishing/live_log.js re-reads this page while it is not terminal, and swaps its parts.
         terminal = "true" if publishing.is_terminal else "false"
-        note = "Final." if publishing.is_terminal else "Refreshes itself while the publishing runs."
+        note = "Final." if publishing.is_terminal else "This page refreshes itself while the publishing runs."
         return format_html(
-            '<pre id="publishing-log" class="publishing-log" data-live-url="{}" data-terminal="{}">{}</pre>'
+            '<pre id="publishing-log" class="publishing-log" data-terminal="{}">{}</pre>'
             '<p id="publishing-log-state" class="publishing-log-state">{}</p>',
-            url,
             terminal,
             log_text(publishing),
             note,
@@ -217,7 +189,6 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
         own = [
-            path("<path:object_id>/live/", view(self.live_view), name="publishing_publishing_live"),
             path("<path:object_id>/cancel/", view(self.cancel_view), name="publishing_publishing_cancel"),
             path("<path:object_id>/retry/", view(self.retry_view), name="publishing_publishing_retry"),
             path("<path:object_id>/rerun/", view(self.rerun_view), name="publishing_publishing_rerun"),
@@ -245,25 +216,6 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
             "can_rerun": may_act and publishing is not None and publishing.is_terminal,
         }
         return super().change_view(request, object_id, form_url, context)
-
-    def live_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
-        """Status, progress and log of one publishing, for the detail page's refresh."""
-        publishing = self._get_or_404(request, object_id)
-        if not self.has_view_permission(request, publishing):
-            raise PermissionDenied
-        return JsonResponse(
-            {
-                "id": str(publishing.pk),
-                "status": publishing.status,
-                "terminal": publishing.is_terminal,
-                "progress": publishing.progress,
-                "attempts": publishing.attempts,
-                "error_code": publishing.error_code,
-                "error_message": publishing.error_message,
-                "log": log_text(publishing),
-                "updated_at": publishing.updated_at.isoformat(),
-            }
-        )
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._act_on_one(request, object_id, "cancelled", publishing_cancel)

@@ -42,6 +42,18 @@ def row(page: Page, publishing_id: str) -> Locator:
     return page.locator(f'#result_list tbody tr:has(input[name="_selected_action"][value="{publishing_id}"])')
 
 
+def assert_not_clipped(cell: Locator, text: str) -> None:
+    """`cell` shows all of `text`: its words (wrapped or not) and no content beyond its box."""
+    expect(cell).to_have_count(1)
+    assert cell.inner_text().replace("\n", "") == text
+    width = cell.evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert width[0] <= width[1], f"{text} is clipped: {width[0]} px of content in {width[1]} px"
+    box, table = cell.bounding_box(), cell.page.locator(".results").bounding_box()
+    assert box is not None
+    assert table is not None
+    assert box["x"] + box["width"] <= table["x"] + table["width"], "the cell is beyond the visible table"
+
+
 def test_staff_cancels_a_running_publishing_from_the_admin_changelist(
     page: Page, make_stack, make_project, owner_token, redis_url: str, tmp_path: Path, request
 ) -> None:
@@ -77,12 +89,16 @@ def test_staff_cancels_a_running_publishing_from_the_admin_changelist(
 
     # Then they land on the publishings, the running one among them
     expect(page).to_have_url(f"{stack.base_url}{CHANGELIST}")
-    page.click("#toggle-nav-sidebar")  # room for the table (the admin remembers it)
     page.mouse.move(0, 0)
     page.evaluate("window.scrollTo(0, 0)")
     expect(page.locator("#result_list tbody tr")).to_have_count(4)
     expect(row(page, running)).to_contain_text("Marketing site")
     expect(row(page, running)).to_contain_text(re.compile("building", re.IGNORECASE))
+    # And at 1400 px with the sidebar open nothing is clipped: the whole error code shows in its cell
+    expect(page.locator("#nav-sidebar")).to_be_visible()
+    assert_not_clipped(page.locator("#result_list td.field-error").filter(has_text="BUILD"), "BUILD_FAILED")
+    results = page.locator(".results").evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert results[0] <= results[1], f"the table is {results[0]} px wide in {results[1]} px: it scrolls"
     page.screenshot(path=readme_screenshot(request, "admin-changelist"))
 
     # And the queue overview says the database and broker are up and one worker is alive
@@ -94,6 +110,14 @@ def test_staff_cancels_a_running_publishing_from_the_admin_changelist(
     expect(page.locator("#failures")).to_contain_text("blog")
     expect(page.locator("#failures")).to_contain_text("BUILD_FAILED")
     page.screenshot(path=readme_screenshot(request, "admin-queue-overview"))
+
+    # When they discard the failed build's dead letter (on real Redis), the page says what it was for
+    letter = page.locator("#dead-letter-list tbody tr").filter(has_text="BUILD_FAILED")
+    expect(letter).to_have_count(1)
+    letter.locator('button[name="discard"]').click()
+    expect(page.locator(".messagelist .warning")).to_contain_text("it stays failed")
+    expect(page.locator("#dead-letters")).to_contain_text("None.")
+    expect(cell(page.locator("#queue"), "dead-lettered")).to_have_text("0")
 
     # When they select the running publishing and run "Cancel selected publishings"
     page.click(".breadcrumbs >> text=Publishings")
@@ -115,3 +139,74 @@ def test_staff_cancels_a_running_publishing_from_the_admin_changelist(
     wait_while(lambda: process_alive(build_pid), 15, "the build survived its cancellation")
     statuses = sorted(Publishing.objects.values_list("status", flat=True))
     assert statuses == ["cancelled", "failed", "published", "published"]
+
+
+def field(page: Page, name: str) -> Locator:
+    """The shown value of one read-only field of the change page."""
+    return page.locator(f".field-{name} .readonly")
+
+
+def test_the_admin_keeps_up_without_reloading(
+    page: Page, make_stack, make_project, owner_token, redis_url: str, tmp_path: Path, request
+) -> None:
+    # Given staff, and a project whose build runs until it is cancelled, on a stack with no worker yet
+    with_password(UserFactory.create(username="admin", is_staff=True, is_superuser=True))
+    beacon = BuildBeacon()
+    store = f"file://{tmp_path / 'store'}"
+    project = make_project(store, slug="slow", build_args=f"--sleep 600 {beacon.args}")
+    _, token = owner_token
+    stack = make_stack(redis_url)
+    api = stack.serve(token, worker=False)
+    page.goto(f"{stack.base_url}{CHANGELIST}")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", PASSWORD)
+    page.click('#login-form [type="submit"]')
+    expect(page).to_have_url(f"{stack.base_url}{CHANGELIST}")
+
+    # When they turn the changelist live (a marker on the window shows whether the page reloads)
+    page.check("#live-toggle")
+    page.evaluate("window.notReloaded = true")
+    expect(page.locator("#live-state")).to_contain_text(re.compile(r"refreshed at \d\d:\d\d:\d\d"))
+
+    # Then a publishing initiated meanwhile shows up, queued, in place
+    publishing = stack.initiate(api, project.pk).json()["id"]
+    expect(row(page, publishing)).to_contain_text("queued")
+
+    # And its change page, opened now, says queued, no attempts, not started
+    detail = page.context.new_page()
+    detail.goto(f"{stack.base_url}{CHANGELIST}{publishing}/change/")
+    detail.evaluate("window.notReloaded = true")
+    expect(detail.locator("#content > h2")).to_contain_text("(queued)")
+    expect(field(detail, "attempts")).to_have_text("0")
+    expect(field(detail, "started_at")).to_have_text("-")
+
+    # When a worker starts and the build runs
+    stack.start_worker(threads=1)
+    build_pid = beacon.wait()
+
+    # Then the whole change page follows, heading, attempts, timing, the attempts inline, without a reload
+    expect(detail.locator("#content > h2")).to_contain_text("(building)", timeout=30_000)
+    expect(detail.locator(".breadcrumbs")).to_contain_text("(building)")
+    expect(field(detail, "attempts")).to_have_text("1")
+    expect(field(detail, "started_at")).to_have_text(re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"))
+    expect(detail.locator("#attempt_history-group tbody tr.has_original")).to_have_count(1)
+    expect(detail.locator("[data-publishing-status]")).to_have_text("building")
+    assert detail.evaluate("window.notReloaded") is True
+    detail.screenshot(path=artifact(request, "detail-building"), full_page=True)
+    # And so does the live changelist, which pauses while a row is ticked rather than lose the tick
+    expect(row(page, publishing)).to_contain_text("building")
+    assert page.evaluate("window.notReloaded") is True
+    page.check(f'input[name="_selected_action"][value="{publishing}"]')
+    expect(page.locator("#live-state")).to_contain_text("paused while rows are selected")
+    expect(page.locator(f'input[name="_selected_action"][value="{publishing}"]')).to_be_checked()
+    expect(page.locator(".action-counter")).to_contain_text("1 of 1 selected")
+
+    # When they cancel it from its page, the build goes
+    detail.click("#publishing-cancel")
+    expect(detail.locator("#content > h2")).to_contain_text("(cancelled)")
+    wait_while(lambda: process_alive(build_pid), 15, "the build survived its cancellation")
+
+    # And the changelist remembers that it is live (localStorage) when opened again
+    page.reload()
+    expect(page.locator("#live-toggle")).to_be_checked()
+    expect(row(page, publishing)).to_contain_text("cancelled")
