@@ -17,6 +17,7 @@ from publishing.exceptions import BrokerUnavailable
 from publishing.models import LogLine, Project, Publishing
 from publishing.models import PublishingQuerySet as PublishingQuerySet
 from publishing.rate_limit import publishing_limiter
+from publishing.redaction import redact_credentials
 
 
 def projects_visible_to(user: AnyUser) -> QuerySet[Project]:
@@ -174,10 +175,13 @@ def render_line(time: datetime, step: str, text: str) -> str:
 
 
 def log_text(publishing: Publishing) -> str:
-    """The whole log as text, one line each, saying first how many of its oldest lines were dropped."""
+    """The whole log as text, one line each, saying first how many of its oldest lines were dropped;
+    credentials in URLs shown as `***` (a build may print a URL with its credentials)."""
     page = log_page(publishing, limit=10**9)
     head = f"[{page.dropped} earlier lines dropped]\n" if page.dropped else ""
-    return head + "".join(render_line(line.time, line.step, line.text) for line in page.lines)
+    return head + "".join(
+        render_line(line.time, line.step, redact_credentials(line.text)) for line in page.lines
+    )
 
 
 @dataclass(frozen=True)

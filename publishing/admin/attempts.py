@@ -8,6 +8,7 @@ from django.utils.safestring import SafeString
 
 from publishing.admin import display
 from publishing.models import Attempt
+from publishing.redaction import redact_credentials
 
 ATTEMPT_FIELDS = (
     "number", "outcome_badge", "started_at", "finished_at", "duration", "worker", "message_id", "commit",
@@ -40,7 +41,9 @@ class AttemptInline(display.RecordInline):
     def error(self, attempt: Attempt) -> SafeString | str:
         if not (attempt.error_code or attempt.error_message):
             return "—"
-        return format_html("<code>{}</code> {}", attempt.error_code, attempt.error_message)
+        return format_html(
+            "<code>{}</code> {}", attempt.error_code, redact_credentials(attempt.error_message)
+        )
 
     @admin.display(description="log")
     def log(self, attempt: Attempt) -> SafeString | str:
@@ -48,5 +51,5 @@ class AttemptInline(display.RecordInline):
             return "—"
         return format_html(
             '<details class="pub-excerpt"><summary>end of its log</summary><pre>{}</pre></details>',
-            attempt.log_excerpt,
+            redact_credentials(attempt.log_excerpt),
         )

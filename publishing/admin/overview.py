@@ -14,6 +14,7 @@ from publishing import selectors
 from publishing.admin import display
 from publishing.exceptions import BrokerUnavailable
 from publishing.models import Publishing
+from publishing.redaction import redact_credentials
 from publishing.services.dead_letters import (
     DeadLetterDiscard,
     DeadLetterRequeue,
@@ -61,7 +62,11 @@ class QueueOverview(admin.ModelAdmin[Publishing]):
             **self.admin_site.each_context(request),
             "title": "Queue overview",
             "overview": overview,
-            "failures": selectors.recent_failures(RECENT_FAILURES) if overview.database_ok else [],
+            # Each with its message, credentials redacted (an error may quote a URL with them).
+            "failures": [
+                (failure, redact_credentials(failure.error_message))
+                for failure in (selectors.recent_failures(RECENT_FAILURES) if overview.database_ok else [])
+            ],
             "can_requeue": can_requeue,
             "dead_letters": _dead_letters() if can_requeue and overview.database_ok else None,
             "opts": self.model._meta,

@@ -24,6 +24,7 @@ from publishing.admin.overview import QueueOverview
 from publishing.admin.webhooks import WebhookDeliveryInline
 from publishing.exceptions import BrokerUnavailable, PublishingError
 from publishing.models import Publishing
+from publishing.redaction import redact_credentials
 from publishing.selectors import log_text
 from publishing.services.publishings import publishing_cancel, publishing_rerun, publishing_retry
 
@@ -67,7 +68,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
                     "live_progress",
                     "attempts",
                     "error_code",
-                    "error_message",
+                    "error_text",
                 ]
             },
         ),
@@ -105,6 +106,7 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
         "live_progress",
         "duration",
         "live_log",
+        "error_text",
         "repository",
         "target",
     ]
@@ -162,6 +164,10 @@ class PublishingAdmin(display.RedactedURLs, QueueOverview):
     def duration(self, publishing: Publishing) -> str:
         running = publishing.status in Publishing.ACTIVE_STATUSES
         return display.span(publishing.started_at, publishing.finished_at, running=running)
+
+    @admin.display(description="error message")
+    def error_text(self, publishing: Publishing) -> str:
+        return redact_credentials(publishing.error_message) or "—"
 
     @admin.display(description="status")
     def live_status(self, publishing: Publishing) -> SafeString:

@@ -167,6 +167,41 @@ def test_the_queue_overview_shows_counts_and_latest_failures(admin_client_: Clie
     assert "?status__exact=published" in html
 
 
+def test_the_queue_overview_shows_no_credential_of_a_failure(admin_client_: Client, stub_broker) -> None:
+    # Given a failure whose message quotes a URL with its credentials
+    PublishingFactory.create(
+        failed=True, error_code="CHECKOUT_FAILED", error_message="git clone https://bot:s3cret@git.example/x"
+    )
+
+    html = admin_client_.get("/admin/publishing/publishing/overview/").content.decode()
+
+    assert "s3cret" not in html
+    assert "https://***@git.example/x" in html
+
+
+def test_a_publishings_admin_page_shows_no_credential_of_its_errors_or_log(admin_client_: Client) -> None:
+    # Given a failure whose message, attempt and log quote a URL with its credentials
+    leak = "https://bot:s3cret@store.example/upload"
+    publishing = PublishingFactory.create(
+        failed=True, error_code="TARGET_REJECTED", error_message=f"refused by {leak}", log=f"PUT {leak}"
+    )
+    Attempt.objects.create(
+        publishing=publishing,
+        number=1,
+        outcome=Attempt.Outcome.FAILED,
+        started_at=publishing.finished_at,
+        finished_at=publishing.finished_at,
+        error_code="TARGET_REJECTED",
+        error_message=f"refused by {leak}",
+        log_excerpt=f"PUT {leak}",
+    )
+
+    html = admin_client_.get(f"/admin/publishing/publishing/{publishing.pk}/change/").content.decode()
+
+    assert "s3cret" not in html
+    assert "https://***@store.example/upload" in html
+
+
 def test_the_queue_overview_is_drawn_when_redis_is_down_and_says_so(
     admin_client_: Client, settings, monkeypatch
 ) -> None:
