@@ -13,3 +13,16 @@ def human_duration(seconds: float) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def time_ago(seconds: float) -> str:
+    """How long ago, to the largest unit: `just now`, `42 s ago`, `3 min ago`, `2 h ago`, `5 days ago`."""
+    seconds = max(int(seconds), 0)
+    if seconds < 5:
+        return "just now"
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            count = seconds // size
+            plural = "s" if unit == "day" and count > 1 else ""
+            return f"{count} {unit}{plural} ago"
+    return f"{seconds} s ago"
