@@ -58,16 +58,14 @@ class Row:
     live: bool
     # The commit this row published, to publish again (a rollback); empty where that makes no sense.
     rollback_commit: str
+    # A published row of the live commit, not the live row itself: publishing it again changes nothing.
+    same_as_live: bool
 
 
 def row(publishing: Publishing, live: Publishing | None, now: datetime) -> Row:
     is_live = live is not None and publishing.pk == live.pk
-    again = (
-        publishing.status == Status.PUBLISHED
-        and bool(publishing.commit_sha)
-        and not is_live
-        and (live is None or publishing.commit_sha != live.commit_sha)
-    )
+    earlier = publishing.status == Status.PUBLISHED and bool(publishing.commit_sha) and not is_live
+    same_as_live = earlier and live is not None and publishing.commit_sha == live.commit_sha
     requester = publishing.requested_by
     return Row(
         publishing=publishing,
@@ -79,7 +77,8 @@ def row(publishing: Publishing, live: Publishing | None, now: datetime) -> Row:
         created=when(publishing.created_at, now),
         finished=when(publishing.finished_at, now) if publishing.finished_at else None,
         live=is_live,
-        rollback_commit=publishing.commit_sha if again else "",
+        rollback_commit=publishing.commit_sha if earlier and not same_as_live else "",
+        same_as_live=same_as_live,
     )
 
 

@@ -272,6 +272,7 @@ def test_the_history_marks_the_live_row_and_offers_earlier_published_commits_aga
     assert page.count("Publish this commit again") == 1
     assert f'name="commit" value="{SHA_A}"' in page
     assert f'name="commit" value="{SHA_C}"' not in page
+    assert page.count("Same commit as live") == 1
     # And every row links its publishing's page, with its duration and author
     for publishing in (first, live, again):
         assert f'href="/publishings/{publishing.pk}/"' in page
