@@ -15,10 +15,14 @@ def human_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def rough_duration(seconds: float) -> str:
-    """One unit, rounded down, for "... ago": `42 s`, `3 min`, `2 h`, `5 d`."""
+def time_ago(seconds: float) -> str:
+    """How long ago, to the largest unit: `just now`, `42 s ago`, `3 min ago`, `2 h ago`, `5 days ago`."""
     seconds = max(int(seconds), 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+    if seconds < 5:
+        return "just now"
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
+            count = seconds // size
+            plural = "s" if unit == "day" and count > 1 else ""
+            return f"{count} {unit}{plural} ago"
+    return f"{seconds} s ago"

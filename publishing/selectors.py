@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import Error as DatabaseError
-from django.db.models import Count, Min, QuerySet
+from django.db.models import Count, Min, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from publishing import broker, presence
@@ -41,6 +41,54 @@ def publishings_visible_to(user: AnyUser) -> PublishingQuerySet:
 
 def project_for(user: AnyUser, project_id: uuid.UUID | str) -> Project | None:
     return projects_visible_to(user).filter(pk=project_id).first()
+
+
+def _newest(publishings: QuerySet[Publishing]) -> QuerySet[Publishing]:
+    return publishings.order_by("-created_at", "-id")
+
+
+def _live(publishings: QuerySet[Publishing]) -> QuerySet[Publishing]:
+    """The published ones, the one submitted last first: what the target serves now."""
+    published = publishings.filter(status=Publishing.Status.PUBLISHED)
+    return published.order_by("-finished_at", "-created_at", "-id")
+
+
+@dataclass(frozen=True)
+class ProjectSummary:
+    """A project with its newest publishing and its live one (the latest published), if any."""
+
+    project: Project
+    last: Publishing | None
+    live: Publishing | None
+
+
+def project_summaries(user: AnyUser) -> list[ProjectSummary]:
+    """The user's projects by name, each with its newest and its live publishing: two queries, any count."""
+    of_project = publishings_visible_to(user).filter(project_id=OuterRef("pk"))
+    projects = list(
+        projects_visible_to(user)
+        .order_by("name", "id")
+        .annotate(
+            last_id=Subquery(_newest(of_project).values("pk")[:1]),
+            live_id=Subquery(_live(of_project).values("pk")[:1]),
+        )
+    )
+    wanted = {pk for project in projects for pk in (project.last_id, project.live_id) if pk is not None}
+    found = Publishing.objects.select_related("requested_by").in_bulk(wanted) if wanted else {}
+    return [
+        ProjectSummary(project, found.get(project.last_id), found.get(project.live_id))
+        for project in projects
+    ]
+
+
+def project_history(user: AnyUser, project: Project) -> QuerySet[Publishing]:
+    """The project's publishings the user may see, newest first."""
+    return _newest(publishings_visible_to(user).filter(project_id=project.pk))
+
+
+def live_publishing(user: AnyUser, project: Project) -> Publishing | None:
+    """The project's publishing the target serves now: the latest published (None before the first)."""
+    return _live(publishings_visible_to(user).filter(project_id=project.pk)).first()
 
 
 @dataclass(frozen=True)

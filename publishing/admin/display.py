@@ -17,7 +17,7 @@ from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from publishing.durations import human_duration, rough_duration
+from publishing.durations import human_duration, time_ago
 from publishing.models import Project, Publishing
 from publishing.redaction import redacted_url
 
@@ -80,8 +80,8 @@ def code(text: str) -> SafeString:
 def ago(moment: datetime) -> SafeString:
     """`3 min ago`, with the exact second (the project's format) on hover."""
     exact = formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
-    elapsed = rough_duration((timezone.now() - moment).total_seconds())
-    return format_html('<time datetime="{}" title="{}">{} ago</time>', moment.isoformat(), exact, elapsed)
+    elapsed = time_ago((timezone.now() - moment).total_seconds())
+    return format_html('<time datetime="{}" title="{}">{}</time>', moment.isoformat(), exact, elapsed)
 
 
 def publishing_link(publishing: Publishing) -> SafeString:
