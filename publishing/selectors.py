@@ -42,6 +42,12 @@ def project_for(user: AnyUser, project_id: uuid.UUID | str) -> Project | None:
     return projects_visible_to(user).filter(pk=project_id).first()
 
 
+def latest_published_id(project_id: uuid.UUID | str) -> uuid.UUID | None:
+    """The project's publishing that published last: what its target serves now."""
+    latest = Publishing.objects.filter(project_id=project_id, status=Publishing.Status.PUBLISHED)
+    return latest.order_by("-finished_at", "-created_at").values_list("pk", flat=True).first()
+
+
 @dataclass(frozen=True)
 class RateLimitUsage:
     used: int
