@@ -97,8 +97,13 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def step_views(recorded: list[dict[str, Any]], outcome: str) -> list[StepView]:
-    """The four steps of an attempt that ended `outcome` (or runs), from its step records."""
+def step_views(
+    recorded: list[dict[str, Any]], outcome: str, ended_at: datetime | None = None
+) -> list[StepView]:
+    """The four steps of an attempt that ended `outcome` at `ended_at` (or runs), from its step records.
+
+    A step cut off without its end recorded (cancelled, its worker gone) ended with its attempt.
+    """
     by_name = {record.get("name"): record for record in recorded if isinstance(record, dict)}
     views = []
     for name in STEP_NAMES:
@@ -114,7 +119,8 @@ def step_views(recorded: list[dict[str, Any]], outcome: str) -> list[StepView]:
         else:
             # Stopped, or still marked running by an attempt that ended without saying so (its worker died).
             state = "cancelled" if outcome in STOPPED_FROM_OUTSIDE else "failed"
-        views.append(StepView(name, state, _time(record.get("started_at")), _time(record.get("finished_at"))))
+        finished = _time(record.get("finished_at")) or (ended_at if state != "running" else None)
+        views.append(StepView(name, state, _time(record.get("started_at")), finished))
     return views
 
 
@@ -122,7 +128,7 @@ def _of_row(attempt: Attempt) -> AttemptView:
     return AttemptView(
         number=attempt.number,
         outcome=attempt.outcome,
-        steps=step_views(attempt.steps or [], attempt.outcome),
+        steps=step_views(attempt.steps or [], attempt.outcome, attempt.finished_at),
         worker=attempt.worker,
         started_at=attempt.started_at,
         finished_at=attempt.finished_at,

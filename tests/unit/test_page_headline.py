@@ -159,3 +159,14 @@ def test_a_publishing_cancelled_before_any_attempt_shows_why() -> None:
         (1, "cancelled", "Cancelled by https://***@x.org")
     ]
     assert [step.state for step in views[0].steps] == ["skipped"] * 4
+
+
+def test_a_step_cut_off_without_its_end_ends_with_its_attempt() -> None:
+    # Given a build step still marked running in an attempt cancelled 3 s after it started
+    recorded: list[dict[str, Any]] = [
+        {"name": "build", "state": "running", "started_at": NOW.isoformat(), "finished_at": None}
+    ]
+    steps = step_views(recorded, "cancelled", NOW + timedelta(seconds=3))
+    # Then its duration is fixed, not counting on
+    assert steps[1].took.text == "3 s"
+    assert steps[1].took.counts == ""

@@ -6,7 +6,7 @@
   "use strict";
   const POLL_MS = 2000;
   const MAX_BACKOFF_MS = 30000;
-  // The failed step's last lines, marked: where its error most likely is.
+  // The failed step's last lines of output, marked: where its error most likely is.
   const TAIL_LINES = 5;
 
   const root = document.getElementById("pub");
@@ -155,8 +155,9 @@
       }
       step.classList.toggle("empty", lines.length === 0);
       if (step.classList.contains("step-failed")) {
-        lines.forEach(function (line, index) {
-          line.classList.toggle("ln-tail", index >= lines.length - TAIL_LINES);
+        const output = step.querySelectorAll(".ln:not(.ln-event)");
+        output.forEach(function (line, index) {
+          line.classList.toggle("ln-tail", index >= output.length - TAIL_LINES);
         });
       }
     });
