@@ -14,7 +14,7 @@ import pytest
 from publishing.models import Project, Publishing
 from tests.browser.conftest import PASSWORD, artifact, readme_screenshot, require_playwright, with_password
 from tests.integration.beacon import BuildBeacon, process_alive
-from tests.support.polling import wait_while
+from tests.support.polling import wait_until, wait_while
 
 require_playwright()
 from playwright.sync_api import Page, expect  # noqa: E402
@@ -23,6 +23,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 # Long enough to be seen building (the page polls every 2 s), short enough to wait for its end.
 SLOW_BUILD_SECONDS = 15
+# A line every 0.1 s for a minute: more than a step's log box shows at once.
+CHATTY_BUILD = (
+    "python3 -c \"import time; [print('line', i, flush=True) or time.sleep(0.1) for i in range(600)]\""
+)
 FAILING_BUILD = (
     "python3 -c \"print('rendering 12 pages'); raise SystemExit('theme not found: themes/nordic')\""
 )
@@ -164,3 +168,44 @@ def test_the_owner_reads_why_a_build_failed_and_retries_it_with_the_button(
     expect(page.locator("#attempt-1 > summary")).to_contain_text("BUILD_FAILED")
     page.screenshot(path=artifact(request, "retried"), full_page=True)
     assert Publishing.objects.get(pk=publishing).attempts == 2
+
+
+def test_a_reader_scrolled_up_in_a_log_is_left_there_and_one_at_its_end_follows_it(
+    page: Page, make_stack, make_project, owner_token, redis_url: str, tmp_path: Path, request
+) -> None:
+    # Given a build that prints a line every 0.1 s for a minute, followed on its page
+    user, token = owner_token
+    with_password(user)
+    project = make_project(f"file://{tmp_path / 'store'}")
+    Project.objects.filter(pk=project.pk).update(build_command=CHATTY_BUILD)
+    stack = make_stack(redis_url)
+    api = stack.serve(token)
+    publishing = stack.initiate(api, project.pk).json()["id"]
+    open_page(page, stack.base_url, user, publishing)
+    log = step(page, 1, "build").locator(".log")
+    expect(log.locator(".ln").nth(60)).to_be_attached()
+
+    def lines() -> int:
+        return log.locator(".ln").count()
+
+    # When the reader, at the end, waits for more lines
+    seen = lines()
+    wait_until(lambda: lines() > seen + 10, 30, "no new lines came")
+
+    # Then the log stays at its end
+    assert log.evaluate("el => el.scrollHeight - el.scrollTop - el.clientHeight") < 24
+
+    # When they scroll up to its top and more lines come
+    log.evaluate("el => { el.scrollTop = 0; }")
+    seen = lines()
+    wait_until(lambda: lines() > seen + 10, 30, "no new lines came")
+
+    # Then they are left at the top
+    assert log.evaluate("el => el.scrollTop") == 0
+
+    # And still when the page draws its steps again (after an event: the owner cancels through the API)
+    assert api.post(f"{stack.base_url}/api/v1/publishing/{publishing}/cancel", timeout=30).status_code == 200
+    expect(page.locator("#pub-headline")).to_contain_text("Cancelled by integration during build")
+    assert log.evaluate("el => el.scrollTop") == 0
+    assert lines() > seen
+    page.screenshot(path=artifact(request, "scrolled-up"))

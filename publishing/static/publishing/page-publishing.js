@@ -228,7 +228,8 @@
       const events = got.fresh.some(function (entry) {
         return entry.line.step === "event";
       });
-      if ((events && !first) || (complete && !drawnComplete)) {
+      // The first answer may hold events newer than the page drawn (a running one): draw it again once.
+      if ((events && !(first && drawnComplete)) || (complete && !drawnComplete)) {
         await redraw();
       } else {
         place(got.fresh);
