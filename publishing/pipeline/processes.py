@@ -254,6 +254,10 @@ class RedactedLines:
         self._pending = ""
 
     def __call__(self, text: str) -> None:
+        if not text:
+            # A silent poll's tick (see `supervise`): passed on, for the sink to write what it holds.
+            self._sink("")
+            return
         text = self._pending + text
         end = max(text.rfind("\n"), text.rfind("\r")) + 1
         self._pending = text[end:]

@@ -234,3 +234,18 @@ def test_redacted_lines_pass_whole_lines_on_and_find_a_url_split_between_reads()
     # Then each line came whole and redacted, and the unfinished one at the close
     assert before_close == ["Cloning into 'x'...\n", "fatal: https://***@git.example.com/r.git\n"]
     assert sink[-1] == "tail"
+
+
+def test_redacted_lines_pass_a_silent_polls_tick_on_without_a_partial_line():
+    # Given a sink behind RedactedLines holding half a line with a URL's credentials
+    sink: list[str] = []
+    lines = RedactedLines(sink.append)
+    lines("fetching https://deploy:s3cr")
+
+    # When a silent poll's tick comes
+    lines("")
+
+    # Then the sink gets the tick, and nothing of the unfinished line (its secret included)
+    assert sink == [""]
+    lines("et@git.example.com/x\n")
+    assert sink == ["", "fetching https://***@git.example.com/x\n"]
