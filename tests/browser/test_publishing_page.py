@@ -17,7 +17,7 @@ from tests.integration.beacon import BuildBeacon, process_alive
 from tests.support.polling import wait_until, wait_while
 
 require_playwright()
-from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import Locator, Page, expect  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -42,7 +42,7 @@ def open_page(page: Page, base_url: str, user, publishing_id: str) -> None:
     expect(page).to_have_url(f"{base_url}{path}")
 
 
-def step(page: Page, attempt: int, name: str):
+def step(page: Page, attempt: int, name: str) -> Locator:
     return page.locator(f"#a{attempt}-{name}")
 
 
