@@ -91,6 +91,11 @@ def live_publishing(user: AnyUser, project: Project) -> Publishing | None:
     return _live(publishings_visible_to(user).filter(project_id=project.pk)).first()
 
 
+def latest_published_id(project_id: uuid.UUID | str) -> uuid.UUID | None:
+    """The project's publishing that published last: what its target serves now."""
+    return _live(Publishing.objects.filter(project_id=project_id)).values_list("pk", flat=True).first()
+
+
 @dataclass(frozen=True)
 class RateLimitUsage:
     used: int

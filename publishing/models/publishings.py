@@ -281,6 +281,13 @@ class Attempt(models.Model):
     commit_sha = models.CharField(max_length=64, blank=True, default="")
     commit_subject = models.CharField(max_length=500, blank=True, default="")
     commit_author = models.CharField(max_length=255, blank=True, default="")
+    # Its steps as they ran, in order (see AttemptLog.step): a page tells each step's state and which of
+    # the log's events are its own without reading the events' words.
+    steps = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The steps it ran: name, state (running, done, stopped), started_at, finished_at.",
+    )
 
     class Meta:
         ordering = ["publishing", "number"]

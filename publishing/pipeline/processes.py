@@ -119,13 +119,16 @@ class OutputReader:
             self._tail_cut = True
             del self._tail[:-TAIL_BYTES]
 
-    def deliver(self, on_output: Callable[[str], None]) -> None:
+    def deliver(self, on_output: Callable[[str], None]) -> bool:
+        """Pass on what came; False if nothing did."""
+        delivered = False
         while True:
             try:
                 text = self.chunks.get_nowait()
             except queue.Empty:
-                return
+                return delivered
             on_output(text)
+            delivered = True
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -162,7 +165,9 @@ def supervise(
 ) -> Ending:
     """Wait for `proc` (the leader of its own process group) while streaming `output` to `on_output`.
 
-    At most `log_limit` bytes reach `on_output`, from the calling thread only. The group is killed
+    At most `log_limit` bytes reach `on_output`, from the calling thread only; while the command is
+    silent, `on_output("")` comes at each poll, so that the caller can write what it holds (the last
+    line before a long pause, a prompt without its line's end) without waiting for more. The group is killed
     past `timeout` seconds, past `stop_limit` bytes of output, when `should_stop(at_deadline)` says so,
     and on any exception in this thread (which is raised again); whatever ends the wait, no process of
     the group survives it and the command is reaped.
@@ -213,7 +218,8 @@ def _wait(
     # Short sleeps, not one long wait: an asynchronous exception (a cancellation) is only raised
     # between bytecodes, never inside a blocking call.
     while True:
-        reader.deliver(on_output)
+        if not reader.deliver(on_output):
+            on_output("")
         if (usage := reap(proc)) is not None:
             return usage, False, False
         now = time.monotonic()
@@ -248,6 +254,10 @@ class RedactedLines:
         self._pending = ""
 
     def __call__(self, text: str) -> None:
+        if not text:
+            # A silent poll's tick (see `supervise`): passed on, for the sink to write what it holds.
+            self._sink("")
+            return
         text = self._pending + text
         end = max(text.rfind("\n"), text.rfind("\r")) + 1
         self._pending = text[end:]

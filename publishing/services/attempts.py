@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -46,6 +47,7 @@ def finish_attempt(
     }
     if log is not None:
         changes["log_excerpt"] = log.excerpt
+        changes["steps"] = log.steps
     Attempt.objects.filter(publishing_id=publishing_id, number=number, outcome=Outcome.RUNNING).update(
         **changes
     )
@@ -94,6 +96,10 @@ class AttemptLog:
     `append` takes the current step's command output, `event` what Publisher does; `step` starts the
     next step. Every write holds the attempt's fence: once the publishing belongs to another run (or is
     cancelled), the next write raises StaleAttempt and this attempt records nothing more.
+
+    `steps` records each step as it runs (name, state, started_at, finished_at), written to the
+    Attempt with the next flush. A step's start and end are the times of the events that say so, and
+    no two steps share an instant: an event belongs to the step whose times hold its own.
     """
 
     FLUSH_INTERVAL = 0.5
@@ -112,6 +118,8 @@ class AttemptLog:
         # The log's size as this attempt counts it: whether to trim, without asking the row each time.
         self._size = publishing.log_size
         self._last_flush = 0.0
+        self.steps: list[dict[str, Any]] = []
+        self._steps_changed = False
 
     def append(self, chunk: str) -> None:
         """Output of the current step's command."""
@@ -129,7 +137,14 @@ class AttemptLog:
         self.end_step()
         self.current_step = LogLine.Step(step)
         self._step_started = time.monotonic()
-        self.event(text)
+        at = timezone.now()
+        if self.steps and (last := datetime.fromisoformat(self.steps[-1]["finished_at"])) >= at:
+            at = last + timedelta(microseconds=1)
+        self.steps.append(
+            {"name": step, "state": "running", "started_at": at.isoformat(), "finished_at": None}
+        )
+        self._steps_changed = True
+        self._add(LogLine.Step.EVENT, LogLine.Stream.PUBLISHER, text, at=at)
         self.flush(progress=progress)
 
     def end_step(self, how: str = "done") -> None:
@@ -137,7 +152,11 @@ class AttemptLog:
         for text in self._output.drain():
             self._add(self.current_step, LogLine.Stream.OUTPUT, text)
         if self.current_step != LogLine.Step.EVENT:
-            self.event(f"{self.current_step} {how} in {time.monotonic() - self._step_started:.1f}s")
+            at = timezone.now()
+            text = f"{self.current_step} {how} in {time.monotonic() - self._step_started:.1f}s"
+            self._add(LogLine.Step.EVENT, LogLine.Stream.PUBLISHER, text, at=at)
+            self.steps[-1] |= {"state": how, "finished_at": at.isoformat()}
+            self._steps_changed = True
             self.current_step = LogLine.Step.EVENT
 
     def flush(self, *, progress: int | None = None, **changes: Any) -> None:
@@ -167,9 +186,14 @@ class AttemptLog:
             self._size = int(settings.PUBLISHING_LOG_LIMIT * TRIM_TO)
         if not moved:
             raise StaleAttempt(f"publishing {self.publishing.pk} no longer belongs to attempt {self.attempt}")
+        if self._steps_changed:
+            Attempt.objects.filter(publishing_id=self.publishing.pk, number=self.attempt).update(
+                steps=self.steps
+            )
+            self._steps_changed = False
 
-    def _add(self, step: str, stream: str, text: str) -> None:
-        now = timezone.now()
+    def _add(self, step: str, stream: str, text: str, *, at: datetime | None = None) -> None:
+        now = at or timezone.now()
         for part in LogLine.pieces(text):
             self._lines.append(
                 LogLine(

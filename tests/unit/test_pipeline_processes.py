@@ -76,6 +76,27 @@ def test_the_output_reaches_the_caller_up_to_its_limit_and_the_exit_status_is_ke
     assert (ending.returncode, ending.timed_out, ending.stopped) == (3, False, False)
 
 
+def test_a_silent_command_still_gives_the_caller_a_tick_to_write_what_it_holds(tmp_path: Path):
+    # Given a command that prints a line, then stays silent until told to go on
+    flag = tmp_path / "go-on"
+    proc = _start(f"echo started; while [ ! -e {flag} ]; do sleep 0.05; done; echo done")
+    out: list[str] = []
+
+    def on_output(text: str) -> None:
+        # A tick ("") after the line, while the command is silent: what AttemptLog flushes on
+        if text == "" and "started" in "".join(out):
+            flag.touch()
+        out.append(text)
+
+    # When it is waited for (without ticks it would wait for the flag until its timeout)
+    output = cast(IO[bytes], proc.stdout)
+    ending = supervise(proc, output, timeout=20, poll_interval=0.05, on_output=on_output, log_limit=1 << 20)
+
+    # Then the tick came while it was silent, and it ran to its end
+    assert (ending.timed_out, ending.returncode) == (False, 0)
+    assert "".join(out) == "started\ndone\n"
+
+
 def test_a_timeout_kills_the_whole_group(tmp_path: Path):
     # Given a command that leaves a process in the background and waits
     proc = _start(f"sleep 60 & echo $! > {tmp_path / 'pid'}; wait")
@@ -213,3 +234,18 @@ def test_redacted_lines_pass_whole_lines_on_and_find_a_url_split_between_reads()
     # Then each line came whole and redacted, and the unfinished one at the close
     assert before_close == ["Cloning into 'x'...\n", "fatal: https://***@git.example.com/r.git\n"]
     assert sink[-1] == "tail"
+
+
+def test_redacted_lines_pass_a_silent_polls_tick_on_without_a_partial_line():
+    # Given a sink behind RedactedLines holding half a line with a URL's credentials
+    sink: list[str] = []
+    lines = RedactedLines(sink.append)
+    lines("fetching https://deploy:s3cr")
+
+    # When a silent poll's tick comes
+    lines("")
+
+    # Then the sink gets the tick, and nothing of the unfinished line (its secret included)
+    assert sink == [""]
+    lines("et@git.example.com/x\n")
+    assert sink == ["", "fetching https://***@git.example.com/x\n"]
