@@ -19,6 +19,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from publishing.durations import human_duration, time_ago
 from publishing.models import Project, Publishing
+from publishing.pipeline.base import short_sha
 from publishing.redaction import redacted_url
 
 MEDIA_CSS = {"all": ["publishing/admin.css"]}
@@ -65,10 +66,10 @@ def short_id(pk: uuid.UUID) -> SafeString:
 
 
 def commit(sha: str, subject: str = "") -> SafeString | str:
-    """A commit's first 8 hex digits (git's own short ids are 7); its whole id and subject a hover away."""
+    """A commit's short id; its whole id and subject a hover away."""
     if not sha:
         return "—"
-    return format_html('<code title="{} {}">{}</code>', sha, subject, sha[:8])
+    return format_html('<code title="{} {}">{}</code>', sha, subject, short_sha(sha))
 
 
 def code(text: str) -> SafeString:

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods
 from publishing.durations import human_duration, time_ago
 from publishing.models import Project, Publishing
 from publishing.pages.actions import act
+from publishing.pipeline.base import short_sha
 from publishing.redaction import redacted_url
 from publishing.selectors import live_publishing, project_for, project_history, project_summaries
 from publishing.services.publishings import publishing_initiate
@@ -69,7 +70,7 @@ def row(publishing: Publishing, live: Publishing | None, now: datetime) -> Row:
     requester = publishing.requested_by
     return Row(
         publishing=publishing,
-        short_sha=publishing.commit_sha[:7],
+        short_sha=short_sha(publishing.commit_sha),
         asked=publishing.requested_commit[:12] or f"head of {publishing.ref or 'the ref'}",
         author=publishing.commit_author.split(" <", 1)[0],
         duration=duration(publishing, now),

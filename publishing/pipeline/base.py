@@ -44,6 +44,16 @@ class Job:
         return {"PUBLISHER_COMMIT": self.commit, "PUBLISHER_ATTEMPT": str(self.attempt)}
 
 
+# A commit id on a page: as short as git and GitHub show it, the whole id a hover away. (The log
+# says 12, `Commit.short`: text that is searched, and unambiguous in any history.)
+SHORT_SHA_LENGTH = 7
+
+
+def short_sha(sha: str) -> str:
+    """The first SHORT_SHA_LENGTH hex digits of a commit id."""
+    return sha[:SHORT_SHA_LENGTH]
+
+
 @dataclass(frozen=True)
 class Commit:
     """The commit a checkout holds, as git reads it there (never taken from the ref's name)."""

@@ -37,7 +37,7 @@ def pages(project: str, running: str, failed: str, published: str) -> list[Visit
     return [
         Visit("/projects/"),
         Visit(f"/projects/{project}/"),
-        Visit(f"/publishings/{running}/"),
+        Visit(f"/publishings/{running}/", live=True),
         Visit(f"/publishings/{failed}/"),
         Visit(f"/publishings/{published}/"),
         Visit("/api/v1/"),

@@ -69,10 +69,10 @@ def test_the_changelist_is_narrow_enough_for_1400_px(admin_client_: Client) -> N
 
     html = admin_client_.get(CHANGELIST).content.decode()
 
-    # Then the commit shows 8 hex digits (its whole id on hover), progress is part of the status while
+    # Then the commit shows its short id (its whole id on hover), progress is part of the status while
     # active, there is no finished column (duration says it), and the error code may wrap at `_`
     assert f'title="{building.commit_sha} ' in html
-    assert ">01234567</code>" in html
+    assert ">0123456</code>" in html
     assert "column-progress_bar" not in html
     assert "column-finished_at" not in html
     assert html.count("<progress ") == 1

@@ -8,6 +8,7 @@ from django.test import Client
 from publishing.exceptions import StaleAttempt, TransientJobError
 from publishing.models import Attempt, Publishing
 from publishing.pipeline import Commit
+from publishing.pipeline.base import short_sha
 from publishing.selectors import log_text
 from publishing.services.attempts import AttemptLog
 from publishing.services.provenance import record_commit
@@ -114,13 +115,13 @@ def test_the_admin_shows_the_commit_in_the_list_on_the_page_and_for_each_attempt
     page = client.get(f"/admin/publishing/publishing/{publishing.pk}/change/").content.decode()
 
     # Then the list shows its short id with the whole commit a hover away, and finds it by its id
-    assert f'<code title="{COMMIT.sha} {COMMIT.subject}">{COMMIT.short}</code>' in changelist
+    assert f'<code title="{COMMIT.sha} {COMMIT.subject}">{short_sha(COMMIT.sha)}</code>' in changelist
     assert str(publishing.pk) in found
     # And the page shows the whole commit, and the attempt's
     assert COMMIT.sha in page
     assert COMMIT.subject in page
     assert "Alice Example &lt;alice@example.com&gt;" in page
-    assert page.count(f">{COMMIT.short}</code>") == 1
+    assert page.count(f">{short_sha(COMMIT.sha)}</code>") == 1
 
 
 @pytest.mark.django_db(transaction=True)
