@@ -95,7 +95,12 @@ class ProjectSerializer(serializers.HyperlinkedModelSerializer[Project]):
             "updated_at",
         ]
         read_only_fields = ["id", "owner", "created_at", "updated_at"]
-        extra_kwargs = {"target_url": {"help_text": target_url_help()}}
+        # The model's defaults as the form's first values: a browser's form shows what an empty field means.
+        extra_kwargs = {
+            "target_url": {"help_text": target_url_help()},
+            "ref": {"initial": Project._meta.get_field("ref").default},
+            "artifact_path": {"initial": Project._meta.get_field("artifact_path").default},
+        }
 
     def get_webhook_secret_set(self, project: Project) -> bool:
         return bool(project.webhook_secret)
@@ -352,6 +357,9 @@ class ErrorSerializer(serializers.Serializer[None]):
     detail = serializers.CharField(help_text="For people: what went wrong, in one sentence.")
     active_id = serializers.UUIDField(
         required=False, help_text="CONFLICT only, when another publishing is active: its id."
+    )
+    active_url = serializers.URLField(
+        required=False, help_text="With `active_id`: the active publishing's URL in this API."
     )
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
