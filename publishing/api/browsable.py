@@ -6,16 +6,18 @@ JSON clients never meet this module: it renders only for a client that asks for 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, cast
+from urllib.parse import urlsplit
 
 from django.http import Http404
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.urls import Resolver404, resolve
+from django.utils.html import escape, format_html
+from django.utils.safestring import SafeString, mark_safe
 from rest_framework import exceptions, renderers, serializers
 from rest_framework.request import Request, override_method
 from rest_framework.response import Response
-from rest_framework.utils import formatting
 
 from publishing.api.operations import Operation
 
@@ -46,7 +48,15 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
         context["patch_form"] = self.get_rendered_html_form(data, view, "PATCH", request)
         extras = getattr(view, "browsable_extras", None)
         context.update(extras() if extras is not None else {})
+        # An error said again above the forms, where the person looks next (the envelope is above).
+        body = self.response.data
+        if self.response.status_code >= 400 and isinstance(body, Mapping) and "detail" in body:
+            context["answer_error"] = body
         return context
+
+    def get_breadcrumbs(self, request: Request) -> list[tuple[str, str]]:
+        # DRF names each crumb by a bare instance of its view's class, which knows no action.
+        return [(_crumb_name(url) or name, url) for name, url in super().get_breadcrumbs(request)]
 
     def get_rendered_html_form(self, data: Any, view: APIView, method: str, request: Request) -> Any:
         if request.method != method or method not in ("POST", "PATCH"):
@@ -68,6 +78,17 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
                 )
                 _as_sent(form, response.data)
         return self.render_form_for_serializer(form)
+
+
+def _crumb_name(url: str) -> str | None:
+    try:
+        view = resolve(urlsplit(url).path).func
+    except Resolver404:
+        return None
+    operations = getattr(getattr(view, "cls", None), "operations", {})
+    action = next(iter(getattr(view, "actions", {}).values()), "")
+    operation = operations.get(action)
+    return operation.summary if operation else None
 
 
 def _sent(request: Request) -> Any:
@@ -136,7 +157,7 @@ class DescribedViewSet:
     def get_view_description(self, html: bool = False) -> str:
         operation = self.operation()
         text = operation.description if operation else ""
-        return formatting.markup_description(text) if html else text
+        return described(text) if html else text
 
     def browsable_extras(self) -> dict[str, Any]:
         """What the page adds to DRF's: its POST button's label, a question to confirm, a notice."""
@@ -150,6 +171,14 @@ class DescribedViewSet:
 
     def browsable_notice(self) -> SafeString | None:
         return None
+
+
+def described(text: str) -> SafeString:
+    """`text` as HTML: its paragraphs, and `code` as code (the texts are the schema's Markdown)."""
+    paragraphs = (
+        re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(paragraph))) for paragraph in text.split("\n\n")
+    )
+    return mark_safe("".join(f"<p>{paragraph}</p>" for paragraph in paragraphs))  # noqa: S308 (escaped above)
 
 
 def notice_with_link(text: str, url: str, link_text: str) -> SafeString:

@@ -313,7 +313,7 @@ class ProjectChoiceField(serializers.ChoiceField):
 
 
 class InitiateSerializer(serializers.Serializer[None]):
-    project_id = ProjectChoiceField(help_text="The project to publish (its id).")
+    project_id = ProjectChoiceField(label="Project", help_text="The project to publish (its id).")
     # Judged by the service (`pipeline.commits.parse_commit`), the one home of the rule.
     commit = StrictCharField(
         required=False,

@@ -210,6 +210,14 @@ def test_an_initiate_conflict_keeps_the_picked_project_and_links_the_active_one(
     assert response.status_code == 409
     assert selected_value(page, "project_id") == str(picked.pk)
     assert f'href="http://testserver/api/v1/publishing/{active.pk}"' in page
+    # And said again above the form, with the link
+    banner = re.search(r'<div class="alert alert-danger answer-error".*?</div>', page, re.S)
+    assert banner, page
+    assert "already has a publishing in progress" in banner.group(0)
+    assert (
+        f'href="http://testserver/api/v1/publishing/{active.pk}">Open the active publishing'
+        in banner.group(0)
+    )
 
 
 def test_after_a_202_the_initiate_form_offers_the_projects_again(user, stub_broker) -> None:
@@ -279,6 +287,17 @@ def test_each_page_describes_its_own_view(user) -> None:
     # Then no two pages say the same
     assert len(set(descriptions.values())) == len(pages), descriptions
     assert "Cancel a queued, waiting or running publishing" in descriptions["cancel"]
+
+
+def test_the_breadcrumbs_name_each_step_by_its_operation(user) -> None:
+    publishing = PublishingFactory.create(project=docs_site(user), failed=True)
+
+    page = page_of(browser(user).get(f"/api/v1/publishing/{publishing.pk}/retry"))
+
+    crumbs = re.search(r'<ul class="breadcrumb">(.*?)</ul>', page, re.S)
+    assert crumbs
+    names = [name.strip() for name in re.findall(r"<a [^>]*>([^<]*)</a>", crumbs.group(1))]
+    assert names == ["Api Root", "List publishings", "Show a publishing", "Retry a publishing"]
 
 
 def test_the_log_describes_itself_to_an_options_request(api, user) -> None:
