@@ -218,6 +218,7 @@ def test_an_initiate_conflict_keeps_the_picked_project_and_links_the_active_one(
         f'href="http://testserver/api/v1/publishing/{active.pk}">Open the active publishing'
         in banner.group(0)
     )
+    assert f'href="/publishings/{active.pk}/">its page' in banner.group(0)
 
 
 def test_after_a_202_the_initiate_form_offers_the_projects_again(user, stub_broker) -> None:
@@ -297,7 +298,7 @@ def test_the_breadcrumbs_name_each_step_by_its_operation(user) -> None:
     crumbs = re.search(r'<ul class="breadcrumb">(.*?)</ul>', page, re.S)
     assert crumbs
     names = [name.strip() for name in re.findall(r"<a [^>]*>([^<]*)</a>", crumbs.group(1))]
-    assert names == ["Api Root", "List publishings", "Show a publishing", "Retry a publishing"]
+    assert names == ["Publisher API", "List publishings", "Show a publishing", "Retry a publishing"]
 
 
 def test_the_log_describes_itself_to_an_options_request(api, user) -> None:
