@@ -194,14 +194,14 @@ def test_every_action_url_opened_in_the_browser_asks_to_confirm_and_never_405(
     log_in(page, stack.base_url, user, INITIATE)
 
     # Then initiate offers its form, and each action's URL asks its question with its button
-    assert "405" not in page.locator("body").inner_text()
+    assert "Method Not Allowed" not in page.locator("body").inner_text()
     expect(page.locator('#post-object-form button:has-text("Publish")')).to_be_visible()
     short = str(publishing.pk)[:8]
     for action, label in ACTION_PAGES.items():
         answer = page.goto(f"{stack.base_url}/api/v1/publishing/{publishing.pk}/{action}")
         assert answer is not None
         assert answer.status == 200, action
-        assert "405" not in page.locator("body").inner_text(), action
+        assert "Method Not Allowed" not in page.locator("body").inner_text(), action
         expect(page.locator("h1")).to_have_text(f"{label} {short} of Docs site?")
         expect(page.locator(f'#post-object-form button:has-text("{label}")')).to_be_visible()
     page.screenshot(path=artifact(request, "rerun-confirm"), full_page=True)
@@ -209,3 +209,37 @@ def test_every_action_url_opened_in_the_browser_asks_to_confirm_and_never_405(
     # And opening them changed nothing
     publishing.refresh_from_db()
     assert publishing.status == Publishing.Status.FAILED
+
+
+def test_the_project_patch_form_changes_what_was_edited_and_keeps_the_webhook_secret(
+    page: Page, make_stack, make_project, owner_token, redis_url: str, tmp_path: Path, request
+) -> None:
+    # Given a project with a webhook and its signing secret (which the form never shows)
+    user, token = owner_token
+    with_password(user)
+    project = make_project(
+        f"file://{tmp_path / 'store'}",
+        slug="docs-site",
+        name="Docs site",
+        webhook_url="https://hooks.example.com/publisher",
+        webhook_secret="a-long-enough-secret",
+    )
+    stack = make_stack(redis_url)
+    stack.serve(token, worker=False)
+    path = f"/api/v1/projects/{project.pk}/"
+    log_in(page, stack.base_url, user, path)
+
+    # When they rename it in the page's PATCH form, leaving the secret's field empty
+    form = page.locator("#patch-object-form")
+    expect(form.locator('[name="webhook_secret"]')).to_have_value("")
+    form.locator('[name="name"]').fill("Docs site (new)")
+    form.locator('button:has-text("PATCH")').click()
+
+    # Then the project is renamed, and its secret kept
+    expect(page.locator(".request-info")).to_contain_text("PATCH")
+    expect(page.locator(".response-info")).to_contain_text("HTTP 200 OK")
+    expect(page.locator('#patch-object-form [name="name"]')).to_have_value("Docs site (new)")
+    project.refresh_from_db()
+    assert project.name == "Docs site (new)"
+    assert project.webhook_secret == "a-long-enough-secret"
+    page.screenshot(path=artifact(request, "patched"), full_page=True)
