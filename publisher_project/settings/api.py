@@ -119,6 +119,6 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "PublishingStatusEnum": "publishing.models.Publishing.Status",
-        "HealthStateEnum": "publishing.api.serializers.HEALTH_STATES",
+        "HealthStateEnum": "publishing.api.bodies.HEALTH_STATES",
     },
 }

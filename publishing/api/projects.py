@@ -9,10 +9,11 @@ from rest_framework.serializers import BaseSerializer
 
 from publishing.api import examples
 from publishing.api.auth import caller
+from publishing.api.bodies import ErrorSerializer
 from publishing.api.browsable import DescribedViewSet
 from publishing.api.openapi import PROJECT_ID, READ_ERRORS, UNSUPPORTED_MEDIA_TYPE, WRITE_ERRORS
 from publishing.api.operations import PROJECT_OPERATIONS as OPERATIONS
-from publishing.api.serializers import ErrorSerializer, ProjectSerializer
+from publishing.api.serializers import ProjectSerializer
 from publishing.models import Project
 from publishing.selectors import projects_visible_to
 from publishing.services.projects import project_create, project_delete, project_update

@@ -21,6 +21,7 @@ from rest_framework.throttling import BaseThrottle
 
 from publishing.api import examples
 from publishing.api.auth import caller
+from publishing.api.bodies import EmptySerializer, ErrorSerializer
 from publishing.api.browsable import BrowsableAPIRenderer, DescribedViewSet, notice_with_link
 from publishing.api.logs import LogPageSerializer, LogQuerySerializer, errors_as_json, log_response
 from publishing.api.openapi import (
@@ -36,8 +37,6 @@ from publishing.api.openapi import (
 )
 from publishing.api.operations import PUBLISHING_OPERATIONS as OPERATIONS
 from publishing.api.serializers import (
-    EmptySerializer,
-    ErrorSerializer,
     InitiateSerializer,
     PublishingListSerializer,
     PublishingSerializer,

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from publishing import broker
 from publishing.api import examples
-from publishing.api.serializers import HealthSerializer
+from publishing.api.bodies import HealthSerializer
 
 
 class ApiRootView(APIView):

@@ -125,6 +125,16 @@ def test_the_confirm_page_of_someone_elses_publishing_is_404_and_names_nothing(
     assert "Secret plans" not in response.content.decode()
 
 
+def test_a_project_name_in_the_confirm_question_is_text_not_markup(user) -> None:
+    project = ProjectFactory.create(owner=user, name='<img src=x onerror="alert(1)">', slug="xss")
+    publishing = PublishingFactory.create(project=project)
+
+    page = page_of(browser(user).get(f"/api/v1/publishing/{publishing.pk}/cancel"))
+
+    assert "<img src=x" not in page
+    assert "&lt;img src=x onerror=" in page
+
+
 # --- 2. forms keep the input and show the errors beside the fields -----------------------------
 
 
