@@ -362,3 +362,17 @@ def test_initiating_someone_elses_project_from_the_form_shows_nothing_of_it(user
     assert response.status_code == 404
     assert "Secret plans" not in page
     assert selected_value(page, "project_id") is None
+
+
+def test_a_page_of_a_view_with_no_operations_still_renders_as_publishers(user) -> None:
+    page = page_of(browser(user).get("/api/v1/health"))
+
+    assert "Whether the database and the job broker answer now." in page
+    assert re.search(r"<title>Health \u2013 Publisher API</title>", page)
+
+
+def test_the_login_page_is_publishers(client) -> None:
+    page = client.get("/api-auth/login/").content.decode()
+
+    assert re.search(r"<title>[^<]*Publisher[^<]*</title>", page)
+    assert "Django REST framework" not in page
