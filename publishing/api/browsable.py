@@ -61,7 +61,6 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
     def get_rendered_html_form(self, data: Any, view: APIView, method: str, request: Request) -> Any:
         if request.method != method or method not in ("POST", "PATCH"):
             return super().get_rendered_html_form(data, view, method, request)
-        response = self.response
         sent = _sent(request)
         with override_method(view, request, method) as overridden:
             instance = _instance(view, data, method)
@@ -69,14 +68,14 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
                 view, method, overridden, instance
             ):
                 return None
-            if response.status_code < 400:
+            if self.response.status_code < 400:
                 # Done: the form again, ready for the next one (a project's, as it now is).
                 form = view.get_serializer(instance=instance)  # type: ignore[attr-defined]
             else:
                 form = view.get_serializer(  # type: ignore[attr-defined]
                     instance=instance, data=sent, partial=method == "PATCH"
                 )
-                _as_sent(form, response.data)
+                _as_sent(form, self.response.data)
         return self.render_form_for_serializer(form)
 
 
