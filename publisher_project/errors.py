@@ -1,8 +1,8 @@
 """The error envelope every JSON error answer has: `{"code", "detail"}`, plus any keys of its own.
 
 `code` is a stable, machine-readable name (`VALIDATION_ERROR`, `CONFLICT`...); `detail` says in
-words what went wrong and what to do. Validation errors add `errors` (per field), conflicts
-`active_id`.
+words what went wrong and what to do. Validation errors add `errors` (per field), conflicts with
+an active publishing `active_id` and `active_url` (its API URL).
 """
 
 from __future__ import annotations

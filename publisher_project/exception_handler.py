@@ -12,7 +12,9 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import csrf, defaults
 from rest_framework import exceptions, status
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 from rest_framework.views import exception_handler
 
 from publisher_project.errors import error_body, error_response
@@ -39,7 +41,7 @@ _CODES: dict[type[exceptions.APIException], tuple[str, int]] = {
 }
 
 
-def _domain_error(exc: PublishingError) -> Response:
+def _domain_error(exc: PublishingError, request: Request | None) -> Response:
     if isinstance(exc, BrokerUnavailable):
         return Response(
             error_body(exc.code, exc.detail),
@@ -47,7 +49,12 @@ def _domain_error(exc: PublishingError) -> Response:
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
     if isinstance(exc, PublishingConflict):
-        return Response(error_body("CONFLICT", exc.detail, **exc.extra()), status=status.HTTP_409_CONFLICT)
+        body = error_body("CONFLICT", exc.detail, **exc.extra())
+        if exc.active_id:
+            # Beside the id, where to read it: a client (or a person) follows the link.
+            url = reverse("publishing-detail", kwargs={"pk": str(exc.active_id)}, request=request)
+            body["active_url"] = str(url)
+        return Response(body, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, NotFound):
         return Response(error_body("NOT_FOUND", exc.detail), status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, Forbidden):
@@ -64,9 +71,10 @@ def _flatten(detail: Any) -> str:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Map any error to `{"code", "detail"}` (plus `errors` per field for validation)."""
+    """Map any error to `{"code", "detail"}` (plus `errors` per field for validation, `active_id` and
+    `active_url` for a conflict with an active publishing)."""
     if isinstance(exc, PublishingError):
-        return _domain_error(exc)
+        return _domain_error(exc, context.get("request"))
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}

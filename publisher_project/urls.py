@@ -13,7 +13,7 @@ urlpatterns = [
     # The two login pages, throttled, ahead of the includes that also name them (their names still
     # reverse to these paths).
     path("admin/login/", login_throttled(admin.site.login)),
-    path("api-auth/login/", login_throttled(LoginView.as_view(template_name="rest_framework/login.html"))),
+    path("api-auth/login/", login_throttled(LoginView.as_view(template_name="publishing/api/login.html"))),
     path("admin/", admin.site.urls),
     path("api/v1/", include("publishing.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

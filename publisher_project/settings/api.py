@@ -85,6 +85,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON, and for a browser DRF's pages made a UI (forms that keep what was sent, Publisher's name).
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "publishing.api.browsable.BrowsableAPIRenderer",
+    ],
     # DRF's three, the JSON one bounded in size and depth (a 400, never a RecursionError's 500).
     "DEFAULT_PARSER_CLASSES": [
         "publishing.api.parsers.JSONParser",
@@ -114,6 +119,6 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "PublishingStatusEnum": "publishing.models.Publishing.Status",
-        "HealthStateEnum": "publishing.api.serializers.HEALTH_STATES",
+        "HealthStateEnum": "publishing.api.bodies.HEALTH_STATES",
     },
 }

@@ -13,10 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from publishing.api import examples, throttling
+from publishing.api.bodies import ErrorSerializer, TokenRequestSerializer, TokenSerializer
 from publishing.api.openapi import ERRORS, RETRY_AFTER, UNSUPPORTED_MEDIA_TYPE
 from publishing.api.parsers import JSONParser as BoundedJSONParser
 from publishing.api.parsers import MultiPartParser as BoundedMultiPartParser
-from publishing.api.serializers import ErrorSerializer, TokenRequestSerializer, TokenSerializer
 
 
 def caller(request: Request) -> User:

@@ -16,6 +16,7 @@ BASE = "https://publisher.example.com/api/v1"
 PROJECT_ID = "3f1c2a9e-8d0b-4f55-9a51-1c7c0e2d6b10"
 PUBLISHING_ID = "0b7e6f5a-4c3d-4e2f-8a1b-9c8d7e6f5a4b"
 COMMIT_SHA = "3b18e512dba79e4c8300dd08aeb37f8e728b8dad"
+PUBLISHING_URL = f"{BASE}/publishing/{PUBLISHING_ID}"
 RERUN_ID = "7c2d9e4f-1a3b-4c5d-9e8f-0a1b2c3d4e5f"
 
 PROJECT: dict[str, Any] = {
@@ -137,7 +138,7 @@ def _without(body: dict[str, Any], *fields: str) -> dict[str, Any]:
 
 
 def error(code: str, detail: str, *, status: int, **extra: Any) -> OpenApiExample:
-    """An answer in the error envelope every failure uses (`extra`: `errors`, `active_id`)."""
+    """An answer in the error envelope every failure uses (`extra`: `errors`, `active_id`, `active_url`)."""
     return OpenApiExample(
         code, value=error_body(code, detail, **extra), response_only=True, status_codes=[str(status)]
     )
@@ -186,6 +187,7 @@ PROJECT_DELETE = [
         "project.",
         status=409,
         active_id=PUBLISHING_ID,
+        active_url=PUBLISHING_URL,
     )
 ]
 
@@ -213,7 +215,11 @@ INITIATE = [
     invalid("commit", "a commit id has 40 hex digits (64 in a SHA-256 repository), not 7"),
     error("NOT_FOUND", "Project not found.", status=404),
     error(
-        "CONFLICT", "This project already has a publishing in progress.", status=409, active_id=PUBLISHING_ID
+        "CONFLICT",
+        "This project already has a publishing in progress.",
+        status=409,
+        active_id=PUBLISHING_ID,
+        active_url=PUBLISHING_URL,
     ),
     CSRF_FAILED,
     THROTTLED,
@@ -258,7 +264,11 @@ RERUN = [
         status_codes=["409"],
     ),
     error(
-        "CONFLICT", "This project already has a publishing in progress.", status=409, active_id=PUBLISHING_ID
+        "CONFLICT",
+        "This project already has a publishing in progress.",
+        status=409,
+        active_id=PUBLISHING_ID,
+        active_url=PUBLISHING_URL,
     ),
     THROTTLED,
     UNAVAILABLE,

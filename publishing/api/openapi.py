@@ -6,7 +6,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 
 from publishing.api import examples
-from publishing.api.serializers import ErrorSerializer
+from publishing.api.bodies import ErrorSerializer
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="VALIDATION_ERROR"),

@@ -8,17 +8,21 @@ from typing import Any
 import django_filters
 from django.db.models import QuerySet
 from django.http import HttpResponse
+from django.utils.safestring import SafeString
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import BaseThrottle
 
 from publishing.api import examples
 from publishing.api.auth import caller
+from publishing.api.bodies import EmptySerializer, ErrorSerializer
+from publishing.api.browsable import BrowsableAPIRenderer, DescribedViewSet, notice_with_link
 from publishing.api.logs import LogPageSerializer, LogQuerySerializer, errors_as_json, log_response
 from publishing.api.openapi import (
     ERRORS,
@@ -31,9 +35,8 @@ from publishing.api.openapi import (
     UNSUPPORTED_MEDIA_TYPE,
     WRITE_ERRORS,
 )
+from publishing.api.operations import PUBLISHING_OPERATIONS as OPERATIONS
 from publishing.api.serializers import (
-    EmptySerializer,
-    ErrorSerializer,
     InitiateSerializer,
     PublishingListSerializer,
     PublishingSerializer,
@@ -41,7 +44,7 @@ from publishing.api.serializers import (
 from publishing.api.throttling import PublishingStartThrottle
 from publishing.exceptions import PublishingError
 from publishing.models import Publishing
-from publishing.selectors import log_page, publishings_visible_to
+from publishing.selectors import log_page, projects_owned_by, publishings_visible_to
 from publishing.services.publishings import (
     publishing_cancel,
     publishing_initiate,
@@ -67,10 +70,8 @@ class PublishingFilter(django_filters.FilterSet):  # type: ignore[misc]
 @extend_schema(tags=["publishing"])
 @extend_schema_view(
     list=extend_schema(
-        summary="List publishings",
-        description="Yours and those of your projects (everyone's with the view_publishing permission), "
-        "newest first; filter by `status` "
-        "and `project`. The log and the attempts are in the detail.",
+        summary=OPERATIONS["list"].summary,
+        description=OPERATIONS["list"].description,
         # Stated by hand: an empty filter means "all" (what the browsable API's filter form sends).
         parameters=[
             OpenApiParameter(
@@ -88,21 +89,21 @@ class PublishingFilter(django_filters.FilterSet):  # type: ignore[misc]
         examples=examples.PUBLISHING_LIST,
     ),
     retrieve=extend_schema(
-        summary="Show a publishing",
-        description="Its status and progress, the artifact, the log and every attempt (worker, start, "
-        "end, outcome, error). Poll it, or follow `cancel` and `retry`.",
+        summary=OPERATIONS["retrieve"].summary,
+        description=OPERATIONS["retrieve"].description,
         parameters=[PUBLISHING_ID],
         responses={200: PublishingSerializer, **READ_ERRORS},
         examples=examples.PUBLISHING_DETAIL,
     ),
 )
 class PublishingViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Publishing]
+    DescribedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Publishing]
 ):
     """Publishings you requested or of your projects (everyone's with the view_publishing permission),
     newest first."""
 
     filterset_class = PublishingFilter
+    operations = OPERATIONS
 
     def get_queryset(self) -> QuerySet[Publishing]:
         publishings = publishings_visible_to(self.request.user).order_by("-created_at", "id")
@@ -149,12 +150,12 @@ class PublishingViewSet(
                 ErrorSerializer, description="VALIDATION_ERROR: a bad since, step or attempt"
             ),
         },
-        summary="A publishing's log",
+        summary=OPERATIONS["log"].summary,
+        description=OPERATIONS["log"].description,
         examples=examples.LOG,
     )
     def log(self, request: Request, pk: str) -> HttpResponse | Response:
-        """The lines of its steps' output and of what Publisher did, oldest first; `?since=` a cursor
-        for only the newer ones, which is how a page or a terminal follows a running publishing."""
+        """The log as text or JSON, from a cursor on."""
         publishing = self.get_object()
         # A plain dict, not the QueryDict: DRF reads an empty form value as absent, `?step=` as no filter.
         query = LogQuerySerializer(data=request.query_params.dict())
@@ -176,12 +177,13 @@ class PublishingViewSet(
             **WRITE_ERRORS,
             409: OpenApiResponse(ErrorSerializer, description="CONFLICT: the publishing has finished"),
         },
-        summary="Cancel a publishing",
+        summary=OPERATIONS["cancel"].summary,
+        description=OPERATIONS["cancel"].description,
         examples=examples.CANCEL,
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        """Cancel a queued, waiting or running publishing; a running build is stopped."""
+        """Cancels it; 200 with it."""
         publishing = publishing_cancel(publishing=self.get_object(), by=caller(request))
         return Response(PublishingSerializer(publishing, context=self.get_serializer_context()).data)
 
@@ -197,12 +199,13 @@ class PublishingViewSet(
             **THROTTLED,
             **UNAVAILABLE,
         },
-        summary="Retry a publishing",
+        summary=OPERATIONS["retry"].summary,
+        description=OPERATIONS["retry"].description,
         examples=examples.RETRY,
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
-        """Queue a failed or cancelled publishing again."""
+        """Queues it again; 202 with it."""
         publishing = publishing_retry(publishing=self.get_object(), by=caller(request))
         return self._accepted(publishing)
 
@@ -218,17 +221,13 @@ class PublishingViewSet(
             **THROTTLED,
             **UNAVAILABLE,
         },
-        summary="Re-run a publishing",
+        summary=OPERATIONS["rerun"].summary,
+        description=OPERATIONS["rerun"].description,
         examples=examples.RERUN,
     )
     @action(detail=True, methods=["post"])
     def rerun(self, request: Request, pk: str) -> Response:
-        """Queue a new publishing of the commit a finished one checked out (any outcome, published too).
-
-        Publishing an earlier commit again gives the same artifact: a rollback. The new publishing runs
-        with the project's settings of now; one that never got to its checkout is re-run with the commit
-        it asked for (the ref's head if none).
-        """
+        """Queues a new publishing of its commit; 202 with the new one."""
         publishing = publishing_rerun(publishing=self.get_object(), by=caller(request))
         return self._accepted(publishing)
 
@@ -256,11 +255,8 @@ class PublishingViewSet(
             **THROTTLED,
             **UNAVAILABLE,
         },
-        summary="Publish a project",
-        description="The head of the project's ref, or with `commit` a given commit of its history (a "
-        "rollback when it was published before: the same artifact again). At most "
-        "PUBLISHING_INITIATE_RATE calls per user (60 a minute by default), together with retry and re-run; "
-        "beyond it, 429 with Retry-After.",
+        summary=OPERATIONS["initiate"].summary,
+        description=OPERATIONS["initiate"].description,
         examples=examples.INITIATE,
     )
     @action(detail=False, methods=["post"], url_path="initiate", url_name="initiate")
@@ -275,6 +271,33 @@ class PublishingViewSet(
             commit=data.validated_data.get("commit", ""),
         )
         return self._accepted(publishing)
+
+    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
+        """A browser that opens an action's URL gets the page with its button (opening it does nothing);
+        anyone else the 405 of a URL that only takes POST."""
+        post = self.action_map.get("post")
+        if (
+            request.method != "GET"
+            or post is None
+            or not isinstance(getattr(request, "accepted_renderer", None), BrowsableAPIRenderer)
+        ):
+            return super().http_method_not_allowed(request, *args, **kwargs)
+        self.action = post
+        if "pk" not in kwargs:
+            return Response({"projects": reverse("project-list", request=request)})
+        publishing = self.get_object()
+        project = publishing.project.name if publishing.project else "a deleted project"
+        self.confirm_question = f"{OPERATIONS[post].button} {str(publishing.pk)[:8]} of {project}?"
+        return Response(PublishingSerializer(publishing, context=self.get_serializer_context()).data)
+
+    def browsable_notice(self) -> SafeString | None:
+        if self.action_map.get("post") != "initiate" or projects_owned_by(self.request.user).exists():
+            return None
+        return notice_with_link(
+            "You have no project to publish. Create a project first:",
+            reverse("project-list"),
+            "the projects form",
+        )
 
     def _accepted(self, publishing: Publishing) -> Response:
         body = PublishingSerializer(publishing, context=self.get_serializer_context()).data

@@ -7,7 +7,6 @@ from typing import Any
 from django.db import DatabaseError, connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions
-from rest_framework.decorators import api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
@@ -15,24 +14,30 @@ from rest_framework.views import APIView
 
 from publishing import broker
 from publishing.api import examples
-from publishing.api.serializers import HealthSerializer
+from publishing.api.bodies import HealthSerializer
 
 
-@extend_schema(exclude=True)
-@api_view(["GET"])
-@permission_classes([permissions.AllowAny])
-def api_root(request: Request, format: str | None = None) -> Response:
-    return Response(
-        {
-            "projects": reverse("project-list", request=request, format=format),
-            "publishing": reverse("publishing-list", request=request, format=format),
-            "initiate": reverse("publishing-initiate", request=request, format=format),
-            "health": reverse("health", request=request, format=format),
-            "token": reverse("token", request=request, format=format),
-            "schema": reverse("schema", request=request),
-            "docs": reverse("swagger-ui", request=request),
-        }
-    )
+class ApiRootView(APIView):
+    """Where to go from here: your projects, your publishings, and the form that publishes a project.
+    Each link leads to a page with its own form; the API docs describe every call."""
+
+    # The page's heading and the first breadcrumb of every page.
+    name = "Publisher API"
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request, format: str | None = None) -> Response:
+        return Response(
+            {
+                "projects": reverse("project-list", request=request, format=format),
+                "publishing": reverse("publishing-list", request=request, format=format),
+                "initiate": reverse("publishing-initiate", request=request, format=format),
+                "health": reverse("health", request=request, format=format),
+                "token": reverse("token", request=request, format=format),
+                "schema": reverse("schema", request=request),
+                "docs": reverse("swagger-ui", request=request),
+            }
+        )
 
 
 class HealthView(APIView):

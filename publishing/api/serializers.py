@@ -95,7 +95,12 @@ class ProjectSerializer(serializers.HyperlinkedModelSerializer[Project]):
             "updated_at",
         ]
         read_only_fields = ["id", "owner", "created_at", "updated_at"]
-        extra_kwargs = {"target_url": {"help_text": target_url_help()}}
+        # The model's defaults as the form's first values: a browser's form shows what an empty field means.
+        extra_kwargs = {
+            "target_url": {"help_text": target_url_help()},
+            "ref": {"initial": Project._meta.get_field("ref").default},
+            "artifact_path": {"initial": Project._meta.get_field("artifact_path").default},
+        }
 
     def get_webhook_secret_set(self, project: Project) -> bool:
         return bool(project.webhook_secret)
@@ -308,7 +313,7 @@ class ProjectChoiceField(serializers.ChoiceField):
 
 
 class InitiateSerializer(serializers.Serializer[None]):
-    project_id = ProjectChoiceField(help_text="The project to publish (its id).")
+    project_id = ProjectChoiceField(label="Project", help_text="The project to publish (its id).")
     # Judged by the service (`pipeline.commits.parse_commit`), the one home of the rule.
     commit = StrictCharField(
         required=False,
@@ -327,43 +332,3 @@ class InitiateSerializer(serializers.Serializer[None]):
         if user is not None and user.is_authenticated:
             field = cast(ProjectChoiceField, self.fields["project_id"])
             field.choices = [(str(p.pk), f"{p.name} ({p.slug})") for p in projects_owned_by(user)]
-
-
-class TokenRequestSerializer(serializers.Serializer[None]):
-    username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"})
-
-
-class TokenSerializer(serializers.Serializer[None]):
-    token = serializers.CharField()
-
-
-HEALTH_STATES = ["ok", "unavailable"]
-
-
-class HealthSerializer(serializers.Serializer[None]):
-    status = serializers.ChoiceField(choices=HEALTH_STATES)
-    database = serializers.ChoiceField(choices=HEALTH_STATES)
-    broker = serializers.ChoiceField(choices=HEALTH_STATES)
-
-
-class ErrorSerializer(serializers.Serializer[None]):
-    code = serializers.CharField(help_text="Stable, for programs: VALIDATION_ERROR, NOT_FOUND, CONFLICT, …")
-    detail = serializers.CharField(help_text="For people: what went wrong, in one sentence.")
-    active_id = serializers.UUIDField(
-        required=False, help_text="CONFLICT only, when another publishing is active: its id."
-    )
-
-    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
-        # Added here: as a class attribute it would hide Serializer.errors.
-        fields = super().get_fields()
-        fields["errors"] = serializers.DictField(
-            child=serializers.ListField(child=serializers.CharField()),
-            required=False,
-            help_text="VALIDATION_ERROR only: the messages of each field.",
-        )
-        return fields
-
-
-class EmptySerializer(serializers.Serializer[None]):
-    """No body: the browsable API shows a bare POST button."""

@@ -4,7 +4,7 @@ from publishing.api.auth import TokenView
 from publishing.api.logs import LOG_RENDERERS
 from publishing.api.projects import ProjectViewSet
 from publishing.api.publishings import PublishingViewSet
-from publishing.api.root import HealthView, api_root
+from publishing.api.root import ApiRootView, HealthView
 
 projects = ProjectViewSet.as_view({"get": "list", "post": "create"})
 project = ProjectViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"})
@@ -18,7 +18,7 @@ log = PublishingViewSet.as_view({"get": "log"}, renderer_classes=LOG_RENDERERS)
 
 # The API's documented paths: publishing paths without a trailing slash, project paths with one.
 urlpatterns = [
-    path("", api_root, name="api-root"),
+    path("", ApiRootView.as_view(), name="api-root"),
     path("auth/token/", TokenView.as_view(), name="token"),
     path("health", HealthView.as_view(), name="health"),
     path("projects/", projects, name="project-list"),
