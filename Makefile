@@ -78,7 +78,7 @@ test-integration: install  ## Integration tests only (real Redis, real workers)
 test-browser: install  ## Browser tests only (headless /usr/bin/chromium; screenshots in var/test-artifacts/)
 	$(BIN)/pytest tests/browser
 
-screenshots: install  ## Retake the README's screenshots (docs/admin-*.png, docs/page-*.png) with the browser tests
+screenshots: install  ## Retake the README's screenshots (docs/*.png but bench-*) with the browser tests
 	UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/browser
 
 test: check  ## Every check, then the whole suite on SQLite (and on PostgreSQL when TEST_POSTGRES_URL is set)
