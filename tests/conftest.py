@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dramatiq
 import pytest
+from django.test import Client
 from dramatiq.brokers.stub import StubBroker
 from rest_framework.test import APIClient
 
@@ -46,6 +47,14 @@ def user(db):
 @pytest.fixture
 def other_user(db):
     return UserFactory.create(username="bob")
+
+
+@pytest.fixture
+def admin_client_(db) -> Client:
+    """A Django test client logged in as a superuser (staff with every permission)."""
+    client = Client()
+    client.force_login(UserFactory.create(username="admin", is_staff=True, is_superuser=True))
+    return client
 
 
 @pytest.fixture

@@ -33,13 +33,6 @@ from tests.support.stub_broker import broker_refuses, drain, initiate, queued_me
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client_() -> Client:
-    client = Client()
-    client.force_login(UserFactory.create(username="admin", is_staff=True, is_superuser=True))
-    return client
-
-
 def test_staff_see_the_project_and_publishing_pages(admin_client_: Client) -> None:
     # Given some records
     publishing = PublishingFactory.create(failed=True, error_code="BUILD_FAILED")

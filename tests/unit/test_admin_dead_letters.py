@@ -27,13 +27,6 @@ OVERVIEW = f"{CHANGELIST}overview/"
 ACT = f"{CHANGELIST}overview/dead-letters/"
 
 
-@pytest.fixture
-def admin_client_() -> Client:
-    client = Client()
-    client.force_login(UserFactory.create(username="admin", is_staff=True, is_superuser=True))
-    return client
-
-
 def dead_letter(
     stub_broker,
     actor: str = "build_and_submit",

@@ -17,13 +17,6 @@ from tests.unit.test_admin import CHANGELIST, change_url
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client_() -> Client:
-    client = Client()
-    client.force_login(UserFactory.create(username="admin", is_staff=True, is_superuser=True))
-    return client
-
-
 OVERVIEW = f"{CHANGELIST}overview/"
 QUEUE_ROW = 'id="publishing-queueoverview"'
 

@@ -229,13 +229,6 @@ def test_a_publishing_links_its_rerun(api, user) -> None:
 # --- the admin ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def admin_client_(db) -> Client:
-    client = Client()
-    client.force_login(UserFactory.create(username="admin", is_staff=True, is_superuser=True))
-    return client
-
-
 def test_the_admin_offers_rerun_for_a_finished_publishing_and_it_queues_a_new_one(
     admin_client_, stub_broker
 ) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.test import Client
 from rest_framework.test import APIClient
 
 from publishing.exceptions import PermanentJobError
@@ -335,13 +334,6 @@ def test_a_publishing_shows_the_settings_it_was_initiated_with(stub_broker, user
 # --- The admin never shows credentials inside URLs ------------------------------------------
 
 TOKEN = "ghp_s3cr3tT0ken"
-
-
-@pytest.fixture
-def admin_client_() -> Client:
-    client = Client()
-    client.force_login(UserFactory.create(username="admin", is_staff=True, is_superuser=True))
-    return client
 
 
 @pytest.fixture
