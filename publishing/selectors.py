@@ -194,16 +194,19 @@ def log_page(
     attempt: int | None = None,
     limit: int = LOG_PAGE_SIZE,
 ) -> LogPage:
-    """The log's lines after `since` (a cursor a previous page gave; 0 from the start), oldest first."""
-    # The status first, then the last line: a terminal event is written with its status, so a
-    # publishing found finished has all of its lines at or below `ceiling`.
-    finished, dropped = (
-        Publishing.objects.filter(pk=publishing.pk).values_list("finished_at", "log_dropped").get()
-    )
-    ours = LogLine.objects.filter(publishing_id=publishing.pk)
-    ceiling = ours.order_by("-id").values_list("id", flat=True).first() or since
-    # Only up to `ceiling`: lines committed after it are the next call's, even those a filter keeps.
-    lines = ours.filter(id__gt=since, id__lte=ceiling)
+    """The log's lines after `since` (a cursor a previous page gave; 0 from the start), oldest first.
+
+    Whether it is complete and what it dropped are `publishing`'s as read before this call: the status
+    first, then the lines. A terminal event is written with its status, so a publishing read finished
+    has all of its lines here; one read earlier than that is only said complete by a later page.
+    """
+    lines = LogLine.objects.filter(publishing_id=publishing.pk, id__gt=since)
+    ceiling: int | None = None
+    if step is not None or attempt is not None:
+        # A filter's cursor moves past the lines it leaves out, up to the last line now: lines
+        # committed after `ceiling` are the next call's, even those the filter keeps.
+        ceiling = lines.order_by("-id").values_list("id", flat=True).first() or since
+        lines = lines.filter(id__lte=ceiling)
     if step is not None:
         lines = lines.filter(step=step)
     if attempt is not None:
@@ -211,13 +214,15 @@ def log_page(
     found = list(lines.order_by("id")[: limit + 1])
     more = len(found) > limit
     found = found[:limit]
-    cursor = found[-1].id if more else max(ceiling, since)
+    # Past the last line given or, with a filter and no more to give, past the lines it left out.
+    last = found[-1].id if found else since
+    cursor = ceiling if ceiling is not None and not more else last
     return LogPage(
         lines=found,
         cursor=cursor,
         more=more,
-        complete=finished is not None and not more,
-        dropped=dropped,
+        complete=publishing.finished_at is not None and not more,
+        dropped=publishing.log_dropped,
     )
 
 
@@ -230,7 +235,8 @@ def render_line(time: datetime, step: str, text: str) -> str:
 def log_text(publishing: Publishing) -> str:
     """The whole log as text, one line each, saying first how many of its oldest lines were dropped;
     credentials in URLs shown as `***` (a build may print a URL with its credentials)."""
-    page = log_page(publishing, limit=10**9)
+    # Read again: the caller's instance may be older than its log's last trim.
+    page = log_page(Publishing.objects.get(pk=publishing.pk), limit=10**9)
     head = f"[{page.dropped} earlier lines dropped]\n" if page.dropped else ""
     return head + "".join(
         render_line(line.time, line.step, redact_credentials(line.text)) for line in page.lines

@@ -107,7 +107,8 @@ class PublishingViewSet(
 
     def get_queryset(self) -> QuerySet[Publishing]:
         publishings = publishings_visible_to(self.request.user).order_by("-created_at", "id")
-        if self.action != "list":
+        # The attempts are in a publishing's answer; a page polls the log every 2 s without them.
+        if self.action not in ("list", "log"):
             publishings = publishings.prefetch_related("attempt_history")
         return publishings
 
@@ -156,6 +157,7 @@ class PublishingViewSet(
     )
     def log(self, request: Request, pk: str) -> HttpResponse | Response:
         """The log as text or JSON, from a cursor on."""
+        # Read now, before the lines: log_page takes whether it has finished from this read.
         publishing = self.get_object()
         # A plain dict, not the QueryDict: DRF reads an empty form value as absent, `?step=` as no filter.
         query = LogQuerySerializer(data=request.query_params.dict())
