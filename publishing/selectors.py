@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,6 +38,25 @@ def publishings_visible_to(user: AnyUser) -> PublishingQuerySet:
     if sees_all_publishings(user):
         return publishings
     return publishings.filter(requested_by_id=user.pk) | publishings.filter(project__owner_id=user.pk)
+
+
+def publishing_visible_to(
+    user: AnyUser, publishing_id: uuid.UUID | str, *, fields: Sequence[str]
+) -> Publishing | None:
+    """One publishing by id, with only `fields` loaded, if the caller may see it (as
+    publishings_visible_to says); None otherwise. ValidationError for an id that is not a UUID.
+
+    The caller's own first: an owner's look-up (a page polling its log every 2 s) never loads the
+    caller's permissions, two queries that only decide whether others' publishings are visible too.
+    """
+    if user.pk is None:  # requested_by_id=None would match the publishings of deleted users
+        return None
+    rows = Publishing.objects.only(*fields)
+    own = rows.filter(requested_by_id=user.pk) | rows.filter(project__owner_id=user.pk)
+    found = own.filter(pk=publishing_id).first()
+    if found is None and sees_all_publishings(user):
+        found = rows.filter(pk=publishing_id).first()
+    return found
 
 
 def project_for(user: AnyUser, project_id: uuid.UUID | str) -> Project | None:
@@ -169,6 +189,8 @@ def recent_failures(limit: int) -> list[Publishing]:
 
 # Lines of a publishing's log given at once: a reader asks again, from the cursor, for more.
 LOG_PAGE_SIZE = 1000
+# What log_page reads of the publishing's row.
+LOG_PAGE_FIELDS = ("id", "finished_at", "log_dropped")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -19,7 +20,7 @@ from rest_framework.test import APIClient
 from publishing import tasks
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import LogLine, Publishing
-from publishing.selectors import log_page, log_text, waiting_of
+from publishing.selectors import log_page, log_text, publishing_visible_to, waiting_of
 from publishing.services import runner
 from publishing.services.attempts import LineBuffer
 from publishing.services.log import log_event
@@ -381,15 +382,18 @@ def test_credentials_in_a_line_are_shown_as_stars(api, logged) -> None:
         assert "https://***@git.example.com/site.git" in answer.content.decode()
 
 
-def test_a_poll_reads_the_publishing_once_its_new_lines_once_and_no_attempts(api, logged) -> None:
-    # Given a page following a running publishing's log, at its cursor, and a line written since
+def test_a_poll_reads_the_publishing_once_its_new_lines_once_and_no_attempts(user, logged) -> None:
+    # Given its owner's page following a running publishing's log (logged in: each request loads
+    # the user afresh, as in production), at its cursor, and a line written since
+    page = APIClient()
+    page.force_login(user)
     url = f"/api/v1/publishing/{logged.pk}/log"
-    cursor = api.get(url, {"format": "json"}).json()["cursor"]
+    cursor = page.get(url, {"format": "json"}).json()["cursor"]
     log_event(logged.pk, "later")
 
     # When it polls with its cursor
     with CaptureQueriesContext(connection) as queries:
-        answer = api.get(url, {"format": "json", "since": cursor})
+        answer = page.get(url, {"format": "json", "since": cursor})
 
     # Then it got the line from one read of the row and one of the lines: a page polls every 2 s, so
     # a second read of the row, a look-up of the last line or the attempts (which the log does not
@@ -399,6 +403,29 @@ def test_a_poll_reads_the_publishing_once_its_new_lines_once_and_no_attempts(api
     assert sum('FROM "publishing_publishing"' in sql for sql in statements) == 1
     assert sum('FROM "publishing_logline"' in sql for sql in statements) == 1
     assert not any('"publishing_attempt"' in sql for sql in statements)
+    # nor the owner's permissions, which only decide whether others' publishings are visible too
+    assert not any('"auth_permission"' in sql for sql in statements)
+
+
+def test_staff_who_may_view_publishings_follow_anyones_log_and_staff_who_may_not_do_not(
+    client_for, viewer, staff, logged
+) -> None:
+    url = f"/api/v1/publishing/{logged.pk}/log"
+    answer = client_for(viewer).get(url, {"format": "json"})
+    assert answer.status_code == 200
+    assert [line["text"] for line in answer.json()["lines"]] == ["start", "compiling", "again"]
+    assert client_for(staff).get(url).json()["code"] == "NOT_FOUND"
+
+
+def test_a_publishing_whose_requester_is_gone_is_no_one_elses_to_see(user) -> None:
+    # Given a publishing of another owner's project whose requester's account was deleted
+    orphan = PublishingFactory.create(building=True, requested_by=None)
+    assert orphan.project is not None
+
+    # Then no caller without an account of its own finds it by its id, nor does a stranger
+    assert publishing_visible_to(AnonymousUser(), orphan.pk, fields=["id"]) is None
+    assert publishing_visible_to(user, orphan.pk, fields=["id"]) is None
+    assert publishing_visible_to(orphan.project.owner, orphan.pk, fields=["id"]) == orphan
 
 
 # --- Following a log while it is written ------------------------------------------------------------
