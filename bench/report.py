@@ -93,6 +93,37 @@ enqueue, since dropped). Token authentication
 does none of the three by definition, so 0.9x would need initiate to stop
 queueing or to answer less than the publishing it made.
 
+Since the log became lines (git 9e49f23), initiate also writes its first
+log line, `queued by <user> via api`, in the same transaction as the queued
+status (an INSERT and the row's log size): 0.45x here against 0.53x at the
+run before it (git 7dca786), on the same machine. That line is what tells a
+reader who queued the publishing and how; it stays.
+
+**Watchers** (a page polling a running publishing's log every 2 s, `python
+-m bench watchers`). Profiled in one process with `bench/log_poll_profile.py`
+(cProfile on CPU time: py-spy is not installed on the shared machine), an
+owner's session polling 4 new lines on PostgreSQL. At git 23f5bcc a poll was
+9 queries and 7.2 ms of CPU: DRF's `get_object` built the detail's query,
+loading the user's permissions to decide whether they see everyone's (two
+queries, about a third of the poll), the publishing with its project, its
+requester and a prefetch of its attempts (which the log never shows), and
+django-filter's list filters; then `log_page` read the row again and looked
+up the last line before reading the lines. Fixed in the product: the
+caller's own publishing first (their permissions only for another's), only
+the fields the page reads, the row read once, the last line looked up only
+when a `step` or `attempt` filter needs it, the line serializer's fields
+built once: 4 queries and about 3.4 ms, on the same machine under the same
+load. What is left, as shares of a poll's CPU: the session and the user
+(26 %, what any logged-in request pays; a cached session engine would save
+one query), the row (25 %), the lines (18 %), their JSON (14 %), DRF and the
+middleware the rest. No index is missing: both log queries are index scans
+of `logline_publishing_id` (publishing, id). On the shared 2-core machine
+(load 2 to 17 from other work) the watched windows' initiate p99 was 1.9x to
+5x the alone windows': there the web tier, PostgreSQL and the feeder's 200
+lines/s already filled both cores at 100 initiates/s, and any added request
+waited in the queue. The watchers' section below has the figures of the
+run that wrote this page.
+
 """
 
 SIZING = """\
