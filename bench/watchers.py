@@ -19,7 +19,8 @@ both arms, so the only difference between the arms is the watchers.
 
 Reported: initiate p50/p99 in each arm (pooled over the rounds) and the ratio of the p99s, the
 watchers' request p50/p99, and gunicorn's CPU seconds (user + system, all its processes) per second
-of wall time, with minus without: what the watchers cost, in all and per poll.
+of wall time, with minus without (without scaled to the watched windows' initiate rate, in case the tier
+fell behind in them): what the watchers cost, in all and per poll.
 """
 
 from __future__ import annotations
@@ -339,7 +340,10 @@ def pooled(windows: list[Window]) -> dict[str, Any]:
 def summarize(windows: list[Window], plan: Plan, *, feeder: dict[str, Any], fragment: bool) -> dict[str, Any]:
     alone = pooled([w for w in windows if not w.watched])
     watched = pooled([w for w in windows if w.watched])
-    extra_cpu = watched["web_cpu_per_s"] - alone["web_cpu_per_s"]
+    # With minus without, the without at the watched windows' initiate rate: the same when the tier
+    # keeps up with the paced rate in both, and still the watchers' share when it does not.
+    per_initiate = alone["web_cpu_per_s"] / alone["initiate_per_s"] if alone["initiate_per_s"] else 0.0
+    extra_cpu = watched["web_cpu_per_s"] - per_initiate * watched["initiate_per_s"]
     rounds = [w.row() for w in windows]
     pairs = list(zip(rounds[0::2], rounds[1::2], strict=True))
     return {
@@ -397,7 +401,7 @@ def table(figures: dict[str, Any]) -> list[list[str]]:
             f"{figures['p50_ratio']:.2f}x",
             f"{figures['p99_ratio']:.2f}x",
             "",
-            f"+{figures['watchers_cpu_per_s']:.3f}"
+            f"{figures['watchers_cpu_per_s']:+.3f}"
             + (f" ({per_poll:.2f} ms/poll)" if per_poll is not None else ""),
             "",
             "",
@@ -432,8 +436,10 @@ def notes(figures: dict[str, Any]) -> list[str]:
         f"p99 {feeder.get('late_p99_s', '?')} s), in both arms.",
         "web CPU: user + system CPU seconds of gunicorn's processes per second of the window (PostgreSQL's "
         f"own is not in it): {alone['web_cpu_per_s']:.3f} alone, {watched['web_cpu_per_s']:.3f} watched; "
-        f"the difference is the watchers' ({figures['watchers_cpu_per_s']:.3f} s/s, "
-        f"{watched['polls_per_s']:.1f} polls/s). Initiate client CPU: {alone['client_cpu_share']:.0%} "
+        f"the watchers' is the difference, alone's scaled to the watched windows' initiate rate "
+        f"({figures['watchers_cpu_per_s']:.3f} s/s for {watched['polls_per_s']:.1f} polls/s; the "
+        "same as the plain difference when both keep the paced rate). Initiate client CPU: "
+        f"{alone['client_cpu_share']:.0%} "
         f"and {watched['client_cpu_share']:.0%} of a core.",
     ]
     arms = (("alone", alone), ("watched", watched))
