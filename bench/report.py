@@ -113,11 +113,16 @@ caller's own publishing first (their permissions only for another's), only
 the fields the page reads, the row read once, the last line looked up only
 when a `step` or `attempt` filter needs it, the line serializer's fields
 built once: 4 queries and about 3.4 ms, on the same machine under the same
-load. What is left, as shares of a poll's CPU: the session and the user
-(26 %, what any logged-in request pays; a cached session engine would save
-one query), the row (25 %), the lines (18 %), their JSON (14 %), DRF and the
-middleware the rest. No index is missing: both log queries are index scans
-of `logline_publishing_id` (publishing, id). On the shared 2-core machine
+load. Through gunicorn (the benchmark's web tier, 100 watchers and no other
+requests, gunicorn's CPU over 10 s windows, load about 5): 11.1 ms of web
+CPU per poll at 23f5bcc, 6.1 ms now. What is left, as shares of a poll's
+CPU (the same in gunicorn's worker, profiled with a cProfile started at
+fork): the session and the user (26 %, what any logged-in request pays; a
+cached session engine would save one query), the row (25 %), the lines
+(18 %), their JSON (14 %: DRF's serializers, half of it copying their
+fields; a plain dict would do), DRF and the middleware the rest.
+No index is missing: both log queries are index scans of
+`logline_publishing_id` (publishing, id). On the shared 2-core machine
 (load 2 to 17 from other work) the watched windows' initiate p99 was 1.9x to
 5x the alone windows': there the web tier, PostgreSQL and the feeder's 200
 lines/s already filled both cores at 100 initiates/s, and any added request
