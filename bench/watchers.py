@@ -9,8 +9,8 @@ watched, alone; ...) so that both see the same machine.
 The watchers are what a publishing's page does while it is open: each polls
 `GET /api/v1/publishing/{id}/log?since=<cursor>` (JSON, the page's session cookie) every 2 s with
 the cursor of its last answer, asks again at once while the answer says `more`, and, with
-BENCH_WATCHERS_FRAGMENT=1 in the environment (off by default: the page's summary fragment is not
-built yet), fetches `/publishings/{id}/?fragment=summary` when new `event` lines came. They run in
+BENCH_WATCHERS_FRAGMENT=1 in the environment (off by default), fetches the page's summary
+`/publishings/{id}/?fragment=summary` when new `event` lines came, as page-publishing.js does. They run in
 a process of their own (threads, one keep-alive connection each), so that the initiate client's
 timings do not wait on their GIL, and keep their cursors from round to round; in the alone arm they
 wait. They watch publishings that are running: `bench.watch_feeder` claims one per watcher as the
@@ -426,9 +426,9 @@ def notes(figures: dict[str, Any]) -> list[str]:
         f"keep-alive); non-200: {watched['poll_other_status'] or 'none'}.",
         "Summary fragment on new events: "
         + (
-            f"on ({watched['fragments']} fetches)."
+            f"on ({watched['fragments']} fetches, their cost in the watchers' CPU per log poll)."
             if figures["fragment"]
-            else f"off (the page's fragment is not built yet; {FRAGMENT_VARIABLE}=1 switches it on)."
+            else f"off, the default ({FRAGMENT_VARIABLE}=1 switches it on, as page-publishing.js does)."
         ),
         f"Running publishings: bench.watch_feeder wrote {feeder.get('lines', '?')} lines of build output "
         f"and {feeder.get('events', '?')} events through their attempts' logs "
