@@ -123,11 +123,17 @@ cached session engine would save one query), the row (25 %), the lines
 fields; a plain dict would do), DRF and the middleware the rest.
 No index is missing: both log queries are index scans of
 `logline_publishing_id` (publishing, id). On the shared 2-core machine
-(load 2 to 17 from other work) the watched windows' initiate p99 was 1.9x to
-5x the alone windows': there the web tier, PostgreSQL and the feeder's 200
-lines/s already filled both cores at 100 initiates/s, and any added request
-waited in the queue. The watchers' section below has the figures of the
-run that wrote this page.
+(load 1.5 to 4 from other work at the start), initiate paced at 50/s: the
+watched windows' p99 (median of 3 rounds) was 1.3x to 1.9x the alone
+windows', and gunicorn used 0.20 to 0.33 CPU s/s more, 4.0 to 6.7 ms per
+poll. 100 watchers are 50 polls/s, as many requests as the initiate load,
+each about half an initiate's CPU, on two cores shared with PostgreSQL and
+the feeder's 200 lines/s: the tail grows with the queue (at 100 initiates/s
+the alone windows already queued). 1.10x would need a poll nearly free:
+next, a cached session engine (one query less for every logged-in
+request), the lines rendered without DRF's serializers, or a longer poll
+interval while nothing changes. The watchers' section below has the
+figures of the run that wrote this page.
 
 """
 
