@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import multiprocessing
 import os
 import queue
@@ -311,24 +312,30 @@ def run(context: Context) -> Outcome:
     )
 
 
+def median_of(rounds: list[list[float]], q: float) -> float:
+    """The median over the rounds of each round's `q` percentile; NaN without rounds."""
+    return round(statistics.median(percentile(r, q) for r in rounds), 2) if rounds else math.nan
+
+
 def pooled(windows: list[Window]) -> dict[str, Any]:
-    """One arm over its rounds: initiate percentiles the median of the rounds' (as bench api gives
-    them: a burst of other work on the shared machine spoils one round, not the figure), also pooled;
-    the watchers' latencies pooled; CPU and rates as totals over the total time."""
+    """One arm over its rounds: percentiles the median of the rounds' (as bench api gives them: a
+    burst of other work on the shared machine spoils one round, not the figure), the p99s also
+    pooled; CPU and rates as totals over the total time."""
     latencies = [ms for w in windows for ms in w.load.latencies_ms()]
     rounds = [w.load.latencies_ms() for w in windows]
     wall = sum(w.load.wall for w in windows)
     polls = [p for w in windows for p in w.polls if p.kind == "log"]
     fragments = [p for w in windows for p in w.polls if p.kind == "fragment"]
     answered = [p.seconds * 1000 for p in polls + fragments]
+    watched_rounds = [[p.seconds * 1000 for p in w.polls] for w in windows if w.polls]
     other: Counter[int] = Counter()
     for window in windows:
         other.update(window.load.unexpected(202))
     return {
         "initiates": len(latencies),
         "initiate_per_s": round(sum(w.load.count(202) for w in windows) / wall, 1),
-        "initiate_p50_ms": round(statistics.median(percentile(r, 0.50) for r in rounds), 2),
-        "initiate_p99_ms": round(statistics.median(percentile(r, 0.99) for r in rounds), 2),
+        "initiate_p50_ms": median_of(rounds, 0.50),
+        "initiate_p99_ms": median_of(rounds, 0.99),
         "initiate_pooled_p50_ms": round(percentile(latencies, 0.50), 2),
         "initiate_pooled_p99_ms": round(percentile(latencies, 0.99), 2),
         "other_status": {str(k): n for k, n in other.items()},
@@ -336,8 +343,9 @@ def pooled(windows: list[Window]) -> dict[str, Any]:
         "client_cpu_share": round(sum(w.load.client_cpu for w in windows) / wall, 3),
         "polls": len(polls),
         "polls_per_s": round(len(polls) / wall, 2),
-        "poll_p50_ms": round(percentile(answered, 0.50), 2),
-        "poll_p99_ms": round(percentile(answered, 0.99), 2),
+        "poll_p50_ms": median_of(watched_rounds, 0.50),
+        "poll_p99_ms": median_of(watched_rounds, 0.99),
+        "poll_pooled_p99_ms": round(percentile(answered, 0.99), 2),
         "poll_lines_mean": round(statistics.fmean([p.lines for p in polls]), 2) if polls else 0,
         "poll_other_status": dict(Counter(str(p.status) for p in polls + fragments if p.status != 200)),
         "poll_retried": sum(1 for p in polls + fragments if p.retried),
