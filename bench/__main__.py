@@ -37,7 +37,8 @@ from publishing.redis_server import RedisServer
 
 # In the order they run: the quick ones first, so a broken setup shows early.
 BENCHMARKS = (
-    "pickup", "sandbox", "overhead", "scaling", "api", "degraded", "recovery", "ratelimit", "fairness",
+    "pickup", "sandbox", "overhead", "scaling", "api", "watchers", "degraded", "recovery", "ratelimit",
+    "fairness",
 )  # fmt: skip
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
 

@@ -80,6 +80,7 @@ class Site:
     processes: Processes
     pgid: int  # gunicorn's process group: the master and its workers
     database_url: str
+    env: dict[str, str]  # every process of the site's: another one on its database and broker takes it
 
     def check_alive(self) -> None:
         self.processes.check_alive("web")
@@ -117,7 +118,7 @@ def publisher_site(context: Context, *, name: str, redis_url: str, projects: int
             port = free_port()
             web = processes.start("web", gunicorn_argv(port, workers=WEB_WORKERS, threads=WEB_THREADS), env)
             wait_listening(port, processes)
-            yield Site(port, token, project_ids, processes, web.pid, database_url)
+            yield Site(port, token, project_ids, processes, web.pid, database_url, env)
         finally:
             processes.stop_all()
             with contextlib.suppress(redis.RedisError):

@@ -93,6 +93,48 @@ enqueue, since dropped). Token authentication
 does none of the three by definition, so 0.9x would need initiate to stop
 queueing or to answer less than the publishing it made.
 
+Since the log became lines (git 9e49f23), initiate also writes its first
+log line, `queued by <user> via api`, in the same transaction as the queued
+status (an INSERT and the row's log size): 0.45x here against 0.53x at the
+run before it (git 7dca786), on the same machine. That line is what tells a
+reader who queued the publishing and how; it stays.
+
+**Watchers** (a page polling a running publishing's log every 2 s, `python
+-m bench watchers`). Profiled in one process with `bench/log_poll_profile.py`
+(cProfile on CPU time: py-spy is not installed on the shared machine), an
+owner's session polling 4 new lines on PostgreSQL. At git 23f5bcc a poll was
+9 queries and 7.2 ms of CPU: DRF's `get_object` built the detail's query,
+loading the user's permissions to decide whether they see everyone's (two
+queries, about a third of the poll), the publishing with its project, its
+requester and a prefetch of its attempts (which the log never shows), and
+django-filter's list filters; then `log_page` read the row again and looked
+up the last line before reading the lines. Fixed in the product: the
+caller's own publishing first (their permissions only for another's), only
+the fields the page reads, the row read once, the last line looked up only
+when a `step` or `attempt` filter needs it, the line serializer's fields
+built once: 4 queries and about 3.4 ms, on the same machine under the same
+load. Through gunicorn (the benchmark's web tier, 100 watchers and no other
+requests, gunicorn's CPU over 10 s windows, load about 5): 11.1 ms of web
+CPU per poll at 23f5bcc, 6.1 ms now. What is left, as shares of a poll's
+CPU (the same in gunicorn's worker, profiled with a cProfile started at
+fork): the session and the user (26 %, what any logged-in request pays; a
+cached session engine would save one query), the row (25 %), the lines
+(18 %), their JSON (14 %: DRF's serializers, half of it copying their
+fields; a plain dict would do), DRF and the middleware the rest.
+No index is missing: both log queries are index scans of
+`logline_publishing_id` (publishing, id). On the shared 2-core machine
+(load 1.5 to 4 from other work at the start), initiate paced at 50/s: the
+watched windows' p99 (median of 3 rounds) was 1.3x to 1.9x the alone
+windows', and gunicorn used 0.20 to 0.33 CPU s/s more, 4.0 to 6.7 ms per
+poll. 100 watchers are 50 polls/s, as many requests as the initiate load,
+each about half an initiate's CPU, on two cores shared with PostgreSQL and
+the feeder's 200 lines/s: the tail grows with the queue (at 100 initiates/s
+the alone windows already queued). 1.10x would need a poll nearly free:
+next, a cached session engine (one query less for every logged-in
+request), the lines rendered without DRF's serializers, or a longer poll
+interval while nothing changes. The watchers' section below has the
+figures of the run that wrote this page.
+
 """
 
 SIZING = """\

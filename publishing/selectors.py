@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,6 +38,25 @@ def publishings_visible_to(user: AnyUser) -> PublishingQuerySet:
     if sees_all_publishings(user):
         return publishings
     return publishings.filter(requested_by_id=user.pk) | publishings.filter(project__owner_id=user.pk)
+
+
+def publishing_visible_to(
+    user: AnyUser, publishing_id: uuid.UUID | str, *, fields: Sequence[str]
+) -> Publishing | None:
+    """One publishing by id, with only `fields` loaded, if the caller may see it (as
+    publishings_visible_to says); None otherwise. ValidationError for an id that is not a UUID.
+
+    The caller's own first: an owner's look-up (a page polling its log every 2 s) never loads the
+    caller's permissions, two queries that only decide whether others' publishings are visible too.
+    """
+    if user.pk is None:  # requested_by_id=None would match the publishings of deleted users
+        return None
+    rows = Publishing.objects.only(*fields)
+    own = rows.filter(requested_by_id=user.pk) | rows.filter(project__owner_id=user.pk)
+    found = own.filter(pk=publishing_id).first()
+    if found is None and sees_all_publishings(user):
+        found = rows.filter(pk=publishing_id).first()
+    return found
 
 
 def project_for(user: AnyUser, project_id: uuid.UUID | str) -> Project | None:
@@ -169,6 +189,8 @@ def recent_failures(limit: int) -> list[Publishing]:
 
 # Lines of a publishing's log given at once: a reader asks again, from the cursor, for more.
 LOG_PAGE_SIZE = 1000
+# What log_page reads of the publishing's row.
+LOG_PAGE_FIELDS = ("id", "finished_at", "log_dropped")
 
 
 @dataclass(frozen=True)
@@ -194,16 +216,19 @@ def log_page(
     attempt: int | None = None,
     limit: int = LOG_PAGE_SIZE,
 ) -> LogPage:
-    """The log's lines after `since` (a cursor a previous page gave; 0 from the start), oldest first."""
-    # The status first, then the last line: a terminal event is written with its status, so a
-    # publishing found finished has all of its lines at or below `ceiling`.
-    finished, dropped = (
-        Publishing.objects.filter(pk=publishing.pk).values_list("finished_at", "log_dropped").get()
-    )
-    ours = LogLine.objects.filter(publishing_id=publishing.pk)
-    ceiling = ours.order_by("-id").values_list("id", flat=True).first() or since
-    # Only up to `ceiling`: lines committed after it are the next call's, even those a filter keeps.
-    lines = ours.filter(id__gt=since, id__lte=ceiling)
+    """The log's lines after `since` (a cursor a previous page gave; 0 from the start), oldest first.
+
+    Whether it is complete and what it dropped are `publishing`'s as read before this call: the status
+    first, then the lines. A terminal event is written with its status, so a publishing read finished
+    has all of its lines here; one read earlier than that is only said complete by a later page.
+    """
+    lines = LogLine.objects.filter(publishing_id=publishing.pk, id__gt=since)
+    ceiling: int | None = None
+    if step is not None or attempt is not None:
+        # A filter's cursor moves past the lines it leaves out, up to the last line now: lines
+        # committed after `ceiling` are the next call's, even those the filter keeps.
+        ceiling = lines.order_by("-id").values_list("id", flat=True).first() or since
+        lines = lines.filter(id__lte=ceiling)
     if step is not None:
         lines = lines.filter(step=step)
     if attempt is not None:
@@ -211,13 +236,15 @@ def log_page(
     found = list(lines.order_by("id")[: limit + 1])
     more = len(found) > limit
     found = found[:limit]
-    cursor = found[-1].id if more else max(ceiling, since)
+    # Past the last line given or, with a filter and no more to give, past the lines it left out.
+    last = found[-1].id if found else since
+    cursor = ceiling if ceiling is not None and not more else last
     return LogPage(
         lines=found,
         cursor=cursor,
         more=more,
-        complete=finished is not None and not more,
-        dropped=dropped,
+        complete=publishing.finished_at is not None and not more,
+        dropped=publishing.log_dropped,
     )
 
 
@@ -230,7 +257,8 @@ def render_line(time: datetime, step: str, text: str) -> str:
 def log_text(publishing: Publishing) -> str:
     """The whole log as text, one line each, saying first how many of its oldest lines were dropped;
     credentials in URLs shown as `***` (a build may print a URL with its credentials)."""
-    page = log_page(publishing, limit=10**9)
+    # Read again: the caller's instance may be older than its log's last trim.
+    page = log_page(Publishing.objects.get(pk=publishing.pk), limit=10**9)
     head = f"[{page.dropped} earlier lines dropped]\n" if page.dropped else ""
     return head + "".join(
         render_line(line.time, line.step, redact_credentials(line.text)) for line in page.lines

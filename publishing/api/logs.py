@@ -17,6 +17,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from publishing.api.serializers import FieldsBuiltOnce
 from publishing.models import LogLine
 from publishing.redaction import redact_credentials
 from publishing.selectors import LogPage, render_line
@@ -46,7 +47,7 @@ class LogQuerySerializer(serializers.Serializer[dict[str, Any]]):
     )
 
 
-class LogLineSerializer(serializers.ModelSerializer[LogLine]):
+class LogLineSerializer(FieldsBuiltOnce, serializers.ModelSerializer[LogLine]):
     class Meta:
         model = LogLine
         fields = ["time", "attempt", "step", "stream", "text"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.utils.safestring import SafeString
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -44,7 +46,13 @@ from publishing.api.serializers import (
 from publishing.api.throttling import PublishingStartThrottle
 from publishing.exceptions import PublishingError
 from publishing.models import Publishing
-from publishing.selectors import log_page, projects_owned_by, publishings_visible_to
+from publishing.selectors import (
+    LOG_PAGE_FIELDS,
+    log_page,
+    projects_owned_by,
+    publishing_visible_to,
+    publishings_visible_to,
+)
 from publishing.services.publishings import (
     publishing_cancel,
     publishing_initiate,
@@ -136,6 +144,18 @@ class PublishingViewSet(
             errors_as_json(request, response)
         return super().finalize_response(request, response, *args, **kwargs)
 
+    def _visible(self, pk: str, *, fields: Sequence[str]) -> Publishing:
+        """get_object's answer (404 for one the caller may not see, or not an id), loading only
+        `fields` and the caller's permissions only for another's publishing."""
+        try:
+            publishing = publishing_visible_to(self.request.user, pk, fields=fields)
+        except (ValueError, DjangoValidationError):
+            publishing = None
+        if publishing is None:
+            raise Http404
+        self.check_object_permissions(self.request, publishing)
+        return publishing
+
     @extend_schema(
         parameters=[PUBLISHING_ID, LogQuerySerializer],
         responses={
@@ -156,7 +176,8 @@ class PublishingViewSet(
     )
     def log(self, request: Request, pk: str) -> HttpResponse | Response:
         """The log as text or JSON, from a cursor on."""
-        publishing = self.get_object()
+        # Read now, before the lines: log_page takes whether it has finished from this read.
+        publishing = self._visible(pk, fields=LOG_PAGE_FIELDS)
         # A plain dict, not the QueryDict: DRF reads an empty form value as absent, `?step=` as no filter.
         query = LogQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)

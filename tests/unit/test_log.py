@@ -11,14 +11,16 @@ from typing import Any
 
 import dramatiq
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from publishing import tasks
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import LogLine, Publishing
-from publishing.selectors import log_page, log_text, waiting_of
+from publishing.selectors import log_page, log_text, publishing_visible_to, waiting_of
 from publishing.services import runner
 from publishing.services.attempts import LineBuffer
 from publishing.services.log import log_event
@@ -223,6 +225,22 @@ def test_the_newest_lines_are_kept_within_the_cap_and_the_log_counts_the_dropped
     assert log_text(publishing).startswith(f"[{publishing.log_dropped} earlier lines dropped]\n")
 
 
+def test_the_whole_log_says_what_was_dropped_whatever_instance_it_is_given(user, settings) -> None:
+    # Given an instance of a publishing read before its log went over the cap
+    settings.PUBLISHING_LOG_LIMIT = 200
+    publishing = PublishingFactory.create(queued=True, project=ProjectFactory.create(owner=user))
+    for number in range(40):
+        log_event(publishing.pk, f"line {number:04d} ..........")
+
+    # When the whole log is asked for with it (as the admin does with the row it shows)
+    text = log_text(publishing)
+
+    # Then it says how many lines the cap dropped by now, not by the time of that read
+    dropped = Publishing.objects.get(pk=publishing.pk).log_dropped
+    assert publishing.log_dropped == 0 < dropped
+    assert text.startswith(f"[{dropped} earlier lines dropped]\n")
+
+
 def test_a_long_line_is_split_and_nul_is_replaced(user) -> None:
     publishing = PublishingFactory.create(queued=True)
     log_event(publishing.pk, "a\x00" + "b" * 5000)
@@ -362,6 +380,52 @@ def test_credentials_in_a_line_are_shown_as_stars(api, logged) -> None:
     ):
         assert "hunter2" not in answer.content.decode()
         assert "https://***@git.example.com/site.git" in answer.content.decode()
+
+
+def test_a_poll_reads_the_publishing_once_its_new_lines_once_and_no_attempts(user, logged) -> None:
+    # Given its owner's page following a running publishing's log (logged in: each request loads
+    # the user afresh, as in production), at its cursor, and a line written since
+    page = APIClient()
+    page.force_login(user)
+    url = f"/api/v1/publishing/{logged.pk}/log"
+    cursor = page.get(url, {"format": "json"}).json()["cursor"]
+    log_event(logged.pk, "later")
+
+    # When it polls with its cursor
+    with CaptureQueriesContext(connection) as queries:
+        answer = page.get(url, {"format": "json", "since": cursor})
+
+    # Then it got the line from one read of the row and one of the lines: a page polls every 2 s, so
+    # a second read of the row, a look-up of the last line or the attempts (which the log does not
+    # show) would be paid on every poll of every open page
+    assert [line["text"] for line in answer.json()["lines"]] == ["later"]
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert sum('FROM "publishing_publishing"' in sql for sql in statements) == 1
+    assert sum('FROM "publishing_logline"' in sql for sql in statements) == 1
+    assert not any('"publishing_attempt"' in sql for sql in statements)
+    # nor the owner's permissions, which only decide whether others' publishings are visible too
+    assert not any('"auth_permission"' in sql for sql in statements)
+
+
+def test_staff_who_may_view_publishings_follow_anyones_log_and_staff_who_may_not_do_not(
+    client_for, viewer, staff, logged
+) -> None:
+    url = f"/api/v1/publishing/{logged.pk}/log"
+    answer = client_for(viewer).get(url, {"format": "json"})
+    assert answer.status_code == 200
+    assert [line["text"] for line in answer.json()["lines"]] == ["start", "compiling", "again"]
+    assert client_for(staff).get(url).json()["code"] == "NOT_FOUND"
+
+
+def test_a_publishing_whose_requester_is_gone_is_no_one_elses_to_see(user) -> None:
+    # Given a publishing of another owner's project whose requester's account was deleted
+    orphan = PublishingFactory.create(building=True, requested_by=None)
+    assert orphan.project is not None
+
+    # Then no caller without an account of its own finds it by its id, nor does a stranger
+    assert publishing_visible_to(AnonymousUser(), orphan.pk, fields=["id"]) is None
+    assert publishing_visible_to(user, orphan.pk, fields=["id"]) is None
+    assert publishing_visible_to(orphan.project.owner, orphan.pk, fields=["id"]) == orphan
 
 
 # --- Following a log while it is written ------------------------------------------------------------
