@@ -11,9 +11,9 @@ MANAGE := $(BIN)/python manage.py
 # manage.py alone runs the production settings: the targets for a developer's machine say `local`
 # (`env`, so that `exec $(LOCAL_MANAGE)` works too).
 LOCAL_MANAGE := env DJANGO_SETTINGS_MODULE=publisher_project.settings.local $(MANAGE)
-# pytest workers for `make test` (pytest-xdist); 0 runs in one process. Three on two cores:
-# the integration tests mostly wait on their processes.
-PYTEST_WORKERS ?= 3
+# pytest workers for `make test` (pytest-xdist); 0 runs in one process. Four on two cores: the
+# integration and browser tests mostly wait on their processes (with three, the cores were 60% busy).
+PYTEST_WORKERS ?= 4
 # `make test` fails when the suite covers fewer of the branches in publishing/ (percent; see README):
 # 92.1% measured when it was set (with RabbitMQ; about 1 point less without it).
 COVERAGE_BRANCH_FLOOR ?= 91

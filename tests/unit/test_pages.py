@@ -30,9 +30,12 @@ def test_a_user_cannot_open_the_pages_of_another_users_project_or_publishing(pro
     publishing = PublishingFactory.create(project=project, requested_by=project.owner)
     bob = logged_in(other_user)
 
-    # When bob asks for their pages, he is told they do not exist
+    # When bob asks for their pages, he is told they do not exist, and where to go instead
     assert bob.get(f"/projects/{project.pk}/").status_code == 404
-    assert bob.get(f"/publishings/{publishing.pk}/").status_code == 404
+    missing = bob.get(f"/publishings/{publishing.pk}/")
+    assert missing.status_code == 404
+    assert 'href="/projects/">Back to your projects' in missing.content.decode()
+    assert project.name not in missing.content.decode()
     # And his projects page does not list hers
     assert project.name not in bob.get("/projects/").content.decode()
 
