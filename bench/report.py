@@ -80,6 +80,14 @@ so each of them costs throughput. Closing the rest of the gap means giving
 one of them up: the abort lookup for actors that can be cancelled, or the
 metrics. That is a product decision, not a fix.
 
+On the machine of the run at git 4201468 the drain is 0.62x bare Dramatiq
+(0.95x at 9e49f23, on another machine). `python -m bench overhead` at
+0c31469, the commit before that run's changes, on the same machine right
+after it, gave 0.55x: the ratio moved with the machine (Publisher's worker
+CPU per no-op job 0.54 and 0.63 ms there, against 0.30 ms at 9e49f23; Celery
+slowed alike, 0.93 ms against 0.61), not with the change. Where the extra
+CPU goes on this machine has not been profiled yet.
+
 **Initiate** (was 35 req/s, 0.52x). Fixed in the product: one transaction
 instead of two, no look-up before the insert (the constraints decide), no
 reload of the row it wrote, no attempts query for a new publishing, the
