@@ -5,7 +5,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from publishing.api.throttling import login_throttled
-from publishing.views import metrics_view
+from publishing.views import favicon, metrics_view
 
 urlpatterns = [
     # The front page is the user's projects (the login page first), which link to the rest.
@@ -25,6 +25,8 @@ urlpatterns = [
     ),
     path("api-auth/", include("rest_framework.urls")),
     path("metrics", metrics_view, name="metrics"),
+    # Browsers ask for it on every page without an icon of its own (the admin's, the API's).
+    path("favicon.ico", favicon),
     path("", include("publishing.pages.urls")),
 ]
 

@@ -1,11 +1,12 @@
-"""Plain Django views: the Prometheus scrape endpoint (text, not JSON, so not a DRF view)."""
+"""Plain Django views: the Prometheus scrape endpoint (text, not JSON, so not a DRF view), the favicon."""
 
 from __future__ import annotations
 
 import hmac
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.views.decorators.cache import never_cache
 
 from publisher_project.errors import error_response
@@ -33,3 +34,11 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             )
     body, content_type = metrics.exposition()
     return HttpResponse(body, content_type=content_type)
+
+
+def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
+    """Publisher's icon, for the pages that name none (the admin's, the API's): browsers ask here.
+
+    Resolved per request, not at import: the production storage names the file by its hash.
+    """
+    return HttpResponsePermanentRedirect(static("publishing/favicon.svg"))

@@ -46,3 +46,8 @@ def test_the_owner_opens_their_pages(project) -> None:
     assert project.name in alice.get("/projects/").content.decode()
     assert alice.get(f"/projects/{project.pk}/").status_code == 200
     assert alice.get(f"/publishings/{publishing.pk}/").status_code == 200
+
+
+def test_a_browser_asking_for_the_favicon_gets_publishers() -> None:
+    response = Client().get("/favicon.ico")
+    assert (response.status_code, response["Location"]) == (301, "/static/publishing/favicon.svg")
