@@ -37,6 +37,11 @@ def publishings_visible_to(user: AnyUser) -> PublishingQuerySet:
     publishings = Publishing.objects.select_related("project", "requested_by")
     if sees_all_publishings(user):
         return publishings
+    return _own(publishings, user)
+
+
+def _own(publishings: PublishingQuerySet, user: AnyUser) -> PublishingQuerySet:
+    """Those the user requested or of the user's projects: what anyone may see of publishings."""
     return publishings.filter(requested_by_id=user.pk) | publishings.filter(project__owner_id=user.pk)
 
 
@@ -52,8 +57,7 @@ def publishing_visible_to(
     if user.pk is None:  # requested_by_id=None would match the publishings of deleted users
         return None
     rows = Publishing.objects.only(*fields)
-    own = rows.filter(requested_by_id=user.pk) | rows.filter(project__owner_id=user.pk)
-    found = own.filter(pk=publishing_id).first()
+    found = _own(rows, user).filter(pk=publishing_id).first()
     if found is None and sees_all_publishings(user):
         found = rows.filter(pk=publishing_id).first()
     return found

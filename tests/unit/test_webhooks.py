@@ -436,12 +436,8 @@ def test_a_stale_message_is_skipped(db, receiver) -> None:
     assert WebhookDelivery.objects.get().state == "pending"
 
 
-def test_an_outcome_that_comes_back_after_a_resend_leaves_the_resent_delivery_alone(
-    db, receiver, monkeypatch, caplog
-) -> None:
-    # Given a delivery whose receiver refuses it for good, and staff resending it while the POST runs
-    receiver.statuses = [400]
-    delivery = recorded(PublishingFactory.create(failed=True, project=hooked_project()), receiver.url)
+def resent_during_post(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staff resend each delivery (a new message id) while its POST runs."""
     attempt = webhooks._attempt
 
     def resent_meanwhile(target: WebhookDelivery) -> Any:
@@ -450,6 +446,15 @@ def test_an_outcome_that_comes_back_after_a_resend_leaves_the_resent_delivery_al
         return outcome
 
     monkeypatch.setattr(webhooks, "_attempt", resent_meanwhile)
+
+
+def test_an_outcome_that_comes_back_after_a_resend_leaves_the_resent_delivery_alone(
+    db, receiver, monkeypatch, caplog
+) -> None:
+    # Given a delivery whose receiver refuses it for good, and staff resending it while the POST runs
+    receiver.statuses = [400]
+    delivery = recorded(PublishingFactory.create(failed=True, project=hooked_project()), receiver.url)
+    resent_during_post(monkeypatch)
 
     # When the first message's POST comes back refused
     with pytest.raises(PermanentJobError):
@@ -467,14 +472,7 @@ def test_a_success_that_comes_back_after_a_resend_is_not_logged_as_delivered(
 ) -> None:
     # Given a delivery that staff resend while its POST runs, and a receiver that takes it
     delivery = recorded(PublishingFactory.create(failed=True, project=hooked_project()), receiver.url)
-    attempt = webhooks._attempt
-
-    def resent_meanwhile(target: WebhookDelivery) -> Any:
-        outcome = attempt(target)
-        WebhookDelivery.objects.filter(pk=target.pk).update(message_id="resent")
-        return outcome
-
-    monkeypatch.setattr(webhooks, "_attempt", resent_meanwhile)
+    resent_during_post(monkeypatch)
     caplog.set_level(logging.INFO)
 
     # When the first message's POST comes back accepted
