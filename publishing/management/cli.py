@@ -54,7 +54,7 @@ def follow_hint(publishing_id: uuid.UUID | str) -> str:
 
 
 def cancel_hint(publishing_id: uuid.UUID | str) -> str:
-    return f"cancel it: {MANAGE} publishing_cancel {publishing_id}"
+    return f"Cancel it: {MANAGE} publishing_cancel {publishing_id}"
 
 
 class UsageParser(CommandParser):
@@ -97,8 +97,14 @@ class PublishingCommand(BaseCommand):
             "--wait", action="store_true", help="follow it until it ends, on one line that redraws"
         )
         how.add_argument("--follow", action="store_true", help="as --wait, and print its log as it comes")
-        parser.add_argument("--timeout", type=float, default=None, help="give up following after S seconds")
-        parser.add_argument("--poll", type=float, default=0.5, help="(seconds between two looks)")
+        PublishingCommand.add_timing_arguments(parser)
+
+    @staticmethod
+    def add_timing_arguments(parser: CommandParser) -> None:
+        parser.add_argument(
+            "--timeout", type=float, metavar="S", help="stop following after S seconds (exit 3; it goes on)"
+        )
+        parser.add_argument("--poll", type=float, default=0.5, metavar="S", help="seconds between two looks")
 
 
 def real_stream(stdout: OutputWrapper) -> IO[str]:
@@ -154,8 +160,8 @@ def conflict_message(exc: PublishingConflict) -> str:
         return message
     status = Publishing.objects.filter(pk=exc.active_id).values_list("status", flat=True).first()
     return (
-        f"{message}\nThe active one is {exc.active_id} ({status or 'gone meanwhile'}). "
-        f"{follow_hint(exc.active_id)}; {cancel_hint(exc.active_id)}"
+        f"{message}\nThe active one is {exc.active_id} ({status or 'gone meanwhile'}).\n"
+        f"{follow_hint(exc.active_id)}\n{cancel_hint(exc.active_id)}"
     )
 
 

@@ -116,9 +116,9 @@ class Follower:
     def _line(self) -> Text:
         line = Text(no_wrap=True, overflow="ellipsis", end="")
         line.append(self.publishing.status, style=STATUS_STYLE.get(self.publishing.status, "bold"))
-        line.append(f"  {self._where()}  {self._elapsed()}")
+        line.append(f" · {self._where()} · {self._elapsed()}")
         if self.newest:
-            line.append(f"  {self.newest}", style="dim")
+            line.append(f" · {self.newest}", style="dim")
         return line
 
     def _where(self) -> str:
@@ -128,7 +128,9 @@ class Follower:
             words = WAIT_WORDS.get(waiting.reason, waiting.reason)
             if waiting.until is not None:
                 words += f" until {timezone.localtime(waiting.until):%H:%M:%S}"
-            return f"{words} (attempt {waiting.attempt} of {waiting.max_attempts})"
+            if waiting.attempt > 1:
+                words += f" (attempt {waiting.attempt} of {waiting.max_attempts})"
+            return words
         if self.publishing.status == Status.PENDING:
             return "being queued"
         steps = self.attempt.steps if self.attempt else []
@@ -147,7 +149,7 @@ class Follower:
         """While it goes on without us: say so, and how to follow or cancel it."""
         pk = self.publishing.pk
         self.console.print(f"{why}: publishing {pk} is {self.publishing.status} and goes on.")
-        self.console.print(f"{follow_hint(pk)}; {cancel_hint(pk)}")
+        self.console.print(Text(f"{follow_hint(pk)}\n{cancel_hint(pk)}"))
         return code
 
     def _report(self) -> int:
@@ -164,7 +166,11 @@ class Follower:
         if publishing.status == Status.CANCELLED:
             self.console.print(Text(f"Cancelled{at} {took}. {redact_credentials(publishing.error_message)}"))
             return EXIT_CANCELLED
-        self.console.print(Text(f"Failed{at} {took}: {reason}", style="red"))
+        # On a terminal one line: the reason's words may repeat the output that the tail shows below.
+        failed = Text(f"Failed{at} {took}: {reason}", style="red")
+        if self.console.is_terminal:
+            failed.truncate(self.console.width, overflow="ellipsis")
+        self.console.print(failed)
         if step and self.attempt and not self.how.stream_log:
             self._tail(self.attempt.number, step)
         self.console.print(f"The whole log: {MANAGE} publishing_logs {publishing.pk}")

@@ -28,8 +28,7 @@ class Command(PublishingCommand):
         parser.add_argument(
             "--follow", action="store_true", help="print the lines as they come until it ends"
         )
-        parser.add_argument("--timeout", type=float, default=None, help="give up following after S seconds")
-        parser.add_argument("--poll", type=float, default=0.5, help="(seconds between two looks)")
+        self.add_timing_arguments(parser)
 
     def handle(self, *args: Any, publishing: str, user: str | None, **options: Any) -> None:
         found, _ = find_publishing(publishing, user)
