@@ -108,6 +108,8 @@ class Follower:
         if live is not None:
             live.update(self._line(), refresh=True)
             return
+        if self.how.stream_log:
+            return  # the log's own events say each change
         said = f"{self.publishing.status}: {self._where()}"
         if said != self.said:
             self.said = said

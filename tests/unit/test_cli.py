@@ -112,8 +112,10 @@ def test_publish_follow_prints_the_log_in_order_once(stub_broker, worker, settin
     printed = [line.split(" build    ")[1] for line in output.splitlines() if " build    build line" in line]
     assert code == 1
     assert printed == [f"build line {number}" for number in range(1, 21)]
-    # The lines were on screen already: no tail printed again below them
+    # The lines were on screen already: no tail printed again below them, and no change line beside
+    # the log's own events
     assert "The last 15 lines" not in output
+    assert not [line for line in output.splitlines() if line.startswith("[0:")]
 
 
 def test_publish_wait_gives_up_at_its_timeout_with_exit_3(stub_broker) -> None:
