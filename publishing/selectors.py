@@ -15,7 +15,7 @@ from django.utils import timezone
 from publishing import broker, presence
 from publishing.authorization import AnyUser, sees_all_projects, sees_all_publishings
 from publishing.exceptions import BrokerUnavailable
-from publishing.models import LogLine, Project, Publishing
+from publishing.models import Attempt, LogLine, Project, Publishing
 from publishing.models import PublishingQuerySet as PublishingQuerySet
 from publishing.rate_limit import publishing_limiter
 from publishing.redaction import redact_credentials
@@ -165,16 +165,24 @@ def system_overview() -> SystemOverview:
     return SystemOverview(database_ok, broker_ok, publishings, oldest, queue, workers, rate_limit)
 
 
+def live_workers() -> list[str] | None:
+    """The workers heard from within a lease (presence, in the Redis at REDIS_URL with either broker);
+    None when that cannot be told: the stub broker (its workers are in-process), or Redis not answering."""
+    if broker.uses_stub_broker():
+        return None
+    try:
+        return presence.alive(broker.web_redis(), within=settings.PUBLISHING_LEASE_TIMEOUT)
+    except broker.BROKER_ERRORS:
+        return None
+
+
 def _redis_state() -> tuple[list[str] | None, RateLimitUsage | None]:
     """Live workers and the rate-limit window, from the Redis at REDIS_URL (with either broker)."""
-    if broker.uses_stub_broker():
-        return None, None
-    client = broker.web_redis()
-    try:
-        workers = presence.alive(client, within=settings.PUBLISHING_LEASE_TIMEOUT)
-    except broker.BROKER_ERRORS:
+    workers = live_workers()
+    if workers is None:
         # One timeout is enough: the window lives in the same Redis.
         return None, None
+    client = broker.web_redis()
     limiter = publishing_limiter(client)
     if limiter is None:
         return workers, None
@@ -250,6 +258,35 @@ def log_page(
         complete=publishing.finished_at is not None and not more,
         dropped=publishing.log_dropped,
     )
+
+
+def last_attempt(publishing_id: uuid.UUID | str) -> Attempt | None:
+    """The publishing's newest attempt (its steps as they ran), None before the first."""
+    return Attempt.objects.filter(publishing_id=publishing_id).order_by("-number").first()
+
+
+def stopped_step(attempt: Attempt) -> str | None:
+    """The step an ended attempt stopped at (failed, cancelled or cut off): the one it left not done."""
+    return next(
+        (
+            step.get("name")
+            for step in attempt.steps or []
+            if isinstance(step, dict) and step.get("state") != "done"
+        ),
+        None,
+    )
+
+
+def log_tail(publishing_id: uuid.UUID | str, *, attempt: int, step: str, limit: int) -> list[LogLine]:
+    """The last `limit` lines of one step of one attempt, oldest first."""
+    lines = LogLine.objects.filter(publishing_id=publishing_id, attempt=attempt, step=step)
+    return list(reversed(lines.order_by("-id")[:limit]))
+
+
+def log_end(publishing_id: uuid.UUID | str) -> int:
+    """The cursor past the log's last line now: a reader from here sees only what comes next."""
+    last = LogLine.objects.filter(publishing_id=publishing_id).order_by("-id").values_list("id", flat=True)
+    return last.first() or 0
 
 
 def render_line(time: datetime, step: str, text: str) -> str:

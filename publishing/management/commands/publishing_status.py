@@ -4,19 +4,26 @@ from __future__ import annotations
 
 from typing import IO, Any, cast
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from publishing import selectors
+from publishing.management.cli import database_label
+from publishing.redaction import redacted_url
 
 RECENT_FAILURES = 10
+# The exit code when the database or the broker does not answer.
+EXIT_DOWN = 1
 
 
 class Command(BaseCommand):
     help = (
         "Show the publishing queue now: publishings by status, the broker's queue, live workers, the "
-        "rate-limit window and the latest failures; says what is down instead of failing."
+        "rate-limit window and the latest failures; names the database and the broker it checked (no "
+        f"password) and says which is down. Exit 0 when both answer, {EXIT_DOWN} when either does not."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -27,10 +34,22 @@ class Command(BaseCommand):
         health = Table(title="Dependencies", title_justify="left")
         health.add_column("dependency")
         health.add_column("state")
-        for name, ok in (("database", overview.database_ok), ("broker", overview.broker_ok)):
-            health.add_row(name, "[green]ok[/]" if ok else "[red]unavailable[/]")
+        health.add_column("checked")
+        checked = (
+            ("database", overview.database_ok, database_label()),
+            ("broker", overview.broker_ok, redacted_url(settings.BROKER_URL)),
+        )
+        for name, ok, where in checked:
+            health.add_row(name, "[green]ok[/]" if ok else "[red]unavailable[/]", Text(where))
         console.print(health)
+        self._tables(console, overview)
+        down = [f"the {name} ({where})" for name, ok, where in checked if not ok]
+        if down:
+            self.stderr.write(f"{' and '.join(down).capitalize()} did not answer.")
+            raise SystemExit(EXIT_DOWN)
 
+    @staticmethod
+    def _tables(console: Console, overview: selectors.SystemOverview) -> None:
         if overview.database_ok:
             statuses = Table(title="Publishings", title_justify="left")
             statuses.add_column("status")
