@@ -117,7 +117,7 @@ def runlocal(database_url: str, namespace: str, tmp_path: Path) -> Iterator[Runl
 
 def test_runlocal_serves_everything_on_an_embedded_redis_and_ctrl_c_stops_it_all(runlocal: Runlocal) -> None:
     # Given the service up on the embedded Redis that runlocal started
-    assert "does not answer: started an embedded one" in runlocal.output()
+    assert "does not answer: started an embedded Redis" in runlocal.output()
     family = runlocal.family()
     assert len(family) >= 3, family
 
