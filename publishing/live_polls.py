@@ -11,8 +11,8 @@ import re
 # reload of those pages is left out of the log as well.
 _POLL = re.compile(
     r"GET (?:"
-    r"/api/v1/publishing/[^/?]+/log\?since="
-    r"|/publishings/[^/?]+/\?fragment=summary"
+    r"/api/v1/publishing/[^/?]+/log\?since=\S*"
+    r"|/publishings/[^/?]+/\?fragment=summary\S*"
     r"|/admin/publishing/publishing/(?:overview/|[^/?]+/change/)?(?:\?\S*)?"
     r") "
 )
