@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Sequence
 
 import dramatiq
 from dramatiq.middleware import Middleware
@@ -16,6 +17,10 @@ from publishing.worker.leases import Leases, RunningJobs
 from publishing.worker_master import CUT_SHORT_SIGNAL
 
 logger = logging.getLogger(__name__)
+
+# The longest the requeue waits for the worker's other threads to stop (an idle one looks every
+# worker_timeout, 1 s by default; one busy with a job that holds no lease takes what it takes).
+IDLE_THREADS_STOP_SECONDS = 3.0
 
 
 class ShutdownDeadline(Middleware):
@@ -46,15 +51,26 @@ class ShutdownDeadline(Middleware):
             self.timeout,
         )
         threading.Thread(
-            target=self._enforce_deadline, args=(running,), name="publishing-shutdown", daemon=True
+            target=self._enforce_deadline,
+            args=(running, list(worker.workers)),
+            name="publishing-shutdown",
+            daemon=True,
         ).start()
 
-    def _enforce_deadline(self, running: RunningJobs) -> None:
+    def _enforce_deadline(self, running: RunningJobs, threads: Sequence[threading.Thread] = ()) -> None:
         from django.db import connection
 
         deadline = time.monotonic() + self.timeout
         while running.snapshot() and time.monotonic() < deadline and not self.cut_short.wait(0.2):
             pass
+        # A requeued job's message goes back to the broker, whose consumers in this process still run
+        # until its worker threads have stopped: an idle thread still waiting for work would start it
+        # again here. Idle threads stop within Dramatiq's worker_timeout (long since, unless cut short).
+        busy = {thread_id for _, thread_id, _ in running.snapshot().values()}
+        idle_stopped_by = time.monotonic() + IDLE_THREADS_STOP_SECONDS
+        for thread in threads:
+            if thread.ident not in busy:
+                thread.join(timeout=max(idle_stopped_by - time.monotonic(), 0))
         try:
             for message_id, (publishing_id, thread_id, retries) in running.snapshot().items():
                 if self._requeue(publishing_id, retries, outage_errors()):
