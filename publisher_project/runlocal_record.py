@@ -71,8 +71,9 @@ def _runs_runlocal(pid: int) -> bool:
         except PermissionError:
             return True
         return True
-    # The pid alone could be another process's by now (pids are reused after a crash): its command says.
+    # The pid alone could be another process's by now (pids are reused after a crash): its command line
+    # says, `runlocal` an argument of its own (`manage.py runlocal`).
     try:
-        return b"runlocal" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"runlocal" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
