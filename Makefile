@@ -38,7 +38,7 @@ PG_PASS_LEAVES_OUT := tests/unit/test_pipeline_build.py tests/unit/test_pipeline
 	tests/unit/test_build_proxy.py tests/unit/test_support_polling.py tests/unit/test_redis_server.py \
 	tests/integration/test_sandbox.py tests/integration/test_runlocal.py
 
-.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox bench bench-smoke sizing chaos requirements clean
+.PHONY: help install not-running run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox bench bench-smoke sizing chaos requirements clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -68,7 +68,11 @@ migrate: $(RUN_STAMP)  ## Apply migrations to the local database (var/)
 demo: migrate  ## Create the demo user and project
 	@$(LOCAL_MANAGE) bootstrap_demo --port $${PORT:-8000}
 
-run: demo  ## Web server, worker and (if needed) an embedded Redis on 127.0.0.1:$${PORT:-8000}
+# First: a second `make run` stops before it migrates and prints a login for a server it will not start.
+not-running:
+	@$(PYTHON) -m publisher_project.runlocal_record "$${VAR_DIR:-var}"
+
+run: not-running demo  ## Web server, worker and (if needed) an embedded Redis on 127.0.0.1:$${PORT:-8000}
 	@exec $(LOCAL_MANAGE) runlocal
 
 lint: install  ## ruff lint and format check, and the import contracts (pyproject.toml)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 FILE_NAME = "runlocal.json"
 
@@ -42,11 +44,21 @@ def current_record(var_dir: Path) -> RunlocalRecord | None:
     return record if _runs_runlocal(record.pid) else None
 
 
+def already_running(record: RunlocalRecord, broker_url: str) -> str:
+    """What a second runlocal says before it exits; `broker_url` is the record's, as it may be shown."""
+    return (
+        f"runlocal already runs (pid {record.pid}) on http://127.0.0.1:{record.port}/ with its broker "
+        f"at {broker_url}: stop that one first (Ctrl-C in its terminal)"
+    )
+
+
 def write_record(var_dir: Path, record: RunlocalRecord) -> None:
     """Write the record whole or not at all: a reader never sees half of it."""
     var_dir.mkdir(parents=True, exist_ok=True)
     partial = var_dir / f".{FILE_NAME}.{record.pid}"
-    partial.write_text(json.dumps(asdict(record)))
+    # Readable by its owner only: a REDIS_URL may carry a password.
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(json.dumps(asdict(record)))
     os.replace(partial, record_path(var_dir))
 
 
@@ -77,3 +89,16 @@ def _runs_runlocal(pid: int) -> bool:
         return b"runlocal" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
+
+
+if __name__ == "__main__":
+    # `python -m publisher_project.runlocal_record VAR_DIR`: `make run` asks before it migrates and
+    # bootstraps, so that a second one stops before printing a login for a server it will not start.
+    running = current_record(Path(sys.argv[1]))
+    if running is not None:
+        # (publishing.redaction is out of reach here, the settings' side of the import contract.)
+        parts = urlsplit(running.broker_url)
+        if parts.password:
+            parts = parts._replace(netloc=f"***@{parts.hostname}:{parts.port}")
+        sys.stderr.write(already_running(running, parts.geturl()) + "\n")
+        sys.exit(1)

@@ -359,4 +359,6 @@ def test_make_run_installs_the_runtime_requirements_only() -> None:
     # Then it installs base.txt and local.txt (the embedded Redis), never the dev stack
     assert "-r requirements/base.txt -r requirements/local.txt" in plan
     assert "dev.txt" not in plan
-    assert "runlocal" in plan
+    # and asks whether one runs already before it migrates, and runs runlocal last
+    assert plan.index("-m publisher_project.runlocal_record") < plan.index("manage.py migrate")
+    assert plan.rstrip().endswith("manage.py runlocal")

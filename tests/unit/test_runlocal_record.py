@@ -54,3 +54,23 @@ def test_an_unreadable_record_is_none_and_only_its_owner_removes_it(
     assert current_record(tmp_path) is not None
     remove_record(tmp_path, runlocal_lookalike)
     assert not (tmp_path / "runlocal.json").exists()
+
+
+def test_make_run_asks_first_and_hears_who_runs_without_a_password(
+    tmp_path: Path, runlocal_lookalike: int
+) -> None:
+    # Given a runlocal running on a Redis with a password
+    write_record(tmp_path, RunlocalRecord(runlocal_lookalike, "redis://:s3cret@127.0.0.1:6400/0", "", 8123))
+
+    # When `make run` asks before it starts anything
+    asked = subprocess.run(
+        [sys.executable, "-m", "publisher_project.runlocal_record", str(tmp_path)],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+
+    # Then it hears which one, and where, and stops
+    assert asked.returncode == 1
+    assert f"runlocal already runs (pid {runlocal_lookalike}) on http://127.0.0.1:8123/" in asked.stderr
+    assert "redis://***@127.0.0.1:6400/0" in asked.stderr
+    assert "s3cret" not in asked.stderr
+    assert (tmp_path / "runlocal.json").stat().st_mode & 0o777 == 0o600

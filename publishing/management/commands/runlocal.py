@@ -23,7 +23,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
 
-from publisher_project.runlocal_record import RunlocalRecord, current_record, remove_record, write_record
+from publisher_project.runlocal_record import (
+    RunlocalRecord,
+    already_running,
+    current_record,
+    remove_record,
+    write_record,
+)
 from publishing import selectors
 from publishing.broker import redis_client
 from publishing.broker.redis_backend import RedisOperations
@@ -63,10 +69,7 @@ class Command(BaseCommand):
         var_dir = Path(settings.VAR_DIR)
         other = current_record(var_dir)
         if other is not None and other.pid != os.getpid():
-            raise CommandError(
-                f"runlocal already runs (pid {other.pid}) on http://127.0.0.1:{other.port}/ with its broker "
-                f"at {redacted_url(other.broker_url)}: stop that one first (Ctrl-C in its terminal)"
-            )
+            raise CommandError(already_running(other, redacted_url(other.broker_url)))
         console = Console(sys.stdout)
         # DJANGO_SETTINGS_MODULE is in it (manage.py sets it, from `--settings` too): the children run
         # the settings this command runs.
