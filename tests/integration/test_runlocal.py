@@ -310,11 +310,7 @@ def test_ctrl_c_twice_during_a_build_requeues_it_at_once_and_the_next_run_publis
     queued = _manage(_local_env(database_url, tmp_path / "var"), "publish", project.slug)
     assert queued.returncode == 0, queued.stdout + queued.stderr
     publishing = Publishing.objects.get(project=project)
-    wait_until(
-        lambda: Publishing.objects.get(pk=publishing.pk).status == Publishing.Status.BUILDING,
-        60,
-        terminal.text,
-    )
+    wait_until(lambda: _status(publishing) == Publishing.Status.BUILDING, 60, terminal.text)
 
     # When Ctrl-C reaches it
     terminal.child.sendintr()
@@ -339,15 +335,26 @@ def test_ctrl_c_twice_during_a_build_requeues_it_at_once_and_the_next_run_publis
     # When make run starts again on the same machine
     again = start_in_terminal()
 
-    # Then the requeued build runs again, and is published once
-    wait_until(
-        lambda: Publishing.objects.get(pk=publishing.pk).status == Publishing.Status.PUBLISHED,
-        90,
-        again.text,
-    )
+    # Then the requeued build runs again
+    wait_until(lambda: _status(publishing) == Publishing.Status.BUILDING, 60, again.text)
+
+    # When Ctrl-C reaches this one once, while it builds
+    again.child.sendintr()
+
+    # Then the build gets its grace period, ends in it, and is published once; then everything stops
+    again.child.expect("Stopping: 1 job running", timeout=10)
+    again.child.expect("The running jobs ended; the worker stops.", timeout=30)
+    assert again.exits_within(10) < 10, again.text()
+    assert again.text().rstrip().endswith("Stopped."), again.text()
     publishing.refresh_from_db()
+    assert publishing.status == Publishing.Status.PUBLISHED, (publishing.status, publishing.error_message)
     assert publishing.attempts == 2
     assert len(list(store.rglob("*.tar.gz"))) == 1
+
+
+def _status(publishing: Publishing) -> str:
+    status: str = Publishing.objects.values_list("status", flat=True).get(pk=publishing.pk)
+    return status
 
 
 def test_make_run_installs_the_runtime_requirements_only() -> None:

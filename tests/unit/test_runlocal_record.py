@@ -11,12 +11,16 @@ from pathlib import Path
 import pytest
 
 from publisher_project.runlocal_record import RunlocalRecord, current_record, remove_record, write_record
+from tests.support.polling import wait_until
 
 
 @pytest.fixture
 def runlocal_lookalike() -> Iterator[int]:
     """A live process whose command line names runlocal, as `manage.py runlocal`'s does."""
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "runlocal"])
+    # Until it has exec'd, the child's command line is still pytest's.
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    wait_until(lambda: b"runlocal" in cmdline.read_bytes().split(b"\0"), 10)
     yield process.pid
     process.kill()
     process.wait()

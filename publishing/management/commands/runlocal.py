@@ -163,7 +163,11 @@ class Command(BaseCommand):
             # A terminal's line is redrawn every second; a pipe or a log gets a line every 5 s.
             if running and cut_at is None and left != shown and left >= 0 and (console.tty or left % 5 == 0):
                 shown = left
-                running = _running_jobs() or 0
+                counted = _running_jobs()  # None: the database did not answer, the count stands
+                if counted == 0 and left > 0:
+                    console.end_status()
+                    console.say("The running jobs ended; the worker stops.")
+                running = running if counted is None else counted
                 if running:
                     console.status(f"  {_jobs(running)} running: requeued in {left} s (Ctrl-C: now)")
             time.sleep(0.1)
