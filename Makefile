@@ -31,11 +31,12 @@ PYTEST_WORKERS ?= 4
 COVERAGE_BRANCH_FLOOR ?= 91
 COVERAGE_DIR := var/coverage
 # Test modules whose subject is not the database: the pipeline's steps, the build sandbox and its
-# proxy, runlocal's processes and embedded Redis, the test helpers. The PostgreSQL pass of `make test`
-# leaves them to the SQLite pass.
+# proxy, runlocal's processes, record and request-log filter, the embedded Redis, the test helpers.
+# The PostgreSQL pass of `make test` leaves them to the SQLite pass.
 PG_PASS_LEAVES_OUT := tests/unit/test_pipeline_build.py tests/unit/test_pipeline_package.py \
 	tests/unit/test_pipeline_submit.py tests/unit/test_pipeline_network.py tests/unit/test_sandbox.py \
 	tests/unit/test_build_proxy.py tests/unit/test_support_polling.py tests/unit/test_redis_server.py \
+	tests/unit/test_runlocal_record.py tests/unit/test_live_polls.py \
 	tests/integration/test_sandbox.py tests/integration/test_runlocal.py
 
 .PHONY: help install not-running run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox bench bench-smoke sizing chaos requirements clean
