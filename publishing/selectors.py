@@ -120,6 +120,13 @@ def latest_published_id(project_id: uuid.UUID | str) -> uuid.UUID | None:
     return _live(Publishing.objects.filter(project_id=project_id)).values_list("pk", flat=True).first()
 
 
+def running_on(host: str) -> int:
+    """How many publishings the worker processes of `host` (PUBLISHING_WORKER_NAME) are running now."""
+    return Publishing.objects.filter(
+        status__in=(Publishing.Status.BUILDING, Publishing.Status.SUBMITTING), worker__startswith=f"{host}:"
+    ).count()
+
+
 @dataclass(frozen=True)
 class RateLimitUsage:
     used: int

@@ -8,12 +8,18 @@ holds SECRET_KEY and DATABASE_URL in its environment like every other.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from publishing.hygiene import harden_process
 
 MODULE = "publishing.worker_master"
+
+# Sent to a stopping worker's processes (runlocal's second Ctrl-C): the running jobs' grace period ends
+# now, and they are requeued (publishing.worker.shutdown.ShutdownDeadline). The master ignores it; the
+# worker processes, which inherit that, set their handler once booted.
+CUT_SHORT_SIGNAL = signal.SIGUSR1
 
 
 def command(args: Sequence[str]) -> list[str]:
@@ -27,6 +33,8 @@ def _reexec(file: str, args: Sequence[str]) -> None:
 
 def main() -> int:
     harden_process()
+    # Sent to the whole process group: the master, whose default would be to die of it, ignores it.
+    signal.signal(CUT_SHORT_SIGNAL, signal.SIG_IGN)
     # Dramatiq reloads (SIGHUP, --watch) by exec'ing its own command line, sys.argv[0] first: this
     # module's file, which is no program. Through this module again, hardened again.
     os.execvp = _reexec  # type: ignore[assignment]

@@ -181,7 +181,7 @@ LOGIN_REDIRECT_URL = "/projects/"
 LOG_LEVEL: str = read_str(
     "LOG_LEVEL", "INFO", choices=("debug", "info", "warning", "error", "critical")
 ).upper()
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {

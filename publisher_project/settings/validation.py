@@ -38,8 +38,23 @@ def invalid(name: str, value: object, expected: str) -> ImproperlyConfigured:
     return ImproperlyConfigured(f"{name}={value!r}: expected {expected}.")
 
 
+# Defaults that a settings module building on base (local.py) gives before base is imported; a variable
+# set in the environment still wins.
+_defaults: dict[str, str] = {}
+
+
+def default_unless_set(values: dict[str, str]) -> None:
+    """Defaults for the concern modules imported after this call, all of `values` or none.
+
+    None applies when any of their variables is set: a BROKER_URL given alone must not be paired with
+    a REDIS_URL from elsewhere.
+    """
+    if all(_env.str(name, default=None) is None for name in values):
+        _defaults.update(values)
+
+
 def _raw(name: str) -> str | None:
-    value: str | None = _env.str(name, default=None)
+    value: str | None = _env.str(name, default=_defaults.get(name))
     return value
 
 

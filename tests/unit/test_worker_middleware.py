@@ -129,3 +129,54 @@ def test_a_database_outage_at_the_shutdown_deadline_still_interrupts_the_job_in_
     assert record.exc_info is None
     assert "p-1" in record.getMessage()
     assert "connection refused" in record.getMessage()
+
+
+def test_the_cut_short_signal_ends_the_grace_period_once_the_idle_threads_have_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a job running with a long grace period, and an idle worker thread about to stop
+    import signal
+    import threading
+    import time
+
+    from publishing.services import maintenance
+    from publishing.worker_master import CUT_SHORT_SIGNAL
+
+    requeued_at: list[float] = []
+
+    def requeue(**kwargs: object) -> bool:
+        requeued_at.append(time.monotonic())
+        return True
+
+    monkeypatch.setattr(maintenance, "publishing_requeue", requeue)
+    running = RunningJobs()
+    running.add("m-1", publishing_id="p-1", retries=0)
+    interrupted: list[str] = []
+    monkeypatch.setattr(
+        running, "interrupt", lambda message_id, thread_id, exc: interrupted.append(message_id)
+    )
+    idle_stopped_at: list[float] = []
+
+    def idle_then_stop() -> None:
+        time.sleep(0.3)
+        idle_stopped_at.append(time.monotonic())
+
+    idle = threading.Thread(target=idle_then_stop)
+    idle.start()
+    deadline = ShutdownDeadline(timeout=30)
+    previous = signal.getsignal(CUT_SHORT_SIGNAL)
+    try:
+        deadline.after_process_boot(broker=None)  # type: ignore[arg-type]
+
+        # When the worker process gets the signal (runlocal's second Ctrl-C)
+        signal.raise_signal(CUT_SHORT_SIGNAL)
+        started = time.monotonic()
+        deadline._enforce_deadline(running, [idle])
+    finally:
+        signal.signal(CUT_SHORT_SIGNAL, previous)
+
+    # Then the job is requeued and interrupted at once, not 30 s later, but not before the idle thread
+    # stopped (it could otherwise take the requeued message up again)
+    assert interrupted == ["m-1"]
+    assert requeued_at[0] - started < 5
+    assert requeued_at[0] >= idle_stopped_at[0]
