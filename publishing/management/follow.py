@@ -183,7 +183,9 @@ class Follower:
         lines = selectors.log_tail(self.publishing.pk, attempt=attempt, step=step, limit=FAILURE_TAIL)
         if not lines:
             return
-        self.console.print(f"The last {len(lines)} lines of {step}:")
+        self.console.print(
+            f"The last line of {step}:" if len(lines) == 1 else f"The last {len(lines)} lines of {step}:"
+        )
         for line in lines:
             self.console.print(Text(f"  {redact_credentials(line.text)}"))
 
