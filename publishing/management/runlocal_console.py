@@ -17,6 +17,8 @@ class Console:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.tty = stream.isatty()
+        # True once the reader went away (`make run | head` after its lines): what follows is dropped.
+        self.closed = False
         self._lock = threading.Lock()
         self._status = ""
 
@@ -28,12 +30,7 @@ class Console:
         """One line, under `name`'s prefix when given (runlocal's own lines have none)."""
         line = f"{self.prefix(name)}{text}" if name else text
         with self._lock:
-            if self._status:
-                self.stream.write(_CLEAR_LINE)
-            self.stream.write(line + "\n")
-            if self._status:
-                self.stream.write(self._status)
-            self.stream.flush()
+            self._write((_CLEAR_LINE if self._status else "") + line + "\n" + self._status)
 
     def status(self, text: str) -> None:
         """On a terminal, (re)draw the status line in place; elsewhere, write it as a line."""
@@ -42,16 +39,25 @@ class Console:
             return
         with self._lock:
             self._status = text
-            self.stream.write(_CLEAR_LINE + text)
-            self.stream.flush()
+            self._write(_CLEAR_LINE + text)
 
     def end_status(self) -> None:
         """Leave the status line as it stands: what follows starts on a line of its own."""
         with self._lock:
             if self._status:
-                self.stream.write("\n")
-                self.stream.flush()
+                self._write("\n")
             self._status = ""
+
+    def _write(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            # The relays go on reading (a child blocked on a full pipe would hang): runlocal sees
+            # `closed` and stops everything as on Ctrl-C.
+            self.closed = True
 
     def relay(self, name: str, pipe: IO[bytes]) -> threading.Thread:
         """Copy `pipe`'s lines under `name`'s prefix until it closes, in a thread of its own."""

@@ -149,6 +149,51 @@ def test_runlocal_stops_everything_when_a_child_dies_and_says_which(runlocal: Ru
     wait_until(lambda: not _alive(family), 10, lambda: f"still running: {_alive(family)}")
 
 
+def test_runlocal_whose_reader_went_away_stops_everything_and_leaves_nothing_behind(
+    database_url: str, namespace: str, tmp_path: Path
+) -> None:
+    # Given runlocal piped into a reader (`make run | head -40`), up
+    port = free_port()
+    nobody_there = f"redis://127.0.0.1:{free_port()}/0"
+    env = _local_env(
+        database_url,
+        tmp_path / "var",
+        REDIS_URL=nobody_there,
+        BROKER_URL=nobody_there,
+        BROKER_NAMESPACE=namespace,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runlocal", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=(tmp_path / "stderr").open("wb"),
+        start_new_session=True,
+    )  # fmt: skip
+    started = Runlocal(process, tmp_path / "stderr", port)
+    family: dict[int, str] = {}
+    try:
+        assert process.stdout is not None
+        while b"Publisher on http" not in process.stdout.readline():
+            assert process.poll() is None
+        wait_until(lambda: started.healthy() or process.poll() is not None, 90, interval=0.2)
+        assert process.poll() is None
+        family = started.family()
+        assert len(family) >= 3, family
+
+        # When the reader goes away, and the processes write on (each request is a line of the web log)
+        process.stdout.close()
+        for _ in range(5):
+            started.healthy()
+
+        # Then runlocal stops its worker, its web server and its Redis, as on Ctrl-C (no crash, no
+        # traceback), and exits: none is left behind
+        assert process.wait(timeout=30) == 0, started.output()
+        assert "Traceback" not in started.output()
+        wait_until(lambda: not _alive(family), 15, lambda: f"still running: {_alive(family)}")
+        assert not (tmp_path / "var" / "runlocal.json").exists()
+    finally:
+        _kill({**family, **({process.pid: "runlocal"} if process.poll() is None else {})})
+        process.wait(timeout=30)
+
+
 # --- through a pseudo-terminal, as a person at a terminal sees it ----------------------------------------
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -115,14 +115,23 @@ class Command(BaseCommand):
         stops = Stops()
         signal.signal(signal.SIGINT, stops)
         signal.signal(signal.SIGTERM, stops)
-        while not stops.count and worker.poll() is None and web.poll() is None:
-            time.sleep(0.2)
-        died = [name for name, child in (("worker", worker), ("web server", web)) if child.poll() is not None]
-        if web.poll() is None:
-            web.terminate()
-        if worker.poll() is None:
-            self._stop_worker(console, worker, stops)
-        web.wait()
+        try:
+            # A reader gone away (the terminal closed, `| head` done) stops it all as a Ctrl-C does.
+            while not stops.count and not console.closed and worker.poll() is None and web.poll() is None:
+                time.sleep(0.2)
+            died = [
+                name for name, child in (("worker", worker), ("web server", web)) if child.poll() is not None
+            ]
+            if web.poll() is None:
+                web.terminate()
+            if worker.poll() is None:
+                self._stop_worker(console, worker, stops)
+            web.wait()
+        finally:
+            # Whatever went wrong here, no child outlives runlocal: each is in a session of its own.
+            for child in (web, worker):
+                if child.poll() is None:
+                    child.terminate()
         for relay in relays:
             relay.join(timeout=2)
         connection.close()
