@@ -32,6 +32,25 @@ def artifacts(store: Path) -> list[Path]:
     return sorted(store.glob("*/*/*.tar.gz"))
 
 
+# What the tests' processes run with, whichever starts them (a Stack, runlocal).
+TEST_SETTINGS = {
+    # Tests keep their file:// stores in their temporary folders.
+    "PUBLISHING_FILE_STORE_ROOTS": tempfile.gettempdir(),
+    "PUBLISHING_MIN_BACKOFF_MS": "200",
+    "PUBLISHING_MAX_BACKOFF_MS": "1000",
+    "PUBLISHING_BROKER_COOLDOWN": "1",
+    # Off unless a test is about it: the default 5/60s would pace every test.
+    "PUBLISHING_RATE_LIMIT": "0",
+    # The API's per-user throttle on initiate, likewise, and the login throttle.
+    "PUBLISHING_INITIATE_RATE": "0",
+    "LOGIN_FAILURES_PER_USERNAME": "0",
+    "LOGIN_FAILURES_PER_ADDRESS": "0",
+    # Off unless a test scrapes it: workers would fight over port 9191.
+    "WORKER_METRICS_PORT": "0",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
 class Stack:
     """Web and worker processes sharing the test database and one Redis."""
 
@@ -60,20 +79,7 @@ class Stack:
             "BROKER_NAMESPACE": namespace,
             "VAR_DIR": str(workdir / "var"),
             "PUBLISHING_WORKSPACE_DIR": str(self.workspaces),
-            # Tests keep their file:// stores in their temporary folders.
-            "PUBLISHING_FILE_STORE_ROOTS": tempfile.gettempdir(),
-            "PUBLISHING_MIN_BACKOFF_MS": "200",
-            "PUBLISHING_MAX_BACKOFF_MS": "1000",
-            "PUBLISHING_BROKER_COOLDOWN": "1",
-            # Off unless a test is about it: the default 5/60s would pace every test.
-            "PUBLISHING_RATE_LIMIT": "0",
-            # The API's per-user throttle on initiate, likewise, and the login throttle.
-            "PUBLISHING_INITIATE_RATE": "0",
-            "LOGIN_FAILURES_PER_USERNAME": "0",
-            "LOGIN_FAILURES_PER_ADDRESS": "0",
-            # Off unless a test scrapes it: workers would fight over port 9191.
-            "WORKER_METRICS_PORT": "0",
-            "PYTHONUNBUFFERED": "1",
+            **TEST_SETTINGS,
             **extra_env,
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}

@@ -1,21 +1,21 @@
 """The publishing commands in a terminal (a pseudo-terminal read through a terminal emulator) and piped,
-against a real worker: what a person sees, and the exit code of each outcome."""
+against `make run`'s service (runlocal): what a person sees, and the exit code of each outcome."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pexpect
 import pyte
 import pytest
-import redis
 
 from publishing.models import Publishing
-from tests.integration.stack import ROOT, Stack
+from tests.integration.runlocal import ROOT, Runlocal, start_runlocal
+from tests.integration.stack import TEST_SETTINGS
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
@@ -36,11 +36,11 @@ def numbered(lines: int, *, every: float = 0.3, status: int = 0) -> str:
 class Terminal:
     """`manage.py ARGS` in a 160x50 pseudo-terminal, its output drawn on a screen as a terminal would."""
 
-    def __init__(self, stack: Stack, *args: str) -> None:
+    def __init__(self, stack: Runlocal, *args: str) -> None:
         self.screen = pyte.Screen(COLUMNS, ROWS)
         self.stream = pyte.ByteStream(self.screen)
         self.raw = b""
-        env = {**stack.env, "TERM": "xterm-256color", "COLUMNS": str(COLUMNS), "LINES": str(ROWS)}
+        env = {**stack.newcomer_env, "TERM": "xterm-256color", "COLUMNS": str(COLUMNS), "LINES": str(ROWS)}
         self.child = pexpect.spawn(
             sys.executable, ["manage.py", *args], cwd=str(ROOT), env=env, dimensions=(ROWS, COLUMNS)
         )
@@ -78,12 +78,12 @@ class Terminal:
         return found.group(1)
 
 
-def manage(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def manage(stack: Runlocal, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`manage.py ARGS` piped, as in a script."""
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env={**stack.env, **env},
+        env={**stack.newcomer_env, **env},
         capture_output=True,
         text=True,
         timeout=90,
@@ -92,18 +92,24 @@ def manage(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[
 
 
 @pytest.fixture
-def stack(make_stack, redis_url: str, namespace: str) -> Stack:
-    """A worker (two threads) on the session's Redis, under the test's namespace, once it says it is alive;
-    no web server: the commands read and write the database themselves."""
-    stack: Stack = make_stack(redis_url)
-    stack.start_worker()
-    client = redis.Redis.from_url(redis_url, socket_timeout=2)
-    wait_until(lambda: client.zcard(f"{namespace}:workers"), 60, stack.all_logs, interval=0.2)
-    return stack
+def stack(database_url: str, tmp_path: Path) -> Iterator[Runlocal]:
+    """`make run`'s service (runlocal, on its embedded Redis), once its worker says it is alive; the
+    commands run beside it as in a second terminal, naming no broker: they find runlocal's."""
+    service = start_runlocal(
+        database_url, tmp_path / "var", tmp_path / "runlocal.log", extra_env=TEST_SETTINGS
+    )
+    family: dict[int, str] = {}
+    try:
+        service.wait_healthy()
+        family = service.family()
+        wait_until(lambda: "Worker process is ready" in service.output(), 60, service.output, interval=0.2)
+        yield service
+    finally:
+        service.kill(family)
 
 
 def test_publish_wait_on_a_terminal_redraws_one_line_and_follow_prints_the_build_in_order(
-    stack: Stack, make_project, tmp_path: Path
+    stack: Runlocal, make_project, tmp_path: Path
 ) -> None:
     # Given a project whose build prints 8 numbered lines, 0.3 s apart
     project = make_project(f"file://{tmp_path / 'store'}", build_command=numbered(8), slug="numbered")
@@ -136,7 +142,7 @@ def test_publish_wait_on_a_terminal_redraws_one_line_and_follow_prints_the_build
 
 
 def test_publish_wait_piped_says_each_change_once_in_plain_text(
-    stack: Stack, make_project, tmp_path: Path
+    stack: Runlocal, make_project, tmp_path: Path
 ) -> None:
     make_project(f"file://{tmp_path / 'store'}", build_command=numbered(3), slug="piped")
 
@@ -153,7 +159,7 @@ def test_publish_wait_piped_says_each_change_once_in_plain_text(
 
 
 def test_exit_codes_of_failed_cancelled_timed_out_refused_and_interrupted(
-    stack: Stack, make_project, tmp_path: Path
+    stack: Runlocal, make_project, tmp_path: Path
 ) -> None:
     store = f"file://{tmp_path / 'store'}"
     make_project(store, build_command=numbered(3, every=0.1, status=2), slug="failing")
@@ -198,7 +204,7 @@ def test_exit_codes_of_failed_cancelled_timed_out_refused_and_interrupted(
     assert manage(stack, "publish").returncode == 4
 
 
-def test_publishing_status_names_the_broker_it_found_down_and_exits_1(stack: Stack, private_redis) -> None:
+def test_publishing_status_names_the_broker_it_found_down_and_exits_1(stack: Runlocal, private_redis) -> None:
     url = private_redis.url
     assert manage(stack, "publishing_status", BROKER_URL=url, REDIS_URL=url).returncode == 0
     private_redis.stop()

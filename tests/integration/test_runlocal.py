@@ -24,100 +24,24 @@ import requests
 
 from publishing.models import Project, Publishing
 from publishing.redis_server import free_port
+from tests.integration.runlocal import ROOT, Runlocal, alive, local_env, start_runlocal
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Runlocal:
-    process: subprocess.Popen[bytes]
-    log: Path
-    port: int
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def healthy(self) -> bool:
-        with contextlib.suppress(requests.RequestException):
-            return requests.get(f"http://127.0.0.1:{self.port}/api/v1/health", timeout=2).status_code == 200
-        return False
-
-    def family(self) -> dict[int, str]:
-        """runlocal's children and theirs (the worker, the web server, the embedded Redis): pid -> command."""
-        parents: dict[int, int] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError):
-                # The command sits in parentheses and may hold spaces: the fields follow the last ")".
-                parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
-        family: list[int] = []
-        for pid, parent in sorted(parents.items()):
-            if parent == self.process.pid or parent in family:
-                family.append(pid)
-        # A child may have a lower pid than its parent (pids wrap): once more picks those up.
-        family += [pid for pid, parent in parents.items() if parent in family and pid not in family]
-        return {pid: _command(pid) for pid in family}
-
-
-def _command(pid: int) -> str:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    return ""
-
-
-def _alive(pids: dict[int, str]) -> dict[int, str]:
-    """Those of `pids` still running (a zombie has ended: its parent only has not reaped it yet)."""
-    running = {}
-    for pid, command in pids.items():
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
-                running[pid] = command
-    return running
-
-
-def _kill(pids: dict[int, str]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
 
 @pytest.fixture
 def runlocal(database_url: str, namespace: str, tmp_path: Path) -> Iterator[Runlocal]:
-    port = free_port()
-    nobody_there = f"redis://127.0.0.1:{free_port()}/0"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "publisher_project.settings.local",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": nobody_there,
-        "BROKER_URL": nobody_there,
-        "BROKER_NAMESPACE": namespace,
-        "VAR_DIR": str(tmp_path / "var"),
-        "WORKER_METRICS_PORT": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = tmp_path / "runlocal.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "runlocal", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    started = Runlocal(process, log, port)
+    started = start_runlocal(
+        database_url, tmp_path / "var", tmp_path / "runlocal.log", extra_env={"BROKER_NAMESPACE": namespace}
+    )
     family: dict[int, str] = {}
     try:
-        wait_until(lambda: started.healthy() or process.poll() is not None, 90, started.output, interval=0.2)
-        assert process.poll() is None, started.output()
+        started.wait_healthy()
         family = started.family()
         yield started
     finally:
-        _kill({**family, **({process.pid: "runlocal"} if process.poll() is None else {})})
-        process.wait(timeout=30)
+        started.kill(family)
 
 
 def test_runlocal_serves_everything_on_an_embedded_redis_and_ctrl_c_stops_it_all(runlocal: Runlocal) -> None:
@@ -133,7 +57,7 @@ def test_runlocal_serves_everything_on_an_embedded_redis_and_ctrl_c_stops_it_all
     assert runlocal.process.wait(timeout=90) == 0, runlocal.output()
     assert "\033[" not in runlocal.output(), "colours only on a terminal"
     assert "Stopped." in runlocal.output()
-    wait_until(lambda: not _alive(family), 10, lambda: f"still running: {_alive(family)}")
+    wait_until(lambda: not alive(family), 10, lambda: f"still running: {alive(family)}")
     assert not runlocal.healthy()
 
 
@@ -146,35 +70,27 @@ def test_runlocal_stops_everything_when_a_child_dies_and_says_which(runlocal: Ru
     # Then runlocal stops the rest, and fails naming the one that died
     assert runlocal.process.wait(timeout=90) == 1, runlocal.output()
     assert "web server exited unexpectedly; stopped everything" in runlocal.output()
-    wait_until(lambda: not _alive(family), 10, lambda: f"still running: {_alive(family)}")
+    wait_until(lambda: not alive(family), 10, lambda: f"still running: {alive(family)}")
 
 
 def test_runlocal_whose_reader_went_away_stops_everything_and_leaves_nothing_behind(
     database_url: str, namespace: str, tmp_path: Path
 ) -> None:
     # Given runlocal piped into a reader (`make run | head -40`), up
-    port = free_port()
-    nobody_there = f"redis://127.0.0.1:{free_port()}/0"
-    env = _local_env(
+    started = start_runlocal(
         database_url,
         tmp_path / "var",
-        REDIS_URL=nobody_there,
-        BROKER_URL=nobody_there,
-        BROKER_NAMESPACE=namespace,
+        tmp_path / "stderr",
+        stdout=subprocess.PIPE,
+        extra_env={"BROKER_NAMESPACE": namespace},
     )
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "runlocal", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=(tmp_path / "stderr").open("wb"),
-        start_new_session=True,
-    )  # fmt: skip
-    started = Runlocal(process, tmp_path / "stderr", port)
+    process = started.process
     family: dict[int, str] = {}
     try:
         assert process.stdout is not None
         while b"Publisher on http" not in process.stdout.readline():
             assert process.poll() is None
-        wait_until(lambda: started.healthy() or process.poll() is not None, 90, interval=0.2)
-        assert process.poll() is None
+        started.wait_healthy()
         family = started.family()
         assert len(family) >= 3, family
 
@@ -187,30 +103,16 @@ def test_runlocal_whose_reader_went_away_stops_everything_and_leaves_nothing_beh
         # traceback), and exits: none is left behind
         assert process.wait(timeout=30) == 0, started.output()
         assert "Traceback" not in started.output()
-        wait_until(lambda: not _alive(family), 15, lambda: f"still running: {_alive(family)}")
+        wait_until(lambda: not alive(family), 15, lambda: f"still running: {alive(family)}")
         assert not (tmp_path / "var" / "runlocal.json").exists()
     finally:
-        _kill({**family, **({process.pid: "runlocal"} if process.poll() is None else {})})
-        process.wait(timeout=30)
+        started.kill(family)
 
 
 # --- through a pseudo-terminal, as a person at a terminal sees it ----------------------------------------
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 PREFIXED = re.compile(r"^(web|worker|redis) +\| ")
-
-
-def _local_env(database_url: str, var_dir: Path, **extra: str) -> dict[str, str]:
-    """`make run`'s environment on the test database: no BROKER_URL or REDIS_URL unless `extra` sets them."""
-    env = {k: v for k, v in os.environ.items() if k not in {"BROKER_URL", "REDIS_URL", "BROKER_NAMESPACE"}}
-    return {
-        **env,
-        "DJANGO_SETTINGS_MODULE": "publisher_project.settings.local",
-        "DATABASE_URL": database_url,
-        "VAR_DIR": str(var_dir),
-        "PYTHONUNBUFFERED": "1",
-        **extra,
-    }
 
 
 @dataclass
@@ -252,7 +154,7 @@ def start_in_terminal(database_url: str, tmp_path: Path) -> Iterator[Callable[[]
 
     def start() -> Terminal:
         port = free_port()
-        env = _local_env(database_url, tmp_path / "var", REDIS_URL=nobody_there, BROKER_URL=nobody_there)
+        env = local_env(database_url, tmp_path / "var", REDIS_URL=nobody_there, BROKER_URL=nobody_there)
         child = pexpect.spawn(
             sys.executable, ["manage.py", "runlocal", "--port", str(port)], cwd=str(ROOT), env=env,
             dimensions=(50, 160),
@@ -295,7 +197,7 @@ def test_the_cli_finds_runlocals_broker_a_second_runlocal_refuses_and_the_screen
     record = (tmp_path / "var" / "runlocal.json").read_text()
     assert f'"pid": {terminal.child.pid}' in record, record
     # and a second terminal that knows nothing of that Redis: no BROKER_URL, no REDIS_URL
-    newcomer = _local_env(database_url, tmp_path / "var")
+    newcomer = local_env(database_url, tmp_path / "var")
 
     # When the newcomer publishes and waits for it
     published = _manage(newcomer, "publish", project.slug, "--wait")
@@ -352,7 +254,7 @@ def test_ctrl_c_twice_during_a_build_requeues_it_at_once_and_the_next_run_publis
     store = tmp_path / "var" / "store"
     project: Project = make_project(f"file://{store}", build_args="--sleep 8")
     terminal = start_in_terminal()
-    queued = _manage(_local_env(database_url, tmp_path / "var"), "publish", project.slug)
+    queued = _manage(local_env(database_url, tmp_path / "var"), "publish", project.slug)
     assert queued.returncode == 0, queued.stdout + queued.stderr
     publishing = Publishing.objects.get(project=project)
     wait_until(lambda: _status(publishing) == Publishing.Status.BUILDING, 60, terminal.text)
