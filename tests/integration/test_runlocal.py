@@ -306,8 +306,10 @@ def _status(publishing: Publishing) -> str:
 
 def test_make_run_installs_the_runtime_requirements_only() -> None:
     # When make shows what `make run` would do from scratch (a dry run: nothing is run)
+    # (Run from `make test`, make's own variables would make it a sub-make that prints its directory.)
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
     plan = subprocess.run(
-        ["make", "-n", "-B", "run"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+        ["make", "-n", "-B", "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
     ).stdout
 
     # Then it installs base.txt and local.txt (the embedded Redis), never the dev stack
