@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import redis
 import requests
 
+from publisher_project.runlocal_record import current_record
 from publishing.redis_server import free_port
 from tests.support.polling import wait_until
 
@@ -102,6 +104,21 @@ def start_runlocal(
             start_new_session=True,
         )
     return Runlocal(process, log, port, local_env(database_url, var_dir, **extra_env))
+
+
+def worker_alive(var_dir: Path, namespace: str = "dramatiq") -> bool:
+    """Whether a worker of the runlocal running on `var_dir` says it is alive, as `publish` asks before it
+    queues (the worker may start after the web server answers)."""
+    record = current_record(var_dir)
+    if record is None:
+        return False
+    client = redis.Redis.from_url(record.redis_url, socket_timeout=2)
+    try:
+        return bool(client.zcard(f"{namespace}:workers"))
+    except redis.exceptions.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def _command(pid: int) -> str:

@@ -14,7 +14,7 @@ import pyte
 import pytest
 
 from publishing.models import Publishing
-from tests.integration.runlocal import ROOT, Runlocal, start_runlocal
+from tests.integration.runlocal import ROOT, Runlocal, start_runlocal, worker_alive
 from tests.integration.stack import TEST_SETTINGS
 from tests.support.polling import wait_until
 
@@ -102,7 +102,7 @@ def stack(database_url: str, tmp_path: Path) -> Iterator[Runlocal]:
     try:
         service.wait_healthy()
         family = service.family()
-        wait_until(lambda: "Worker process is ready" in service.output(), 60, service.output, interval=0.2)
+        wait_until(lambda: worker_alive(tmp_path / "var"), 60, service.output, interval=0.2)
         yield service
     finally:
         service.kill(family)

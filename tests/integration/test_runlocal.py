@@ -24,7 +24,14 @@ import requests
 
 from publishing.models import Project, Publishing
 from publishing.redis_server import free_port
-from tests.integration.runlocal import ROOT, Runlocal, alive, local_env, start_runlocal
+from tests.integration.runlocal import (
+    ROOT,
+    Runlocal,
+    alive,
+    local_env,
+    start_runlocal,
+    worker_alive,
+)
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.integration
@@ -164,6 +171,7 @@ def start_in_terminal(database_url: str, tmp_path: Path) -> Iterator[Callable[[]
         started.append(terminal)
         wait_until(lambda: terminal.healthy() or not child.isalive(), 90, terminal.text, interval=0.2)
         assert child.isalive(), terminal.text()
+        wait_until(lambda: worker_alive(tmp_path / "var"), 60, terminal.text, interval=0.2)
         return terminal
 
     yield start
