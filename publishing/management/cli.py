@@ -91,6 +91,20 @@ class PublishingCommand(BaseCommand):
         parser.add_argument("--user", help=f"act as this user (default: {default})")
 
     @staticmethod
+    def add_publishing_arguments(parser: CommandParser, what: str = "the publishing's id") -> None:
+        """ID, and --user: whom to act as."""
+        parser.add_argument("publishing", metavar="ID", help=what)
+        PublishingCommand.add_user_argument(parser, "its project's owner")
+
+    @staticmethod
+    def add_queueing_arguments(parser: CommandParser) -> None:
+        """--no-worker-check, and how to follow what is queued: for the commands that queue a publishing."""
+        parser.add_argument(
+            "--no-worker-check", action="store_true", help="queue it even when no worker is alive"
+        )
+        PublishingCommand.add_follow_arguments(parser)
+
+    @staticmethod
     def add_follow_arguments(parser: CommandParser) -> None:
         how = parser.add_mutually_exclusive_group()
         how.add_argument(
@@ -176,13 +190,14 @@ def database_label() -> str:
     return f"{engine} {db['NAME']} on {host}{user}"
 
 
-def ensure_a_worker_listens() -> None:
-    """Refuse, exit 4, when no worker is alive on the broker: a job queued there would wait for nobody.
+def ensure_a_worker_listens(options: dict[str, Any]) -> None:
+    """Refuse, exit 4, when no worker is alive on the broker, unless --no-worker-check: a job queued
+    there would wait for nobody.
 
     Presence cannot tell with the stub broker (its workers are in-process) or with its Redis away
     (queueing then answers for itself): those go ahead.
     """
-    if selectors.live_workers() != []:
+    if options["no_worker_check"] or selectors.live_workers() != []:
         return
     raise unable(
         f"No worker is alive on the broker at {redacted_url(settings.BROKER_URL)} "

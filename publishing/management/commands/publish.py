@@ -32,16 +32,12 @@ class Command(PublishingCommand):
         parser.add_argument(
             "--commit", default="", help="a full commit id or a tag of the project's ref (default: its head)"
         )
-        parser.add_argument(
-            "--no-worker-check", action="store_true", help="queue it even when no worker is alive"
-        )
-        self.add_follow_arguments(parser)
+        self.add_queueing_arguments(parser)
 
     def handle(self, *args: Any, project: str, user: str | None, **options: Any) -> None:
         target = find_project(project, user)
         requester = find_user(user) if user else target.owner
-        if not options["no_worker_check"]:
-            ensure_a_worker_listens()
+        ensure_a_worker_listens(options)
         publishing = publishing_initiate(
             user=requester, project_id=target.pk, commit=options["commit"], via="cli"
         )

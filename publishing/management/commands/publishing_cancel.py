@@ -17,8 +17,7 @@ class Command(PublishingCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("publishing", metavar="ID", help="the publishing's id")
-        self.add_user_argument(parser, "its project's owner")
+        self.add_publishing_arguments(parser)
 
     def handle(self, *args: Any, publishing: str, user: str | None, **options: Any) -> None:
         found, by = find_publishing(publishing, user)

@@ -22,8 +22,7 @@ class Command(PublishingCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("publishing", metavar="ID", help="the publishing's id")
-        self.add_user_argument(parser, "its project's owner")
+        self.add_publishing_arguments(parser)
         parser.add_argument("--step", choices=LogLine.Step.values, help="only this step's lines")
         parser.add_argument(
             "--follow", action="store_true", help="print the lines as they come until it ends"

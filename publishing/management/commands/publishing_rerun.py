@@ -24,17 +24,12 @@ class Command(PublishingCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("publishing", metavar="ID", help="the finished publishing's id")
-        self.add_user_argument(parser, "its project's owner")
-        parser.add_argument(
-            "--no-worker-check", action="store_true", help="queue it even when no worker is alive"
-        )
-        self.add_follow_arguments(parser)
+        self.add_publishing_arguments(parser, "the finished publishing's id")
+        self.add_queueing_arguments(parser)
 
     def handle(self, *args: Any, publishing: str, user: str | None, **options: Any) -> None:
         found, by = find_publishing(publishing, user)
-        if not options["no_worker_check"]:
-            ensure_a_worker_listens()
+        ensure_a_worker_listens(options)
         rerun = publishing_rerun(publishing=found, by=by)
         at = f" at {rerun.requested_commit}" if rerun.requested_commit else ""
         console = self.console()

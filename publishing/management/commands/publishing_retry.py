@@ -24,17 +24,12 @@ class Command(PublishingCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("publishing", metavar="ID", help="the publishing's id")
-        self.add_user_argument(parser, "its project's owner")
-        parser.add_argument(
-            "--no-worker-check", action="store_true", help="queue it even when no worker is alive"
-        )
-        self.add_follow_arguments(parser)
+        self.add_publishing_arguments(parser)
+        self.add_queueing_arguments(parser)
 
     def handle(self, *args: Any, publishing: str, user: str | None, **options: Any) -> None:
         found, by = find_publishing(publishing, user)
-        if not options["no_worker_check"]:
-            ensure_a_worker_listens()
+        ensure_a_worker_listens(options)
         # Only what this retry logs is followed, not the attempts before it.
         since = selectors.log_end(found.pk)
         retried = publishing_retry(publishing=found, by=by)
