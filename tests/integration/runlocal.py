@@ -138,6 +138,11 @@ def alive(pids: dict[int, str]) -> dict[int, str]:
 
 
 def kill(pids: dict[int, str]) -> None:
+    """SIGKILL `pids`, and the process group of each that leads one: runlocal starts each child in a
+    session of its own, and the Dramatiq master forks its worker processes into its group, maybe after
+    `pids` were listed (they would outlive their master, on the test's database)."""
     for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
