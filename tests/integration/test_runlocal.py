@@ -68,6 +68,33 @@ def test_runlocal_serves_everything_on_an_embedded_redis_and_ctrl_c_stops_it_all
     assert not runlocal.healthy()
 
 
+def test_runlocal_stops_everything_when_its_terminal_closes(runlocal: Runlocal) -> None:
+    # Given the service up, when its terminal closes (the shell's SIGHUP)
+    family = runlocal.family()
+    runlocal.process.send_signal(signal.SIGHUP)
+
+    # Then it stops everything as on Ctrl-C
+    assert runlocal.process.wait(timeout=30) == 0, runlocal.output()
+    assert "Stopped." in runlocal.output()
+    wait_until(lambda: not alive(family), 10, lambda: f"still running: {alive(family)}")
+
+
+def test_a_killed_runlocal_leaves_no_worker_or_web_server_behind(runlocal: Runlocal) -> None:
+    # Given the service up, when runlocal itself is killed (no chance to stop anything)
+    family = runlocal.family()
+    children = {
+        pid: command
+        for pid, command in family.items()
+        if "publishing.worker_master" in command or " runserver " in command
+    }
+    assert len(children) >= 2, family  # the web server, the Dramatiq master and its worker process
+    runlocal.process.send_signal(signal.SIGKILL)
+    runlocal.process.wait(timeout=10)
+
+    # Then its worker and web server stop all the same
+    wait_until(lambda: not alive(children), 30, lambda: f"still running: {alive(children)}")
+
+
 def test_runlocal_stops_everything_when_a_child_dies_and_says_which(runlocal: Runlocal) -> None:
     # Given the service up, when its web server dies
     family = runlocal.family()

@@ -7,6 +7,7 @@ PUBLISHING_SHUTDOWN_TIMEOUT s to finish, then are requeued; a second Ctrl-C requ
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 import signal
@@ -42,6 +43,8 @@ from publishing.worker_master import CUT_SHORT_SIGNAL
 # Dramatiq's worker and consumer threads wait this long (ms) for work between looks at whether to
 # stop: its default of 1 s makes an idle worker take about 4 s to exit, a Ctrl-C that seems to hang.
 WORKER_POLL_MS = "200"
+# prctl(2)'s option: the signal a child gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 # After a second Ctrl-C: the interrupted jobs unwind and the worker exits well within this (s).
 CUT_SHORT_SECONDS = 10
 
@@ -71,6 +74,11 @@ class Command(BaseCommand):
         if other is not None and other.pid != os.getpid():
             raise CommandError(already_running(other, redacted_url(other.broker_url)))
         console = Console(sys.stdout)
+        # Before anything starts: a Ctrl-C, a SIGTERM or the terminal closing (SIGHUP) is counted from
+        # here on, and stops whatever has started by then.
+        stops = Stops()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, stops)
         # DJANGO_SETTINGS_MODULE is in it (manage.py sets it, from `--settings` too): the children run
         # the settings this command runs.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "dramatiq_worker_timeout": WORKER_POLL_MS}
@@ -90,31 +98,37 @@ class Command(BaseCommand):
             broker_url = env.get("BROKER_URL", settings.BROKER_URL)
             redis_url = env.get("REDIS_URL", settings.REDIS_URL)
             write_record(var_dir, RunlocalRecord(os.getpid(), broker_url, redis_url, port))
-            self._run(console, env, port=port, processes=processes, threads=threads)
+            if not stops.count:
+                self._run(console, env, stops, port=port, processes=processes, threads=threads)
         finally:
             if embedded is not None:
                 embedded.stop()
             remove_record(var_dir, os.getpid())
         console.say("Stopped.")
 
-    def _run(self, console: Console, env: dict[str, str], *, port: int, processes: int, threads: int) -> None:
+    def _run(
+        self, console: Console, env: dict[str, str], stops: Stops, *, port: int, processes: int, threads: int
+    ) -> None:
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         worker_argv = [*manage, "rundramatiq", "--processes", str(processes), "--threads", str(threads)]
         web_argv = [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"]
         # Own sessions: a terminal's Ctrl-C reaches only this process, which then signals each child
         # exactly once (a second SIGTERM makes Dramatiq kill its workers instead of letting them finish).
+        # Should runlocal itself be killed, each child gets a SIGTERM from the kernel all the same.
         worker, web = (
             subprocess.Popen(
-                argv, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                argv,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_terminate_with_parent,  # (no thread of runlocal's runs yet)
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
             )
             for argv in (worker_argv, web_argv)
         )
         relays = [console.relay("worker", worker.stdout), console.relay("web", web.stdout)]  # type: ignore[arg-type]
         console.say(f"Publisher on http://127.0.0.1:{port}/ (Ctrl-C stops everything)")
 
-        stops = Stops()
-        signal.signal(signal.SIGINT, stops)
-        signal.signal(signal.SIGTERM, stops)
         try:
             # A reader gone away (the terminal closed, `| head` done) stops it all as a Ctrl-C does.
             while not stops.count and not console.closed and worker.poll() is None and web.poll() is None:
@@ -124,8 +138,7 @@ class Command(BaseCommand):
             ]
             if web.poll() is None:
                 web.terminate()
-            if worker.poll() is None:
-                self._stop_worker(console, worker, stops)
+            lost_jobs = worker.poll() is None and not self._stop_worker(console, worker, stops)
             web.wait()
         finally:
             # Whatever went wrong here, no child outlives runlocal: each is in a session of its own.
@@ -137,9 +150,12 @@ class Command(BaseCommand):
         connection.close()
         if died and not stops.count:
             raise CommandError(f"{', '.join(died)} exited unexpectedly; stopped everything")
+        if lost_jobs:
+            raise CommandError("the worker was killed before its jobs were done; stopped everything")
 
-    def _stop_worker(self, console: Console, worker: subprocess.Popen[bytes], stops: Stops) -> None:
-        """SIGTERM, and say what becomes of the running jobs while they get their grace period."""
+    def _stop_worker(self, console: Console, worker: subprocess.Popen[bytes], stops: Stops) -> bool:
+        """SIGTERM, and say what becomes of the running jobs while they get their grace period; False when
+        something else killed the worker meanwhile, its jobs left to their leases."""
         grace = settings.PUBLISHING_SHUTDOWN_TIMEOUT
         running = _running_jobs()
         if running:
@@ -153,6 +169,7 @@ class Command(BaseCommand):
         worker.terminate()
         started = time.monotonic()
         cut_at: float | None = None
+        killed = False
         shown = -1
         while worker.poll() is None:
             now = time.monotonic()
@@ -167,6 +184,7 @@ class Command(BaseCommand):
                 console.say("The worker did not stop: killed. Its jobs are requeued when their lease ends.")
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(worker.pid, signal.SIGKILL)
+                killed = True
                 break
             left = math.ceil(started + grace - now)
             # A terminal's line is redrawn every second; a pipe or a log gets a line every 5 s.
@@ -182,6 +200,20 @@ class Command(BaseCommand):
             time.sleep(0.1)
         worker.wait()
         console.end_status()
+        if killed or worker.returncode >= 0 or not running:
+            return True
+        console.say(
+            f"The worker was killed (signal {-worker.returncode}) with {_jobs(running)} running: "
+            "they are requeued once their lease runs out."
+        )
+        return False
+
+
+def _terminate_with_parent() -> None:
+    """In a child, before it runs: a SIGTERM from the kernel when runlocal dies (Linux; elsewhere
+    nothing), so that not even a SIGKILLed runlocal leaves its worker and web server behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _running_jobs() -> int | None:
