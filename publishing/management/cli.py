@@ -6,8 +6,11 @@ PublishingCommand; `follow.py` follows a publishing for them.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import sys
+import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,13 +35,18 @@ EXIT_FAILED = 1
 EXIT_CANCELLED = 2
 EXIT_TIMEOUT = 3
 EXIT_UNABLE = 4
+# The command itself broke (a bug: its traceback is printed), as sysexits.h's EX_SOFTWARE.
+EXIT_CRASHED = 70
 EXIT_INTERRUPTED = 130
+# The reader of the output went away (`| head`): a shell's status for a process SIGPIPE ended.
+EXIT_BROKEN_PIPE = 141
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 published (or done), 1 failed, 2 cancelled, 3 still going when --timeout passed, "
     "4 could not act (the broker or the database down, no live worker, a conflict or a move the "
-    "publishing's status does not allow, a bad argument, not found), 130 interrupted (Ctrl-C; the "
-    "publishing goes on). Log records below WARNING are not shown unless -v 2."
+    "publishing's status does not allow, a bad argument, not found), 70 the command itself broke "
+    "(a traceback says where), 130 interrupted (Ctrl-C; the publishing goes on), 141 the output's "
+    "reader went away. Log records below WARNING are not shown unless -v 2."
 )
 # How the hints spell a command.
 MANAGE = "python manage.py"
@@ -55,6 +63,17 @@ def follow_hint(publishing_id: uuid.UUID | str) -> str:
 
 def cancel_hint(publishing_id: uuid.UUID | str) -> str:
     return f"Cancel it: {MANAGE} publishing_cancel {publishing_id}"
+
+
+def seconds(text: str) -> float:
+    """A number of seconds above 0, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
+    return value
 
 
 class UsageParser(CommandParser):
@@ -77,14 +96,25 @@ class PublishingCommand(BaseCommand):
         return parser
 
     def execute(self, *args: Any, **options: Any) -> str | None:
-        with quiet_log(options.get("verbosity", 1)), errors_said():
-            return super().execute(*args, **options)
+        try:
+            with quiet_log(options.get("verbosity", 1)), errors_said():
+                return super().execute(*args, **options)
+        except KeyboardInterrupt:
+            # Outside a follower's loop (which says more): before or while asking the service.
+            raise CommandError("Interrupted.", returncode=EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            output_gone()
+        except (CommandError, SystemExit):
+            raise
+        except Exception as exc:
+            traceback.print_exc()
+            raise CommandError(f"The command broke: {exc!r}", returncode=EXIT_CRASHED) from exc
 
     def console(self) -> Console:
         """A console on the command's real stdout: OutputWrapper ends every write with a newline, which
         would turn each redraw of a line into a new line."""
         # Soft wrap: a long line is the terminal's to wrap, and a pipe's reader gets it whole.
-        return Console(file=real_stream(self.stdout), highlight=False, soft_wrap=True)
+        return _Console(file=real_stream(self.stdout), highlight=False, soft_wrap=True)
 
     @staticmethod
     def add_user_argument(parser: CommandParser, default: str) -> None:
@@ -116,9 +146,27 @@ class PublishingCommand(BaseCommand):
     @staticmethod
     def add_timing_arguments(parser: CommandParser) -> None:
         parser.add_argument(
-            "--timeout", type=float, metavar="S", help="stop following after S seconds (exit 3; it goes on)"
+            "--timeout",
+            type=seconds,
+            metavar="S",
+            help="stop following after S seconds (exit 3; it goes on)",
         )
-        parser.add_argument("--poll", type=float, default=0.5, metavar="S", help="seconds between two looks")
+        parser.add_argument(
+            "--poll", type=seconds, default=0.5, metavar="S", help="seconds between two looks"
+        )
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich's own exits 1, which means "failed" here.
+        output_gone()
+
+
+def output_gone() -> NoReturn:
+    """The output's reader went away: stop quietly (later writes, Python's own at exit too, go nowhere)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(EXIT_BROKEN_PIPE)
 
 
 def real_stream(stdout: OutputWrapper) -> IO[str]:
@@ -202,8 +250,9 @@ def ensure_a_worker_listens(options: dict[str, Any]) -> None:
     raise unable(
         f"No worker is alive on the broker at {redacted_url(settings.BROKER_URL)} "
         f"(namespace {settings.BROKER_NAMESPACE}, queue {settings.PUBLISHING_QUEUE}), so nothing was "
-        f"queued. Start one ({MANAGE} rundramatiq, or make run), point BROKER_URL and REDIS_URL at "
-        "the broker the workers use, or pass --no-worker-check to queue it anyway."
+        f"queued. Start one ({MANAGE} rundramatiq, or make run; a worker just started takes a few "
+        "seconds to say it is alive), point BROKER_URL and REDIS_URL at the broker the workers use, or "
+        "pass --no-worker-check to queue it anyway."
     )
 
 
@@ -211,7 +260,14 @@ def find_user(username: str) -> User:
     found = User.objects.filter(username=username).first()
     if found is None:
         raise unable(f"No user {username!r}.")
-    return found
+    return active(found)
+
+
+def active(user: User) -> User:
+    """`user`, unless deactivated: one who may not log in may not act from the shell either."""
+    if not user.is_active:
+        raise unable(f"User {user.get_username()!r} is inactive: act as another with --user.")
+    return user
 
 
 def find_project(key: str, username: str | None) -> Project:
@@ -245,6 +301,7 @@ def find_publishing(key: str, username: str | None) -> tuple[Publishing, User]:
     user = find_user(username) if username else found.project.owner if found.project else found.requested_by
     if user is None:
         raise unable(f"Publishing {pk} has neither project nor requester now: pass --user.")
+    active(user)
     if not selectors.publishings_visible_to(user).filter(pk=pk).exists():
         raise unable(f"No publishing {pk} that {user.get_username()} may see.")
     return found, user

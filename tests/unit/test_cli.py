@@ -229,6 +229,8 @@ def test_publish_errors_are_clear_and_exit_4(stub_broker, args, message) -> None
         ["publish", "site", "--wait", "--follow"],
         ["publishing_logs", "x", "--step", "nonsense"],
         ["publishing_cancel"],
+        ["publish", "site", "--wait", "--poll", "0"],
+        ["publish", "site", "--wait", "--timeout", "-1"],
     ],
 )
 def test_usage_errors_exit_4_not_2_which_means_cancelled(argv, capsys) -> None:
@@ -352,3 +354,55 @@ def test_rerun_queues_a_new_publishing_of_the_same_commit(stub_broker) -> None:
     assert rerun.requested_commit == publishing.commit_sha
     assert f"Re-run of {publishing.pk}: publishing {rerun.pk} at {publishing.commit_sha} is queued." in output
     assert f"publishing_logs {rerun.pk} --follow" in output
+
+
+def test_an_inactive_user_may_not_act_from_the_shell(stub_broker) -> None:
+    project = ProjectFactory.create(owner__is_active=False)
+
+    assert "is inactive" in refusal("publish", str(project.pk))
+    assert not Publishing.objects.filter(project=project).exists()
+
+
+def test_a_command_that_breaks_exits_70_not_1_which_means_failed(stub_broker, monkeypatch, capsys) -> None:
+    # Given a service call that raises what nobody expected
+    def broken(**kwargs: object) -> Publishing:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("publishing.management.commands.publish.publishing_initiate", broken)
+    project = ProjectFactory.create()
+
+    # When / Then: the traceback, and an exit of its own
+    with pytest.raises(CommandError) as error:
+        run("publish", str(project.pk))
+    assert error.value.returncode == 70
+    assert "RuntimeError: a bug" in capsys.readouterr().err
+
+
+def test_ctrl_c_before_following_exits_130(stub_broker, monkeypatch) -> None:
+    def interrupted(**kwargs: object) -> Publishing:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("publishing.management.commands.publish.publishing_initiate", interrupted)
+
+    with pytest.raises(CommandError) as error:
+        run("publish", str(ProjectFactory.create().pk))
+    assert error.value.returncode == 130
+
+
+def test_a_reader_gone_away_ends_it_quietly_with_141(stub_broker, monkeypatch) -> None:
+    # Given an output whose reader went away (`publishing_logs ID | head -1`)
+    class Gone(StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    redirected: list[tuple[int, int]] = []
+    monkeypatch.setattr("publishing.management.cli.os.dup2", lambda fd, to: redirected.append((fd, to)))
+    publishing = PublishingFactory.create()
+
+    # When the command writes
+    with pytest.raises(SystemExit) as stop:
+        call_command("publishing_cancel", str(publishing.pk), stdout=Gone())
+
+    # Then it stops with the shell's status for it, its later output sent nowhere
+    assert stop.value.code == 141
+    assert redirected

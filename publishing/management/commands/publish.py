@@ -10,6 +10,7 @@ from django.core.management.base import CommandParser
 from publishing.management.cli import (
     EXIT_CODES_HELP,
     PublishingCommand,
+    active,
     ensure_a_worker_listens,
     find_project,
     find_user,
@@ -36,7 +37,7 @@ class Command(PublishingCommand):
 
     def handle(self, *args: Any, project: str, user: str | None, **options: Any) -> None:
         target = find_project(project, user)
-        requester = find_user(user) if user else target.owner
+        requester = find_user(user) if user else active(target.owner)
         ensure_a_worker_listens(options)
         publishing = publishing_initiate(
             user=requester, project_id=target.pk, commit=options["commit"], via="cli"
