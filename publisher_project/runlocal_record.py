@@ -131,8 +131,9 @@ if __name__ == "__main__":
     # bootstraps, so that a second one stops before printing a login for a server it will not start.
     running = current_record(Path(sys.argv[1]))
     if running is not None:
-        # (publishing.redaction is out of reach here, the settings' side of the import contract.)
-        parts = urlsplit(running.broker_url)
+        # (publishing.redaction is out of reach here, the settings' side of the import contract.) The
+        # query goes: it may carry `password=`, and the scheme, host, port and database say which broker.
+        parts = urlsplit(running.broker_url)._replace(query="")
         if "@" in parts.netloc:
             # The host as written: `[::1]` stays bracketed, and no port is added.
             parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])

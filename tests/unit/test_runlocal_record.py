@@ -111,6 +111,7 @@ def test_an_unreadable_record_is_none_and_only_its_owner_removes_it(
     [
         ("redis://:s3cret@127.0.0.1:6400/0", "redis://***@127.0.0.1:6400/0"),
         ("redis://:s3cret@[::1]/0", "redis://***@[::1]/0"),
+        ("redis://127.0.0.1:6400/0?password=s3cret", "redis://127.0.0.1:6400/0"),
     ],
 )
 def test_make_run_asks_first_and_hears_who_runs_without_a_password(
