@@ -8,7 +8,7 @@ URL sent back as shown keeps the stored secret (`restore_credentials`).
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 # `scheme://user:password@host` -> `scheme://***@host`; a bare token as user name is a secret too.
 # Up to the last `@` before the path, query or fragment: a password may hold a raw `@`, and an `@`
@@ -24,11 +24,20 @@ def redact_credentials(text: str) -> str:
 REDACTED = "***"
 
 
+# Query parameters that carry credentials: redis-py reads `?password=` and `?username=` as such.
+_SECRET_PARAMETERS = frozenset({"password", "username"})
+
+
 def redacted_url(url: str) -> str:
-    """`url` with its user-info shown as `***`, up to the last `@` of the authority as URL parsers read it.
+    """`url` with its user-info shown as `***`, up to the last `@` of the authority as URL parsers read it,
+    and the values of its `password` and `username` query parameters as `***`; the rest as written.
 
     Stricter than `redact_credentials` for one whole URL: a password with a raw `@` is hidden whole.
     """
+    return _redacted_query(_redacted_userinfo(url))
+
+
+def _redacted_userinfo(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -36,6 +45,21 @@ def redacted_url(url: str) -> str:
     if "@" not in parts.netloc:
         return redact_credentials(url)
     return urlunsplit(parts._replace(netloc=f"{REDACTED}@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def _redacted_query(url: str) -> str:
+    # Cut as urlsplit cuts (the fragment first), on the text: a URL without `//` keeps its form.
+    base, hash_mark, fragment = url.partition("#")
+    head, question_mark, query = base.partition("?")
+    if not question_mark:
+        return url
+    shown = "&".join(_shown_parameter(pair) for pair in query.split("&"))
+    return f"{head}?{shown}{hash_mark}{fragment}"
+
+
+def _shown_parameter(pair: str) -> str:
+    name = pair.partition("=")[0]
+    return f"{name}={REDACTED}" if unquote_plus(name).lower() in _SECRET_PARAMETERS else pair
 
 
 def restore_credentials(submitted: str, stored: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import Error as DatabaseError
@@ -121,9 +121,15 @@ def latest_published_id(project_id: uuid.UUID | str) -> uuid.UUID | None:
 
 
 def running_on(host: str) -> int:
-    """How many publishings the worker processes of `host` (PUBLISHING_WORKER_NAME) are running now."""
+    """How many publishings the worker processes of `host` (PUBLISHING_WORKER_NAME) are running now.
+
+    Only those whose lease is fresh: a worker that crashed left its rows running, and no one runs them.
+    """
+    lease_expired = timezone.now() - timedelta(seconds=settings.PUBLISHING_LEASE_TIMEOUT)
     return Publishing.objects.filter(
-        status__in=(Publishing.Status.BUILDING, Publishing.Status.SUBMITTING), worker__startswith=f"{host}:"
+        status__in=(Publishing.Status.BUILDING, Publishing.Status.SUBMITTING),
+        worker__startswith=f"{host}:",
+        heartbeat_at__gt=lease_expired,
     ).count()
 
 

@@ -66,6 +66,23 @@ def test_a_broker_url_is_logged_without_its_credentials() -> None:
     assert redacted_url("amqp://guest:s3cret@mq:5672/") == "amqp://***@mq:5672/"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0?password=s3cret", "redis://127.0.0.1:6379/0?password=***"),
+        (
+            "rediss://cache:6380/1?username=ops&socket_timeout=5&Password=s3cret",
+            "rediss://cache:6380/1?username=***&socket_timeout=5&Password=***",
+        ),
+        ("unix:///run/redis.sock?db=2&password=s3cret", "unix:///run/redis.sock?db=2&password=***"),
+        ("redis://:s3cret@cache:6379/0?password=s3cret#top", "redis://***@cache:6379/0?password=***#top"),
+    ],
+)
+def test_a_redis_url_is_shown_without_the_credentials_in_its_query(url: str, shown: str) -> None:
+    # redis-py reads `?password=` and `?username=` as credentials too
+    assert redacted_url(url) == shown
+
+
 def retries(broker) -> int:
     retry = broker.client.get_retry()
     assert retry is not None

@@ -4,11 +4,13 @@ test_cli.py)."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from publishing import selectors
 from publishing.broker import QueueStats
@@ -49,6 +51,21 @@ def test_publishing_status_shows_counts_and_the_latest_failures(stub_broker) -> 
     assert "TARGET_REJECTED: HTTP 400" in output
     # The stub broker has no queue to read: said, not failed
     assert "(not readable)" in output
+
+
+def test_runlocal_counts_only_the_jobs_whose_lease_its_worker_still_holds(settings) -> None:
+    # Given two jobs running on this machine's worker, and two a crashed earlier run left behind
+    now = timezone.now()
+    lease_over = now - timedelta(seconds=settings.PUBLISHING_LEASE_TIMEOUT + 1)
+    PublishingFactory.with_status("building", worker="laptop:4242", heartbeat_at=now)
+    PublishingFactory.with_status("submitting", worker="laptop:4242", heartbeat_at=now)
+    PublishingFactory.with_status("building", worker="laptop:1717", heartbeat_at=lease_over)
+    PublishingFactory.with_status("submitting", worker="laptop:1717", heartbeat_at=None)
+    # and one of another machine's
+    PublishingFactory.with_status("building", worker="desktop:99", heartbeat_at=now)
+
+    # When runlocal counts the jobs it waits for at Ctrl-C, then it counts its own running two
+    assert selectors.running_on("laptop") == 2
 
 
 def _row(output: str, first_cell: str) -> list[str]:

@@ -28,6 +28,7 @@ from publisher_project.runlocal_record import (
     RunlocalRecord,
     already_running,
     current_record,
+    process_start,
     remove_record,
     write_record,
 )
@@ -97,7 +98,9 @@ class Command(BaseCommand):
                 console.say(f"Using the broker at {redacted_url(settings.BROKER_URL)}", name="redis")
             broker_url = env.get("BROKER_URL", settings.BROKER_URL)
             redis_url = env.get("REDIS_URL", settings.REDIS_URL)
-            write_record(var_dir, RunlocalRecord(os.getpid(), broker_url, redis_url, port))
+            write_record(
+                var_dir, RunlocalRecord(os.getpid(), broker_url, redis_url, port, process_start(os.getpid()))
+            )
             if not stops.count:
                 self._run(console, env, stops, port=port, processes=processes, threads=threads)
         finally:
