@@ -34,5 +34,6 @@ class Command(PublishingCommand):
         since = selectors.log_end(found.pk)
         retried = publishing_retry(publishing=found, by=by)
         console = self.console()
-        console.print(f"Publishing {retried.pk} is {retried.status} again.", markup=False)
+        # What the retry did: the worker may have taken it up already (the follower says so next).
+        console.print(f"Publishing {retried.pk} is queued again.", markup=False)
         follow_if_asked(console, retried, options, since=since)
