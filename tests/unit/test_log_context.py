@@ -58,6 +58,9 @@ def test_a_library_traceback_of_a_bug_and_our_own_tracebacks_are_kept() -> None:
         assert "Traceback (most recent call last)" in logging.Formatter().format(record)
 
 
+# A pass ends with close_old_connections(), which asks the connection a previous test of this process left
+# open whether it still works (with PostgreSQL; SQLite's is closed in between).
+@pytest.mark.django_db
 def test_a_lifecycle_pass_that_meets_an_outage_logs_one_line_and_a_bug_its_traceback(caplog) -> None:
     def database_away() -> None:
         raise OperationalError("connection refused")
