@@ -240,8 +240,12 @@ class Stack:
     def wait_for(
         self, session: requests.Session, publishing_id: str, *, timeout: float = 90
     ) -> dict[str, Any]:
-        """Poll the publishing until it is terminal; fail with the logs if it never is."""
+        """Poll the publishing until it is terminal and so is its last attempt; fail with the logs if it
+        never is. (The worker records the publishing's end, then its attempt's, in two transactions.)"""
         terminal = {"published", "failed", "cancelled"}
-        return self.wait_until(
-            session, publishing_id, lambda body: body.get("status") in terminal, timeout=timeout
-        )
+
+        def ended(body: dict[str, Any]) -> bool:
+            attempts = body.get("attempt_history") or []
+            return body.get("status") in terminal and all(a.get("outcome") != "running" for a in attempts)
+
+        return self.wait_until(session, publishing_id, ended, timeout=timeout)
