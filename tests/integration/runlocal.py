@@ -51,9 +51,7 @@ class Runlocal:
         return self.log.read_text(errors="replace")
 
     def healthy(self) -> bool:
-        with contextlib.suppress(requests.RequestException):
-            return requests.get(f"http://127.0.0.1:{self.port}/api/v1/health", timeout=2).status_code == 200
-        return False
+        return healthy(self.port)
 
     def family(self) -> dict[int, str]:
         """runlocal's children and theirs (the worker, the web server, the embedded Redis): pid -> command."""
@@ -78,6 +76,21 @@ class Runlocal:
         """SIGKILL `family` and runlocal itself if it still runs: nothing outlives a test."""
         kill({**family, **({self.process.pid: "runlocal"} if self.process.poll() is None else {})})
         self.process.wait(timeout=30)
+
+
+def healthy(port: int) -> bool:
+    """Whether the service on `port` says it is healthy."""
+    with contextlib.suppress(requests.RequestException):
+        return requests.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).status_code == 200
+    return False
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`manage.py ARGS` with `env`, piped, as in a script."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
 
 
 def start_runlocal(

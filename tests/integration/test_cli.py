@@ -14,7 +14,7 @@ import pyte
 import pytest
 
 from publishing.models import Publishing
-from tests.integration.runlocal import ROOT, Runlocal, start_runlocal, worker_alive
+from tests.integration.runlocal import ROOT, Runlocal, manage, start_runlocal, worker_alive
 from tests.integration.stack import TEST_SETTINGS
 from tests.support.polling import wait_until
 
@@ -78,17 +78,9 @@ class Terminal:
         return found.group(1)
 
 
-def manage(stack: Runlocal, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`manage.py ARGS` piped, as in a script."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**stack.newcomer_env, **env},
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+def run(stack: Runlocal, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`manage.py ARGS` piped, as in a script, in a second terminal beside `stack`."""
+    return manage({**stack.newcomer_env, **env}, *args, timeout=90)
 
 
 @pytest.fixture
@@ -146,7 +138,7 @@ def test_publish_wait_piped_says_each_change_once_in_plain_text(
 ) -> None:
     make_project(f"file://{tmp_path / 'store'}", build_command=numbered(3), slug="piped")
 
-    result = manage(stack, "publish", "piped", "--wait", "--poll", "0.1")
+    result = run(stack, "publish", "piped", "--wait", "--poll", "0.1")
 
     assert result.returncode == 0, result.stdout + result.stderr
     changes = [line.split("] ", 1)[1] for line in result.stdout.splitlines() if line.startswith("[")]
@@ -166,14 +158,14 @@ def test_exit_codes_of_failed_cancelled_timed_out_refused_and_interrupted(
     slow = make_project(store, build_command=numbered(200, every=0.2), slug="slow")
 
     # Failed: 1, with the failing step's last lines
-    failed = manage(stack, "publish", "failing", "--wait", "--poll", "0.1")
+    failed = run(stack, "publish", "failing", "--wait", "--poll", "0.1")
     assert failed.returncode == 1, failed.stdout + failed.stderr
     said = r"Failed at build after 1 attempt in \d+:\d\d: BUILD_FAILED: build command exited with status 2"
     assert re.search(said, failed.stdout), failed.stdout
     assert "  line 3\n" in failed.stdout
 
     # Timed out: 3, and it goes on
-    timed_out = manage(stack, "publish", "slow", "--wait", "--timeout", "1", "--poll", "0.1")
+    timed_out = run(stack, "publish", "slow", "--wait", "--timeout", "1", "--poll", "0.1")
     assert timed_out.returncode == 3, timed_out.stdout + timed_out.stderr
     assert "Still " in timed_out.stdout
     running = Publishing.objects.get(project=slow)
@@ -191,25 +183,25 @@ def test_exit_codes_of_failed_cancelled_timed_out_refused_and_interrupted(
     # Cancelled from a second process while the first follows: 2
     follower = Terminal(stack, "publishing_logs", str(running.pk), "--follow", "--poll", "0.1")
     wait_until(lambda: follower.read() and any(" line " in line for line in follower.lines()), 30)
-    cancelled = manage(stack, "publishing_cancel", str(running.pk))
+    cancelled = run(stack, "publishing_cancel", str(running.pk))
     assert cancelled.returncode == 0, cancelled.stderr
     assert follower.until_exit() == 2
 
     # Refused (no worker on that broker: another namespace, as another Redis would be): 4, nothing queued
-    refused = manage(stack, "publish", "slow", BROKER_NAMESPACE="nobody-listens-here")
+    refused = run(stack, "publish", "slow", BROKER_NAMESPACE="nobody-listens-here")
     assert refused.returncode == 4, refused.stdout + refused.stderr
     assert "No worker is alive on the broker at" in refused.stderr
     assert Publishing.objects.filter(project=slow).count() == 1
     # And a usage error is 4 too, not 2 (cancelled)
-    assert manage(stack, "publish").returncode == 4
+    assert run(stack, "publish").returncode == 4
 
 
 def test_publishing_status_names_the_broker_it_found_down_and_exits_1(stack: Runlocal, private_redis) -> None:
     url = private_redis.url
-    assert manage(stack, "publishing_status", BROKER_URL=url, REDIS_URL=url).returncode == 0
+    assert run(stack, "publishing_status", BROKER_URL=url, REDIS_URL=url).returncode == 0
     private_redis.stop()
 
-    result = manage(stack, "publishing_status", BROKER_URL=url, REDIS_URL=url)
+    result = run(stack, "publishing_status", BROKER_URL=url, REDIS_URL=url)
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert url in result.stdout

@@ -28,7 +28,9 @@ from tests.integration.runlocal import (
     ROOT,
     Runlocal,
     alive,
+    healthy,
     local_env,
+    manage,
     start_runlocal,
     worker_alive,
 )
@@ -163,9 +165,7 @@ class Terminal:
         return ANSI.sub("", self.child.logfile_read.getvalue().decode(errors="replace")).replace("\r", "")
 
     def healthy(self) -> bool:
-        with contextlib.suppress(requests.RequestException):
-            return requests.get(f"http://127.0.0.1:{self.port}/api/v1/health", timeout=2).status_code == 200
-        return False
+        return healthy(self.port)
 
     def exits_within(self, seconds: float) -> float:
         """Wait for it to end; how long that took (fails past `seconds`)."""
@@ -212,13 +212,6 @@ def start_in_terminal(database_url: str, tmp_path: Path) -> Iterator[Callable[[]
             terminal.child.close(force=True)
 
 
-def _manage(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=timeout, check=False,
-    )  # fmt: skip
-
-
 def test_the_cli_finds_runlocals_broker_a_second_runlocal_refuses_and_the_screen_stays_readable(
     start_in_terminal: Callable[[], Terminal],
     make_project,
@@ -235,7 +228,7 @@ def test_the_cli_finds_runlocals_broker_a_second_runlocal_refuses_and_the_screen
     newcomer = local_env(database_url, tmp_path / "var")
 
     # When the newcomer publishes and waits for it
-    published = _manage(newcomer, "publish", project.slug, "--wait")
+    published = manage(newcomer, "publish", project.slug, "--wait")
 
     # Then it ends published, through the broker that runlocal started
     assert published.returncode == 0, published.stdout + published.stderr + terminal.text()
@@ -253,7 +246,7 @@ def test_the_cli_finds_runlocals_broker_a_second_runlocal_refuses_and_the_screen
         )
         assert answer.status_code == 200, answer.text
     # and a second runlocal is started on the same machine
-    second = _manage(newcomer, "runlocal", "--port", str(free_port()), timeout=60)
+    second = manage(newcomer, "runlocal", "--port", str(free_port()), timeout=60)
 
     # Then the second refuses, naming the first and its broker
     assert second.returncode == 1, second.stdout + second.stderr
@@ -289,7 +282,7 @@ def test_ctrl_c_twice_during_a_build_requeues_it_at_once_and_the_next_run_publis
     store = tmp_path / "var" / "store"
     project: Project = make_project(f"file://{store}", build_args="--sleep 8")
     terminal = start_in_terminal()
-    queued = _manage(local_env(database_url, tmp_path / "var"), "publish", project.slug)
+    queued = manage(local_env(database_url, tmp_path / "var"), "publish", project.slug)
     assert queued.returncode == 0, queued.stdout + queued.stderr
     publishing = Publishing.objects.get(project=project)
     wait_until(lambda: _status(publishing) == Publishing.Status.BUILDING, 60, terminal.text)
