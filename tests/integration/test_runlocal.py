@@ -83,18 +83,22 @@ def test_runlocal_stops_everything_when_its_terminal_closes(runlocal: Runlocal) 
 
 def test_a_killed_runlocal_leaves_no_worker_or_web_server_behind(runlocal: Runlocal) -> None:
     # Given the service up, when runlocal itself is killed (no chance to stop anything)
-    family = runlocal.family()
-    children = {
-        pid: command
-        for pid, command in family.items()
-        if "publishing.worker_master" in command or " runserver " in command
-    }
-    assert len(children) >= 2, family  # the web server, the Dramatiq master and its worker process
+    def children() -> dict[int, str]:
+        # (rundramatiq becomes publishing.worker_master once it has exec'd, a moment after it starts)
+        return {
+            pid: command
+            for pid, command in runlocal.family().items()
+            if "publishing.worker_master" in command or " runserver " in command
+        }
+
+    # the web server, the Dramatiq master and its worker process
+    wait_until(lambda: len(children()) >= 3, 30, lambda: str(runlocal.family()), interval=0.2)
+    started = children()
     runlocal.process.send_signal(signal.SIGKILL)
     runlocal.process.wait(timeout=10)
 
     # Then its worker and web server stop all the same
-    wait_until(lambda: not alive(children), 30, lambda: f"still running: {alive(children)}")
+    wait_until(lambda: not alive(started), 30, lambda: f"still running: {alive(started)}")
 
 
 def test_runlocal_stops_everything_when_a_child_dies_and_says_which(runlocal: Runlocal) -> None:
