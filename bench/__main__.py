@@ -38,7 +38,7 @@ from publishing.redis_server import RedisServer
 # In the order they run: the quick ones first, so a broken setup shows early.
 BENCHMARKS = (
     "pickup", "sandbox", "overhead", "scaling", "api", "watchers", "degraded", "recovery", "ratelimit",
-    "fairness",
+    "fairness", "e2e",
 )  # fmt: skip
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
 
