@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db import utils as db_utils
 from django.utils import timezone
 from dramatiq.common import compute_backoff
@@ -81,7 +82,6 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
         with contextlib.suppress(db_utils.Error):
             finish_attempt(publishing.pk, log.attempt, outcome_of_stopped(publishing.pk), log=log)
         raise
-    finish_attempt(publishing.pk, log.attempt, Outcome.PUBLISHED, log=log)
     metrics.attempt_finished("published")
     logger.info(
         "publishing %s published by attempt %d in %.1fs",
@@ -239,16 +239,20 @@ def _run_attempt(publishing: Publishing, log: AttemptLog) -> None:
             raise
         finally:
             log.flush()
-    _move(
-        publishing,
-        Status.PUBLISHED,
-        attempt=attempt,
-        message_id=message_id,
-        progress=100,
-        artifact_uri=submission.uri,
-        submission_ref=submission.ref,
-        event=f"published to {submission.uri} (sha256 {artifact.sha256}, {artifact.size} bytes)",
-    )
+        # Before the workspace goes: removing a large checkout takes seconds that nobody waits for. The
+        # publishing and its attempt end in one transaction, so that no reader sees one without the other.
+        with transaction.atomic():
+            _move(
+                publishing,
+                Status.PUBLISHED,
+                attempt=attempt,
+                message_id=message_id,
+                progress=100,
+                artifact_uri=submission.uri,
+                submission_ref=submission.ref,
+                event=f"published to {submission.uri} (sha256 {artifact.sha256}, {artifact.size} bytes)",
+            )
+            finish_attempt(publishing.pk, attempt, Outcome.PUBLISHED, log=log)
 
 
 def _job_of(publishing: Publishing, project: Project, workspace: Path, log: AttemptLog) -> Job:
@@ -306,6 +310,37 @@ def _failure_record(
     return Status.QUEUED, f"Attempt {attempt} failed: {error.detail} Retrying.", event, changes
 
 
+def _record_end(
+    publishing: Publishing,
+    log: AttemptLog,
+    error: JobError,
+    target: str,
+    message: str,
+    event: str,
+    changes: dict[str, Any],
+) -> None:
+    """The failed attempt's end: the publishing moved to `target` (failed, or queued for a retry), then
+    the attempt closed; InvalidTransition when the publishing no longer belongs to it."""
+    Publishing.objects.transition(
+        publishing.pk,
+        target,
+        attempt=log.attempt,
+        message_id=log.message_id,
+        # Only while this attempt still runs it: a cancel keeps the attempt and message, and
+        # cancelled -> queued is a retry's move, so without this a failure recorded as the owner
+        # cancels would queue the publishing again and run it (test_runner_failures).
+        only_from=(Status.BUILDING, Status.SUBMITTING),
+        error_code=error.code,
+        error_message=message,
+        event=event,
+        **changes,
+    )
+    outcome = Outcome.RETRYING if target == Status.QUEUED else Outcome.FAILED
+    finish_attempt(
+        publishing.pk, log.attempt, outcome, error_code=error.code, error_message=error.detail, log=log
+    )
+
+
 def _record_failure(
     publishing: Publishing, log: AttemptLog, error: JobError, *, retries: int, max_retries: int
 ) -> None:
@@ -317,24 +352,9 @@ def _record_failure(
         with contextlib.suppress(StaleAttempt):
             # The failed step's last output, before the event that says how the attempt ended.
             log.flush()
-        Publishing.objects.transition(
-            publishing.pk,
-            target,
-            attempt=attempt,
-            message_id=log.message_id,
-            # Only while this attempt still runs it: a cancel keeps the attempt and message, and
-            # cancelled -> queued is a retry's move, so without this a failure recorded as the owner
-            # cancels would queue the publishing again and run it (test_runner_failures).
-            only_from=(Status.BUILDING, Status.SUBMITTING),
-            error_code=error.code,
-            error_message=message,
-            event=event,
-            **changes,
-        )
-        outcome = Outcome.RETRYING if target == Status.QUEUED else Outcome.FAILED
-        finish_attempt(
-            publishing.pk, attempt, outcome, error_code=error.code, error_message=error.detail, log=log
-        )
+        # One transaction: no reader sees the publishing ended while its attempt still runs.
+        with transaction.atomic():
+            _record_end(publishing, log, error, target, message, event, changes)
     except InvalidTransition:
         logger.info(
             "publishing %s changed meanwhile; failure of attempt %d not recorded", publishing.pk, attempt
