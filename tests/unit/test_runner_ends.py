@@ -11,7 +11,7 @@ from django.db import connection
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import Attempt, Publishing
 from publishing.pipeline import workspace as workspace_module
-from publishing.services import runner
+from publishing.services import attempts, runner
 from publishing.services.publishings import publishing_initiate
 from tests.factories import ProjectFactory, UserFactory
 from tests.fakes import ScriptedPipeline
@@ -27,7 +27,7 @@ def queued() -> Publishing:
 def record_attempt_ends(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool, str]]:
     """(outcome, inside a transaction, the publishing's status then) of each attempt the runner closes."""
     seen: list[tuple[str, bool, str]] = []
-    finish = runner.finish_attempt
+    finish = attempts.finish_attempt
 
     def finish_attempt(publishing_id: Any, number: int, outcome: str, **kwargs: Any) -> None:
         status = Publishing.objects.values_list("status", flat=True).get(pk=publishing_id)
