@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import grp
 import hashlib
 import json
@@ -15,7 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Self
@@ -143,22 +144,21 @@ class _StoreAccess:
         path.chmod(0o750 if folder else 0o640)
 
 
-@contextlib.contextmanager
-def _atomic_writer(final: Path, access: _StoreAccess) -> Iterator[IO[bytes]]:
-    """A temporary file beside `final` that replaces it, flushed and fsynced, only if the block succeeds."""
+def _stage(final: Path, access: _StoreAccess, write: Callable[[IO[bytes]], object]) -> Path:
+    """A temporary file beside `final`, written by `write`, flushed, fsynced and given the store's access;
+    removed again if any of that fails (a full disk included)."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            yield fh
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         access.apply(tmp, folder=False)
-        tmp.replace(final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_directory(final.parent)
+    return tmp
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
@@ -172,7 +172,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 def _submit_to_directory(
     artifact: Artifact, base: Path, *, publishing_id: str, origin: Origin, access: _StoreAccess
 ) -> Submission:
-    """Write `<base>/<owner id>/<project slug>/<id>.tar.gz`, then `<id>.json`, atomically; skip an
+    """Store `<base>/<owner id>/<project slug>/<id>.tar.gz` and `<id>.json` (`_store_pair`); skip an
     identical archive."""
     folders, file_name, manifest_name = artifact_names(origin, publishing_id)
     project_dir = base.joinpath(*folders)
@@ -184,23 +184,66 @@ def _submit_to_directory(
                 folder.mkdir()
                 access.apply(folder, folder=True)  # only what this created: the group can walk down
         access.apply(project_dir, folder=True)
-        if _sha256_of(final) == artifact.sha256:
-            logger.info("Artifact %s already stored with the same sha256; not rewriting it", final)
-        else:
-            with artifact.path.open("rb") as src, _atomic_writer(final, access) as dst:
-                shutil.copyfileobj(src, dst, COPY_BUFFER)
-        # The manifest comes last: its presence says the archive beside it is complete.
-        existing = _read_manifest(manifest_path)
-        if existing is None or existing.get("sha256") != artifact.sha256:
-            with _atomic_writer(manifest_path, access) as dst:
-                dst.write(manifest(artifact, publishing_id=publishing_id, origin=origin, file_name=file_name))
+        _store_pair(artifact, final, manifest_path, access, publishing_id=publishing_id, origin=origin)
     except OSError as exc:
         if exc.errno in TRANSIENT_ERRNOS:
             raise TransientJobError(
-                f"target directory unavailable: {exc}", code="TARGET_UNAVAILABLE"
+                f"target directory {project_dir} unavailable: {exc}", code="TARGET_UNAVAILABLE"
             ) from exc
         raise PermanentJobError(
-            f"target directory refused the artifact: {exc}", code="TARGET_REJECTED"
+            f"target directory {project_dir} refused the artifact: {exc}", code="TARGET_REJECTED"
         ) from exc
     logger.info("Stored artifact of publishing %s at %s", publishing_id, final)
     return Submission(uri=final.absolute().as_uri(), ref=publishing_id)
+
+
+def _store_pair(
+    artifact: Artifact,
+    final: Path,
+    manifest_path: Path,
+    access: _StoreAccess,
+    *,
+    publishing_id: str,
+    origin: Origin,
+) -> None:
+    """Put the archive at `final` and its manifest at `manifest_path`, unless they are there already.
+
+    Both are written in full to temporary files before either is renamed into place, so a full disk
+    or any other write error leaves what a reader saw before, and no temporary file. A manifest is
+    present only beside the archive it names: one naming another archive goes before the archive is
+    replaced, and the new one comes last.
+    """
+    _remove_leftovers(final, manifest_path)
+    staged: list[Path] = []
+    try:
+        new_archive: Path | None = None
+        if _sha256_of(final) == artifact.sha256:
+            logger.info("Artifact %s already stored with the same sha256; not rewriting it", final)
+        else:
+            with artifact.path.open("rb") as src:
+                new_archive = _stage(final, access, lambda dst: shutil.copyfileobj(src, dst, COPY_BUFFER))
+            staged.append(new_archive)
+        existing = _read_manifest(manifest_path)
+        if new_archive is None and existing is not None and existing.get("sha256") == artifact.sha256:
+            return
+        content = manifest(artifact, publishing_id=publishing_id, origin=origin, file_name=final.name)
+        staged.append(new_manifest := _stage(manifest_path, access, lambda dst: dst.write(content)))
+        if new_archive is not None:
+            manifest_path.unlink(missing_ok=True)
+            new_archive.replace(final)
+            _fsync_directory(final.parent)
+        new_manifest.replace(manifest_path)
+        _fsync_directory(final.parent)
+    finally:
+        # Only what was never renamed into place is still there.
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def _remove_leftovers(*finals: Path) -> None:
+    """Remove the temporary files an earlier attempt left beside `finals` (a worker killed mid-copy):
+    hidden, never taken for an archive, but as large as one, on a disk that may be full."""
+    for final in finals:
+        for leftover in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+            logger.warning("Removing %s, left by an earlier attempt that never finished its copy", leftover)
+            leftover.unlink(missing_ok=True)

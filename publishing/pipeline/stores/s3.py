@@ -48,11 +48,13 @@ CHECKSUM_MISMATCH_CODES = frozenset({"BadDigest", "XAmzContentChecksumMismatch"}
 ACCESS_DENIED_CODES = frozenset(
     {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccountProblem"}
 )
-# Answers worth a retry whatever their status (S3's RequestTimeout is a 400).
+# Answers worth a retry whatever their status (S3's RequestTimeout is a 400). A full quota (MinIO's
+# bucket quota is a 400) is as a full disk: room can come back, and the retry then publishes.
 TRANSIENT_CODES = frozenset(
     {
         "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded",
         "TooManyRequestsException", "RequestTimeout", "InternalError", "ServiceUnavailable",
+        "QuotaExceeded", "XMinioAdminBucketQuotaExceeded",
     }
 )  # fmt: skip
 # A conditional write that lost: the object appeared since it was looked for.
