@@ -31,7 +31,8 @@ from publishing.pipeline.processes import supervise
 
 logger = logging.getLogger(__name__)
 
-# How often the waiting thread wakes: this bounds how late a timeout or an async exception acts.
+# How often the waiting thread wakes while the command runs (its exit and the timeout wake it at
+# once): this bounds how late an async exception acts and output reaches the log.
 POLL_INTERVAL = 0.05
 # How often the build user's tasks are counted while the build runs (a scan of /proc).
 PROCESS_CHECK_INTERVAL = 0.5

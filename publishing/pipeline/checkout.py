@@ -40,7 +40,8 @@ QUIET_CONFIG = (("advice.detachedHead", "false"),)
 # git's first line, which names the worker's folder it clones into: no cause of a failure, so no
 # part of its detail (the job's log keeps it).
 _CLONING_RE = re.compile(r"^Cloning into .*\n?", re.MULTILINE)
-# How often the waiting thread wakes: this bounds how late a timeout or an async exception acts.
+# How often the waiting thread wakes while the command runs (its exit and the timeout wake it at
+# once): this bounds how late an async exception acts and output reaches the log.
 POLL_INTERVAL = 0.2
 
 _SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")

@@ -1,8 +1,9 @@
 """Running a command in a process group of its own: the one waiting loop of the checkout and the build.
 
 The command is started by the caller (`start_new_session=True`, its output on a pipe); `supervise`
-drains that pipe in a thread, waits in short slices, and kills the whole group on a timeout, on the
-caller's stop condition or on any exception in the waiting thread, then reaps the command.
+drains that pipe in a thread, waits in short slices (each ends as soon as the command exits), and
+kills the whole group on a timeout, on the caller's stop condition or on any exception in the
+waiting thread, then reaps the command.
 `with_output_tail` ends a failed step's error detail with the last lines of its command's output.
 """
 
@@ -14,11 +15,12 @@ import logging
 import os
 import queue
 import re
+import select
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -215,19 +217,40 @@ def _wait(
 ) -> tuple[float, bool, bool]:
     """(CPU seconds, timed out, stopped) once `proc` exits, `timeout` passes or `should_stop` says so."""
     deadline = time.monotonic() + timeout
-    # Short sleeps, not one long wait: an asynchronous exception (a cancellation) is only raised
-    # between bytecodes, never inside a blocking call.
-    while True:
-        if not reader.deliver(on_output):
-            on_output("")
-        if (usage := reap(proc)) is not None:
-            return usage, False, False
-        now = time.monotonic()
-        if should_stop is not None and should_stop(now >= deadline):
-            return 0.0, False, True
-        if now >= deadline:
-            return 0.0, True, False
-        time.sleep(poll_interval)
+    # Short waits, not one long one: an asynchronous exception (a cancellation) is only raised
+    # between bytecodes, never inside a blocking call. Each ends early when the command exits.
+    with _exit_waiter(proc) as wait_for_exit:
+        while True:
+            if not reader.deliver(on_output):
+                on_output("")
+            if (usage := reap(proc)) is not None:
+                return usage, False, False
+            now = time.monotonic()
+            if should_stop is not None and should_stop(now >= deadline):
+                return 0.0, False, True
+            if now >= deadline:
+                return 0.0, True, False
+            wait_for_exit(min(poll_interval, deadline - now))
+
+
+@contextlib.contextmanager
+def _exit_waiter(proc: subprocess.Popen[bytes]) -> Iterator[Callable[[float], object]]:
+    """A wait of at most the seconds it is given that ends as soon as `proc` exits: a poll of its pidfd
+    (Linux 5.3+). Where there is none, it sleeps them out."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        # No pidfd_open in this Python or kernel, or the command is already reaped (SIGCHLD ignored).
+        pidfd = -1
+    if pidfd < 0:
+        yield time.sleep
+        return
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        yield lambda seconds: poller.poll(seconds * 1000)
+    finally:
+        os.close(pidfd)
 
 
 def _finish(proc: subprocess.Popen[bytes], reader: OutputReader, output: IO[bytes]) -> None:

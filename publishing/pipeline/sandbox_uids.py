@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 # Host-wide, root's: every worker of the host (whatever its settings) takes build uids from here.
 UID_LOCK_DIR = Path("/run/publisher-build-uids")
+# How much of /proc/<pid>/status is read: its uid and thread count come long before this.
+STATUS_READ = 8192
 
 
 def _lock_dir(folder: Path) -> Path:
@@ -51,17 +53,22 @@ def _has_account(uid: int) -> bool:
 
 def _status(pid: int | str) -> tuple[int, int] | None:
     """(real uid, threads) of process `pid` from /proc; None once it is gone."""
-    real_uid = threads = -1
+    # One read and two searches, not a parse of every line: a build's start scans every process of
+    # the host twice (its uid's lease, its task allowance), and its watch once every half second.
     try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"Uid:"):
-                    real_uid = int(line.split()[1])
-                elif line.startswith(b"Threads:"):
-                    threads = int(line.split()[1])
+        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, STATUS_READ)
+        finally:
+            os.close(fd)
+        uid_at = data.index(b"\nUid:") + len(b"\nUid:")
+        threads_at = data.index(b"\nThreads:") + len(b"\nThreads:")
+        # "Uid:\t<real>\t<effective>\t<saved>\t<fs>", "Threads:\t<count>"
+        real_uid = int(data[uid_at : data.index(b"\t", uid_at + 1)])
+        threads = int(data[threads_at : data.index(b"\n", threads_at)])
     except (OSError, ValueError):
         return None
-    return (real_uid, threads) if real_uid >= 0 else None
+    return real_uid, threads
 
 
 def processes_by_uid() -> dict[int, list[tuple[int, int]]]:

@@ -5,10 +5,15 @@ afterwards by any of them."""
 from __future__ import annotations
 
 import ctypes
+import errno
+import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import IO, cast
+
+import pytest
 
 from publishing.pipeline.processes import (
     DETAIL_TAIL_CHARS,
@@ -161,6 +166,118 @@ def test_an_asynchronous_exception_kills_the_whole_group_and_surfaces(tmp_path: 
     assert [type(error) for error in errors] == [Cancelled]
     assert proc.returncode is not None
     assert _gone(background)
+
+
+def _no_sleep(seconds: float) -> None:
+    raise AssertionError(f"slept {seconds} s: the wait did not watch the command's exit")
+
+
+def _opened_pidfds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pidfds the wait opens from now on."""
+    opened: list[int] = []
+    pidfd_open = os.pidfd_open
+
+    def recording(pid: int, flags: int = 0) -> int:
+        opened.append(pidfd_open(pid, flags))
+        return opened[-1]
+
+    monkeypatch.setattr(os, "pidfd_open", recording)
+    return opened
+
+
+def _is_pidfd(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfds are Linux's")
+def test_the_wait_ends_when_the_command_exits_not_at_the_next_poll(monkeypatch: pytest.MonkeyPatch):
+    # Given a command that runs a moment, and polls an hour apart that may not be slept through
+    proc = _start("sleep 0.2; exit 7")
+    monkeypatch.setattr(time, "sleep", _no_sleep)
+    opened = _opened_pidfds(monkeypatch)
+
+    # When it is waited for
+    ending = _supervise(proc, [], poll_interval=3600, timeout=60)
+
+    # Then the wait ended with the command (a missed exit ends it at the timeout), and its pidfd is closed
+    assert (ending.returncode, ending.timed_out) == (7, False)
+    assert len(opened) == 1
+    assert not _is_pidfd(opened[0])
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfds are Linux's")
+def test_a_timeout_acts_on_time_however_far_apart_the_polls_are(monkeypatch: pytest.MonkeyPatch):
+    # Given a command that outlives its timeout, and polls an hour apart
+    proc = _start("sleep 60")
+    monkeypatch.setattr(time, "sleep", _no_sleep)
+
+    # When it is waited for
+    ending = _supervise(proc, [], poll_interval=3600, timeout=0.5)
+
+    # Then it timed out, and is gone
+    assert ending.timed_out
+    assert _gone(proc.pid)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfds are Linux's")
+def test_the_pidfd_is_closed_when_the_wait_ends_in_an_exception(monkeypatch: pytest.MonkeyPatch):
+    # Given a command that runs until it is killed, and a caller that fails on its first output
+    proc = _start("echo hello; sleep 60")
+    opened = _opened_pidfds(monkeypatch)
+
+    def on_output(text: str) -> None:
+        if text:
+            raise RuntimeError("the log is gone")
+
+    # When it is waited for
+    with pytest.raises(RuntimeError, match="the log is gone"):
+        supervise(
+            proc,
+            cast(IO[bytes], proc.stdout),
+            timeout=30,
+            poll_interval=0.05,
+            on_output=on_output,
+            log_limit=99,
+        )
+
+    # Then the command is gone and the pidfd closed
+    assert proc.returncode is not None
+    assert len(opened) == 1
+    assert not _is_pidfd(opened[0])
+
+
+def _no_pidfd_open(pid: int, flags: int = 0) -> int:
+    raise OSError(errno.ENOSYS, "Function not implemented")
+
+
+@pytest.mark.parametrize("without", ["in_python", "in_the_kernel"])
+def test_without_pidfds_the_wait_sleeps_between_polls(monkeypatch: pytest.MonkeyPatch, without: str):
+    # Given no pidfd_open: a Python without it, or a kernel before 5.3
+    if without == "in_python":
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    else:
+        monkeypatch.setattr(os, "pidfd_open", _no_pidfd_open)
+    slept: list[float] = []
+    sleep = time.sleep
+
+    def recording(seconds: float) -> None:
+        slept.append(seconds)
+        sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", recording)
+    proc = _start("sleep 0.2; exit 7")
+    out: list[str] = []
+
+    # When a command is waited for
+    ending = _supervise(proc, out, poll_interval=0.05)
+
+    # Then the wait slept its polls out, and still got the command's end
+    assert (ending.returncode, ending.timed_out) == (7, False)
+    assert slept
+    assert all(seconds <= 0.05 for seconds in slept)
 
 
 def test_the_tail_of_a_long_output_starts_at_a_whole_line():

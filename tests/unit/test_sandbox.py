@@ -17,7 +17,7 @@ import pytest
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline import workspace as workspaces
 from publishing.pipeline.sandbox import SandboxPolicy, describe
-from publishing.pipeline.sandbox_uids import lease_uid, sweep_uids
+from publishing.pipeline.sandbox_uids import lease_uid, processes_by_uid, sweep_uids
 from tests.support.prerequisites import require_root
 
 needs_root = pytest.mark.needs_root("running a process as another uid needs root")
@@ -96,6 +96,36 @@ def _gone(process: subprocess.Popen[bytes], within: float = 5.0) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return True
+
+
+def _threads_of_this_process() -> int:
+    line = next(
+        line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("Threads:")
+    )
+    return int(line.split()[1])
+
+
+def test_the_scan_of_processes_finds_each_under_its_real_uid_with_its_threads():
+    # Given this process, with one thread more than it had
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    before = _threads_of_this_process()
+    thread.start()
+    try:
+        # When /proc is scanned
+        found = processes_by_uid()
+
+        # Then this process is under its real uid, with every thread it runs now
+        assert (os.getpid(), before + 1) in found[os.getuid()]
+        assert all(
+            pid != os.getpid()
+            for uid, processes in found.items()
+            if uid != os.getuid()
+            for pid, _ in processes
+        )
+    finally:
+        release.set()
+        thread.join()
 
 
 @needs_root
