@@ -262,9 +262,12 @@ def test_without_pidfds_the_wait_sleeps_between_polls(monkeypatch: pytest.Monkey
         monkeypatch.setattr(os, "pidfd_open", _no_pidfd_open)
     slept: list[float] = []
     sleep = time.sleep
+    waiting = threading.current_thread()
 
     def recording(seconds: float) -> None:
-        slept.append(seconds)
+        # This thread's sleeps only: time.sleep is the process's, other threads sleep too.
+        if threading.current_thread() is waiting:
+            slept.append(seconds)
         sleep(seconds)
 
     monkeypatch.setattr(time, "sleep", recording)
