@@ -168,8 +168,14 @@ def test_an_asynchronous_exception_kills_the_whole_group_and_surfaces(tmp_path: 
     assert _gone(background)
 
 
+_SLEEP = time.sleep
+
+
 def _no_sleep(seconds: float) -> None:
-    raise AssertionError(f"slept {seconds} s: the wait did not watch the command's exit")
+    """time.sleep for a test whose own thread must not sleep; other threads of the process still may."""
+    if threading.current_thread() is threading.main_thread():
+        raise AssertionError(f"slept {seconds} s: the wait did not watch the command's exit")
+    _SLEEP(seconds)
 
 
 def _opened_pidfds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
