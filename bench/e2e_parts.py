@@ -155,6 +155,7 @@ class Samples:
     values: list[tuple[float, int]] = field(default_factory=list)
 
     def peak(self, start: float = 0.0, end: float = float("inf")) -> int:
+        """The highest value sampled between `start` and `end`; 0 if none was."""
         inside = [value for at, value in self.values if start <= at <= end]
         return max(inside, default=0)
 
