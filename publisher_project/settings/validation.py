@@ -74,9 +74,12 @@ def read_str(name: str, default: str, *, choices: Iterable[str] | None = None) -
     return value
 
 
-def read_int(name: str, default: int, *, minimum: int = 0) -> int:
-    """A whole number, `minimum` or more."""
-    return _read_number(name, default, int, minimum, f"a whole number, {minimum} or more")
+def read_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """A whole number, `minimum` or more, and `maximum` or less when given."""
+    if maximum is None:
+        return _read_number(name, default, int, minimum, f"a whole number, {minimum} or more")
+    expected = f"a whole number from {minimum} to {maximum}"
+    return _read_number(name, default, int, minimum, expected, maximum=maximum)
 
 
 def read_float(name: str, default: float) -> float:
@@ -84,7 +87,15 @@ def read_float(name: str, default: float) -> float:
     return _read_number(name, default, float, 0, "a number, 0 or more")
 
 
-def _read_number(name: str, default: N, convert: Callable[[str], N], minimum: int, expected: str) -> N:
+def _read_number(
+    name: str,
+    default: N,
+    convert: Callable[[str], N],
+    minimum: int,
+    expected: str,
+    *,
+    maximum: float = float("inf"),
+) -> N:
     raw = _raw(name)
     if raw is None:
         return default
@@ -92,7 +103,7 @@ def _read_number(name: str, default: N, convert: Callable[[str], N], minimum: in
         value = convert(raw.strip())
     except ValueError:
         raise invalid(name, raw, expected) from None
-    if not value >= minimum:  # also refuses nan
+    if not minimum <= value <= maximum:  # also refuses nan
         raise invalid(name, raw, expected)
     return value
 

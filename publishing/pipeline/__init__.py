@@ -61,7 +61,13 @@ class DefaultPipeline:
             )
 
     def package(self, job: Job, source: Path) -> Artifact:
-        return package(source, job.artifact_path, out_dir=job.workspace / "out", name=job.publishing_id)
+        return package(
+            source,
+            job.artifact_path,
+            out_dir=job.workspace / "out",
+            name=job.publishing_id,
+            compression_level=settings.PUBLISHING_ARTIFACT_COMPRESSION_LEVEL,
+        )
 
     def submit(self, job: Job, artifact: Artifact) -> Submission:
         return submit(artifact, target_url=job.target_url, publishing_id=job.publishing_id, origin=job.origin)

@@ -8,6 +8,7 @@ import importlib
 import io
 import os
 import pwd
+import random
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,13 @@ from typing import Any
 import pytest
 
 from publishing.exceptions import PermanentJobError
-from publishing.pipeline.package import ARCHIVE_MTIME, package, resolve_artifact_path
+from publishing.pipeline import DefaultPipeline, Job, Origin
+from publishing.pipeline.package import (
+    ARCHIVE_MTIME,
+    COPY_BUFFER,
+    package,
+    resolve_artifact_path,
+)
 
 # `publishing.pipeline.package` is also the name of the step's function on the package.
 package_module = importlib.import_module("publishing.pipeline.package")
@@ -410,3 +417,73 @@ def test_package_reports_an_unwritable_output_folder_as_a_permanent_failure(tmp_
         package(source, "dist", out_dir=tmp_path / "in-the-way" / "out", name="pub")
     assert excinfo.value.code == "PACKAGE_FAILED"
     assert excinfo.value.detail.startswith("packaging failed: [Errno 20] Not a directory")
+
+
+def _make_text_site(root: Path) -> tuple[Path, dict[str, bytes]]:
+    """A checkout whose dist/ holds text (which each gzip level packs differently) and random bytes,
+    each larger than the archive's write buffer."""
+    rng = random.Random(7)  # noqa: S311 - reproducible content, not a secret
+    words = ("publish", "build", "artifact", "store", "queue", "worker", "page", "site", "the", "of")
+    content = {
+        "page.html": " ".join(rng.choice(words) for _ in range(COPY_BUFFER // 2)).encode(),
+        "image.bin": rng.randbytes(COPY_BUFFER + 1000),
+    }
+    (root / "dist").mkdir(parents=True)
+    for name, data in content.items():
+        (root / "dist" / name).write_bytes(data)
+    return root, content
+
+
+def test_the_compression_level_reaches_the_archive_and_the_checksum_is_the_files(tmp_path):
+    # Given a checkout of text and random bytes
+    source, content = _make_text_site(tmp_path / "src")
+
+    # When it is packaged at gzip's levels 0 (stored), 1 and 9
+    artifacts = {
+        level: package(source, "dist", out_dir=tmp_path / f"out-{level}", name="pub", compression_level=level)
+        for level in (0, 1, 9)
+    }
+
+    # Then the higher the level, the smaller the archive, each holding the same files
+    assert artifacts[9].size < artifacts[1].size < artifacts[0].size
+    for artifact in artifacts.values():
+        with tarfile.open(artifact.path, "r:gz") as tar:
+            assert {name: tar.extractfile(name).read() for name in content} == content  # type: ignore[union-attr]
+        # And the sha256 and size taken while writing are those of the file written
+        data = artifact.path.read_bytes()
+        assert artifact.sha256 == hashlib.sha256(data).hexdigest()
+        assert artifact.size == len(data)
+
+
+@pytest.mark.parametrize("level", [-1, 10])
+def test_package_refuses_a_level_gzip_does_not_have(tmp_path, level):
+    source, _ = _make_text_site(tmp_path / "src")
+    with pytest.raises(ValueError, match=f"compression level {level} is not between 0 and 9"):
+        package(source, "dist", out_dir=tmp_path / "out", name="pub", compression_level=level)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_default_pipeline_packages_at_the_configured_level(tmp_path, settings):
+    # Given a checkout, and a level other than the default configured
+    source, _ = _make_text_site(tmp_path / "src")
+    settings.PUBLISHING_ARTIFACT_COMPRESSION_LEVEL = 1
+    job = Job(
+        publishing_id="pub",
+        origin=Origin(owner_id="1", project_id="2", project_slug="site"),
+        repository_url="https://example.com/site.git",
+        ref="main",
+        build_command="",
+        artifact_path="dist",
+        target_url="file:///srv/store",
+        workspace=tmp_path / "workspace",
+        log=lambda _chunk: None,
+    )
+
+    # When the pipeline packages it
+    artifact = DefaultPipeline().package(job, source)
+
+    # Then the archive is the one of that level, not the default's
+    at_one = package(source, "dist", out_dir=tmp_path / "at-1", name="pub", compression_level=1)
+    default = package(source, "dist", out_dir=tmp_path / "default", name="pub")
+    assert artifact.path.read_bytes() == at_one.path.read_bytes()
+    assert artifact.sha256 == at_one.sha256 != default.sha256

@@ -93,6 +93,7 @@ def test_the_job_defaults_are_the_specs() -> None:
     assert not base.PUBLISHING_ALLOW_LOCAL_SOURCES
     assert not base.PUBLISHING_ALLOW_PRIVATE_TARGETS
     assert not base.PUBLISHING_ALLOW_USER_BUILD_COMMANDS
+    assert base.PUBLISHING_ARTIFACT_COMPRESSION_LEVEL == 6
 
 
 def test_middleware_is_spelled_out_without_prometheus() -> None:
@@ -212,6 +213,8 @@ def test_each_validated_knob_refuses_a_bad_value_at_import_naming_it(
         ("builds", "PUBLISHING_SANDBOX_UIDS", "0-10", "FIRST-LAST"),
         ("api", "PUBLISHING_INITIATE_RATE", "0/min", "N/s, N/min"),
         ("builds", "PUBLISHING_BUILD_NETWORK", "private", "'none' or 'public'"),
+        ("stores", "PUBLISHING_ARTIFACT_COMPRESSION_LEVEL", "10", "a whole number from 0 to 9"),
+        ("stores", "PUBLISHING_ARTIFACT_COMPRESSION_LEVEL", "-1", "a whole number from 0 to 9"),
     ],
 )
 def test_a_value_out_of_range_is_refused_too(
@@ -234,6 +237,7 @@ def test_the_readers_keep_what_they_accept(monkeypatch: pytest.MonkeyPatch) -> N
     assert validation.read_bool("X_BOOL", False) is True
     assert validation.read_str("X_CHOICE", "auto", choices=("auto", "path")) == "path"
     assert validation.read_int("X_INT", 0) == 7
+    assert validation.read_int("X_INT", 0, maximum=7) == 7
     assert validation.read_float("X_UNSET", 0.5) == 0.5
     assert validation.read_parsed("X_UNSET", "60000-60999", validation.parse_uid_range, "uids") == range(
         60000, 61000
