@@ -37,7 +37,8 @@ COVERAGE_DIR := var/coverage
 PG_PASS_LEAVES_OUT := $(wildcard tests/unit/test_pipeline_*.py) tests/unit/test_sandbox.py \
 	tests/unit/test_build_proxy.py tests/unit/test_settings.py tests/unit/test_support_polling.py \
 	tests/unit/test_redis_server.py tests/unit/test_runlocal_record.py tests/unit/test_live_polls.py \
-	tests/integration/test_sandbox.py tests/integration/test_runlocal.py tests/integration/test_cli.py
+	tests/integration/test_sandbox.py tests/integration/test_runlocal.py tests/integration/test_cli.py \
+	tests/integration/test_package_determinism.py
 
 .PHONY: help install not-running run migrate demo check lint format typecheck migrations-check test test-unit test-integration test-browser screenshots test-postgres docker-check tox bench bench-smoke sizing chaos requirements clean
 

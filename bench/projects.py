@@ -130,8 +130,12 @@ class Project:
         return self.repository.as_uri()
 
 
-def generate(size: Size, folder: Path, *, seed: int = 0) -> Project:
-    """A git repository of `size` at `folder` (which must not exist), its history `size.commits` long."""
+def generate(size: Size, folder: Path, *, seed: int = 0, packed: bool = True) -> Project:
+    """A git repository of `size` at `folder` (which must not exist), its history `size.commits` long.
+
+    `packed=False` leaves its objects loose: the same files and commits, without the repack that takes
+    most of a real-size generation (for tests that clone it locally).
+    """
     rng = random.Random(f"{size.name}-{seed}")  # noqa: S311 - reproducible content, not a secret
     folder.mkdir(parents=True)
     _run(["git", "init", "--quiet", "-b", BRANCH, str(folder)])
@@ -158,8 +162,9 @@ def generate(size: Size, folder: Path, *, seed: int = 0) -> Project:
         if size.images:
             _write_bytes(folder / "site" / "img" / "news" / f"update-{number}.jpg", rng, size.image_bytes)
         _commit(folder, f"Update {number}", number)
-    # Packed, as a hosted repository is: a clone then reuses the packed objects.
-    _run(["git", "-C", str(folder), "repack", "-a", "-d", "-q"])
+    if packed:
+        # Packed, as a hosted repository is: a clone then reuses the packed objects.
+        _run(["git", "-C", str(folder), "repack", "-a", "-d", "-q"])
     return Project(size=size, repository=folder)
 
 
