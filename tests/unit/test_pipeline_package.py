@@ -19,7 +19,7 @@ from publishing.exceptions import PermanentJobError
 from publishing.pipeline import DefaultPipeline, Job, Origin
 from publishing.pipeline.package import (
     ARCHIVE_MTIME,
-    COPY_BUFFER,
+    WRITE_BUFFER,
     package,
     resolve_artifact_path,
 )
@@ -425,8 +425,8 @@ def _make_text_site(root: Path) -> tuple[Path, dict[str, bytes]]:
     rng = random.Random(7)  # noqa: S311 - reproducible content, not a secret
     words = ("publish", "build", "artifact", "store", "queue", "worker", "page", "site", "the", "of")
     content = {
-        "page.html": " ".join(rng.choice(words) for _ in range(COPY_BUFFER // 2)).encode(),
-        "image.bin": rng.randbytes(COPY_BUFFER + 1000),
+        "page.html": " ".join(rng.choice(words) for _ in range(WRITE_BUFFER // 2)).encode(),
+        "image.bin": rng.randbytes(WRITE_BUFFER + 1000),
     }
     (root / "dist").mkdir(parents=True)
     for name, data in content.items():
