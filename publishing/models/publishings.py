@@ -34,6 +34,7 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         new_message_id: str | None = None,
         event: str = "",
         event_attempt: int | None = None,
+        savepoint: bool = True,
         **changes: Any,
     ) -> dict[str, Any]:
         """Move one publishing to `to` by compare-and-set; raise InvalidTransition if not allowed.
@@ -45,6 +46,7 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         `only_from` narrows the allowed sources for a caller with a stricter rule.
         `notify=False` restores a terminal status without announcing it again.
         `event`, what happened in the log's words, is logged with the move (as of `event_attempt`).
+        `savepoint=False` inside a caller's block that already isolates the move (or is undone whole).
         Returns the values written, for the caller's instance to say what the row now says.
         """
         now = timezone.now()
@@ -70,7 +72,7 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         # Atomic with the receivers of `publishing_finished`: what they record
         # (a webhook delivery) exists exactly when the terminal status does; and with its event, so
         # that a reader of the log who sees the status sees what led to it.
-        with transaction.atomic() if terminal or event else contextlib.nullcontext():
+        with transaction.atomic(savepoint=savepoint) if terminal or event else contextlib.nullcontext():
             if not self.filter(guard).update(**values):
                 current = self.filter(pk=pk).values_list("status", flat=True).first()
                 raise InvalidTransition(

@@ -123,7 +123,8 @@ def _insert_queued(
                 )
                 created.take_settings_of(project)
                 created.save(force_insert=True)
-                message = queue(created, sources=(Status.PENDING,), event=event)
+                # No savepoint: any error undoes this whole transaction, the insert with it.
+                message = queue(created, sources=(Status.PENDING,), event=event, savepoint=False)
             _without_attempts(created)
             return created, message
         except IntegrityError:

@@ -44,9 +44,13 @@ def queue(
     sources: tuple[str, ...],
     attempt: int | None = None,
     retries: int = 0,
+    savepoint: bool = True,
     **changes: Any,
 ) -> dramatiq.Message[Any]:
-    """Move the publishing to queued with a new message, and return the message (not sent yet)."""
+    """Move the publishing to queued with a new message, and return the message (not sent yet).
+
+    `savepoint=False` inside a transaction that is undone whole if the move fails (initiate's insert).
+    """
     message = jobs.build_message(
         publishing_id=str(publishing.pk),
         project_id=str(publishing.project_id),
@@ -56,8 +60,8 @@ def queue(
     )
     # Its own (sub)transaction: committed (with the caller's, if any) before the
     # message is sent, and a unique-constraint refusal does not break an
-    # enclosing transaction.
-    with transaction.atomic():
+    # enclosing transaction. It isolates the move: the transition needs no savepoint of its own.
+    with transaction.atomic(savepoint=savepoint):
         values = Publishing.objects.transition(
             publishing.pk,
             Status.QUEUED,
@@ -69,6 +73,7 @@ def queue(
             wait_reason="",
             retries=retries,
             heartbeat_at=None,
+            savepoint=False,
             **changes,
         )
     for name, value in values.items():  # the instance says what the row now says
