@@ -44,24 +44,14 @@ def queue(
     sources: tuple[str, ...],
     attempt: int | None = None,
     retries: int = 0,
-    savepoint: bool = True,
     **changes: Any,
 ) -> dramatiq.Message[Any]:
-    """Move the publishing to queued with a new message, and return the message (not sent yet).
-
-    `savepoint=False` inside a transaction that is undone whole if the move fails (initiate's insert).
-    """
-    message = jobs.build_message(
-        publishing_id=str(publishing.pk),
-        project_id=str(publishing.project_id),
-        user_id=str(publishing.requested_by_id),
-        owner_id=str(publishing.project.owner_id if publishing.project else publishing.requested_by_id),
-        retries=retries,
-    )
+    """Move the publishing to queued with a new message, and return the message (not sent yet)."""
+    message = message_for(publishing, retries=retries)
     # Its own (sub)transaction: committed (with the caller's, if any) before the
     # message is sent, and a unique-constraint refusal does not break an
     # enclosing transaction. It isolates the move: the transition needs no savepoint of its own.
-    with transaction.atomic(savepoint=savepoint):
+    with transaction.atomic():
         values = Publishing.objects.transition(
             publishing.pk,
             Status.QUEUED,
@@ -79,6 +69,17 @@ def queue(
     for name, value in values.items():  # the instance says what the row now says
         setattr(publishing, name, value)
     return message
+
+
+def message_for(publishing: Publishing, *, retries: int = 0) -> dramatiq.Message[Any]:
+    """A new build message for the publishing; `retries` carries a retry count over to it."""
+    return jobs.build_message(
+        publishing_id=str(publishing.pk),
+        project_id=str(publishing.project_id),
+        user_id=str(publishing.requested_by_id),
+        owner_id=str(publishing.project.owner_id if publishing.project else publishing.requested_by_id),
+        retries=retries,
+    )
 
 
 def send(

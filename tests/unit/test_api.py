@@ -65,25 +65,21 @@ def test_initiate_answers_what_the_database_holds_without_reading_it_back(api, p
     assert response.json() == api.get(response["Location"]).json()
 
 
-def test_initiate_writes_its_row_move_and_log_line_in_one_transaction_without_savepoints(
+def test_initiate_writes_its_queued_row_and_log_line_in_one_transaction_without_savepoints(
     api, project, stub_broker
 ) -> None:
     # When a publishing is initiated
     with CaptureQueriesContext(connection) as queries:
         response = api.post(INITIATE, {"project_id": str(project.pk)}, format="json")
 
-    # Then the insert, the move to queued and the first log line are its three writes, and its
+    # Then the row, inserted as queued, and its first log line are its two writes, and its
     # transaction is the only (sub)transaction: the test's own wraps it, so that one is a savepoint
     assert response.status_code == 202
     statements = [query["sql"] for query in queries.captured_queries]
     writes = [
         sql.split(" (")[0].split(" SET")[0] for sql in statements if sql.startswith(("INSERT", "UPDATE"))
     ]
-    assert writes == [
-        'INSERT INTO "publishing_publishing"',
-        'UPDATE "publishing_publishing"',
-        'INSERT INTO "publishing_logline"',
-    ]
+    assert writes == ['INSERT INTO "publishing_publishing"', 'INSERT INTO "publishing_logline"']
     assert len([sql for sql in statements if sql.startswith("SAVEPOINT")]) == 1
 
 
