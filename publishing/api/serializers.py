@@ -10,9 +10,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.relations import Hyperlink, PKOnlyObject
-from rest_framework.request import Request
-from rest_framework.reverse import reverse
 
+from publishing.api.links import Links
 from publishing.models import CREDENTIAL_URL_FIELDS, SNAPSHOT_FIELDS, Attempt, Project, Publishing
 from publishing.pipeline.stores import target_url_help
 from publishing.redaction import redact_credentials, redacted_url, restore_credentials
@@ -273,26 +272,27 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
         # By hand, not through the declared fields: DRF copying and running ~35 of them for each
         # publishing was a third of initiate's CPU. The fields still describe it (the OpenAPI schema,
         # the browsable API); tests/unit/test_serializers.py holds the two to the same output.
-        request = self.context["request"]
-        data = {name: self._value(instance, name, request) for name in self.Meta.fields}
+        links = Links(self.context["request"], self.context.get("format"))
+        data = {name: self._value(instance, name, links) for name in self.Meta.fields}
         return redacted(data, JOB_TEXT_FIELDS)
 
     def drf_representation(self, instance: Publishing) -> dict[str, Any]:
         """What DRF renders from the declared fields: what to_representation must say."""
         return redacted(super().to_representation(instance), JOB_TEXT_FIELDS)
 
-    def _value(self, publishing: Publishing, name: str, request: Request) -> Any:
+    def _value(self, publishing: Publishing, name: str, links: Links) -> Any:
         """The value of field `name` as its declared field renders it."""
         declared = self._declared_fields.get(name)
         if isinstance(declared, serializers.HyperlinkedIdentityField):
-            return self._link(cast(str, declared.view_name), publishing, request)
+            return Hyperlink(links(cast(str, declared.view_name), publishing.pk), publishing)
         match name:
             case "id":
                 return str(publishing.pk)
             case "project" | "project_id" if publishing.project_id is None:
                 return None
             case "project":
-                return self._link("project-detail", PKOnlyObject(publishing.project_id), request)
+                project = PKOnlyObject(publishing.project_id)
+                return Hyperlink(links("project-detail", project.pk), project)
             case "project_id":
                 return str(publishing.project_id)
             case "requested_by":
@@ -309,11 +309,6 @@ class PublishingSerializer(FieldsBuiltOnce, serializers.HyperlinkedModelSerializ
             return DATETIME.to_representation(value)
         # CharField renders str(value) (a status is a str enum); a null is null; integers are ints.
         return str(value) if isinstance(value, str) else value
-
-    def _link(self, view: str, obj: Any, request: Request) -> Hyperlink:
-        """HyperlinkedRelatedField's link: DRF's reverse, with the request's format and versioning."""
-        url = reverse(view, kwargs={"pk": obj.pk}, request=request, format=self.context.get("format"))
-        return Hyperlink(url, obj)
 
     @extend_schema_field(WaitingSerializer(allow_null=True))
     def get_waiting(self, publishing: Publishing) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.urls import set_script_prefix
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -22,8 +23,10 @@ def _request(path: str = "/api/v1/publishing/") -> Request:
     return Request(APIRequestFactory().get(path))
 
 
-def _both(serializer_class: type[PublishingSerializer], publishing: Publishing) -> tuple[str, str]:
-    serializer = serializer_class(publishing, context={"request": _request()})
+def _both(
+    serializer_class: type[PublishingSerializer], publishing: Publishing, path: str = "/api/v1/publishing/"
+) -> tuple[str, str]:
+    serializer = serializer_class(publishing, context={"request": _request(path)})
     fast, drf = serializer.to_representation(publishing), serializer.drf_representation(publishing)
     assert list(fast) == list(drf)
     return JSONRenderer().render(fast).decode(), JSONRenderer().render(drf).decode()
@@ -74,3 +77,20 @@ def test_the_hand_rendered_publishing_is_what_drf_renders(
         # Then they say the same, in the same order
         assert fast == drf
         assert json.loads(fast)["id"] == str(publishing.pk)
+
+
+def test_the_links_follow_the_script_prefix_and_the_format_override() -> None:
+    # Given a publishing whose links were made once already, at the site's root
+    publishing = PublishingFactory.create(status=Publishing.Status.QUEUED)
+    root, _ = _both(PublishingSerializer, publishing)
+    set_script_prefix("/publisher/")
+    try:
+        # When it is answered below a script prefix, to a request with ?format=json
+        fast, drf = _both(PublishingSerializer, publishing, path="/api/v1/publishing/?format=json")
+    finally:
+        set_script_prefix("/")
+    # Then its links are DRF's: under the prefix, with the override
+    assert fast == drf
+    url = json.loads(fast)["url"]
+    assert url == f"http://testserver/publisher/api/v1/publishing/{publishing.pk}?format=json"
+    assert json.loads(root)["url"] == f"http://testserver/api/v1/publishing/{publishing.pk}"
