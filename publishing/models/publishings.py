@@ -34,17 +34,19 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         new_message_id: str | None = None,
         event: str = "",
         event_attempt: int | None = None,
+        savepoint: bool = True,
         **changes: Any,
     ) -> dict[str, Any]:
         """Move one publishing to `to` by compare-and-set; raise InvalidTransition if not allowed.
 
-        The one way a publishing's status changes (after the insert as `pending`): the move must be
+        The one way a publishing's status changes (after `insert_queued`): the move must be
         in `Publishing.TRANSITIONS`. With `attempt` and `message_id` (the fence), the move only
         happens while that run still owns the publishing: a requeue or retry gives it a new message
         (`new_message_id`), so a straggling older run can never overwrite a newer one.
         `only_from` narrows the allowed sources for a caller with a stricter rule.
         `notify=False` restores a terminal status without announcing it again.
         `event`, what happened in the log's words, is logged with the move (as of `event_attempt`).
+        `savepoint=False` inside a caller's block that already isolates the move (or is undone whole).
         Returns the values written, for the caller's instance to say what the row now says.
         """
         now = timezone.now()
@@ -70,7 +72,7 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         # Atomic with the receivers of `publishing_finished`: what they record
         # (a webhook delivery) exists exactly when the terminal status does; and with its event, so
         # that a reader of the log who sees the status sees what led to it.
-        with transaction.atomic() if terminal or event else contextlib.nullcontext():
+        with transaction.atomic(savepoint=savepoint) if terminal or event else contextlib.nullcontext():
             if not self.filter(guard).update(**values):
                 current = self.filter(pk=pk).values_list("status", flat=True).first()
                 raise InvalidTransition(
@@ -82,6 +84,22 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
             if terminal and notify:
                 publishing_finished.send(sender=Publishing, publishing_id=pk, status=to)
         return values
+
+    def insert_queued(self, publishing: Publishing, *, message_id: str, event: str) -> None:
+        """Insert a new publishing as queued with its message's id, and `event` as its first log line.
+
+        The row that inserting it as pending and moving it to queued would leave, in two statements
+        instead of three. Atomic with the caller's transaction, without a savepoint of its own: a
+        caller that carries on after a refused insert (IntegrityError) wraps it in one.
+        """
+        now = timezone.now()
+        publishing.status = Publishing.Status.QUEUED
+        publishing.message_id = message_id
+        publishing.created_at = publishing.updated_at = publishing.queued_at = now
+        publishing.log_size = LogLine.size_of(event)
+        with transaction.atomic(using=self.db, savepoint=False):
+            publishing.save(force_insert=True, using=self.db)
+            self._log_event(publishing.pk, publishing.attempts, event)
 
     def _log_event(self, pk: uuid.UUID | str, attempt: int | None, event: str) -> None:
         """Write `event` to the log, as of `attempt` or, if None, of the publishing's attempt now."""

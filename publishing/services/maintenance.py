@@ -119,8 +119,8 @@ class Reconciliation:
 def publishing_reconcile() -> Reconciliation:
     """Make the broker match the database, the source of truth. Safe to run anywhere, any time, in parallel.
 
-    - `pending` for longer than the grace period (the process died between
-      recording and queueing): queued now;
+    - `pending` for longer than the grace period (an older release's web
+      process died between recording and queueing): queued now;
     - `building`/`submitting` whose lease ran out (the worker died): requeued;
     - `queued` for longer than the grace period with no message in the
       broker (for example Redis lost its data): sent again.

@@ -26,7 +26,7 @@ from publishing.models import Attempt, Project, Publishing
 from publishing.pipeline.commits import parse_commit
 from publishing.selectors import project_for
 from publishing.services.attempts import finish_attempt
-from publishing.services.queueing import enqueue, queue, send
+from publishing.services.queueing import enqueue, message_for, send
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +96,12 @@ def _parsed_commit(commit: str) -> str:
 def _insert_queued(
     user: User, project: Project, idempotency_key: str | None, commit: str, *, event: str
 ) -> tuple[Publishing, dramatiq.Message[Any] | None]:
-    """Insert the row and queue it with its message, not sent yet; or return the twin (and None).
+    """Insert the row as queued with its message, not sent yet; or return the twin (and None).
 
-    pending -> queued in one transaction: one commit per initiate, not two
-    (docs/benchmarks.md). If the process dies before the message is sent, the
-    reconciler finds the queued row with no message in the broker.
+    The row, its message's id and its first log line in one transaction, one
+    commit per initiate (docs/benchmarks.md). If the process dies before the
+    message is sent, the reconciler finds the queued row with no message in
+    the broker.
     """
 
     def twin_or_raise_if_active() -> Publishing | None:
@@ -113,17 +114,17 @@ def _insert_queued(
     # No look first: the constraints decide, and the lookups run only when they refuse.
     for _ in range(2):
         try:
+            created = Publishing(
+                project=project,
+                requested_by=user,
+                idempotency_key=idempotency_key or None,
+                requested_commit=commit,
+            )
+            created.take_settings_of(project)
+            message = message_for(created)
+            # Its own block: a refused insert leaves an enclosing transaction usable for the look-ups.
             with transaction.atomic():
-                created = Publishing(
-                    project=project,
-                    requested_by=user,
-                    status=Status.PENDING,
-                    idempotency_key=idempotency_key or None,
-                    requested_commit=commit,
-                )
-                created.take_settings_of(project)
-                created.save(force_insert=True)
-                message = queue(created, sources=(Status.PENDING,), event=event)
+                Publishing.objects.insert_queued(created, message_id=message.message_id, event=event)
             _without_attempts(created)
             return created, message
         except IntegrityError:

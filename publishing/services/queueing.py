@@ -47,16 +47,10 @@ def queue(
     **changes: Any,
 ) -> dramatiq.Message[Any]:
     """Move the publishing to queued with a new message, and return the message (not sent yet)."""
-    message = jobs.build_message(
-        publishing_id=str(publishing.pk),
-        project_id=str(publishing.project_id),
-        user_id=str(publishing.requested_by_id),
-        owner_id=str(publishing.project.owner_id if publishing.project else publishing.requested_by_id),
-        retries=retries,
-    )
+    message = message_for(publishing, retries=retries)
     # Its own (sub)transaction: committed (with the caller's, if any) before the
     # message is sent, and a unique-constraint refusal does not break an
-    # enclosing transaction.
+    # enclosing transaction. It isolates the move: the transition needs no savepoint of its own.
     with transaction.atomic():
         values = Publishing.objects.transition(
             publishing.pk,
@@ -69,11 +63,23 @@ def queue(
             wait_reason="",
             retries=retries,
             heartbeat_at=None,
+            savepoint=False,
             **changes,
         )
     for name, value in values.items():  # the instance says what the row now says
         setattr(publishing, name, value)
     return message
+
+
+def message_for(publishing: Publishing, *, retries: int = 0) -> dramatiq.Message[Any]:
+    """A new build message for the publishing; `retries` carries a retry count over to it."""
+    return jobs.build_message(
+        publishing_id=str(publishing.pk),
+        project_id=str(publishing.project_id),
+        user_id=str(publishing.requested_by_id),
+        owner_id=str(publishing.project.owner_id if publishing.project else publishing.requested_by_id),
+        retries=retries,
+    )
 
 
 def send(

@@ -65,6 +65,24 @@ def test_initiate_answers_what_the_database_holds_without_reading_it_back(api, p
     assert response.json() == api.get(response["Location"]).json()
 
 
+def test_initiate_writes_its_queued_row_and_log_line_in_one_transaction_without_savepoints(
+    api, project, stub_broker
+) -> None:
+    # When a publishing is initiated
+    with CaptureQueriesContext(connection) as queries:
+        response = api.post(INITIATE, {"project_id": str(project.pk)}, format="json")
+
+    # Then the row, inserted as queued, and its first log line are its two writes, and its
+    # transaction is the only (sub)transaction: the test's own wraps it, so that one is a savepoint
+    assert response.status_code == 202
+    statements = [query["sql"] for query in queries.captured_queries]
+    writes = [
+        sql.split(" (")[0].split(" SET")[0] for sql in statements if sql.startswith(("INSERT", "UPDATE"))
+    ]
+    assert writes == ['INSERT INTO "publishing_publishing"', 'INSERT INTO "publishing_logline"']
+    assert len([sql for sql in statements if sql.startswith("SAVEPOINT")]) == 1
+
+
 def test_serializers_built_once_give_each_instance_fields_of_its_own() -> None:
     one, other = PublishingSerializer(), PublishingSerializer()
 

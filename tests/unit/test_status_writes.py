@@ -13,8 +13,8 @@ from pathlib import Path
 import publishing
 
 PACKAGE = Path(publishing.__file__).parent
-# The one function that moves a status, and the insert that creates a publishing as pending.
-ALLOWED = {("models/publishings.py", "transition"), ("services/publishings.py", "_insert_queued")}
+# The one function that moves a status, and the insert that creates a publishing as queued.
+ALLOWED = {("models/publishings.py", "transition"), ("models/publishings.py", "insert_queued")}
 WRITES = {"update", "create", "bulk_create", "bulk_update", "update_or_create", "get_or_create"}
 
 
