@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Collection
+from datetime import datetime
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -49,7 +50,6 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
         `savepoint=False` inside a caller's block that already isolates the move (or is undone whole).
         Returns the values written, for the caller's instance to say what the row now says.
         """
-        now = timezone.now()
         sources = Publishing.TRANSITIONS.get(to, frozenset())
         if only_from is not None:
             sources = sources & frozenset(only_from)
@@ -58,17 +58,12 @@ class PublishingQuerySet(models.QuerySet["Publishing"]):
             guard &= Q(attempts=attempt)
         if message_id is not None:
             guard &= Q(message_id=message_id)
-        values: dict[str, Any] = {"status": to, "updated_at": now, **changes}
-        if new_message_id is not None:
-            values["message_id"] = new_message_id
-        if to in Publishing.TERMINAL_STATUSES:
-            values.setdefault("finished_at", now)
-        if to == Publishing.Status.QUEUED:
-            values.setdefault("queued_at", now)
-            values.setdefault("finished_at", None)
+        now = timezone.now()
+        values = {
+            "status": to,
+            **_moved_values(to, now, new_message_id=new_message_id, event=event, changes=changes),
+        }
         terminal = to in Publishing.TERMINAL_STATUSES
-        if event:
-            values["log_size"] = models.F("log_size") + LogLine.size_of(event)
         # Atomic with the receivers of `publishing_finished`: what they record
         # (a webhook delivery) exists exactly when the terminal status does; and with its event, so
         # that a reader of the log who sees the status sees what led to it.
@@ -113,6 +108,23 @@ class WaitReason(models.TextChoices):
     RETRY_BACKOFF = "retry_backoff"
     # The global limit on job starts is reached: the message waits for its slot.
     RATE_LIMIT = "rate_limit"
+
+
+def _moved_values(
+    to: str, now: datetime, *, new_message_id: str | None, event: str, changes: dict[str, Any]
+) -> dict[str, Any]:
+    """What a move to `to` writes besides the status: the times it sets, the message, the log size."""
+    values: dict[str, Any] = {"updated_at": now, **changes}
+    if new_message_id is not None:
+        values["message_id"] = new_message_id
+    if to in Publishing.TERMINAL_STATUSES:
+        values.setdefault("finished_at", now)
+    if to == Publishing.Status.QUEUED:
+        values.setdefault("queued_at", now)
+        values.setdefault("finished_at", None)
+    if event:
+        values["log_size"] = models.F("log_size") + LogLine.size_of(event)
+    return values
 
 
 class Publishing(models.Model):
