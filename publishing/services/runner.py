@@ -14,7 +14,6 @@ from django.conf import settings
 from django.db import transaction
 from django.db import utils as db_utils
 from django.utils import timezone
-from dramatiq.common import compute_backoff
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from publishing import metrics, presence
@@ -25,11 +24,12 @@ from publishing.exceptions import (
     StaleAttempt,
     TransientJobError,
 )
-from publishing.models import Attempt, Project, Publishing, WaitReason
-from publishing.pipeline import Job, Origin, get_pipeline
+from publishing.models import Attempt, Project, Publishing
+from publishing.pipeline import Artifact, Job, Origin, Pipeline, Submission, get_pipeline
 from publishing.pipeline.workspace import workspace as pipeline_workspace
 from publishing.redaction import redact_credentials
 from publishing.services.attempts import AttemptLog, finish_attempt, outcome_of_stopped
+from publishing.services.failures import record_failure
 from publishing.services.provenance import record_commit
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def publishing_run(*, publishing_id: str, message_id: str, retries: int, max_ret
         return
     except (Exception, TimeLimitExceeded) as exc:  # TimeLimitExceeded is a BaseException (an interrupt)
         error = _classify(exc, publishing_id=publishing_id, attempt=log.attempt)
-        _record_failure(publishing, log, error, retries=retries, max_retries=max_retries)
+        record_failure(publishing, log, error, retries=retries, max_retries=max_retries)
         if error is exc:
             raise
         raise error from exc
@@ -195,64 +195,89 @@ def _classify(exc: BaseException, *, publishing_id: str, attempt: int) -> JobErr
 
 
 def _run_attempt(publishing: Publishing, log: AttemptLog) -> None:
-    attempt, message_id = log.attempt, log.message_id
     project = publishing.project
     if project is None:
         raise PermanentJobError("The project was deleted.", code="PROJECT_DELETED")
     pipeline = get_pipeline()
-    with pipeline_workspace() as workspace:
-        job = _job_of(publishing, project, workspace, log)
-        try:
-            log.step("checkout", f"checkout {redact_credentials(job.repository_url)}@{job.ref}", progress=10)
-            with metrics.step("checkout"):
-                checked_out = pipeline.checkout(job)
-            source = checked_out.path
-            record_commit(publishing, log, checked_out.commit)
-            # From here on the job names the commit it builds, whatever it asked for.
-            job = replace(job, commit=checked_out.commit.sha)
-            command = job.build_command.strip()
-            log.step("build", f"build: {command}" if command else "build: no build command", progress=30)
-            with metrics.step("build"):
-                pipeline.build(job, source)
-            log.step("package", f"package {job.artifact_path}", progress=60)
-            with metrics.step("package"):
-                artifact = replace(pipeline.package(job, source), commit=checked_out.commit)
-            log.event(f"artifact sha256={artifact.sha256} size={artifact.size}")
-            log.end_step()
-            log.flush()
-            # The fence: only the attempt that still owns the publishing may submit.
-            _move(
-                publishing,
-                Status.SUBMITTING,
-                attempt=attempt,
-                message_id=message_id,
-                progress=75,
-                artifact_sha256=artifact.sha256,
-                artifact_size=artifact.size,
-            )
-            log.step("submit", f"submit to {redact_credentials(job.target_url)}", progress=None)
-            with metrics.step("submit"):
-                submission = pipeline.submit(job, artifact)
-            log.end_step()
-        except BaseException:
-            log.end_step("stopped")
+    published = False
+    try:
+        with pipeline_workspace() as workspace:
+            job = _job_of(publishing, project, workspace, log)
+            artifact, submission = _run_steps(pipeline, publishing, job, log)
+            # Before the workspace goes: removing a large checkout takes seconds that nobody waits for.
+            _record_published(publishing, log, artifact, submission)
+            published = True
+    except BaseException as exc:
+        if not published:
             raise
-        finally:
-            log.flush()
-        # Before the workspace goes: removing a large checkout takes seconds that nobody waits for. The
-        # publishing and its attempt end in one transaction, so that no reader sees one without the other.
-        with transaction.atomic():
-            _move(
-                publishing,
-                Status.PUBLISHED,
-                attempt=attempt,
-                message_id=message_id,
-                progress=100,
-                artifact_uri=submission.uri,
-                submission_ref=submission.ref,
-                event=f"published to {submission.uri} (sha256 {artifact.sha256}, {artifact.size} bytes)",
-            )
-            finish_attempt(publishing.pk, attempt, Outcome.PUBLISHED, log=log)
+        # Published and recorded: an interrupt as the workspace goes (the time limit, a shutdown)
+        # changes nothing of that, and the next sweep removes what is left of the folder.
+        logger.warning(
+            "publishing %s published; the removal of its workspace was cut short (%r)", publishing.pk, exc
+        )
+
+
+def _run_steps(
+    pipeline: Pipeline, publishing: Publishing, job: Job, log: AttemptLog
+) -> tuple[Artifact, Submission]:
+    """Checkout, build, package, submit; each step in the log, the submit fenced."""
+    try:
+        log.step("checkout", f"checkout {redact_credentials(job.repository_url)}@{job.ref}", progress=10)
+        with metrics.step("checkout"):
+            checked_out = pipeline.checkout(job)
+        source = checked_out.path
+        record_commit(publishing, log, checked_out.commit)
+        # From here on the job names the commit it builds, whatever it asked for.
+        job = replace(job, commit=checked_out.commit.sha)
+        command = job.build_command.strip()
+        log.step("build", f"build: {command}" if command else "build: no build command", progress=30)
+        with metrics.step("build"):
+            pipeline.build(job, source)
+        log.step("package", f"package {job.artifact_path}", progress=60)
+        with metrics.step("package"):
+            artifact = replace(pipeline.package(job, source), commit=checked_out.commit)
+        log.event(f"artifact sha256={artifact.sha256} size={artifact.size}")
+        log.end_step()
+        log.flush()
+        # The fence: only the attempt that still owns the publishing may submit.
+        _move(
+            publishing,
+            Status.SUBMITTING,
+            attempt=log.attempt,
+            message_id=log.message_id,
+            progress=75,
+            artifact_sha256=artifact.sha256,
+            artifact_size=artifact.size,
+        )
+        log.step("submit", f"submit to {redact_credentials(job.target_url)}", progress=None)
+        with metrics.step("submit"):
+            submission = pipeline.submit(job, artifact)
+        log.end_step()
+    except BaseException:
+        log.end_step("stopped")
+        raise
+    finally:
+        log.flush()
+    return artifact, submission
+
+
+def _record_published(
+    publishing: Publishing, log: AttemptLog, artifact: Artifact, submission: Submission
+) -> None:
+    """The publishing published and its attempt closed, in one transaction: no reader sees one
+    without the other."""
+    with transaction.atomic():
+        _move(
+            publishing,
+            Status.PUBLISHED,
+            attempt=log.attempt,
+            message_id=log.message_id,
+            progress=100,
+            artifact_uri=submission.uri,
+            submission_ref=submission.ref,
+            event=f"published to {submission.uri} (sha256 {artifact.sha256}, {artifact.size} bytes)",
+        )
+        finish_attempt(publishing.pk, log.attempt, Outcome.PUBLISHED, log=log)
 
 
 def _job_of(publishing: Publishing, project: Project, workspace: Path, log: AttemptLog) -> Job:
@@ -279,110 +304,3 @@ def _move(publishing: Publishing, to: str, *, attempt: int, message_id: str, **c
         Publishing.objects.transition(publishing.pk, to, attempt=attempt, message_id=message_id, **changes)
     except InvalidTransition as exc:
         raise StaleAttempt(str(exc)) from exc
-
-
-def _failure_record(
-    publishing: Publishing, attempt: int, error: JobError, *, retries: int, max_retries: int
-) -> tuple[str, str, str, dict[str, Any]]:
-    """What a failed attempt leaves: (status, error message, log event, other changes); a retry's delay
-    is set on `error` too, for Dramatiq."""
-    if not (error.transient and retries < max_retries):
-        logger.error(
-            "publishing %s failed at attempt %d (%s: %s)", publishing.pk, attempt, error.code, error.detail
-        )
-        metrics.attempt_finished("failed")
-        return Status.FAILED, error.detail, f"attempt {attempt} failed ({error.code}): {error.detail}", {}
-    logger.warning(
-        "publishing %s attempt %d failed (%s: %s); will retry",
-        publishing.pk,
-        attempt,
-        error.code,
-        error.detail,
-    )
-    metrics.attempt_finished("retry")
-    error.retry_in_ms = retry_delay_ms(retries)
-    at = timezone.now() + timedelta(milliseconds=error.retry_in_ms)
-    event = (
-        f"attempt {attempt} failed ({error.code}): {error.detail} "
-        f"Retry {retries + 1} of {max_retries} at {at:%H:%M:%S} UTC."
-    )
-    changes = {"not_before": at, "wait_reason": WaitReason.RETRY_BACKOFF, "retries": retries + 1}
-    return Status.QUEUED, f"Attempt {attempt} failed: {error.detail} Retrying.", event, changes
-
-
-def _record_end(
-    publishing: Publishing,
-    log: AttemptLog,
-    error: JobError,
-    target: str,
-    message: str,
-    event: str,
-    changes: dict[str, Any],
-) -> None:
-    """The failed attempt's end: the publishing moved to `target` (failed, or queued for a retry), then
-    the attempt closed; InvalidTransition when the publishing no longer belongs to it."""
-    Publishing.objects.transition(
-        publishing.pk,
-        target,
-        attempt=log.attempt,
-        message_id=log.message_id,
-        # Only while this attempt still runs it: a cancel keeps the attempt and message, and
-        # cancelled -> queued is a retry's move, so without this a failure recorded as the owner
-        # cancels would queue the publishing again and run it (test_runner_failures).
-        only_from=(Status.BUILDING, Status.SUBMITTING),
-        error_code=error.code,
-        error_message=message,
-        event=event,
-        **changes,
-    )
-    outcome = Outcome.RETRYING if target == Status.QUEUED else Outcome.FAILED
-    finish_attempt(
-        publishing.pk, log.attempt, outcome, error_code=error.code, error_message=error.detail, log=log
-    )
-
-
-def _record_failure(
-    publishing: Publishing, log: AttemptLog, error: JobError, *, retries: int, max_retries: int
-) -> None:
-    attempt = log.attempt
-    target, message, event, changes = _failure_record(
-        publishing, attempt, error, retries=retries, max_retries=max_retries
-    )
-    try:
-        with contextlib.suppress(StaleAttempt):
-            # The failed step's last output, before the event that says how the attempt ended.
-            log.flush()
-        # One transaction: no reader sees the publishing ended while its attempt still runs.
-        with transaction.atomic():
-            _record_end(publishing, log, error, target, message, event, changes)
-    except InvalidTransition:
-        logger.info(
-            "publishing %s changed meanwhile; failure of attempt %d not recorded", publishing.pk, attempt
-        )
-        finish_attempt(
-            publishing.pk,
-            attempt,
-            outcome_of_stopped(publishing.pk),
-            error_code=error.code,
-            error_message=error.detail,
-            log=log,
-        )
-    except (db_utils.OperationalError, db_utils.InterfaceError) as exc:
-        # The database is away: the publishing keeps its running status until the retried message (or,
-        # past its lease, the reconciler) takes it up again.
-        logger.warning(
-            "publishing %s: could not record the failure of attempt %d, the database is unavailable (%s)",
-            publishing.pk,
-            attempt,
-            exc,
-        )
-    except db_utils.Error:
-        logger.exception("publishing %s: could not record the failure of attempt %d", publishing.pk, attempt)
-
-
-def retry_delay_ms(retries: int) -> int:
-    """How long a transient failure waits before try `retries + 2`: Dramatiq's backoff, with jitter."""
-    _, delay = compute_backoff(
-        retries, factor=settings.PUBLISHING_MIN_BACKOFF_MS, max_backoff=settings.PUBLISHING_MAX_BACKOFF_MS
-    )
-    return int(delay)

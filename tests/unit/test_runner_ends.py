@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.models import Attempt, Publishing
 from publishing.pipeline import workspace as workspace_module
-from publishing.services import attempts, runner
+from publishing.services import attempts, failures, runner
 from publishing.services.publishings import publishing_initiate
 from tests.factories import ProjectFactory, UserFactory
 from tests.fakes import ScriptedPipeline
@@ -35,6 +36,7 @@ def record_attempt_ends(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool
         finish(publishing_id, number, outcome, **kwargs)
 
     monkeypatch.setattr(runner, "finish_attempt", finish_attempt)
+    monkeypatch.setattr(failures, "finish_attempt", finish_attempt)
     return seen
 
 
@@ -91,3 +93,27 @@ def test_the_publishing_is_published_before_its_workspace_is_removed(drain, monk
 
     # Then the publishing was already published when its workspace went: nobody waits for the removal
     assert statuses == ["published"]
+
+
+def test_an_interrupt_as_the_workspace_goes_leaves_the_publishing_published(
+    drain, monkeypatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the actor's time limit strikes while the published attempt's workspace is being removed
+    def remove_tree(path: Path) -> None:
+        raise TimeLimitExceeded()
+
+    monkeypatch.setattr(workspace_module, "remove_tree", remove_tree)
+    publishing = queued()
+
+    # When the worker publishes it
+    drain()
+
+    # Then it stays published with its one attempt, no failure is recorded or dead-lettered, and a
+    # WARNING says what was cut short
+    publishing.refresh_from_db()
+    assert (publishing.status, publishing.error_code) == ("published", "")
+    assert list(Attempt.objects.filter(publishing=publishing).values_list("outcome", flat=True)) == [
+        "published"
+    ]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert any("removal of its workspace was cut short" in r.getMessage() for r in caplog.records)
