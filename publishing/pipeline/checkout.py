@@ -207,6 +207,12 @@ def _git_environment(
     }
 
 
+# git failing to write into the worker's own workspace: a full disk or quota (git names the cause
+# only for some writes: "unable to write file X" says none), and room comes back as other attempts'
+# workspaces go, so a retry later may succeed.
+_NO_SPACE_MARKERS = ("no space left on device", "disk quota exceeded", "unable to write file", "write error")
+
+
 def _is_transient(stderr: str) -> bool:
     lowered = stderr.lower()
     if any(marker in lowered for marker in _TRANSIENT_MARKERS):
@@ -303,7 +309,12 @@ def _clone_args(ref: str, url: str, dest: Path) -> list[str]:
 
 
 def _clone_error(stderr: str, *, returncode: int, safe_url: str, ref: str) -> JobError:
-    """What a failed clone or fetch means: transient (the network) or not, with git's last words."""
+    """What a failed clone or fetch means: transient (the network, a full disk) or not, with git's last
+    words."""
+    if any(marker in stderr.lower() for marker in _NO_SPACE_MARKERS):
+        detail = with_output_tail("could not write the checkout (a full disk?)", _CLONING_RE.sub("", stderr))
+        logger.warning("git clone of %s at %s ran out of space: %s", safe_url, ref, detail)
+        return TransientJobError(detail, code="CHECKOUT_NO_SPACE")
     transient = _is_transient(stderr)
     detail = with_output_tail(
         "repository unavailable" if transient else "git clone failed", _CLONING_RE.sub("", stderr)

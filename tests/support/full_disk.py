@@ -169,7 +169,41 @@ def file_store_scenario(
     return report
 
 
+def checkout_scenario(folder: Path, *, repository: str, leave: int) -> dict[str, Any]:
+    """Clone `repository` into a workspace whose file system has `leave` bytes free; then with room."""
+    from django.conf import settings
+
+    from publishing.pipeline.checkout import checkout
+    from publishing.pipeline.workspace import workspace
+
+    settings.PUBLISHING_WORKSPACE_DIR = str(folder / "workspaces")
+
+    def clone(ws: Path) -> Callable[[], Any]:
+        return lambda: checkout(
+            repository,
+            "main",
+            dest=ws / "source",
+            timeout=60,
+            allow_local=True,
+            allow_private=True,
+            on_output=lambda text: None,
+        )
+
+    report: dict[str, Any] = {}
+    with workspace() as ws:
+        filler = fill(folder, leave)
+        report["full"] = _attempt(clone(ws))
+        report["full"]["source_left"] = (ws / "source").exists()
+    report["workspaces_after"] = sorted(os.listdir(folder / "workspaces"))
+    filler.unlink()
+    with workspace() as ws:
+        report["room"] = _attempt(clone(ws))
+        report["room"]["files"] = sorted(p.name for p in (ws / "source").iterdir() if p.name != ".git")
+    return report
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
+    "checkout": checkout_scenario,
     "package": package_scenario,
     "file_store": file_store_scenario,
 }
