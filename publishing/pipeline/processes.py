@@ -237,20 +237,22 @@ def _wait(
 def _exit_waiter(proc: subprocess.Popen[bytes]) -> Iterator[Callable[[float], object]]:
     """A wait of at most the seconds it is given that ends as soon as `proc` exits: a poll of its pidfd
     (Linux 5.3+). Where there is none, it sleeps them out."""
+    pidfd = -1
+    # Opened inside the try, so an exception raised in this thread right after the open (an abort, a
+    # KeyboardInterrupt) still closes it. It stays -1 with no pidfd_open in this Python or kernel, or
+    # when the command is already reaped (SIGCHLD ignored).
     try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        # No pidfd_open in this Python or kernel, or the command is already reaped (SIGCHLD ignored).
-        pidfd = -1
-    if pidfd < 0:
-        yield time.sleep
-        return
-    try:
+        with contextlib.suppress(AttributeError, OSError):
+            pidfd = os.pidfd_open(proc.pid)
+        if pidfd < 0:
+            yield time.sleep
+            return
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         yield lambda seconds: poller.poll(seconds * 1000)
     finally:
-        os.close(pidfd)
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 def _finish(proc: subprocess.Popen[bytes], reader: OutputReader, output: IO[bytes]) -> None:

@@ -88,10 +88,18 @@ def send(
     """Hand the message of a queued publishing, or of a pending webhook delivery, to the broker.
 
     If the broker refuses, the record says plainly that it has no message (on any broker), and the
-    reconciler sends one.
+    reconciler sends one; unless it is no longer waiting for it: a send that timed out may still have
+    arrived, and a worker that took the message owns the record and its message id.
     """
     try:
         broker.enqueue(message)
     except BaseException:
-        model.objects.filter(pk=pk, message_id=message.message_id).update(message_id="")
+        model.objects.filter(pk=pk, message_id=message.message_id, **_waiting(model)).update(message_id="")
         raise
+
+
+def _waiting(model: type[Publishing] | type[WebhookDelivery]) -> dict[str, str]:
+    """The filter of a record still waiting for its message: a queued publishing, a pending delivery."""
+    if model is Publishing:
+        return {"status": Status.QUEUED}
+    return {"state": WebhookDelivery.State.PENDING}

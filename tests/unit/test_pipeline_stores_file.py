@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import importlib
 import json
+import os
+import shutil
+import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -182,3 +186,117 @@ def test_two_owners_projects_of_the_same_slug_never_share_a_folder(artifact, tmp
     # And each manifest names its project and owner
     manifest = json.loads((store / "2" / "site" / "p-b.json").read_text())
     assert (manifest["project_id"], manifest["owner_id"], manifest["project"]) == ("proj-b", "2", "site")
+
+
+# --- temporary files of other attempts ----------------------------------------------
+
+
+def _leftover(project_dir: Path, name: str) -> Path:
+    project_dir.mkdir(parents=True, exist_ok=True)
+    path = project_dir / name
+    path.write_bytes(b"part of an archive")
+    return path
+
+
+def test_a_temporary_file_another_attempt_still_writes_survives_the_next_submit(artifact, tmp_path):
+    # Given a stale attempt still writing its copy (its temp file flocked through its own open file),
+    # and the copy of a worker killed mid-write (nobody holds its lock)
+    project_dir = tmp_path / "store" / "42" / "my-site"
+    being_written = _leftover(project_dir, f".{PUBLISHING_ID}.tar.gz.wr1t1ng.tmp")
+    killed = _leftover(project_dir, f".{PUBLISHING_ID}.json.k1ll3d.tmp")
+    writer = os.open(being_written, os.O_RDWR)
+    try:
+        fcntl.flock(writer, fcntl.LOCK_EX)
+
+        # When the publishing is submitted again
+        _submit(artifact, (tmp_path / "store").as_uri())
+
+        # Then the file being written is left to its writer; the killed worker's is gone
+        assert being_written.read_bytes() == b"part of an archive"
+        assert not killed.exists()
+        assert sorted(path.name for path in project_dir.iterdir()) == sorted(
+            [f"{PUBLISHING_ID}.json", f"{PUBLISHING_ID}.tar.gz", being_written.name]
+        )
+    finally:
+        os.close(writer)
+
+
+def test_a_stale_attempt_submitting_while_the_new_one_copies_leaves_its_temp_file_alone(
+    tmp_path, monkeypatch
+):
+    # Given an attempt whose archive copy is under way, and a stale attempt of the same publishing
+    # (resumed after its lease ran out) that submits meanwhile
+    store = tmp_path / "store"
+    new = make_artifact(tmp_path / "new.tar.gz", b"the new attempt's archive")
+    stale = make_artifact(tmp_path / "stale.tar.gz", b"the stale attempt's archive")
+    copy = shutil.copyfileobj
+
+    def copy_while_the_stale_attempt_submits(src: Any, dst: Any, *args: Any) -> None:
+        monkeypatch.setattr(file_store_module.shutil, "copyfileobj", copy)
+        _submit(stale, store.as_uri())
+        copy(src, dst, *args)
+
+    monkeypatch.setattr(file_store_module.shutil, "copyfileobj", copy_while_the_stale_attempt_submits)
+
+    # When the new attempt finishes its copy and renames it into place
+    submission = _submit(new, store.as_uri())
+
+    # Then it stores its archive, beside its manifest, and leaves no temporary file
+    project_dir = store / "42" / "my-site"
+    assert Path(submission.uri.removeprefix("file://")).read_bytes() == b"the new attempt's archive"
+    assert json.loads((project_dir / f"{PUBLISHING_ID}.json").read_text())["sha256"] == new.sha256
+    assert sorted(path.name for path in project_dir.iterdir()) == [
+        f"{PUBLISHING_ID}.json",
+        f"{PUBLISHING_ID}.tar.gz",
+    ]
+
+
+def test_a_temporary_file_removed_between_its_creation_and_its_lock_is_made_again(
+    artifact, tmp_path, monkeypatch
+):
+    # Given another submit's cleanup that removes the first temporary file before its writer locks it
+    made: list[str] = []
+    mkstemp = tempfile.mkstemp
+
+    def mkstemp_then_cleanup(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, name = mkstemp(*args, **kwargs)
+        if not made:
+            final = Path(name).parent / kwargs["prefix"].strip(".")
+            file_store_module._remove_leftovers(final)
+            assert not Path(name).exists()
+        made.append(name)
+        return fd, name
+
+    monkeypatch.setattr(file_store_module.tempfile, "mkstemp", mkstemp_then_cleanup)
+
+    # When
+    submission = _submit(artifact, (tmp_path / "store").as_uri())
+
+    # Then the writer made another and stored the archive through it
+    assert len(made) == 3  # the removed one, the archive's, the manifest's
+    assert Path(submission.uri.removeprefix("file://")).read_bytes() == artifact.path.read_bytes()
+
+
+def test_a_leftover_that_cannot_be_removed_is_logged_and_the_submit_goes_on(
+    artifact, tmp_path, monkeypatch, caplog
+):
+    # Given a leftover the worker may not remove
+    project_dir = tmp_path / "store" / "42" / "my-site"
+    stuck = _leftover(project_dir, f".{PUBLISHING_ID}.tar.gz.k1ll3d.tmp")
+    unlink = Path.unlink
+
+    def unlink_refused(path: Path, missing_ok: bool = False) -> None:
+        if path == stuck:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink_refused)
+
+    # When
+    submission = _submit(artifact, (tmp_path / "store").as_uri())
+
+    # Then the archive is stored, and the leftover is reported as a WARNING
+    assert Path(submission.uri.removeprefix("file://")).read_bytes() == artifact.path.read_bytes()
+    assert stuck.exists()
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert any("Could not remove" in message for message in warnings)

@@ -12,6 +12,7 @@ from django.db import connection
 from publishing import broker
 from publishing.exceptions import BrokerUnavailable, Forbidden, NotFound, PublishingConflict
 from publishing.models import Publishing
+from publishing.services import runner
 from publishing.services.projects import project_create, project_delete, project_update
 from publishing.services.publishings import publishing_initiate
 from publishing.services.runner import publishing_run
@@ -169,6 +170,31 @@ def test_broker_down_leaves_nothing_behind_and_then_fails_fast(
     publishing = publishing_initiate(user=user, project_id=project.pk, idempotency_key="k")
     # Then the same request succeeds
     assert publishing.status == "queued"
+
+
+@pytest.mark.django_db
+def test_a_send_that_times_out_after_a_worker_took_its_message_leaves_the_running_row_alone(
+    stub_broker, project, user, monkeypatch
+) -> None:
+    # Given a broker whose send times out although the message arrived, and a worker took it
+    def deliver_then_time_out(message, *, delay=None):
+        kwargs = message.kwargs
+        runner._claim(kwargs["publishing_id"], message.message_id, retries=0, max_retries=3)
+        raise redis.exceptions.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(stub_broker, "enqueue", deliver_then_time_out)
+
+    # When a publishing is initiated
+    with pytest.raises(BrokerUnavailable):
+        publishing_initiate(user=user, project_id=project.pk)
+
+    # Then the row the worker runs keeps its message id, so the worker's own writes still go through
+    (row,) = Publishing.objects.all()
+    assert (row.status, row.attempts) == (Publishing.Status.BUILDING, 1)
+    assert row.message_id
+    assert Publishing.objects.transition(
+        row.pk, Publishing.Status.SUBMITTING, attempt=1, message_id=row.message_id, progress=60
+    )
 
 
 @pytest.mark.django_db

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import redis
 from django.db import transaction
 from django.utils import timezone
 
@@ -643,6 +644,32 @@ def test_reconcile_keeps_a_delivery_without_message_while_the_broker_is_down(
 
     delivery.refresh_from_db()
     assert (delivery.state, delivery.message_id) == ("pending", "")
+
+
+def test_a_send_that_times_out_after_the_delivery_was_made_leaves_its_message_id(
+    db, stub_broker, monkeypatch
+) -> None:
+    # Given a delivery without a message, and a broker whose send times out although the message
+    # arrived and a worker delivered it
+    delivery = recorded(
+        PublishingFactory.create(failed=True, project=hooked_project()),
+        "https://h.example.com/",
+        message_id="",
+    )
+
+    def deliver_then_time_out(message, *, delay=None):
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(state="delivered")
+        raise redis.exceptions.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(stub_broker, "enqueue", deliver_then_time_out)
+
+    # When the reconciler sends it
+    assert webhooks.deliveries_reconcile() == 0
+
+    # Then the delivered row keeps the message that delivered it
+    delivery.refresh_from_db()
+    assert delivery.state == "delivered"
+    assert delivery.message_id
 
 
 def test_the_reconcile_command_reports_webhook_deliveries(db, stub_broker) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import glob
 import grp
 import hashlib
@@ -16,7 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Self
@@ -26,6 +27,7 @@ from django.conf import settings
 
 from publishing.exceptions import PermanentJobError, TransientJobError
 from publishing.pipeline.base import Artifact, Origin, Submission
+from publishing.pipeline.locks import try_lock
 from publishing.pipeline.network import split_url
 from publishing.pipeline.stores.base import artifact_names, manifest
 
@@ -144,21 +146,46 @@ class _StoreAccess:
         path.chmod(0o750 if folder else 0o640)
 
 
-def _stage(final: Path, access: _StoreAccess, write: Callable[[IO[bytes]], object]) -> Path:
+@contextlib.contextmanager
+def _stage(final: Path, access: _StoreAccess, write: Callable[[IO[bytes]], object]) -> Iterator[Path]:
     """A temporary file beside `final`, written by `write`, flushed, fsynced and given the store's access;
-    removed again if any of that fails (a full disk included)."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    tmp = Path(tmp_name)
+    locked (flock) for the whole block, so no other submit's `_remove_leftovers` takes it for a leftover,
+    and removed at its end unless renamed into place in it (a full disk included)."""
+    fd, tmp = _locked_temp(final)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(os.dup(fd), "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         access.apply(tmp, folder=False)
-    except BaseException:
+        yield tmp
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+        os.close(fd)
+
+
+def _locked_temp(final: Path) -> tuple[int, Path]:
+    """A new temporary file beside `final`, and an fd holding an exclusive flock on it. Another submit's
+    `_remove_leftovers` may lock and remove the file between its creation and the flock: then a new one
+    is made."""
+    while True:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _names(fd, Path(tmp_name)):
+                return fd, Path(tmp_name)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _names(fd: int, path: Path) -> bool:
+    """Whether `path` is still the name of the file open as `fd`."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.lstat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
@@ -214,36 +241,56 @@ def _store_pair(
     replaced, and the new one comes last.
     """
     _remove_leftovers(final, manifest_path)
-    staged: list[Path] = []
-    try:
+    # Each staged file stays locked until the block ends: after its rename into place, or its removal.
+    with contextlib.ExitStack() as staging:
         new_archive: Path | None = None
         if _sha256_of(final) == artifact.sha256:
             logger.info("Artifact %s already stored with the same sha256; not rewriting it", final)
         else:
             with artifact.path.open("rb") as src:
-                new_archive = _stage(final, access, lambda dst: shutil.copyfileobj(src, dst, COPY_BUFFER))
-            staged.append(new_archive)
+                new_archive = staging.enter_context(
+                    _stage(final, access, lambda dst: shutil.copyfileobj(src, dst, COPY_BUFFER))
+                )
         existing = _read_manifest(manifest_path)
         if new_archive is None and existing is not None and existing.get("sha256") == artifact.sha256:
             return
         content = manifest(artifact, publishing_id=publishing_id, origin=origin, file_name=final.name)
-        staged.append(new_manifest := _stage(manifest_path, access, lambda dst: dst.write(content)))
+        new_manifest = staging.enter_context(_stage(manifest_path, access, lambda dst: dst.write(content)))
         if new_archive is not None:
             manifest_path.unlink(missing_ok=True)
             new_archive.replace(final)
             _fsync_directory(final.parent)
         new_manifest.replace(manifest_path)
         _fsync_directory(final.parent)
-    finally:
-        # Only what was never renamed into place is still there.
-        for tmp in staged:
-            tmp.unlink(missing_ok=True)
 
 
 def _remove_leftovers(*finals: Path) -> None:
     """Remove the temporary files an earlier attempt left beside `finals` (a worker killed mid-copy):
-    hidden, never taken for an archive, but as large as one, on a disk that may be full."""
+    hidden, never taken for an archive, but as large as one, on a disk that may be full. A file whose
+    writer still holds its lock is being written (by another attempt of the same publishing, a stale
+    one or its successor) and stays; one that cannot be removed is only logged: it costs room, not the
+    publishing."""
     for final in finals:
         for leftover in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+            try:
+                _remove_unless_locked(leftover)
+            except OSError as exc:
+                logger.warning("Could not remove %s, left by an earlier attempt: %s", leftover, exc)
+
+
+def _remove_unless_locked(leftover: Path) -> None:
+    """Remove `leftover` unless its writer holds its lock; OSError if it cannot be opened or removed."""
+    try:
+        fd = try_lock(leftover, folder=False, create=False)
+    except FileNotFoundError:
+        return  # its writer renamed or removed it meanwhile
+    if fd is None:
+        logger.info("Leaving %s: another attempt is still writing it", leftover)
+        return
+    try:
+        # Removed while locked: a writer that has just created it sees it gone once it has the lock.
+        if _names(fd, leftover):
             logger.warning("Removing %s, left by an earlier attempt that never finished its copy", leftover)
-            leftover.unlink(missing_ok=True)
+            leftover.unlink()
+    finally:
+        os.close(fd)
