@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import importlib
 import json
 import os
@@ -37,6 +38,15 @@ def _submit(artifact: Artifact, target_url: str, **overrides: Any) -> Any:
     }
     store = FileStore(roots=options.pop("store_roots"))
     return store.submit(artifact, target_url=target_url, **options)
+
+
+def copies_across_file_systems(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workspace and the store on two file systems: no hard link, the archive is copied."""
+
+    def link(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(file_store_module.os, "link", link)
 
 
 def test_submit_to_a_directory_writes_the_archive_and_then_its_manifest(artifact, tmp_path):
@@ -124,6 +134,8 @@ def test_resubmitting_different_content_replaces_archive_and_manifest(artifact, 
 def test_submit_to_a_directory_reports_a_full_disk_as_transient_and_leaves_no_temp_file(
     artifact, tmp_path, monkeypatch
 ):
+    copies_across_file_systems(monkeypatch)
+
     # Given a disk that fills up during the copy
     def copy_fails(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -224,6 +236,7 @@ def test_a_temporary_file_another_attempt_still_writes_survives_the_next_submit(
 def test_a_stale_attempt_submitting_while_the_new_one_copies_leaves_its_temp_file_alone(
     tmp_path, monkeypatch
 ):
+    copies_across_file_systems(monkeypatch)
     # Given an attempt whose archive copy is under way, and a stale attempt of the same publishing
     # (resumed after its lease ran out) that submits meanwhile
     store = tmp_path / "store"
@@ -254,6 +267,7 @@ def test_a_stale_attempt_submitting_while_the_new_one_copies_leaves_its_temp_fil
 def test_a_temporary_file_removed_between_its_creation_and_its_lock_is_made_again(
     artifact, tmp_path, monkeypatch
 ):
+    copies_across_file_systems(monkeypatch)
     # Given another submit's cleanup that removes the first temporary file before its writer locks it
     made: list[str] = []
     mkstemp = tempfile.mkstemp
@@ -300,3 +314,32 @@ def test_a_leftover_that_cannot_be_removed_is_logged_and_the_submit_goes_on(
     assert stuck.exists()
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert any("Could not remove" in message for message in warnings)
+
+
+def test_an_archive_on_the_stores_file_system_is_linked_not_copied(artifact, tmp_path, monkeypatch):
+    # Given a workspace's archive on the store's file system
+    monkeypatch.setattr(file_store_module.shutil, "copyfileobj", fail_if_called)
+
+    # When it is submitted
+    submission = _submit(artifact, (tmp_path / "store").as_uri())
+
+    # Then the store holds the same file, not a copy: no byte was written twice
+    stored = Path(submission.uri.removeprefix("file://"))
+    assert os.path.samestat(stored.stat(), artifact.path.stat())
+    assert stored.stat().st_mode & 0o777 == 0o600
+    # And removing the workspace's name leaves the stored archive whole
+    artifact.path.unlink()
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == artifact.sha256
+
+
+def test_an_archive_on_another_file_system_is_copied(artifact, tmp_path, monkeypatch):
+    # Given a workspace on another file system than the store's
+    copies_across_file_systems(monkeypatch)
+
+    # When its archive is submitted
+    submission = _submit(artifact, (tmp_path / "store").as_uri())
+
+    # Then the store holds a copy of the same bytes
+    stored = Path(submission.uri.removeprefix("file://"))
+    assert not os.path.samestat(stored.stat(), artifact.path.stat())
+    assert stored.read_bytes() == artifact.path.read_bytes()

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,9 @@ TRANSIENT_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE}
 )
 COPY_BUFFER = 1024 * 1024
+# Why a hard link from the workspace to the store fails where a copy works: another file system, one
+# without hard links, too many links, a kernel's protected_hardlinks.
+NO_LINK_ERRNOS = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.EACCES})
 
 
 class FileStore:
@@ -164,12 +168,42 @@ def _stage(final: Path, access: _StoreAccess, write: Callable[[IO[bytes]], objec
         os.close(fd)
 
 
-def _locked_temp(final: Path) -> tuple[int, Path]:
-    """A new temporary file beside `final`, and an fd holding an exclusive flock on it. Another submit's
+@contextlib.contextmanager
+def _stage_archive(artifact: Path, final: Path, access: _StoreAccess) -> Iterator[Path]:
+    """The archive staged beside `final` as `_stage` does: a hard link to `artifact` where the two lie on
+    one file system (nothing is copied, and the package step already wrote it to disk), else a copy."""
+    try:
+        fd, tmp = _locked_temp(final, link_to=artifact)
+    except OSError as exc:
+        if exc.errno not in NO_LINK_ERRNOS:
+            raise
+        with (
+            artifact.open("rb") as src,
+            _stage(final, access, lambda dst: shutil.copyfileobj(src, dst, COPY_BUFFER)) as tmp,
+        ):
+            yield tmp
+        return
+    try:
+        os.fsync(fd)
+        access.apply(tmp, folder=False)
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _locked_temp(final: Path, *, link_to: Path | None = None) -> tuple[int, Path]:
+    """A new temporary file beside `final` (a new hard link to `link_to`, when given), and an fd holding
+    an exclusive flock on it. Another submit's
     `_remove_leftovers` may lock and remove the file between its creation and the flock: then a new one
     is made."""
     while True:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        if link_to is None:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        else:
+            tmp_name = str(final.parent / f".{final.name}.{secrets.token_hex(6)}.tmp")
+            os.link(link_to, tmp_name)
+            fd = os.open(tmp_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if _names(fd, Path(tmp_name)):
@@ -247,10 +281,7 @@ def _store_pair(
         if _sha256_of(final) == artifact.sha256:
             logger.info("Artifact %s already stored with the same sha256; not rewriting it", final)
         else:
-            with artifact.path.open("rb") as src:
-                new_archive = staging.enter_context(
-                    _stage(final, access, lambda dst: shutil.copyfileobj(src, dst, COPY_BUFFER))
-                )
+            new_archive = staging.enter_context(_stage_archive(artifact.path, final, access))
         existing = _read_manifest(manifest_path)
         if new_archive is None and existing is not None and existing.get("sha256") == artifact.sha256:
             return
