@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from publishing.exceptions import PermanentJobError, TransientJobError
+from publishing.pipeline import network
 from publishing.pipeline.network import check_host, is_public_address
 from publishing.redaction import redact_credentials
 from tests.fakes import resolver
@@ -206,3 +207,16 @@ def test_check_host_refuses_a_url_without_a_host(monkeypatch, host):
     with pytest.raises(PermanentJobError) as excinfo:
         check_host(host, allow_private=False, code="TARGET_INVALID")
     assert (excinfo.value.code, excinfo.value.detail) == ("TARGET_INVALID", "the URL has no host")
+
+
+@pytest.mark.parametrize("allow_private", [True, False])
+def test_an_outbound_session_sends_a_body_in_large_blocks(allow_private: bool) -> None:
+    # Given a session for a user's URL, private addresses allowed or not
+    session = network.outbound_session(allow_private=allow_private)
+
+    # Then each of its connections sends a request's body UPLOAD_BLOCK bytes at a time, not in
+    # urllib3's 16 KiB blocks (an archive of tens of MB would take thousands of reads and sends)
+    for prefix in ("http://", "https://"):
+        adapter = session.get_adapter(prefix + "example.com/")
+        assert adapter.poolmanager.connection_pool_kw["blocksize"] == network.UPLOAD_BLOCK  # type: ignore[attr-defined]
+    assert network.UPLOAD_BLOCK == 1024 * 1024
