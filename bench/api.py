@@ -406,6 +406,7 @@ def run(context: Context) -> Outcome:
             for a, b in zip(initiate["rounds"], insert["rounds"], strict=True)
         ],
     }
+    cpu_ratio = ratio(initiate["web_cpu_ms_per_request"], insert["web_cpu_ms_per_request"])
     return Outcome(
         title=f"API: initiate vs an insert-only endpoint, gunicorn {WEB_WORKERS}x{WEB_THREADS}, PostgreSQL",
         table=table(figures),
@@ -414,7 +415,13 @@ def run(context: Context) -> Outcome:
                 "initiate req/s >= 0.9x insert-only",
                 f"{figures['ratio']:.2f}x ({initiate['req_per_s']:.0f} vs {insert['req_per_s']:.0f} req/s)",
                 figures["ratio"] >= 0.9,
-            )
+            ),
+            Target(
+                "initiate web CPU per request <= 1.5x insert-only's",
+                f"{cpu_ratio:.2f}x ({initiate['web_cpu_ms_per_request']:.1f} vs "
+                f"{insert['web_cpu_ms_per_request']:.1f} ms)",
+                cpu_ratio <= 1.5,
+            ),
         ],
         figures=figures,
         notes=notes(figures),
