@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -127,7 +128,9 @@ class _Receiver(BaseHTTPRequestHandler):
 
 
 class ReceivingServer(ThreadingHTTPServer):
-    """An HTTP store on 127.0.0.1 that writes each upload to `folder`."""
+    """An HTTP store on 127.0.0.1 that writes each upload to `folder`, served by a process of its own:
+    in the benchmark's, it would share a GIL with the thread that polls Publisher's API, and only
+    during Publisher's runs (the script's run with that thread waiting)."""
 
     daemon_threads = True
 
@@ -140,14 +143,14 @@ class ReceivingServer(ThreadingHTTPServer):
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[ReceivingServer]:
-        thread = threading.Thread(target=self.serve_forever, name="http-store", daemon=True)
-        thread.start()
+        server = multiprocessing.get_context("fork").Process(target=self.serve_forever, name="http-store")
+        server.start()
         try:
             yield self
         finally:
-            self.shutdown()
+            server.terminate()
+            server.join()
             self.server_close()
-            thread.join()
 
 
 @dataclass
