@@ -154,7 +154,7 @@ docker-check: install  ## Validate docker/ offline: compose file (docker-compose
 tox: install  ## The suite on Python 3.11, 3.12 and 3.13, and lint, type, migrations (pyenv's interpreters)
 	PYENV_VERSION=$${PYENV_VERSION:-3.11:3.12:3.13} $(BIN)/tox $(TOX_ARGS)
 
-bench: install  ## Publisher against bare Dramatiq and Celery, side by side (under 15 min); writes docs/benchmarks.md
+bench: install  ## Publisher against bare Dramatiq and Celery, and whole publishings against a shell script (about 20 min); writes docs/benchmarks.md
 	$(BIN)/python -m bench
 
 bench-smoke: install  ## Each benchmark briefly: proves they work (CI); the figures mean nothing

@@ -88,24 +88,59 @@ CPU per no-op job 0.54 and 0.63 ms there, against 0.30 ms at 9e49f23; Celery
 slowed alike, 0.93 ms against 0.61), not with the change. Where the extra
 CPU goes on this machine has not been profiled yet.
 
-**Initiate** (was 35 req/s, 0.52x). Fixed in the product: one transaction
-instead of two, no look-up before the insert (the constraints decide), no
-reload of the row it wrote, no attempts query for a new publishing, the
-serializer's fields built once per class, and persistent connections: 4x
-the requests per second. What is left, as shares of initiate's time: the
-full answer (the publishing with its links, 21 %; insert-only answers
-`{"id"}`), the pending -> queued update with its message (12 %) and the
-Redis enqueue with its wake-up (8 %, with the task row then recorded at each
-enqueue, since dropped). Token authentication
-(19 %) and the project look-up (21 %) are in both. An insert-only endpoint
-does none of the three by definition, so 0.9x would need initiate to stop
-queueing or to answer less than the publishing it made.
+**Initiate** (was 35 req/s, 0.52x; web CPU per request 2.2x insert-only's
+at git 9d1a717). Fixed in the product: one transaction instead of two, no
+look-up before the insert (the constraints decide), no reload of the row it
+wrote, no attempts query for a new publishing, persistent connections (4x
+the requests per second); then the row inserted as `queued` with its
+message's id and first log line (two statements, no UPDATE from `pending`,
+no savepoints), the answer rendered by hand instead of through ~35 DRF
+fields copied per answer (`test_serializers` holds it byte for byte to DRF's
+rendering), and its links' URLs reversed once per view (`api/links.py`).
+Web CPU per request went from 2.09-2.25x insert-only's to 1.40-1.52x over
+four runs on the shared machine (this page's run: the API section). What is
+left, profiled in one process on a quiet machine (3.96 against 2.97 ms per
+request; py-spy): the log line's INSERT (0.42 ms), the Redis enqueue script
+and the wake-up PUBLISH (0.24 and 0.08 ms), the answer (0.25 ms), the
+COMMIT (0.15 ms) and an INFO line (0.06 ms); token authentication (0.7 ms)
+and the project look-up (0.8 ms) are in both. The queued-by log line, the
+message and the answer are what initiate is for; pipelining the PUBLISH into
+the enqueue would save about 0.1 ms at the price of copying more of
+Dramatiq's Redis broker. In req/s initiate stays about 0.7x: five more
+round trips (BEGIN, the log line, COMMIT, two to Redis) that an insert-only
+endpoint never makes.
 
-Since the log became lines (git 9e49f23), initiate also writes its first
-log line, `queued by <user> via api`, in the same transaction as the queued
-status (an INSERT and the row's log size): 0.45x here against 0.53x at the
-run before it (git 7dca786), on the same machine. That line is what tells a
-reader who queued the publishing and how; it stays.
+**End to end** (`python -m bench e2e`; first run at git 7842fde: a
+real-size publishing 1.58x the script, the one-page one +580 ms). Profiled
+step by step against the script: every git command waited for the next
+0.2 s poll of its process (the checkout of one page took 430 ms: a clone and
+a `git log`), so the wait now polls the command's pidfd and ends when it
+exits; the package step compressed at gzip's level 9 and read its archive
+back for the SHA-256, so it packs at `PUBLISHING_ARTIFACT_COMPRESSION_LEVEL`
+(6), hashes the bytes as it writes them, reads files in 64 KiB chunks
+(1 MiB ones cost 470,000 page faults on a 1 GiB artifact) and starts
+writing the archive to disk while it compresses (`sync_file_range`), then
+`fdatasync`s it; the worker removed the workspace (a second for 5,000
+files and a build) before it recorded the publishing, so it now records it
+first, with its attempt, in one transaction; the `file://` store copied the
+archive and fsynced the copy (0.26 s against `cp`'s 0.03 s), so it now
+hard-links the workspace's archive where both lie on one file system (a
+copy elsewhere); HTTP uploads went in urllib3's 16 KiB blocks, now 1 MiB.
+The benchmark itself was unfair three ways, also fixed: a run paid for the
+dirty pages of the run before (each run now starts after `sync`, and a
+Publisher run ends once its workspace is gone), curl waited a second for a
+`100 Continue` on every upload (`Expect:` is now empty, as `requests`
+sends it), and the HTTP store shared a GIL with the API polling during
+Publisher's runs only (it now serves from a process of its own). What the
+one-page publishing still adds (about +65 ms, medians, against 300 allowed):
+the build's sandbox (+25 ms: bwrap about 5 ms, the limits wrapper `python3
+-I -S` about 7 ms, a fork without vfork because of the uid switch 3 ms, the
+uid lease), the checkout (+11 ms: the output reader thread, and the `git
+log` that reads the commit from the checkout, 3 ms), and "other" (+25 ms:
+the request, the queue's pickup, the step records). The 1 GiB artifact's
+peak RSS (+27 MiB) is the build's own Python writing its files; package and
+submit add nothing measurable. The e2e section below has the figures of
+the run that wrote this page.
 
 **Watchers** (a page polling a running publishing's log every 2 s, `python
 -m bench watchers`). Profiled in one process with `bench/log_poll_profile.py`
