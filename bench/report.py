@@ -132,7 +132,8 @@ Publisher run ends once its workspace is gone), curl waited a second for a
 `100 Continue` on every upload (`Expect:` is now empty, as `requests`
 sends it), and the HTTP store shared a GIL with the API polling during
 Publisher's runs only (it now serves from a process of its own). What the
-one-page publishing still adds (about +65 ms, medians, against 300 allowed):
+one-page publishing still adds (+63 to +84 ms over three full runs,
+medians, against 300 allowed):
 the build's sandbox (+25 ms: bwrap about 5 ms, the limits wrapper `python3
 -I -S` about 7 ms, a fork without vfork because of the uid switch 3 ms, the
 uid lease), the checkout (+11 ms: the output reader thread, and the `git
