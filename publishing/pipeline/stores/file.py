@@ -151,45 +151,43 @@ class _StoreAccess:
 
 
 @contextlib.contextmanager
-def _stage(final: Path, access: _StoreAccess, write: Callable[[IO[bytes]], object]) -> Iterator[Path]:
-    """A temporary file beside `final`, written by `write`, flushed, fsynced and given the store's access;
-    locked (flock) for the whole block, so no other submit's `_remove_leftovers` takes it for a leftover,
-    and removed at its end unless renamed into place in it (a full disk included)."""
-    fd, tmp = _locked_temp(final)
+def _stage(
+    final: Path,
+    access: _StoreAccess,
+    *,
+    write: Callable[[IO[bytes]], object] | None = None,
+    link_to: Path | None = None,
+) -> Iterator[Path]:
+    """A temporary file beside `final`, written by `write` (or a new hard link to `link_to`), fsynced and
+    given the store's access; locked (flock) for the whole block, so no other submit's
+    `_remove_leftovers` takes it for a leftover, and removed at its end unless renamed into place in it
+    (a full disk included)."""
+    fd, tmp = _locked_temp(final, link_to=link_to)
     try:
-        with os.fdopen(os.dup(fd), "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        access.apply(tmp, folder=False)
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _stage_archive(artifact: Path, final: Path, access: _StoreAccess) -> Iterator[Path]:
-    """The archive staged beside `final` as `_stage` does: a hard link to `artifact` where the two lie on
-    one file system (nothing is copied, and the package step already wrote it to disk), else a copy."""
-    try:
-        fd, tmp = _locked_temp(final, link_to=artifact)
-    except OSError as exc:
-        if exc.errno not in NO_LINK_ERRNOS:
-            raise
-        with (
-            artifact.open("rb") as src,
-            _stage(final, access, lambda dst: shutil.copyfileobj(src, dst, COPY_BUFFER)) as tmp,
-        ):
-            yield tmp
-        return
-    try:
+        if write is not None:
+            with os.fdopen(os.dup(fd), "wb") as fh:
+                write(fh)
         os.fsync(fd)
         access.apply(tmp, folder=False)
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
         os.close(fd)
+
+
+def _stage_archive(staging: contextlib.ExitStack, artifact: Path, final: Path, access: _StoreAccess) -> Path:
+    """The archive staged beside `final` for the block of `staging`: a hard link to `artifact` where the
+    two lie on one file system (nothing is copied, and the package step already wrote it to disk), else
+    a copy."""
+    try:
+        return staging.enter_context(_stage(final, access, link_to=artifact))
+    except OSError as exc:
+        if exc.errno not in NO_LINK_ERRNOS:
+            raise
+    src = staging.enter_context(artifact.open("rb"))
+    return staging.enter_context(
+        _stage(final, access, write=lambda dst: shutil.copyfileobj(src, dst, COPY_BUFFER))
+    )
 
 
 def _locked_temp(final: Path, *, link_to: Path | None = None) -> tuple[int, Path]:
@@ -281,12 +279,14 @@ def _store_pair(
         if _sha256_of(final) == artifact.sha256:
             logger.info("Artifact %s already stored with the same sha256; not rewriting it", final)
         else:
-            new_archive = staging.enter_context(_stage_archive(artifact.path, final, access))
+            new_archive = _stage_archive(staging, artifact.path, final, access)
         existing = _read_manifest(manifest_path)
         if new_archive is None and existing is not None and existing.get("sha256") == artifact.sha256:
             return
         content = manifest(artifact, publishing_id=publishing_id, origin=origin, file_name=final.name)
-        new_manifest = staging.enter_context(_stage(manifest_path, access, lambda dst: dst.write(content)))
+        new_manifest = staging.enter_context(
+            _stage(manifest_path, access, write=lambda dst: dst.write(content))
+        )
         if new_archive is not None:
             manifest_path.unlink(missing_ok=True)
             new_archive.replace(final)
